@@ -40,6 +40,8 @@ pub enum StoreError {
     NoLeader,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
     #[error("etcdserver: {0}")]
     Invalid(String),
     #[error("etcdserver: internal error: {0}")]
@@ -65,7 +67,9 @@ impl StoreError {
             | StoreError::LeaseTtlTooLarge => Code::OutOfRange,
             StoreError::LeaseNotFound => Code::NotFound,
             StoreError::LeaseExists => Code::FailedPrecondition,
-            StoreError::NoLeader | StoreError::Timeout => Code::Unavailable,
+            StoreError::NoLeader | StoreError::Timeout | StoreError::LeaderChanged => {
+                Code::Unavailable
+            }
             StoreError::Internal(_) => Code::Internal,
         }
     }

@@ -6,7 +6,19 @@
 //! disks; the state machine persists what it changes; the gRPC services
 //! call the [`Store`] API and never touch storage directly.
 
+pub mod db;
 pub mod error;
+pub mod grpc;
+mod lessor;
+mod log_store;
 pub mod mvcc;
+mod network;
+pub mod state_machine;
+mod store;
+pub mod types;
+pub mod watch;
 
 pub use error::StoreError;
+pub use store::{
+    AutoCompaction, LeaseInfo, MemberInfo, OpenStoreError, Store, StoreConfig, StoreStatus,
+};

@@ -12,7 +12,7 @@
 
 mod range;
 mod revision;
-mod txn;
+pub mod txn;
 
 pub use revision::Revision;
 pub use txn::TxnLimits;
@@ -331,6 +331,28 @@ impl Mvcc {
                 .expect("by_rev and keys agree");
             (*rev, key.as_slice(), versions[pos].kv.as_deref())
         })
+    }
+}
+
+impl Mvcc {
+    /// A hash of every retained version with main revision `<= at`, for
+    /// comparing replicas (etcd's HashKV). Equal states hash equally.
+    pub fn hash_at(&self, at: i64) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut feed = |b: &[u8]| {
+            for x in b {
+                h ^= *x as u32;
+                h = h.wrapping_mul(0x0100_0193);
+            }
+        };
+        for (rev, key) in self.by_rev.range(..=Revision::new(at, i64::MAX)) {
+            feed(&rev.to_bytes());
+            feed(key);
+            if let Some(kv) = self.event_at(*rev, key).event.kv {
+                feed(&kv.value);
+            }
+        }
+        h
     }
 }
 

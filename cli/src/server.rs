@@ -1,0 +1,230 @@
+//! `keel server`: etcd-style flags mapped onto the store's configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use keel_store::{grpc, AutoCompaction, Store, StoreConfig};
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// This replica's name; must appear in --initial-cluster when given.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Where the store lives. Never wiped: a dir from another cluster,
+    /// member or format version is refused.
+    #[arg(long, default_value = "./keel-data")]
+    data_dir: PathBuf,
+    /// Address for etcd v3 gRPC clients.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    listen_client: String,
+    /// Address for raft peers.
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    listen_peer: String,
+    /// Client address to publish in the member list (default: --listen-client).
+    #[arg(long)]
+    advertise_client: Option<String>,
+    /// Peer address others use (default: --listen-peer).
+    #[arg(long)]
+    advertise_peer: Option<String>,
+    /// Static bootstrap: `name1=http://host:port,name2=...` (1, 3 or 5
+    /// replicas). Omitted: a single replica.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Largest request accepted, in bytes (etcd: --max-request-bytes).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: usize,
+    /// Most operations in one txn branch (etcd: --max-txn-ops).
+    #[arg(long, default_value_t = 128)]
+    max_txn_ops: usize,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Raft election timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+    /// Entries applied between snapshots (after which the log is purged).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Upper bound on any client request, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// Automatic compaction mode.
+    #[arg(long, value_enum, default_value_t = CompactionMode::Periodic)]
+    auto_compaction_mode: CompactionMode,
+    /// Retention: revisions to keep (revision mode) or a duration such as
+    /// `1h`, `30m`, `90s` (periodic mode). `0` disables compaction.
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompactionMode {
+    Periodic,
+    Revision,
+}
+
+fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .with_context(|| format!("--initial-cluster entry {part:?} is not name=url"))?;
+        let addr = url
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        if name.trim().is_empty() || addr.is_empty() {
+            bail!("--initial-cluster entry {part:?} is not name=url");
+        }
+        if out.iter().any(|(n, _): &(String, String)| n == name.trim()) {
+            bail!("--initial-cluster names {name:?} twice");
+        }
+        out.push((name.trim().to_string(), addr.to_string()));
+    }
+    if ![1, 3, 5].contains(&out.len()) {
+        bail!(
+            "--initial-cluster must list 1, 3 or 5 replicas, not {}",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+fn parse_retention(mode: CompactionMode, s: &str) -> anyhow::Result<AutoCompaction> {
+    let s = s.trim();
+    if s == "0" || s.is_empty() {
+        return Ok(AutoCompaction::Off);
+    }
+    match mode {
+        CompactionMode::Revision => {
+            let n: i64 = s.parse().with_context(|| {
+                format!("--auto-compaction-retention {s:?} is not a revision count")
+            })?;
+            Ok(AutoCompaction::Revisions(n))
+        }
+        CompactionMode::Periodic => {
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num
+                .parse()
+                .with_context(|| format!("--auto-compaction-retention {s:?} is not a duration"))?;
+            let secs = match unit {
+                "" | "h" => n * 3600, // etcd: a bare number means hours
+                "m" => n * 60,
+                "s" => n,
+                _ => bail!("--auto-compaction-retention {s:?}: unit must be h, m or s"),
+            };
+            Ok(AutoCompaction::Periodic(Duration::from_secs(secs)))
+        }
+    }
+}
+
+pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
+    let peer_addr = a
+        .advertise_peer
+        .clone()
+        .unwrap_or_else(|| a.listen_peer.clone());
+    let client_addr = a
+        .advertise_client
+        .clone()
+        .unwrap_or_else(|| a.listen_client.clone());
+    let mut cfg = StoreConfig::new(&a.name, &a.data_dir, &peer_addr, &client_addr);
+    if let Some(ic) = &a.initial_cluster {
+        cfg.initial_cluster = parse_initial_cluster(ic)?;
+    }
+    cfg.max_request_bytes = a.max_request_bytes;
+    cfg.max_txn_ops = a.max_txn_ops;
+    cfg.heartbeat_ms = a.heartbeat_interval;
+    cfg.election_timeout_ms = a.election_timeout;
+    cfg.snapshot_logs = a.snapshot_count;
+    cfg.request_timeout = Duration::from_millis(a.request_timeout_ms);
+    cfg.auto_compaction = parse_retention(a.auto_compaction_mode, &a.auto_compaction_retention)?;
+
+    // Bind first so a port clash fails before anything is written.
+    let peer_listener = grpc::bind(&a.listen_peer).await?;
+    let client_listener = grpc::bind(&a.listen_client).await?;
+    let store = Store::open(cfg).await?;
+    tracing::info!(
+        name = %a.name,
+        member_id = format!("{:x}", store.member_id()),
+        cluster_id = format!("{:x}", store.cluster_id()),
+        client = %a.listen_client,
+        peer = %a.listen_peer,
+        "keel server started"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let peer = tokio::spawn(grpc::serve_peer(
+        store.clone(),
+        peer_listener,
+        stopped(stop_rx.clone()),
+    ));
+    let client = tokio::spawn(grpc::serve_client(
+        store.clone(),
+        client_listener,
+        stopped(stop_rx),
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = client.await;
+        let _ = peer.await;
+    })
+    .await;
+    store.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parsing() {
+        let c = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=127.0.0.1:3")
+            .unwrap();
+        assert_eq!(c[2], ("c".to_string(), "127.0.0.1:3".to_string()));
+        assert!(parse_initial_cluster("a=http://x:1,b=http://x:2")
+            .unwrap_err()
+            .to_string()
+            .contains("1, 3 or 5"));
+        assert!(parse_initial_cluster("a")
+            .unwrap_err()
+            .to_string()
+            .contains("not name=url"));
+        assert!(parse_initial_cluster("a=x:1,a=x:2,b=x:3")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
+
+    #[test]
+    fn retention_parsing() {
+        assert!(matches!(
+            parse_retention(CompactionMode::Periodic, "0").unwrap(),
+            AutoCompaction::Off
+        ));
+        assert!(matches!(
+            parse_retention(CompactionMode::Periodic, "90s").unwrap(),
+            AutoCompaction::Periodic(d) if d == Duration::from_secs(90)
+        ));
+        assert!(matches!(
+            parse_retention(CompactionMode::Revision, "1000").unwrap(),
+            AutoCompaction::Revisions(1000)
+        ));
+        assert!(parse_retention(CompactionMode::Periodic, "5d").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! keel-net: the transport seam between replicas.
+//!
+//! Peers exchange opaque byte payloads over one gRPC service
+//! (`keelraft.RaftPeer`); what the bytes mean (openraft messages, forwarded
+//! client requests) belongs to the layer above. This crate owns channels,
+//! deadlines and keepalives, so that a partition makes calls fail fast
+//! instead of hanging.
+
+mod peer;
+
+pub use peer::{peer_server, PeerClient, PeerError, PeerHandler, PeerMethod, MAX_MESSAGE_BYTES};

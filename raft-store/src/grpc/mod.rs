@@ -1,0 +1,79 @@
+//! etcd v3 gRPC services over the [`Store`] API. This layer only translates
+//! between wire messages and store calls; it never touches storage.
+
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+mod watch;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use keel_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::store::Store;
+
+/// How far past `max_request_bytes` a gRPC message may be before the
+/// transport (rather than the store, with etcd's error) rejects it.
+const GRPC_SLACK_BYTES: usize = 512 * 1024;
+
+/// Serves the etcd client API on `listener` until `shutdown` resolves.
+pub async fn serve_client(
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max = store.config().max_request_bytes + GRPC_SLACK_BYTES;
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .add_service(
+            KvServer::new(kv::KvService::new(store.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            WatchServer::new(watch::WatchService::new(store.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(LeaseServer::new(lease::LeaseService::new(store.clone())))
+        .add_service(ClusterServer::new(cluster::ClusterService::new(
+            store.clone(),
+        )))
+        .add_service(
+            MaintenanceServer::new(maintenance::MaintenanceService::new(store))
+                .max_encoding_message_size(keel_net::MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Serves raft peer RPCs on `listener` until `shutdown` resolves.
+pub async fn serve_peer(
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(keel_net::peer_server(store.peer_handler()))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Binds an address, naming it in the error.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let sa: SocketAddr = addr.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad address {addr:?}: {e}"),
+        )
+    })?;
+    TcpListener::bind(sa)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}

@@ -1,0 +1,120 @@
+//! openraft's network over keel-net: raft messages are bincode-encoded into
+//! the peer service's byte payload.
+
+use std::future::Future;
+use std::time::Duration;
+
+use keel_net::{PeerClient, PeerError, PeerMethod};
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::errors::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::log_store::{decode, encode};
+use crate::types::{Member, NodeId, TypeConfig};
+
+/// Snapshots can be large; give them more time than a heartbeat.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct Network {
+    pub client: PeerClient,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, _target: NodeId, node: &Member) -> Self::Network {
+        PeerConn {
+            addr: node.peer_addr.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+pub struct PeerConn {
+    addr: String,
+    client: PeerClient,
+}
+
+fn to_rpc_error(e: PeerError) -> RPCError<TypeConfig> {
+    match e {
+        PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl PeerConn {
+    async fn call<Req, Resp>(
+        &self,
+        method: PeerMethod,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let out = self
+            .client
+            .call(&self.addr, method, data, timeout)
+            .await
+            .map_err(to_rpc_error)?;
+        decode(&out).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConn {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let res: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> = self
+            .call(PeerMethod::AppendEntries, &rpc, option.soft_ttl())
+            .await?;
+        res.map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let res: Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>> =
+            self.call(PeerMethod::Vote, &rpc, option.soft_ttl()).await?;
+        res.map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req: (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>, Vec<u8>) =
+            (vote, snapshot.meta, snapshot.snapshot);
+        let fut = async {
+            let res: Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>> = self
+                .call(PeerMethod::InstallSnapshot, &req, SNAPSHOT_TIMEOUT)
+                .await
+                .map_err(StreamingError::from)?;
+            res.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = fut => r,
+        }
+    }
+}

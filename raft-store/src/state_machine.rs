@@ -1,0 +1,370 @@
+//! The replicated state machine: applies committed commands to the MVCC
+//! state, persists each entry's changes together with the applied log id in
+//! one RocksDB batch, publishes watch events, and builds and installs
+//! snapshots.
+//!
+//! Guarantee: the in-memory state and RocksDB move together per entry; after
+//! a crash the state is rebuilt from RocksDB and openraft re-applies the
+//! committed entries after the persisted applied id.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use futures::{Stream, TryStreamExt};
+use keel_proto::etcdserverpb::TxnRequest;
+use keel_proto::mvccpb::KeyValue;
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot};
+use prost::Message;
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, CF_KV, CF_LEASE, CF_META};
+use crate::error::StoreError;
+use crate::log_store::{decode, encode};
+use crate::mvcc::{Change, Mvcc, RevEvent, Revision, TxnLimits};
+use crate::types::{Command, CommandOutput, CommandResponse, TypeConfig};
+use crate::watch::WatchHub;
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_REVISION: &[u8] = b"revision";
+const KEY_COMPACT: &[u8] = b"compact";
+const KEY_CLIENT_ADDRS: &[u8] = b"client_addrs";
+
+/// Everything the state machine holds in memory.
+pub struct SmState {
+    pub mvcc: Mvcc,
+    pub last_applied: Option<LogIdOf<TypeConfig>>,
+    pub membership: StoredMembershipOf<TypeConfig>,
+    /// Client addresses replicas published, by member id.
+    pub client_addrs: BTreeMap<u64, String>,
+}
+
+/// Shared between the raft core (which applies) and readers.
+pub struct SmShared {
+    db: Db,
+    state: RwLock<SmState>,
+    pub hub: WatchHub,
+    limits: TxnLimits,
+    current_snapshot: Mutex<Option<(SnapshotMetaOf<TypeConfig>, Vec<u8>)>>,
+}
+
+impl SmShared {
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        self.state.read().expect("state lock poisoned")
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub shared: Arc<SmShared>,
+}
+
+/// Snapshot contents: every retained version, so history (and watches from
+/// retained revisions) survive on a replica that catches up by snapshot.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    current_rev: i64,
+    compact_rev: i64,
+    leases: Vec<(i64, i64)>,
+    versions: Vec<(Revision, Vec<u8>, Option<Vec<u8>>)>,
+    client_addrs: Vec<(u64, String)>,
+}
+
+fn rocks(e: rocksdb::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl StateMachine {
+    /// Loads the state persisted in `db`.
+    pub fn open(db: Db, limits: TxnLimits) -> io::Result<Self> {
+        let get = |k: &[u8]| db.raw().get_cf(db.cf(CF_META), k).map_err(rocks);
+        let last_applied = match get(KEY_APPLIED)? {
+            Some(b) => decode(&b)?,
+            None => None,
+        };
+        let membership = match get(KEY_MEMBERSHIP)? {
+            Some(b) => decode(&b)?,
+            None => StoredMembershipOf::<TypeConfig>::default(),
+        };
+        let current_rev: i64 = get(KEY_REVISION)?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or(1);
+        let compact_rev: i64 = get(KEY_COMPACT)?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or(0);
+        let client_addrs = get(KEY_CLIENT_ADDRS)?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default();
+        let mut mvcc = Mvcc::new();
+        for r in db.raw().iterator_cf(db.cf(CF_LEASE), IteratorMode::Start) {
+            let (_, v) = r.map_err(rocks)?;
+            let (id, ttl_s): (i64, i64) = decode(&v)?;
+            mvcc.restore_lease(id, ttl_s);
+        }
+        for r in db.raw().iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
+            let (k, v) = r.map_err(rocks)?;
+            let rev = Revision::from_bytes(&k)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad revision key"))?;
+            let (key, kv): (Vec<u8>, Option<Vec<u8>>) = decode(&v)?;
+            let kv = kv
+                .map(|b| KeyValue::decode(b.as_slice()))
+                .transpose()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            mvcc.restore_version(rev, key, kv);
+        }
+        mvcc.restore_meta(current_rev, compact_rev);
+        let hub = WatchHub::new(mvcc.current_revision());
+        Ok(StateMachine {
+            shared: Arc::new(SmShared {
+                db,
+                state: RwLock::new(SmState {
+                    mvcc,
+                    last_applied,
+                    membership,
+                    client_addrs,
+                }),
+                hub,
+                limits,
+                current_snapshot: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// Applies one command to the state; returns the response, changes, events.
+fn apply_command(
+    state: &mut SmState,
+    cmd: &Command,
+    limits: TxnLimits,
+) -> (CommandResponse, Vec<Change>, Vec<RevEvent>) {
+    let (result, changes, events) = match cmd {
+        Command::Txn(bytes) => match TxnRequest::decode(bytes.as_slice()) {
+            Ok(req) => match state.mvcc.txn(&req, limits) {
+                Ok((resp, c, e)) => (Ok(CommandOutput::Txn(resp.encode_to_vec())), c, e),
+                Err(err) => (Err(err), vec![], vec![]),
+            },
+            Err(e) => (
+                Err(StoreError::Invalid(format!("undecodable txn: {e}"))),
+                vec![],
+                vec![],
+            ),
+        },
+        Command::Compact { revision } => match state.mvcc.compact(*revision) {
+            Ok(c) => (Ok(CommandOutput::Done), c, vec![]),
+            Err(err) => (Err(err), vec![], vec![]),
+        },
+        Command::LeaseGrant { id, ttl_s } => match state.mvcc.lease_grant(*id, *ttl_s) {
+            Ok(c) => (
+                Ok(CommandOutput::LeaseGranted {
+                    id: *id,
+                    ttl_s: *ttl_s,
+                }),
+                c,
+                vec![],
+            ),
+            Err(err) => (Err(err), vec![], vec![]),
+        },
+        Command::LeaseRevoke { id } => match state.mvcc.lease_revoke(*id) {
+            Ok((c, e)) => (Ok(CommandOutput::Done), c, e),
+            Err(err) => (Err(err), vec![], vec![]),
+        },
+        Command::Publish {
+            member_id,
+            client_addr,
+        } => {
+            state.client_addrs.insert(*member_id, client_addr.clone());
+            (Ok(CommandOutput::Done), vec![], vec![])
+        }
+    };
+    let resp = CommandResponse {
+        revision: state.mvcc.current_revision(),
+        result,
+    };
+    (resp, changes, events)
+}
+
+fn persist_changes(db: &Db, b: &mut WriteBatch, changes: &[Change]) -> io::Result<()> {
+    for c in changes {
+        match c {
+            Change::Put { rev, key, kv } => {
+                let value = encode(&(key, kv.as_ref().map(|kv| kv.encode_to_vec())))?;
+                b.put_cf(db.cf(CF_KV), rev.to_bytes(), value);
+            }
+            Change::Removed { rev } => b.delete_cf(db.cf(CF_KV), rev.to_bytes()),
+            Change::LeasePut { id, ttl_s } => {
+                b.put_cf(db.cf(CF_LEASE), id.to_be_bytes(), encode(&(id, ttl_s))?)
+            }
+            Change::LeaseDelete { id } => b.delete_cf(db.cf(CF_LEASE), id.to_be_bytes()),
+            Change::Compacted { revision } => {
+                b.put_cf(db.cf(CF_META), KEY_COMPACT, encode(revision)?)
+            }
+        }
+    }
+    Ok(())
+}
+
+fn persist_meta(db: &Db, b: &mut WriteBatch, state: &SmState) -> io::Result<()> {
+    let meta = db.cf(CF_META);
+    b.put_cf(meta, KEY_APPLIED, encode(&state.last_applied)?);
+    b.put_cf(meta, KEY_MEMBERSHIP, encode(&state.membership)?);
+    b.put_cf(meta, KEY_REVISION, encode(&state.mvcc.current_revision())?);
+    b.put_cf(meta, KEY_CLIENT_ADDRS, encode(&state.client_addrs)?);
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
+        let st = self.shared.read();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let sh = &self.shared;
+            let mut b = WriteBatch::default();
+            let (resp, events) = {
+                let mut st = sh.state.write().expect("state lock poisoned");
+                st.last_applied = Some(entry.log_id);
+                let (resp, changes, events) = match &entry.payload {
+                    EntryPayload::Blank => (None, vec![], vec![]),
+                    EntryPayload::Normal(cmd) => {
+                        let (r, c, e) = apply_command(&mut st, cmd, sh.limits);
+                        (Some(r), c, e)
+                    }
+                    EntryPayload::Membership(m) => {
+                        st.membership =
+                            StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), m.clone());
+                        (None, vec![], vec![])
+                    }
+                };
+                persist_changes(&sh.db, &mut b, &changes)?;
+                persist_meta(&sh.db, &mut b, &st)?;
+                sh.db.write_unsynced(b).map_err(rocks)?;
+                (resp, events)
+            };
+            sh.hub.publish(events);
+            if let Some(r) = responder {
+                r.send(resp.unwrap_or(CommandResponse {
+                    revision: sh.read().mvcc.current_revision(),
+                    result: Ok(CommandOutput::Done),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let body: SnapshotBody = decode(&snapshot)?;
+        let sh = &self.shared;
+        let mut mvcc = Mvcc::new();
+        for (id, ttl) in &body.leases {
+            mvcc.restore_lease(*id, *ttl);
+        }
+        let db = &sh.db;
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(db.cf(CF_KV), &[0u8; 16][..], &[0xffu8; 17][..]);
+        b.delete_range_cf(db.cf(CF_LEASE), &[0u8; 8][..], &[0xffu8; 9][..]);
+        for (id, ttl) in &body.leases {
+            b.put_cf(db.cf(CF_LEASE), id.to_be_bytes(), encode(&(id, ttl))?);
+        }
+        for (rev, key, kv) in body.versions {
+            b.put_cf(db.cf(CF_KV), rev.to_bytes(), encode(&(&key, &kv))?);
+            let kv = kv
+                .map(|k| KeyValue::decode(k.as_slice()))
+                .transpose()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            mvcc.restore_version(rev, key, kv);
+        }
+        mvcc.restore_meta(body.current_rev, body.compact_rev);
+        b.put_cf(db.cf(CF_META), KEY_COMPACT, encode(&body.compact_rev)?);
+        {
+            let mut st = sh.state.write().expect("state lock poisoned");
+            st.mvcc = mvcc;
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+            st.client_addrs = body.client_addrs.into_iter().collect();
+            persist_meta(db, &mut b, &st)?;
+            db.write_synced(b).map_err(rocks)?;
+            sh.hub.reset(st.mvcc.current_revision());
+        }
+        *sh.current_snapshot.lock().expect("snapshot lock") = Some((meta.clone(), snapshot));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
+        let cur = self
+            .shared
+            .current_snapshot
+            .lock()
+            .expect("snapshot lock")
+            .clone();
+        Ok(cur.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
+        let (meta, bytes) = {
+            let st = self.shared.read();
+            let body = SnapshotBody {
+                current_rev: st.mvcc.current_revision(),
+                compact_rev: st.mvcc.compact_revision(),
+                leases: st.mvcc.leases().map(|l| (l.id, l.ttl_s)).collect(),
+                versions: st
+                    .mvcc
+                    .all_versions()
+                    .map(|(rev, key, kv)| (rev, key.to_vec(), kv.map(|kv| kv.encode_to_vec())))
+                    .collect(),
+                client_addrs: st
+                    .client_addrs
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect(),
+            };
+            let meta = SnapshotMetaOf::<TypeConfig> {
+                last_log_id: st.last_applied,
+                last_membership: st.membership.clone(),
+            };
+            (meta, encode(&body)?)
+        };
+        // The snapshot replaces the log up to its last id: make everything it
+        // covers durable before openraft may purge that log.
+        self.shared
+            .db
+            .write_synced(WriteBatch::default())
+            .map_err(rocks)?;
+        *self.shared.current_snapshot.lock().expect("snapshot lock") =
+            Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: bytes,
+        })
+    }
+}

@@ -1,0 +1,912 @@
+//! The `Store`: the Rust API that in-process callers and the gRPC services
+//! use. Same semantics as etcd's v3 API: writes go through raft (a
+//! follower forwards them to the leader), reads are linearizable unless
+//! asked to be serializable.
+//!
+//! Errors: every call is bounded by the request timeout; without a leader
+//! or quorum it fails with `Unavailable` (`NoLeader`, `Timeout`,
+//! `LeaderChanged`) rather than hanging. A write whose outcome is unknown
+//! (leader lost mid-flight) reports `LeaderChanged` or `Timeout`, as etcd
+//! does; it is never retried internally, so it is applied at most once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_net::{PeerClient, PeerHandler, PeerMethod};
+use keel_proto::etcdserverpb::{
+    request_op::Request, response_op::Response, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
+    TxnResponse,
+};
+use openraft::alias::{SnapshotMetaOf, VoteOf};
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{Config, ReadPolicy, SnapshotPolicy};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::db::{Db, Identity};
+use crate::error::StoreError;
+use crate::lessor::Lessor;
+use crate::log_store::{decode, encode, LogStore};
+use crate::mvcc::{self, TxnLimits};
+use crate::network::Network;
+use crate::state_machine::{SmShared, StateMachine};
+use crate::types::{member_id, Command, CommandOutput, CommandResponse, Member, NodeId, Raft};
+use crate::watch::{run_watcher, WatchCtl, WatchOut, WatchSpec};
+
+/// etcd's largest lease TTL.
+pub const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
+
+#[derive(Debug, Clone)]
+pub enum AutoCompaction {
+    Off,
+    /// Keep the last N revisions.
+    Revisions(i64),
+    /// Keep the revisions of the last period.
+    Periodic(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Address peers reach this replica at (`host:port`).
+    pub peer_addr: String,
+    /// Address clients reach this replica at, published to `MemberList`.
+    pub client_addr: String,
+    /// `(name, peer_addr)` of every initial member; empty: just this one.
+    pub initial_cluster: Vec<(String, String)>,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub request_timeout: Duration,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Build a snapshot (and purge the log) every this many entries.
+    pub snapshot_logs: u64,
+    pub auto_compaction: AutoCompaction,
+    /// Smallest lease TTL granted (etcd: 1.5 election timeouts).
+    pub min_lease_ttl_s: i64,
+}
+
+impl StoreConfig {
+    pub fn new(
+        name: &str,
+        data_dir: impl Into<PathBuf>,
+        peer_addr: &str,
+        client_addr: &str,
+    ) -> Self {
+        StoreConfig {
+            name: name.into(),
+            data_dir: data_dir.into(),
+            peer_addr: peer_addr.into(),
+            client_addr: client_addr.into(),
+            initial_cluster: Vec::new(),
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            request_timeout: Duration::from_secs(5),
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_logs: 10_000,
+            auto_compaction: AutoCompaction::Off,
+            min_lease_ttl_s: 2,
+        }
+    }
+
+    fn members(&self) -> BTreeMap<NodeId, Member> {
+        let list = if self.initial_cluster.is_empty() {
+            vec![(self.name.clone(), self.peer_addr.clone())]
+        } else {
+            self.initial_cluster.clone()
+        };
+        list.into_iter()
+            .map(|(name, peer_addr)| (member_id(&name), Member { name, peer_addr }))
+            .collect()
+    }
+
+    /// The cluster's identity: a hash of its initial membership.
+    pub fn cluster_id(&self) -> u64 {
+        let mut s: Vec<String> = self
+            .members()
+            .values()
+            .map(|m| format!("{}={}", m.name, m.peer_addr))
+            .collect();
+        s.sort();
+        member_id(&s.join(","))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStoreError {
+    #[error(transparent)]
+    Db(#[from] crate::db::OpenError),
+    #[error("state machine: {0}")]
+    State(#[from] std::io::Error),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Requests a replica sends to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum ForwardRequest {
+    Write(Command),
+    ReadIndex,
+    LeaseKeepAlive(i64),
+    LeaseTimeToLive(i64),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ForwardResponse {
+    Write(Result<CommandResponse, StoreError>),
+    ReadIndex(u64),
+    Lease(Result<(i64, i64), StoreError>),
+    NotLeader,
+}
+
+struct Inner {
+    raft: Raft,
+    sm: Arc<SmShared>,
+    id: NodeId,
+    cluster_id: u64,
+    peers: PeerClient,
+    cfg: StoreConfig,
+    lessor: Lessor,
+}
+
+/// A handle to this replica's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Lease details for `LeaseTimeToLive`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseInfo {
+    pub id: i64,
+    pub ttl_s: i64,
+    pub granted_ttl_s: i64,
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// A member as `MemberList` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_addr: String,
+    pub client_addr: Option<String>,
+}
+
+/// Status for `Maintenance.Status`.
+#[derive(Debug, Clone)]
+pub struct StoreStatus {
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub revision: i64,
+    pub db_size_bytes: i64,
+}
+
+impl Store {
+    /// Opens the data dir and starts this replica's raft node. Peers must be
+    /// served with [`Store::peer_handler`] for the cluster to form.
+    pub async fn open(cfg: StoreConfig) -> Result<Store, OpenStoreError> {
+        let members = cfg.members();
+        let id = member_id(&cfg.name);
+        if !members.contains_key(&id) {
+            return Err(OpenStoreError::Config(format!(
+                "--initial-cluster does not name this member {:?}",
+                cfg.name
+            )));
+        }
+        let cluster_id = cfg.cluster_id();
+        let db = Db::open(
+            &cfg.data_dir,
+            &Identity {
+                cluster: format!("{cluster_id:016x}"),
+                member: cfg.name.clone(),
+            },
+        )?;
+        let fresh = db.fresh;
+        let limits = TxnLimits {
+            max_ops: cfg.max_txn_ops,
+        };
+        let sm = StateMachine::open(db.clone(), limits)?;
+        let shared = sm.shared.clone();
+        let raft_config = Config {
+            cluster_name: format!("{cluster_id:016x}"),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+            max_in_snapshot_log_to_keep: cfg.snapshot_logs.min(1000),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| OpenStoreError::Config(e.to_string()))?;
+        let peers = PeerClient::new();
+        let network = Network {
+            client: peers.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(raft_config), network, LogStore::new(db), sm)
+            .await
+            .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
+        if fresh {
+            // Every fresh member proposes the same initial membership; raft
+            // keeps exactly one.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!("initialize: {e}");
+            }
+        }
+        let store = Store {
+            inner: Arc::new(Inner {
+                raft,
+                sm: shared,
+                id,
+                cluster_id,
+                peers,
+                cfg,
+                lessor: Lessor::default(),
+            }),
+        };
+        store.spawn_background();
+        Ok(store)
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    pub fn peer_handler(&self) -> Arc<dyn PeerHandler> {
+        Arc::new(self.clone())
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+
+    /// The response header etcd attaches to everything.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let term = self.inner.raft.metrics().borrow_watched().current_term;
+        ResponseHeader {
+            cluster_id: self.inner.cluster_id,
+            member_id: self.inner.id,
+            revision,
+            raft_term: term,
+        }
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.inner.sm.read().mvcc.current_revision()
+    }
+
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    fn leader_member(&self) -> Option<(NodeId, Member)> {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
+    }
+
+    // ---- reads ----
+
+    /// Waits until this replica's state reflects every write acknowledged
+    /// before the call (raft read-index, via the leader when a follower).
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.unavailable_error());
+            }
+            match self.leader_member() {
+                None => {}
+                Some((leader, _)) if leader == self.inner.id => {
+                    let r = tokio::time::timeout(
+                        left,
+                        self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                    )
+                    .await;
+                    if let Ok(Ok(_)) = r {
+                        return Ok(());
+                    }
+                }
+                Some((_, node)) => {
+                    if let Ok(ForwardResponse::ReadIndex(idx)) =
+                        self.forward(&node, ForwardRequest::ReadIndex, left).await
+                    {
+                        return self.wait_applied(idx, deadline).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), StoreError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::Timeout)
+    }
+
+    fn unavailable_error(&self) -> StoreError {
+        if self.current_leader().is_none() {
+            StoreError::NoLeader
+        } else {
+            StoreError::Timeout
+        }
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        mvcc::check_key_range(&req.key, &req.range_end)?;
+        if !req.serializable {
+            self.read_barrier().await?;
+        }
+        let st = self.inner.sm.read();
+        let mut resp = st.mvcc.range(&req)?;
+        resp.header = Some(self.header(st.mvcc.current_revision()));
+        Ok(resp)
+    }
+
+    // ---- writes ----
+
+    fn check_size(&self, len: usize) -> Result<(), StoreError> {
+        if len > self.inner.cfg.max_request_bytes {
+            return Err(StoreError::RequestTooLarge);
+        }
+        Ok(())
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, StoreError> {
+        let txn = single_op(Request::RequestPut(req));
+        let resp = self.txn(txn).await?;
+        match first_response(resp) {
+            Some(Response::ResponsePut(mut r)) => {
+                r.header = Some(self.header(r.header.map_or(0, |h| h.revision)));
+                Ok(r)
+            }
+            _ => Err(StoreError::Internal("put produced no put response".into())),
+        }
+    }
+
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StoreError> {
+        let txn = single_op(Request::RequestDeleteRange(req));
+        let resp = self.txn(txn).await?;
+        match first_response(resp) {
+            Some(Response::ResponseDeleteRange(mut r)) => {
+                r.header = Some(self.header(r.header.map_or(0, |h| h.revision)));
+                Ok(r)
+            }
+            _ => Err(StoreError::Internal(
+                "delete produced no delete response".into(),
+            )),
+        }
+    }
+
+    /// Runs a transaction. A txn of only reads is served locally after a
+    /// read barrier, as etcd does; anything that writes goes through raft.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, StoreError> {
+        let limits = TxnLimits {
+            max_ops: self.inner.cfg.max_txn_ops,
+        };
+        mvcc::txn::check_txn(&req, limits)?;
+        let bytes = req.encode_to_vec();
+        self.check_size(bytes.len())?;
+        let out = self.propose(Command::Txn(bytes)).await?;
+        match out.result? {
+            CommandOutput::Txn(b) => {
+                let mut resp = TxnResponse::decode(b.as_slice())
+                    .map_err(|e| StoreError::Internal(format!("txn response: {e}")))?;
+                fill_headers(&mut resp, &self.header(out.revision));
+                Ok(resp)
+            }
+            other => Err(StoreError::Internal(format!(
+                "unexpected txn output {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn compact(&self, revision: i64) -> Result<i64, StoreError> {
+        let out = self.propose(Command::Compact { revision }).await?;
+        out.result?;
+        Ok(out.revision)
+    }
+
+    /// Replicates `cmd` and returns what applying it produced.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.unavailable_error());
+            }
+            match self.leader_member() {
+                None => {}
+                Some((leader, _)) if leader == self.inner.id => {
+                    if let Some(r) = self.propose_local(cmd.clone(), left).await {
+                        return r;
+                    }
+                }
+                Some((_, node)) => match self
+                    .forward(&node, ForwardRequest::Write(cmd.clone()), left)
+                    .await
+                {
+                    Ok(ForwardResponse::Write(r)) => return r,
+                    // Certain: the leader did not take it. Retry.
+                    Ok(ForwardResponse::NotLeader) => {}
+                    Ok(_) => return Err(StoreError::Internal("bad forward answer".into())),
+                    // Unknown whether the leader took it: report, never retry.
+                    Err(e) => return Err(e),
+                },
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+    }
+
+    /// Proposes on this (leader) replica. `None`: raft rejected the entry
+    /// before appending it (not leader, or a new leader without a valid
+    /// lease yet), so retrying cannot apply it twice.
+    async fn propose_local(
+        &self,
+        cmd: Command,
+        left: Duration,
+    ) -> Option<Result<CommandResponse, StoreError>> {
+        use openraft::errors::{ClientWriteError, RaftError};
+        match tokio::time::timeout(left, self.inner.raft.client_write(cmd)).await {
+            Err(_) => Some(Err(StoreError::Timeout)),
+            Ok(Ok(r)) => Some(Ok(r.data)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => None,
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                Some(Err(StoreError::LeaderChanged))
+            }
+            Ok(Err(e)) => Some(Err(StoreError::Internal(e.to_string()))),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: &Member,
+        req: ForwardRequest,
+        left: Duration,
+    ) -> Result<ForwardResponse, StoreError> {
+        let data = encode(&req).map_err(|e| StoreError::Internal(e.to_string()))?;
+        match self
+            .inner
+            .peers
+            .call(&leader.peer_addr, PeerMethod::Forward, data, left)
+            .await
+        {
+            Ok(b) => decode(&b).map_err(|e| StoreError::Internal(e.to_string())),
+            Err(keel_net::PeerError::Timeout { .. }) => Err(StoreError::Timeout),
+            Err(_) => Err(StoreError::LeaderChanged),
+        }
+    }
+
+    // ---- leases ----
+
+    pub async fn lease_grant(&self, id: i64, ttl_s: i64) -> Result<(i64, i64, i64), StoreError> {
+        if ttl_s > MAX_LEASE_TTL_S {
+            return Err(StoreError::LeaseTtlTooLarge);
+        }
+        if id < 0 {
+            return Err(StoreError::Invalid("lease id must not be negative".into()));
+        }
+        let ttl_s = ttl_s.max(self.inner.cfg.min_lease_ttl_s);
+        let id = if id == 0 {
+            rand::random::<i64>().abs().max(1)
+        } else {
+            id
+        };
+        let out = self.propose(Command::LeaseGrant { id, ttl_s }).await?;
+        match out.result? {
+            CommandOutput::LeaseGranted { id, ttl_s } => Ok((id, ttl_s, out.revision)),
+            other => Err(StoreError::Internal(format!(
+                "unexpected lease output {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<i64, StoreError> {
+        let out = self.propose(Command::LeaseRevoke { id }).await?;
+        out.result?;
+        Ok(out.revision)
+    }
+
+    /// Renews a lease; returns its TTL. Served by the leader.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, StoreError> {
+        self.lease_on_leader(ForwardRequest::LeaseKeepAlive(id))
+            .await
+            .map(|(ttl, _)| ttl)
+    }
+
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseInfo, StoreError> {
+        let (left, granted) = self
+            .lease_on_leader(ForwardRequest::LeaseTimeToLive(id))
+            .await?;
+        let keys = if keys {
+            let st = self.inner.sm.read();
+            st.mvcc
+                .lease(id)
+                .map(|l| l.keys.iter().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(LeaseInfo {
+            id,
+            ttl_s: left,
+            granted_ttl_s: granted,
+            keys,
+        })
+    }
+
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.inner.sm.read().mvcc.leases().map(|l| l.id).collect()
+    }
+
+    async fn lease_on_leader(&self, req: ForwardRequest) -> Result<(i64, i64), StoreError> {
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.unavailable_error());
+            }
+            match self.leader_member() {
+                Some((leader, _)) if leader == self.inner.id => {
+                    if let ForwardResponse::Lease(r) = self.serve_forward(req.clone()).await {
+                        return r;
+                    }
+                }
+                Some((_, node)) => {
+                    if let Ok(ForwardResponse::Lease(r)) =
+                        self.forward(&node, req.clone(), left).await
+                    {
+                        return r;
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+    }
+
+    fn lease_ttl(&self, id: i64) -> Result<i64, StoreError> {
+        let st = self.inner.sm.read();
+        st.mvcc
+            .lease(id)
+            .map(|l| l.ttl_s)
+            .ok_or(StoreError::LeaseNotFound)
+    }
+
+    // ---- watch ----
+
+    /// Starts a watcher that sends to `out` until `out` closes. Returns the
+    /// control channel used for progress requests.
+    pub fn watch(
+        &self,
+        spec: WatchSpec,
+        out: mpsc::Sender<WatchOut>,
+    ) -> Result<mpsc::Sender<WatchCtl>, StoreError> {
+        mvcc::check_key_range(&spec.key, &spec.range_end)?;
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(run_watcher(self.inner.sm.clone(), spec, out, rx));
+        Ok(tx)
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.inner.sm.hub.watcher_count()
+    }
+
+    // ---- cluster ----
+
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let m = self
+            .inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let st = self.inner.sm.read();
+        m.membership()
+            .nodes()
+            .map(|(id, node)| MemberInfo {
+                id: *id,
+                name: node.name.clone(),
+                peer_addr: node.peer_addr.clone(),
+                client_addr: st.client_addrs.get(id).cloned(),
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let size = self.db_size_bytes();
+        StoreStatus {
+            leader: m.current_leader.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_applied_index: m.last_applied.map_or(0, |l| l.index),
+            revision: self.current_revision(),
+            db_size_bytes: size,
+        }
+    }
+
+    fn db_size_bytes(&self) -> i64 {
+        dir_size(&self.inner.cfg.data_dir.join("store")) as i64
+    }
+
+    /// A consistent copy of the state as etcd-style snapshot bytes (the
+    /// raft snapshot body with its metadata), for `Maintenance.Snapshot`.
+    pub async fn snapshot_bytes(&self) -> Result<Vec<u8>, StoreError> {
+        use openraft::RaftSnapshotBuilder;
+        let mut sm = StateMachine {
+            shared: self.inner.sm.clone(),
+        };
+        let snap = sm
+            .build_snapshot()
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        encode(&(snap.meta, snap.snapshot)).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    /// etcd's HashKV: `(hash, revision, compact_revision)` at `revision`
+    /// (0: current). Serializable, like etcd's.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), StoreError> {
+        let st = self.inner.sm.read();
+        let at = st.mvcc.check_readable(revision)?;
+        Ok((
+            st.mvcc.hash_at(at),
+            st.mvcc.current_revision(),
+            st.mvcc.compact_revision(),
+        ))
+    }
+
+    // ---- background ----
+
+    fn spawn_background(&self) {
+        let s = self.clone();
+        tokio::spawn(async move { s.lessor_loop().await });
+        let s = self.clone();
+        tokio::spawn(async move { s.publish_loop().await });
+        let s = self.clone();
+        tokio::spawn(async move { s.compactor_loop().await });
+    }
+
+    fn is_running(&self) -> bool {
+        self.inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .running_state
+            .is_ok()
+    }
+
+    async fn lessor_loop(&self) {
+        while self.is_running() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if !self.inner.raft.is_leader() {
+                self.inner.lessor.demote();
+                continue;
+            }
+            let leases: Vec<(i64, i64)> = {
+                let st = self.inner.sm.read();
+                st.mvcc.leases().map(|l| (l.id, l.ttl_s)).collect()
+            };
+            for id in self.inner.lessor.expired(&leases, Instant::now()) {
+                let s = self.clone();
+                tokio::spawn(async move {
+                    match s.lease_revoke(id).await {
+                        Ok(_) | Err(StoreError::LeaseNotFound) => {}
+                        Err(e) => tracing::warn!(lease = id, "revoking expired lease: {e}"),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Announces this replica's client address once per start.
+    async fn publish_loop(&self) {
+        let cmd = Command::Publish {
+            member_id: self.inner.id,
+            client_addr: self.inner.cfg.client_addr.clone(),
+        };
+        while self.is_running() {
+            let known = self
+                .inner
+                .sm
+                .read()
+                .client_addrs
+                .get(&self.inner.id)
+                .cloned();
+            if known.as_deref() == Some(self.inner.cfg.client_addr.as_str()) {
+                return;
+            }
+            if self.current_leader().is_some() && self.propose(cmd.clone()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn compactor_loop(&self) {
+        let (period, keep) = match self.inner.cfg.auto_compaction {
+            AutoCompaction::Off => return,
+            AutoCompaction::Revisions(n) => (Duration::from_secs(5), Keep::Revisions(n)),
+            AutoCompaction::Periodic(d) => ((d / 10).max(Duration::from_secs(1)), Keep::Since(d)),
+        };
+        let mut samples: Vec<(Instant, i64)> = Vec::new();
+        while self.is_running() {
+            tokio::time::sleep(period).await;
+            let now = Instant::now();
+            let (cur, compacted) = {
+                let st = self.inner.sm.read();
+                (st.mvcc.current_revision(), st.mvcc.compact_revision())
+            };
+            samples.push((now, cur));
+            let target = match keep {
+                Keep::Revisions(n) => cur - n,
+                Keep::Since(d) => {
+                    samples.retain(|(t, _)| now.duration_since(*t) <= d + period);
+                    samples
+                        .iter()
+                        .find(|(t, _)| now.duration_since(*t) >= d)
+                        .map_or(0, |(_, r)| *r)
+                }
+            };
+            if self.inner.raft.is_leader() && target > compacted {
+                if let Err(e) = self.compact(target).await {
+                    tracing::debug!("auto compaction to {target}: {e}");
+                }
+            }
+        }
+    }
+
+    async fn serve_forward(&self, req: ForwardRequest) -> ForwardResponse {
+        if !self.inner.raft.is_leader() {
+            return ForwardResponse::NotLeader;
+        }
+        let timeout = self.inner.cfg.request_timeout;
+        match req {
+            ForwardRequest::Write(cmd) => match self.propose_local(cmd, timeout).await {
+                Some(r) => ForwardResponse::Write(r),
+                None => ForwardResponse::NotLeader,
+            },
+            ForwardRequest::ReadIndex => match tokio::time::timeout(
+                timeout,
+                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            {
+                Ok(Ok(read)) => ForwardResponse::ReadIndex(read.index()),
+                _ => ForwardResponse::NotLeader,
+            },
+            ForwardRequest::LeaseKeepAlive(id) => {
+                ForwardResponse::Lease(self.lease_ttl(id).map(|ttl| {
+                    self.inner.lessor.keep_alive(id, ttl, Instant::now());
+                    (ttl, ttl)
+                }))
+            }
+            ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::Lease(
+                self.lease_ttl(id)
+                    .map(|ttl| (self.inner.lessor.remaining_s(id, ttl, Instant::now()), ttl)),
+            ),
+        }
+    }
+}
+
+enum Keep {
+    Revisions(i64),
+    Since(Duration),
+}
+
+fn single_op(r: Request) -> TxnRequest {
+    TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp { request: Some(r) }],
+        failure: vec![],
+    }
+}
+
+fn first_response(resp: TxnResponse) -> Option<Response> {
+    let header = resp.header;
+    let mut r = resp.responses.into_iter().next()?.response?;
+    match &mut r {
+        Response::ResponsePut(p) => p.header = header,
+        Response::ResponseDeleteRange(d) => d.header = header,
+        Response::ResponseRange(g) => g.header = header,
+        Response::ResponseTxn(t) => t.header = header,
+    }
+    Some(r)
+}
+
+/// etcd sets the same header on a txn and every response inside it.
+fn fill_headers(resp: &mut TxnResponse, h: &ResponseHeader) {
+    resp.header = Some(*h);
+    for op in &mut resp.responses {
+        match &mut op.response {
+            Some(Response::ResponsePut(p)) => p.header = Some(*h),
+            Some(Response::ResponseDeleteRange(d)) => d.header = Some(*h),
+            Some(Response::ResponseRange(g)) => g.header = Some(*h),
+            Some(Response::ResponseTxn(t)) => fill_headers(t, h),
+            None => {}
+        }
+    }
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl PeerHandler for Store {
+    async fn handle(&self, method: PeerMethod, data: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+        let bad = |e: std::io::Error| {
+            tonic::Status::invalid_argument(format!("undecodable peer message: {e}"))
+        };
+        let raft = &self.inner.raft;
+        let out = match method {
+            PeerMethod::AppendEntries => {
+                let req: AppendEntriesRequest<crate::types::TypeConfig> =
+                    decode(&data).map_err(bad)?;
+                encode(&raft.append_entries(req).await)
+            }
+            PeerMethod::Vote => {
+                let req: VoteRequest<crate::types::TypeConfig> = decode(&data).map_err(bad)?;
+                encode(&raft.vote(req).await)
+            }
+            PeerMethod::InstallSnapshot => {
+                type Req = (
+                    VoteOf<crate::types::TypeConfig>,
+                    SnapshotMetaOf<crate::types::TypeConfig>,
+                    Vec<u8>,
+                );
+                let (vote, meta, snapshot): Req = decode(&data).map_err(bad)?;
+                let snap = openraft::Snapshot { meta, snapshot };
+                encode(&raft.install_full_snapshot(vote, snap).await)
+            }
+            PeerMethod::Forward => {
+                let req: ForwardRequest = decode(&data).map_err(bad)?;
+                encode(&self.serve_forward(req).await)
+            }
+        };
+        out.map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
