@@ -138,6 +138,23 @@ impl StateMachine {
     }
 }
 
+#[cfg(test)]
+impl SmShared {
+    /// Applies a command outside raft, as `apply` would (tests only).
+    pub(crate) fn apply_for_test(&self, cmd: &Command) -> CommandResponse {
+        let (resp, events) = {
+            let mut st = self.state.write().expect("state lock poisoned");
+            let (resp, changes, events) = apply_command(&mut st, cmd, self.limits);
+            let mut b = WriteBatch::default();
+            persist_changes(&self.db, &mut b, &changes).unwrap();
+            self.db.write_unsynced(b).unwrap();
+            (resp, events)
+        };
+        self.hub.publish(events);
+        resp
+    }
+}
+
 /// Applies one command to the state; returns the response, changes, events.
 fn apply_command(
     state: &mut SmState,
@@ -309,6 +326,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             persist_meta(db, &mut b, &st)?;
             db.write_synced(b).map_err(rocks)?;
             sh.hub.reset(st.mvcc.current_revision());
+            tracing::info!(
+                last_log_id = ?meta.last_log_id,
+                revision = st.mvcc.current_revision(),
+                "installed snapshot from leader"
+            );
         }
         *sh.current_snapshot.lock().expect("snapshot lock") = Some((meta.clone(), snapshot));
         Ok(())

@@ -1,0 +1,221 @@
+//! Test harness: real `keel server` processes on loopback ports, killed
+//! with SIGKILL, restarted on the same data dir.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_proto::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, PutRequest, RangeRequest,
+    StatusRequest,
+};
+use tonic::transport::Channel;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Replica {
+    pub name: String,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// A cluster of keel processes; all are killed on drop.
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    pub initial_cluster: String,
+    pub extra_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas: Vec<Replica> = (0..n)
+            .map(|i| Replica {
+                name: format!("r{i}"),
+                client_addr: format!("127.0.0.1:{}", free_port()),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("r{i}")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = replicas
+            .iter()
+            .map(|r| format!("{}=http://{}", r.name, r.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            replicas,
+            initial_cluster,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let r = &self.replicas[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join(format!("{}.log", r.name)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["server", "--name", &r.name])
+            .arg("--data-dir")
+            .arg(&r.data_dir)
+            .args([
+                "--listen-client",
+                &r.client_addr,
+                "--listen-peer",
+                &r.peer_addr,
+            ])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start keel server");
+        self.replicas[i].child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything not already durable.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://{}", self.replicas[i].client_addr)
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(
+            self._dir
+                .path()
+                .join(format!("{}.log", self.replicas[i].name)),
+        )
+        .unwrap_or_default()
+    }
+
+    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(channel(&self.endpoint(i)).await)
+    }
+
+    /// Index of the replica that reports itself leader, waiting for one.
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for (i, r) in self.replicas.iter().enumerate() {
+                if r.child.is_none() {
+                    continue;
+                }
+                let mut m = MaintenanceClient::new(channel(&self.endpoint(i)).await);
+                if let Ok(Ok(s)) =
+                    tokio::time::timeout(Duration::from_secs(1), m.status(StatusRequest {})).await
+                {
+                    let s = s.into_inner();
+                    if s.leader != 0 && s.leader == s.header.unwrap().member_id {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Puts through replica `i`, retrying errors for up to 30 s (for use
+    /// while the cluster elects). Only for idempotent test writes.
+    pub async fn put_retry(&self, i: usize, key: &str, value: &str) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut kv = self.kv(i).await;
+            let req = PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            };
+            match tokio::time::timeout(Duration::from_secs(6), kv.put(req)).await {
+                Ok(Ok(r)) => return r.into_inner().header.unwrap().revision,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "put {key} via r{i} kept failing: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        for i in 0..self.replicas.len() {
+            if self.replicas[i].child.is_some() {
+                self.put_retry(i, "__ready", "1").await;
+            }
+        }
+    }
+
+    /// All live keys with a serializable (local) read of replica `i`.
+    pub async fn local_dump(
+        &self,
+        i: usize,
+    ) -> Option<(i64, Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>)> {
+        let mut kv = self.kv(i).await;
+        let r = kv
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let kvs = r
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    kv.key,
+                    kv.value,
+                    kv.create_revision,
+                    kv.mod_revision,
+                    kv.version,
+                )
+            })
+            .collect();
+        Some((r.header?.revision, kvs))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.replicas.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A lazily connecting channel that fails fast when the replica is down.
+pub async fn channel(endpoint: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .connect_lazy()
+}
