@@ -162,6 +162,17 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         peer_listener,
         stopped(stop_rx.clone()),
     ));
+    // Like etcd: serve clients once this member's client address is in the
+    // replicated member list, so `member list` never shows it half-known.
+    tokio::select! {
+        _ = store.wait_published() => {}
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            store.shutdown().await;
+            return Ok(());
+        }
+    }
+    tracing::info!("published to the cluster; serving clients");
     let client = tokio::spawn(grpc::serve_client(
         store.clone(),
         client_listener,

@@ -117,7 +117,6 @@ async fn acknowledged_writes_survive_repeated_kills() {
     );
     c.wait_ready().await;
     let mut acked = Vec::new();
-    let mut seq = 0;
     for round in 0..4 {
         let victim = if round % 2 == 0 {
             c.leader().await
@@ -145,13 +144,12 @@ async fn acknowledged_writes_survive_repeated_kills() {
             }
             ok
         });
-        tokio::time::sleep(Duration::from_millis(100 + 37 * seq)).await;
+        tokio::time::sleep(Duration::from_millis(100 + 37 * round as u64)).await;
         c.kill(victim);
         let ok = writer.await.unwrap();
         acked.extend(ok);
         c.spawn(victim);
         c.wait_ready().await;
-        seq += 1;
     }
     assert!(
         acked.len() >= 40,

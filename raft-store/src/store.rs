@@ -734,6 +734,26 @@ impl Store {
         }
     }
 
+    /// Whether this replica's client address is in the replicated member
+    /// list (etcd serves clients only after this).
+    pub fn is_published(&self) -> bool {
+        let known = self
+            .inner
+            .sm
+            .read()
+            .client_addrs
+            .get(&self.inner.id)
+            .cloned();
+        known.as_deref() == Some(self.inner.cfg.client_addr.as_str())
+    }
+
+    /// Waits until [`Store::is_published`]; needs a quorum.
+    pub async fn wait_published(&self) {
+        while !self.is_published() && self.is_running() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Announces this replica's client address once per start.
     async fn publish_loop(&self) {
         let cmd = Command::Publish {

@@ -213,10 +213,8 @@ fn collect_writes(ops: &[RequestOp]) -> Result<Writes, StoreError> {
     let mut deletes = Vec::new();
     for op in ops {
         match &op.request {
-            Some(Request::RequestPut(p)) => {
-                if !puts.insert(p.key.clone()) {
-                    return Err(StoreError::DuplicateKey);
-                }
+            Some(Request::RequestPut(p)) if !puts.insert(p.key.clone()) => {
+                return Err(StoreError::DuplicateKey);
             }
             Some(Request::RequestDeleteRange(d)) => {
                 deletes.push((d.key.clone(), d.range_end.clone()))
