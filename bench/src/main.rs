@@ -1,0 +1,192 @@
+//! keel-bench: runs the same etcd v3 client workloads against a local
+//! 3-replica etcd 3.4 cluster and a local 3-replica keel cluster and prints
+//! the results side by side.
+//!
+//! The clusters run one after the other, never together, so on a small
+//! machine neither steals CPU or disk from the other's measurement. Each is
+//! started fresh in a temp dir on free loopback ports and killed when its
+//! workloads are done (or the run fails, panics or is interrupted).
+//!
+//! ```text
+//! cargo build --release -p keel -p keel-bench
+//! target/release/keel-bench                 # both systems
+//! target/release/keel-bench --only etcd --ops 5000
+//! ```
+
+mod cluster;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use clap::{Parser, ValueEnum};
+
+use cluster::{Cluster, System};
+use report::Row;
+use workload::WatchParams;
+
+/// Replicas per cluster: the smallest size that tolerates a failure, and
+/// the one keel and etcd are usually deployed at.
+const REPLICAS: usize = 3;
+/// How long a fresh cluster may take to elect a leader and accept a put.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keel-bench",
+    version,
+    about = "Benchmark a 3-replica keel cluster against a 3-replica etcd 3.4 cluster"
+)]
+struct Args {
+    /// Which systems to benchmark.
+    #[arg(long, value_enum, default_value_t = Only::Both)]
+    only: Only,
+    /// Operations in each put/get workload (puts write this many distinct keys).
+    #[arg(long, default_value_t = 20_000)]
+    ops: usize,
+    /// Concurrent clients in the put/get workloads, spread over the endpoints.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// HTTP/2 connections opened to each endpoint and shared by the clients.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    /// Value size of the put workload, in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Watchers in the watch workload, all on one prefix.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Watch streams the watchers are multiplexed over.
+    #[arg(long, default_value_t = 10)]
+    watch_streams: usize,
+    /// Keys put while the watchers listen (the M in "M events x watchers").
+    #[arg(long, default_value_t = 500)]
+    watch_events: usize,
+    /// keel binary [default: `keel` next to this executable].
+    #[arg(long)]
+    keel_bin: Option<PathBuf>,
+    /// etcd binary (3.4 from Debian's etcd-server).
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd_bin: PathBuf,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Only {
+    Etcd,
+    Keel,
+    Both,
+}
+
+impl Only {
+    fn systems(self) -> &'static [System] {
+        match self {
+            Only::Etcd => &[System::Etcd],
+            Only::Keel => &[System::Keel],
+            Only::Both => &[System::Etcd, System::Keel],
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.ops > 0 && args.clients > 0 && args.conns > 0,
+        "--ops, --clients and --conns must be positive"
+    );
+    ensure!(
+        args.watch_streams > 0 && args.watchers >= args.watch_streams && args.watch_events > 0,
+        "need --watch-streams > 0, --watchers >= --watch-streams and --watch-events > 0"
+    );
+
+    let mut rows = Vec::new();
+    // Ctrl-C drops the benchmark future, and with it the live `Cluster`,
+    // whose Drop kills the replicas; rows measured so far are still printed.
+    tokio::select! {
+        res = run(&args, &mut rows) => res?,
+        _ = tokio::signal::ctrl_c() => eprintln!("interrupted; printing what was measured"),
+    }
+
+    println!(
+        "\n{REPLICAS} replicas each; {} ops/workload, {} clients, {} conn(s)/endpoint, \
+         {}-byte values; watch: {} watchers on {} streams, {} events\n",
+        args.ops,
+        args.clients,
+        args.conns,
+        args.value_size,
+        args.watchers,
+        args.watch_streams,
+        args.watch_events
+    );
+    print!("{}", report::markdown(&rows));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report::json(&rows))?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Benchmarks each selected system in turn, appending to `rows` as results
+/// arrive so an interrupted run still reports the finished workloads.
+async fn run(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    for &system in args.only.systems() {
+        let bin = match system {
+            System::Etcd => args.etcd_bin.clone(),
+            System::Keel => match &args.keel_bin {
+                Some(p) => p.clone(),
+                None => default_keel_bin()?,
+            },
+        };
+        eprintln!("{system}: starting {REPLICAS} replicas ({})", bin.display());
+        let mut cluster = Cluster::start(system, &bin, REPLICAS)?;
+        cluster.wait_ready(READY_TIMEOUT).await?;
+        let channels = workload::connect(&cluster.endpoints(), args.conns).await?;
+
+        let mut record = |name: &'static str, sample: workload::Sample| {
+            let row = Row::new(name, system, &sample);
+            eprintln!("{system}: {name}: {}", row.summary());
+            rows.push(row);
+        };
+
+        eprintln!("{system}: put ...");
+        let s = workload::puts(&channels, args.clients, args.ops, args.value_size).await?;
+        record("put", s);
+        eprintln!("{system}: linearizable get ...");
+        let s = workload::gets(&channels, args.clients, args.ops, args.ops, false).await?;
+        record("get linearizable", s);
+        eprintln!("{system}: serializable get ...");
+        let s = workload::gets(&channels, args.clients, args.ops, args.ops, true).await?;
+        record("get serializable", s);
+        eprintln!(
+            "{system}: watch ({} watchers x {} events) ...",
+            args.watchers, args.watch_events
+        );
+        let params = WatchParams {
+            watchers: args.watchers,
+            streams: args.watch_streams,
+            events: args.watch_events,
+        };
+        let s = workload::watch_latency(&channels, &params).await?;
+        record("watch delivery", s);
+
+        // Close connections before killing the servers, then stop them.
+        drop(channels);
+        drop(cluster);
+    }
+    Ok(())
+}
+
+/// `keel` in the directory of this executable: `cargo build --release`
+/// puts both binaries in `target/release/`.
+fn default_keel_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating keel-bench executable")?;
+    let dir = exe
+        .parent()
+        .context("keel-bench executable has no parent directory")?;
+    Ok(dir.join("keel"))
+}
