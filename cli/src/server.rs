@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use keel_store::{grpc, AutoCompaction, Store, StoreConfig};
+use keel_store::{grpc, AutoCompaction, Store, StoreConfig, Transport};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -142,8 +142,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     cfg.auto_compaction = parse_retention(a.auto_compaction_mode, &a.auto_compaction_retention)?;
 
     // Bind first so a port clash fails before anything is written.
-    let peer_listener = grpc::bind(&a.listen_peer).await?;
-    let client_listener = grpc::bind(&a.listen_client).await?;
+    let peer_listener = grpc::bind(Transport::Tcp, &a.listen_peer).await?;
+    let client_listener = grpc::bind(Transport::Tcp, &a.listen_client).await?;
     let store = Store::open(cfg).await?;
     tracing::info!(
         name = %a.name,

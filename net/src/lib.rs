@@ -7,5 +7,7 @@
 //! instead of hanging.
 
 mod peer;
+mod transport;
 
 pub use peer::{peer_server, PeerClient, PeerError, PeerHandler, PeerMethod, MAX_MESSAGE_BYTES};
+pub use transport::{Conn, Incoming, Transport};

@@ -8,7 +8,9 @@ use std::time::Duration;
 use keel_proto::keelraft::raft_peer_client::RaftPeerClient;
 use keel_proto::keelraft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use keel_proto::keelraft::RaftMessage;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::Transport;
 use tonic::{Request, Response, Status};
 
 /// Large enough for a snapshot of a big store in one message.
@@ -41,12 +43,16 @@ pub trait PeerHandler: Send + Sync + 'static {
 /// Calls peers by address; channels are created on first use and kept.
 #[derive(Default, Clone)]
 pub struct PeerClient {
+    transport: Transport,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerClient {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(transport: Transport) -> Self {
+        PeerClient {
+            transport,
+            channels: Arc::default(),
+        }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
@@ -54,24 +60,13 @@ impl PeerClient {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let ep = Endpoint::from_shared(uri).map_err(|e| PeerError::Unreachable {
-            addr: addr.into(),
-            msg: e.to_string(),
-        })?;
-        // Keepalives make a channel wedged by a partition fail fast and
-        // reconnect after it heals.
-        let ch = ep
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_millis(500))
-            .keep_alive_timeout(Duration::from_millis(1000))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let ch = self
+            .transport
+            .channel(addr)
+            .map_err(|e| PeerError::Unreachable {
+                addr: addr.into(),
+                msg: e.to_string(),
+            })?;
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long to wait before proposing the revoke of one lease again.
 const REVOKE_RETRY: Duration = Duration::from_secs(1);

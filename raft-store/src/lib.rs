@@ -19,6 +19,7 @@ pub mod types;
 pub mod watch;
 
 pub use error::StoreError;
+pub use keel_net::Transport;
 pub use store::{
     AutoCompaction, LeaseInfo, MemberInfo, OpenStoreError, Store, StoreConfig, StoreStatus,
 };

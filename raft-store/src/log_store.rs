@@ -37,14 +37,31 @@ fn rocks(e: rocksdb::Error) -> io::Error {
     io::Error::other(e)
 }
 
+/// How appended entries are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A dedicated thread fsyncs the WAL for every append queued since its
+    /// last fsync (group commit), so raft keeps replicating while the disk
+    /// syncs and one fsync covers many appends.
+    #[default]
+    GroupCommit,
+    /// fsync inside `append` (deterministic; for simulations).
+    Inline,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    flusher: Option<std::sync::mpsc::Sender<IOFlushed<TypeConfig>>>,
 }
 
 impl LogStore {
-    pub fn new(db: Db) -> Self {
-        LogStore { db }
+    pub fn new(db: Db, durability: Durability) -> Self {
+        let flusher = match durability {
+            Durability::Inline => None,
+            Durability::GroupCommit => Some(spawn_flusher(db.clone())),
+        };
+        LogStore { db, flusher }
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -73,6 +90,26 @@ impl LogStore {
             None => Ok(None),
         }
     }
+}
+
+/// Group commit: each fsync of the WAL completes every append queued before
+/// it. The thread ends when the last `LogStore` clone is dropped.
+fn spawn_flusher(db: Db) -> std::sync::mpsc::Sender<IOFlushed<TypeConfig>> {
+    let (tx, rx) = std::sync::mpsc::channel::<IOFlushed<TypeConfig>>();
+    std::thread::Builder::new()
+        .name("keel-log-fsync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let res = db.raw().flush_wal(true).map_err(|e| e.to_string());
+                for cb in batch {
+                    cb.io_completed(res.clone().map_err(io::Error::other));
+                }
+            }
+        })
+        .expect("spawn log fsync thread");
+    tx
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -153,6 +190,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = self.db.cf(CF_LOG);
         for e in entries {
             b.put_cf(cf, e.index().to_be_bytes(), encode(&e)?);
+        }
+        if let Some(flusher) = &self.flusher {
+            // Readable now; durable (and reported) once the flusher synced.
+            self.db.write_unsynced(b).map_err(rocks)?;
+            return flusher
+                .send(callback)
+                .map_err(|_| io::Error::other("log flusher thread is gone"));
         }
         let res = self.db.write_synced(b).map_err(rocks);
         match &res {

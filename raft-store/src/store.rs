@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use keel_net::{PeerClient, PeerHandler, PeerMethod};
 use keel_proto::etcdserverpb::{
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::db::{Db, Identity};
 use crate::error::StoreError;
 use crate::lessor::Lessor;
+pub use crate::log_store::Durability;
 use crate::log_store::{decode, encode, LogStore};
 use crate::mvcc::{self, TxnLimits};
 use crate::network::Network;
@@ -70,6 +72,9 @@ pub struct StoreConfig {
     pub auto_compaction: AutoCompaction,
     /// Smallest lease TTL granted (etcd: 1.5 election timeouts).
     pub min_lease_ttl_s: i64,
+    /// Sockets for peer RPC (real TCP, or turmoil's in simulations).
+    pub transport: keel_net::Transport,
+    pub durability: Durability,
 }
 
 impl StoreConfig {
@@ -93,6 +98,8 @@ impl StoreConfig {
             snapshot_logs: 10_000,
             auto_compaction: AutoCompaction::Off,
             min_lease_ttl_s: 2,
+            transport: keel_net::Transport::Tcp,
+            durability: Durability::GroupCommit,
         }
     }
 
@@ -230,13 +237,20 @@ impl Store {
         }
         .validate()
         .map_err(|e| OpenStoreError::Config(e.to_string()))?;
-        let peers = PeerClient::new();
+        let cfg_durability = cfg.durability;
+        let peers = PeerClient::new(cfg.transport);
         let network = Network {
             client: peers.clone(),
         };
-        let raft = Raft::new(id, Arc::new(raft_config), network, LogStore::new(db), sm)
-            .await
-            .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            network,
+            LogStore::new(db, cfg_durability),
+            sm,
+        )
+        .await
+        .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
         if fresh {
             // Every fresh member proposes the same initial membership; raft
             // keeps exactly one.

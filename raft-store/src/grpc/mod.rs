@@ -10,12 +10,12 @@ mod watch;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use keel_net::{Incoming, Transport};
+
 use keel_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::store::Store;
 
@@ -26,7 +26,7 @@ const GRPC_SLACK_BYTES: usize = 512 * 1024;
 /// Serves the etcd client API on `listener` until `shutdown` resolves.
 pub async fn serve_client(
     store: Store,
-    listener: TcpListener,
+    listener: Incoming,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let max = store.config().max_request_bytes + GRPC_SLACK_BYTES;
@@ -48,32 +48,32 @@ pub async fn serve_client(
             MaintenanceServer::new(maintenance::MaintenanceService::new(store))
                 .max_encoding_message_size(keel_net::MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(listener, shutdown)
         .await
 }
 
 /// Serves raft peer RPCs on `listener` until `shutdown` resolves.
 pub async fn serve_peer(
     store: Store,
-    listener: TcpListener,
+    listener: Incoming,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(keel_net::peer_server(store.peer_handler()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(listener, shutdown)
         .await
 }
 
-/// Binds an address, naming it in the error.
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+/// Binds an address (`ip:port`), naming it in the error. Accepted
+/// connections have Nagle's algorithm off: small RPCs must not wait for
+/// delayed ACKs.
+pub async fn bind(transport: Transport, addr: &str) -> std::io::Result<Incoming> {
     let sa: SocketAddr = addr.parse().map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("bad address {addr:?}: {e}"),
         )
     })?;
-    TcpListener::bind(sa)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    transport.incoming(sa).await
 }
