@@ -4,9 +4,11 @@
 //! (a synced RocksDB write), and `save_vote` returns only once the vote is
 //! durable, so an acknowledged write survives a crash of this replica.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
@@ -49,10 +51,17 @@ pub enum Durability {
     Inline,
 }
 
+/// Entries kept in memory for replication and apply, which read the tail of
+/// the log right after it was appended.
+const CACHE_ENTRIES: usize = 8192;
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
     flusher: Option<std::sync::mpsc::Sender<IOFlushed<TypeConfig>>>,
+    /// The newest entries, contiguous, ending at the last appended one.
+    /// Always agrees with RocksDB: updated by append, truncate and purge.
+    cache: Arc<Mutex<BTreeMap<u64, EntryOf<TypeConfig>>>>,
 }
 
 impl LogStore {
@@ -61,7 +70,31 @@ impl LogStore {
             Durability::Inline => None,
             Durability::GroupCommit => Some(spawn_flusher(db.clone())),
         };
-        LogStore { db, flusher }
+        LogStore {
+            db,
+            flusher,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The entries of `range` if the cache holds all of them.
+    fn cached<RB: RangeBounds<u64>>(
+        &self,
+        start: u64,
+        range: &RB,
+    ) -> Option<Vec<EntryOf<TypeConfig>>> {
+        let cache = self.cache.lock().expect("log cache poisoned");
+        let first = *cache.keys().next()?;
+        if start < first {
+            return None;
+        }
+        Some(
+            cache
+                .range(start..)
+                .take_while(|(i, _)| range.contains(i))
+                .map(|(_, e)| e.clone())
+                .collect(),
+        )
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -122,6 +155,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
+        if let Some(hit) = self.cached(start, &range) {
+            return Ok(hit);
+        }
         let mode = IteratorMode::From(&start.to_be_bytes(), Direction::Forward);
         let mut out = Vec::new();
         for r in self.db.raw().iterator_cf(self.db.cf(CF_LOG), mode) {
@@ -188,9 +224,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut b = WriteBatch::default();
         let cf = self.db.cf(CF_LOG);
+        let mut cache = self.cache.lock().expect("log cache poisoned");
         for e in entries {
             b.put_cf(cf, e.index().to_be_bytes(), encode(&e)?);
+            if cache
+                .keys()
+                .next_back()
+                .is_some_and(|last| last + 1 != e.index())
+            {
+                cache.clear(); // keep the cache contiguous
+            }
+            cache.insert(e.index(), e);
         }
+        while cache.len() > CACHE_ENTRIES {
+            cache.pop_first();
+        }
+        drop(cache);
         if let Some(flusher) = &self.flusher {
             // Readable now; durable (and reported) once the flusher synced.
             self.db.write_unsynced(b).map_err(rocks)?;
@@ -211,6 +260,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         last_log_id: Option<LogIdOf<TypeConfig>>,
     ) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index() + 1);
+        self.cache
+            .lock()
+            .expect("log cache poisoned")
+            .split_off(&from);
         let mut b = WriteBatch::default();
         b.delete_range_cf(
             self.db.cf(CF_LOG),
@@ -222,6 +275,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
+        {
+            let mut cache = self.cache.lock().expect("log cache poisoned");
+            *cache = cache.split_off(&(log_id.index() + 1));
+        }
         let mut b = WriteBatch::default();
         b.put_cf(self.db.cf(CF_RAFT), KEY_PURGED, encode(&log_id)?);
         b.delete_range_cf(

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-use futures::{Stream, TryStreamExt};
+use futures::{FutureExt, Stream, TryStreamExt};
 use keel_proto::etcdserverpb::TxnRequest;
 use keel_proto::mvccpb::KeyValue;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -227,12 +227,21 @@ fn persist_changes(db: &Db, b: &mut WriteBatch, changes: &[Change]) -> io::Resul
     Ok(())
 }
 
-fn persist_meta(db: &Db, b: &mut WriteBatch, state: &SmState) -> io::Result<()> {
+/// Writes the applied id and revision; membership and client addresses only
+/// when `members_changed` (they rarely change and cost an encode each).
+fn persist_meta(
+    db: &Db,
+    b: &mut WriteBatch,
+    state: &SmState,
+    members_changed: bool,
+) -> io::Result<()> {
     let meta = db.cf(CF_META);
     b.put_cf(meta, KEY_APPLIED, encode(&state.last_applied)?);
-    b.put_cf(meta, KEY_MEMBERSHIP, encode(&state.membership)?);
     b.put_cf(meta, KEY_REVISION, encode(&state.mvcc.current_revision())?);
-    b.put_cf(meta, KEY_CLIENT_ADDRS, encode(&state.client_addrs)?);
+    if members_changed {
+        b.put_cf(meta, KEY_MEMBERSHIP, encode(&state.membership)?);
+        b.put_cf(meta, KEY_CLIENT_ADDRS, encode(&state.client_addrs)?);
+    }
     Ok(())
 }
 
@@ -251,35 +260,55 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
+        // Apply every entry that is ready in one batch: one lock, one
+        // RocksDB write; then publish events and answer in log order.
+        while let Some(first) = entries.try_next().await? {
+            let mut ready = vec![first];
+            while let Some(next) = entries.try_next().now_or_never() {
+                match next? {
+                    Some(e) => ready.push(e),
+                    None => break,
+                }
+            }
             let sh = &self.shared;
             let mut b = WriteBatch::default();
-            let (resp, events) = {
+            let mut outcomes = Vec::with_capacity(ready.len());
+            {
                 let mut st = sh.state.write().expect("state lock poisoned");
-                st.last_applied = Some(entry.log_id);
-                let (resp, changes, events) = match &entry.payload {
-                    EntryPayload::Blank => (None, vec![], vec![]),
-                    EntryPayload::Normal(cmd) => {
-                        let (r, c, e) = apply_command(&mut st, cmd, sh.limits);
-                        (Some(r), c, e)
-                    }
-                    EntryPayload::Membership(m) => {
-                        st.membership =
-                            StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), m.clone());
-                        (None, vec![], vec![])
-                    }
-                };
-                persist_changes(&sh.db, &mut b, &changes)?;
-                persist_meta(&sh.db, &mut b, &st)?;
+                let members_before = (st.membership.clone(), st.client_addrs.clone());
+                for (entry, responder) in ready {
+                    st.last_applied = Some(entry.log_id);
+                    let (resp, events) = match &entry.payload {
+                        EntryPayload::Blank => (None, vec![]),
+                        EntryPayload::Normal(cmd) => {
+                            let (r, changes, events) = apply_command(&mut st, cmd, sh.limits);
+                            persist_changes(&sh.db, &mut b, &changes)?;
+                            (Some(r), events)
+                        }
+                        EntryPayload::Membership(m) => {
+                            st.membership = StoredMembershipOf::<TypeConfig>::new(
+                                Some(entry.log_id),
+                                m.clone(),
+                            );
+                            (None, vec![])
+                        }
+                    };
+                    let resp = resp.unwrap_or(CommandResponse {
+                        revision: st.mvcc.current_revision(),
+                        result: Ok(CommandOutput::Done),
+                    });
+                    outcomes.push((resp, events, responder));
+                }
+                let members_changed =
+                    members_before != (st.membership.clone(), st.client_addrs.clone());
+                persist_meta(&sh.db, &mut b, &st, members_changed)?;
                 sh.db.write_unsynced(b).map_err(rocks)?;
-                (resp, events)
-            };
-            sh.hub.publish(events);
-            if let Some(r) = responder {
-                r.send(resp.unwrap_or(CommandResponse {
-                    revision: sh.read().mvcc.current_revision(),
-                    result: Ok(CommandOutput::Done),
-                }));
+            }
+            for (resp, events, responder) in outcomes {
+                sh.hub.publish(events);
+                if let Some(r) = responder {
+                    r.send(resp);
+                }
             }
         }
         Ok(())
@@ -323,7 +352,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
             st.client_addrs = body.client_addrs.into_iter().collect();
-            persist_meta(db, &mut b, &st)?;
+            persist_meta(db, &mut b, &st, true)?;
             db.write_synced(b).map_err(rocks)?;
             sh.hub.reset(st.mvcc.current_revision());
             tracing::info!(
