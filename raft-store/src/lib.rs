@@ -13,6 +13,7 @@ mod lessor;
 mod log_store;
 pub mod mvcc;
 mod network;
+pub mod runtime;
 pub mod state_machine;
 mod store;
 pub mod types;

@@ -77,6 +77,7 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = u64,
         Node = Member,
+        AsyncRuntime = crate::runtime::KeelRuntime,
 );
 
 pub type NodeId = u64;
