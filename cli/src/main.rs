@@ -1,5 +1,6 @@
 //! The `keel` binary: clap wiring only; the work lives in the crates.
 
+mod chaos;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,9 @@ struct Cli {
 enum Command {
     /// Run a control-plane replica: the raft-store, serving etcd's v3 API.
     Server(server::ServerArgs),
+    /// Run deterministic fault simulations of raft-store clusters and check
+    /// the recorded histories (linearizability, watch, durability, liveness).
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server::run(args)),
+        Command::Chaos(args) => chaos::run(args),
     }
 }

@@ -22,5 +22,6 @@ pub mod watch;
 pub use error::StoreError;
 pub use keel_net::Transport;
 pub use store::{
-    AutoCompaction, LeaseInfo, MemberInfo, OpenStoreError, Store, StoreConfig, StoreStatus,
+    AutoCompaction, Durability, LeaseInfo, MemberInfo, Mutation, OpenStoreError, Store,
+    StoreConfig, StoreStatus,
 };

@@ -75,6 +75,20 @@ pub struct StoreConfig {
     /// Sockets for peer RPC (real TCP, or turmoil's in simulations).
     pub transport: keel_net::Transport,
     pub durability: Durability,
+    /// Test-only: a deliberately broken guarantee, so the chaos checkers
+    /// can show they catch it. The `keel` binary never sets it.
+    pub mutation: Mutation,
+}
+
+/// Bugs the chaos tests inject on purpose (mutation testing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// "Linearizable" reads served from local state, without read-index.
+    StaleReads,
+    /// Acknowledge about one put in ten without replicating it.
+    AckUncommittedPuts,
 }
 
 impl StoreConfig {
@@ -100,6 +114,7 @@ impl StoreConfig {
             min_lease_ttl_s: 2,
             transport: keel_net::Transport::Tcp,
             durability: Durability::GroupCommit,
+            mutation: Mutation::None,
         }
     }
 
@@ -379,7 +394,7 @@ impl Store {
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
         mvcc::check_key_range(&req.key, &req.range_end)?;
-        if !req.serializable {
+        if !req.serializable && self.inner.cfg.mutation != Mutation::StaleReads {
             self.read_barrier().await?;
         }
         let st = self.inner.sm.read();
@@ -398,6 +413,14 @@ impl Store {
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, StoreError> {
+        if self.inner.cfg.mutation == Mutation::AckUncommittedPuts
+            && req.value.iter().map(|b| *b as u32).sum::<u32>() % 10 == 0
+        {
+            return Ok(PutResponse {
+                header: Some(self.header(self.current_revision() + 1)),
+                prev_kv: None,
+            });
+        }
         let txn = single_op(Request::RequestPut(req));
         let resp = self.txn(txn).await?;
         match first_response(resp) {

@@ -1,0 +1,11 @@
+//! Deterministic simulation of whole keel clusters under turmoil: the real
+//! store code on simulated hosts, network and time, driven by a seed.
+
+pub mod client;
+pub mod cluster;
+pub mod nemesis;
+pub mod run;
+
+pub use keel_store::Mutation;
+pub use nemesis::FaultKind;
+pub use run::{run_seed, SeedResult, SimConfig};

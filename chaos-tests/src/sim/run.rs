@@ -1,0 +1,336 @@
+//! One seed: a simulated cluster, the workload, the fault schedule, then
+//! healing, a liveness probe, a final read, and the checkers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::time::Duration;
+
+use keel_proto::etcdserverpb::{
+    watch_client::WatchClient, watch_request::RequestUnion, RangeRequest, WatchCreateRequest,
+    WatchProgressRequest, WatchRequest,
+};
+use keel_store::Mutation;
+use tokio::sync::mpsc;
+
+use super::client::{execute, now, run_workload_client, Channels, Workload};
+use super::cluster::add_replicas;
+use super::nemesis::{self, FaultKind};
+use crate::durability::FinalRead;
+use crate::history::{Call, History};
+use crate::recorder::Recorder;
+use crate::watch::{CommittedLog, Event, EventKind};
+use crate::{check_all, CheckConfig, CheckInput, Report, Verdict};
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub replicas: usize,
+    pub faults: Vec<FaultKind>,
+    pub workload: Workload,
+    /// Liveness: after the last heal, a write must succeed within this.
+    pub liveness_bound: Duration,
+    /// A deliberately injected bug (mutation testing); `None` normally.
+    pub mutation: Mutation,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, replicas: usize, ops: usize) -> Self {
+        let clients = 4;
+        SimConfig {
+            seed,
+            replicas,
+            faults: FaultKind::ALL.to_vec(),
+            workload: Workload {
+                clients,
+                ops_per_client: ops.div_ceil(clients),
+                keys: 6,
+                op_timeout: Duration::from_secs(3),
+            },
+            liveness_bound: Duration::from_secs(15),
+            mutation: Mutation::None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub ops: usize,
+    pub faults: Vec<String>,
+    pub history: History,
+    pub report: Option<Report>,
+    pub liveness: Verdict,
+    /// Why the run itself failed (simulation error), if it did.
+    pub error: Option<String>,
+    /// Hash of the recorded history: equal for equal seeds.
+    pub trace_hash: u64,
+}
+
+impl SeedResult {
+    pub fn passed(&self) -> bool {
+        self.error.is_none()
+            && self.liveness.is_pass()
+            && self.report.as_ref().is_some_and(|r| r.overall().is_pass())
+    }
+}
+
+/// What the final client learns after healing.
+#[derive(Default)]
+struct Finale {
+    live_after: Option<Duration>,
+    final_read: Option<FinalRead>,
+    committed: Option<Vec<Event>>,
+}
+
+pub fn run_seed(cfg: &SimConfig) -> SeedResult {
+    keel_store::runtime::seed_thread_rng(cfg.seed);
+    super::client::reset_clock();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base_latency = Duration::from_millis(2);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(cfg.seed)
+        .simulation_duration(Duration::from_secs(600))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(base_latency)
+        .tcp_capacity(1 << 20)
+        .build();
+    add_replicas(&mut sim, cfg.replicas, dir.path(), cfg.mutation);
+
+    let rec = Rc::new(RefCell::new(Recorder::new()));
+    let finished = Rc::new(Cell::new(0usize));
+    let healed = Rc::new(Cell::new(false));
+    let finale = Rc::new(RefCell::new(Finale::default()));
+    for c in 0..cfg.workload.clients {
+        let (rec, finished, w) = (rec.clone(), finished.clone(), cfg.workload.clone());
+        let (seed, n) = (cfg.seed, cfg.replicas);
+        sim.client(format!("c{c}"), async move {
+            // Let the cluster elect before the first request.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let r = run_workload_client(c as u64, seed, n, w, rec).await;
+            finished.set(finished.get() + 1);
+            r
+        });
+    }
+    {
+        let (healed, finale, n, keys) = (
+            healed.clone(),
+            finale.clone(),
+            cfg.replicas,
+            cfg.workload.keys,
+        );
+        sim.client("final", async move {
+            while !healed.get() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            run_finale(n, keys, &finale).await;
+            Ok(())
+        });
+    }
+
+    let horizon = Duration::from_millis((cfg.workload.ops_per_client as u64) * 60 + 2000);
+    let mut windows = nemesis::schedule(cfg.seed, &cfg.faults, cfg.replicas, horizon)
+        .into_iter()
+        .peekable();
+    let mut active: Option<nemesis::Window> = None;
+    let mut injected = Vec::new();
+    let mut error = None;
+    let mut healed_at = None;
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+        let t = sim.elapsed();
+        let workload_done = finished.get() == cfg.workload.clients;
+        if let Some(w) = &active {
+            if t >= w.end || workload_done {
+                nemesis::heal(&mut sim, &w.fault, base_latency);
+                active = None;
+            }
+        }
+        if active.is_none() && !workload_done {
+            if let Some(w) = windows.next_if(|w| t >= w.start) {
+                nemesis::apply(&mut sim, &w.fault);
+                injected.push(w.fault.to_string());
+                active = Some(w);
+            }
+        }
+        if workload_done && active.is_none() && !healed.get() {
+            healed.set(true);
+            healed_at = Some(t);
+        }
+    }
+
+    let history = std::mem::take(&mut *rec.borrow_mut()).finish();
+    let trace_hash = hash_history(&history);
+    let finale = finale.take();
+    let liveness = match (finale.live_after, healed_at) {
+        (Some(d), _) if d <= cfg.liveness_bound => Verdict::Pass,
+        (Some(d), _) => Verdict::Fail(format!(
+            "first write after healing took {} ms",
+            d.as_millis()
+        )),
+        (None, _) => Verdict::Fail("no write succeeded after healing".into()),
+    };
+    let committed = finale
+        .committed
+        .map(CommittedLog::new)
+        .transpose()
+        .map_err(|e| error.get_or_insert(format!("committed log: {e}")).clone())
+        .ok()
+        .flatten();
+    let report = if error.is_none() {
+        let input = CheckInput {
+            history: &history,
+            committed: committed.as_ref(),
+            watchers: &[],
+            final_read: finale.final_read.as_ref(),
+        };
+        match check_all(&input, &CheckConfig::default()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                error = Some(format!("history: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    SeedResult {
+        seed: cfg.seed,
+        ops: history.ops.len(),
+        faults: injected,
+        history,
+        report,
+        liveness,
+        error,
+        trace_hash,
+    }
+}
+
+fn hash_history(h: &History) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for op in &h.ops {
+        op.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// After healing: time to the first successful write (liveness), a final
+/// linearizable read of every key, and the full committed history read
+/// back through a watch from revision 1 (the ground truth for checkers).
+async fn run_finale(replicas: usize, keys: usize, out: &Rc<RefCell<Finale>>) {
+    let start = now();
+    let mut chans = Channels::new(replicas);
+    let mut i = 0;
+    loop {
+        let call = Call::Put {
+            key: "liveness".into(),
+            value: "1".into(),
+        };
+        let mut kv = chans.kv(i);
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(2), execute(&mut kv, &call)).await
+        {
+            break;
+        }
+        i += 1;
+        if Duration::from_nanos(now() - start) > Duration::from_secs(120) {
+            return;
+        }
+    }
+    out.borrow_mut().live_after = Some(Duration::from_nanos(now() - start));
+    for attempt in 0.. {
+        let mut kv = chans.kv(attempt);
+        let req = RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            ..Default::default()
+        };
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), kv.range(req)).await {
+            let r = r.into_inner();
+            let mut values: BTreeMap<String, Option<String>> =
+                (0..keys).map(|k| (format!("k{k}"), None)).collect();
+            for kv in r.kvs {
+                values.insert(
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                );
+            }
+            let revision = r.header.map_or(0, |h| h.revision);
+            out.borrow_mut().final_read = Some(FinalRead { revision, values });
+            let committed = read_history(chans.channel(attempt), revision).await;
+            out.borrow_mut().committed = committed;
+            return;
+        }
+        if attempt > 50 {
+            return;
+        }
+    }
+}
+
+/// Every event on keys `k*` from revision 1 to `upto`, via a watch and a
+/// progress request (answered only once every event up to it was sent).
+async fn read_history(ch: tonic::transport::Channel, upto: i64) -> Option<Vec<Event>> {
+    let mut client = WatchClient::new(ch);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            start_revision: 1,
+            ..Default::default()
+        })),
+    })
+    .await
+    .ok()?;
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+    })
+    .await
+    .ok()?;
+    let mut stream = client
+        .watch(tokio_stream_adapter(rx))
+        .await
+        .ok()?
+        .into_inner();
+    let mut events = Vec::new();
+    loop {
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .ok()?
+            .ok()??;
+        if resp.canceled {
+            return None;
+        }
+        for e in resp.events {
+            let kv = e.kv?;
+            events.push(Event {
+                revision: kv.mod_revision,
+                key: String::from_utf8_lossy(&kv.key).into_owned(),
+                kind: if e.r#type == 0 {
+                    EventKind::Put
+                } else {
+                    EventKind::Delete
+                },
+                value: (e.r#type == 0).then(|| String::from_utf8_lossy(&kv.value).into_owned()),
+            });
+        }
+        if resp.watch_id == -1 && resp.header.is_some_and(|h| h.revision >= upto) {
+            return Some(events);
+        }
+    }
+}
+
+fn tokio_stream_adapter(
+    rx: mpsc::Receiver<WatchRequest>,
+) -> impl tokio_stream::Stream<Item = WatchRequest> + Send + 'static {
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
