@@ -16,6 +16,11 @@ fn smoke_no_faults() {
     cfg.faults = vec![];
     let r = run_seed(&cfg);
     assert!(r.passed(), "{}", show(&r));
+    assert!(
+        r.watch_events > 50,
+        "watchers saw only {} events",
+        r.watch_events
+    );
 }
 
 #[test]
@@ -99,5 +104,16 @@ fn mutation_acked_uncommitted_puts_is_caught() {
     assert!(
         report.linearizability.is_fail() || report.durability.is_fail(),
         "{report:?}"
+    );
+}
+
+#[test]
+fn mutation_dropped_watch_events_is_caught_by_watch_checker() {
+    let r = caught_within(Mutation::DropWatchEvents, 3);
+    let report = r.report.expect("checked");
+    assert!(report.watch.is_fail(), "{report:?}");
+    assert!(
+        report.linearizability.is_pass(),
+        "only the watch checker should fail: {report:?}"
     );
 }

@@ -89,6 +89,8 @@ pub enum Mutation {
     StaleReads,
     /// Acknowledge about one put in ten without replicating it.
     AckUncommittedPuts,
+    /// Watchers silently skip some events.
+    DropWatchEvents,
 }
 
 impl StoreConfig {
@@ -650,10 +652,11 @@ impl Store {
     /// control channel used for progress requests.
     pub fn watch(
         &self,
-        spec: WatchSpec,
+        mut spec: WatchSpec,
         out: mpsc::Sender<WatchOut>,
     ) -> Result<mpsc::Sender<WatchCtl>, StoreError> {
         mvcc::check_key_range(&spec.key, &spec.range_end)?;
+        spec.drop_some_events = self.inner.cfg.mutation == Mutation::DropWatchEvents;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run_watcher(self.inner.sm.clone(), spec, out, rx));
         Ok(tx)

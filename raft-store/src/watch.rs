@@ -82,6 +82,9 @@ pub struct WatchSpec {
     pub no_delete: bool,
     /// Send an empty response with the current revision when idle.
     pub progress_notify: Option<Duration>,
+    /// Test-only mutation: silently drop some events (chaos checkers must
+    /// notice). Set only through `Mutation::DropWatchEvents`.
+    pub drop_some_events: bool,
 }
 
 /// What a watcher sends to its stream.
@@ -246,7 +249,10 @@ impl Watcher {
         Ok(true)
     }
 
-    async fn send_events(&mut self, revision: i64, events: Vec<Event>) -> Result<(), ()> {
+    async fn send_events(&mut self, revision: i64, mut events: Vec<Event>) -> Result<(), ()> {
+        if self.spec.drop_some_events {
+            events.retain(|e| e.kv.as_ref().is_none_or(|kv| kv.mod_revision % 7 != 3));
+        }
         if events.is_empty() {
             return Ok(());
         }

@@ -98,6 +98,7 @@ pub async fn run_workload_client(
     replicas: usize,
     w: Workload,
     rec: Rc<RefCell<Recorder>>,
+    shared: Rc<super::watcher::Shared>,
 ) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(seed ^ (id.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     let mut chans = Channels::new(replicas);
@@ -135,7 +136,10 @@ pub async fn run_workload_client(
         let mut kv = chans.kv(rng.gen_range(0..replicas));
         let op = rec.borrow_mut().invoke(id, now(), call.clone())?;
         let outcome = match tokio::time::timeout(w.op_timeout, execute(&mut kv, &call)).await {
-            Ok(Ok(r)) => Outcome::Ok(r),
+            Ok(Ok(r)) => {
+                shared.max_seen.set(shared.max_seen.get().max(r.revision()));
+                Outcome::Ok(r)
+            }
             Ok(Err(status)) if certainly_not_applied(&status) => Outcome::Fail,
             _ => Outcome::Info,
         };

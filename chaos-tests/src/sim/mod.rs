@@ -5,6 +5,7 @@ pub mod client;
 pub mod cluster;
 pub mod nemesis;
 pub mod run;
+pub mod watcher;
 
 pub use keel_store::Mutation;
 pub use nemesis::FaultKind;

@@ -17,10 +17,11 @@ use tokio::sync::mpsc;
 use super::client::{execute, now, run_workload_client, Channels, Workload};
 use super::cluster::add_replicas;
 use super::nemesis::{self, FaultKind};
+use super::watcher::{run_watcher, Shared, Spec};
 use crate::durability::FinalRead;
 use crate::history::{Call, History};
 use crate::recorder::Recorder;
-use crate::watch::{CommittedLog, Event, EventKind};
+use crate::watch::{CommittedLog, Event, EventKind, KeyRange, WatcherLog};
 use crate::{check_all, CheckConfig, CheckInput, Report, Verdict};
 
 #[derive(Debug, Clone)]
@@ -64,8 +65,10 @@ pub struct SeedResult {
     pub liveness: Verdict,
     /// Why the run itself failed (simulation error), if it did.
     pub error: Option<String>,
-    /// Hash of the recorded history: equal for equal seeds.
+    /// Hash of the recorded history and watch logs: equal for equal seeds.
     pub trace_hash: u64,
+    /// Events the watchers received, all together.
+    pub watch_events: usize,
 }
 
 impl SeedResult {
@@ -100,16 +103,37 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     add_replicas(&mut sim, cfg.replicas, dir.path(), cfg.mutation);
 
     let rec = Rc::new(RefCell::new(Recorder::new()));
+    let shared = Rc::new(Shared::default());
+    let mut watcher_logs = Vec::new();
+    for (i, spec) in watcher_specs().into_iter().enumerate() {
+        let log = Rc::new(RefCell::new(WatcherLog {
+            name: spec.name.clone(),
+            range: spec.range.clone(),
+            start_revision: 1,
+            items: Vec::new(),
+        }));
+        watcher_logs.push(log.clone());
+        let (shared, n) = (shared.clone(), cfg.replicas);
+        sim.client(format!("w{i}"), async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            run_watcher(spec, i, n, shared, log).await
+        });
+    }
     let finished = Rc::new(Cell::new(0usize));
     let healed = Rc::new(Cell::new(false));
     let finale = Rc::new(RefCell::new(Finale::default()));
     for c in 0..cfg.workload.clients {
-        let (rec, finished, w) = (rec.clone(), finished.clone(), cfg.workload.clone());
+        let (rec, finished, w, shared) = (
+            rec.clone(),
+            finished.clone(),
+            cfg.workload.clone(),
+            shared.clone(),
+        );
         let (seed, n) = (cfg.seed, cfg.replicas);
         sim.client(format!("c{c}"), async move {
             // Let the cluster elect before the first request.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let r = run_workload_client(c as u64, seed, n, w, rec).await;
+            let r = run_workload_client(c as u64, seed, n, w, rec, shared).await;
             finished.set(finished.get() + 1);
             r
         });
@@ -164,12 +188,14 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         }
         if workload_done && active.is_none() && !healed.get() {
             healed.set(true);
+            shared.healed.set(true);
             healed_at = Some(t);
         }
     }
 
     let history = std::mem::take(&mut *rec.borrow_mut()).finish();
-    let trace_hash = hash_history(&history);
+    let watchers: Vec<WatcherLog> = watcher_logs.iter().map(|l| l.borrow().clone()).collect();
+    let trace_hash = hash_trace(&history, &watchers);
     let finale = finale.take();
     let liveness = match (finale.live_after, healed_at) {
         (Some(d), _) if d <= cfg.liveness_bound => Verdict::Pass,
@@ -179,22 +205,37 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         )),
         (None, _) => Verdict::Fail("no write succeeded after healing".into()),
     };
-    let committed = finale
-        .committed
-        .map(CommittedLog::new)
-        .transpose()
-        .map_err(|e| error.get_or_insert(format!("committed log: {e}")).clone())
-        .ok()
-        .flatten();
+    // Ground truth: the store's history read back after the run, merged
+    // with every acknowledged write. If they disagree, an acknowledged write
+    // is not what the store committed: a durability failure.
+    let mut disagreement = None;
+    let committed = finale.committed.and_then(|events| {
+        let store_log = CommittedLog::new(events).ok()?;
+        match CommittedLog::from_history(&history).and_then(|acked| store_log.clone().merge(acked))
+        {
+            Ok(log) => Some(log),
+            Err(e) => {
+                disagreement = Some(format!(
+                    "acknowledged writes disagree with the committed history: {e}"
+                ));
+                Some(store_log)
+            }
+        }
+    });
     let report = if error.is_none() {
         let input = CheckInput {
             history: &history,
             committed: committed.as_ref(),
-            watchers: &[],
+            watchers: &watchers,
             final_read: finale.final_read.as_ref(),
         };
         match check_all(&input, &CheckConfig::default()) {
-            Ok(r) => Some(r),
+            Ok(mut r) => {
+                if let Some(why) = disagreement {
+                    r.durability = r.durability.and(Verdict::Fail(why));
+                }
+                Some(r)
+            }
             Err(e) => {
                 error = Some(format!("history: {e}"));
                 None
@@ -212,13 +253,45 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         liveness,
         error,
         trace_hash,
+        watch_events: watchers
+            .iter()
+            .map(|w| {
+                w.items
+                    .iter()
+                    .filter(|i| matches!(i, crate::watch::WatchItem::Event(_)))
+                    .count()
+            })
+            .sum(),
     }
 }
 
-fn hash_history(h: &History) -> u64 {
+/// Two watchers on overlapping ranges: every workload key, and one key.
+fn watcher_specs() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "all-keys".into(),
+            range: KeyRange::prefix("k").expect("valid prefix"),
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+        },
+        Spec {
+            name: "k0".into(),
+            range: KeyRange::single("k0"),
+            key: b"k0".to_vec(),
+            range_end: vec![],
+        },
+    ]
+}
+
+fn hash_trace(h: &History, watchers: &[WatcherLog]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for op in &h.ops {
         op.hash(&mut hasher);
+    }
+    for w in watchers {
+        serde_json::to_string(w)
+            .expect("serializable")
+            .hash(&mut hasher);
     }
     hasher.finish()
 }

@@ -184,6 +184,7 @@ impl Session {
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
             progress_notify: c.progress_notify.then_some(self.progress_interval),
+            drop_some_events: false,
         };
         // The created response goes first; the watcher's events follow it.
         let created = Outgoing::Created {
