@@ -87,8 +87,8 @@ pub struct WatchSpec {
     pub drop_some_events: bool,
 }
 
-/// What a watcher sends to its stream.
-#[derive(Debug, Clone, PartialEq)]
+/// What a watcher sends to its stream, in order.
+#[derive(Debug)]
 pub enum WatchOut {
     Events {
         watch_id: i64,
@@ -102,11 +102,17 @@ pub enum WatchOut {
         compact_revision: i64,
         reason: String,
     },
+    /// Answers [`WatchCtl::SyncedTo`]: every event up to the requested
+    /// revision precedes this item. Whoever drains the channel acks it once
+    /// it has passed those events on, so a progress response sent after the
+    /// ack can never overtake them.
+    Synced(oneshot::Sender<()>),
 }
 
 /// Control messages from the stream to a watcher.
 pub enum WatchCtl {
-    /// Ack once every event with revision `<= upto` was handed to the stream.
+    /// Emit [`WatchOut::Synced`] once every event with revision `<= upto`
+    /// is in the output channel.
     SyncedTo { upto: i64, ack: oneshot::Sender<()> },
 }
 
@@ -173,7 +179,9 @@ pub async fn run_watcher(
                 }
                 _ = w.out.closed() => return,
             }
-            w.resolve_pending();
+            if w.resolve_pending().await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -225,8 +233,7 @@ impl Watcher {
             start = end;
         }
         self.next = self.next.max(upto + 1);
-        self.resolve_pending();
-        Ok(())
+        self.resolve_pending().await
     }
 
     /// Handles one live revision. `Ok(false)` means a gap was detected.
@@ -285,17 +292,18 @@ impl Watcher {
         e
     }
 
-    fn resolve_pending(&mut self) {
+    async fn resolve_pending(&mut self) -> Result<(), ()> {
         let synced = self.next - 1;
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].0 <= synced {
                 let (_, ack) = self.pending.swap_remove(i);
-                let _ = ack.send(());
+                self.out.send(WatchOut::Synced(ack)).await.map_err(|_| ())?;
             } else {
                 i += 1;
             }
         }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -24,6 +25,8 @@ use crate::watch::{WatchCtl, WatchOut, WatchSpec};
 /// etcd's default interval for `progress_notify`.
 const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 const STREAM_BUFFER: usize = 256;
+/// Attempts to find a quiet revision for a progress response.
+const PROGRESS_ROUNDS: usize = 20;
 
 pub struct WatchService {
     store: Store,
@@ -43,11 +46,36 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Se
 
 /// What the stream sends, in order.
 enum Outgoing {
-    Watcher(WatchOut),
-    Created { watch_id: i64, revision: i64 },
-    CreateFailed { watch_id: i64, reason: String },
-    Canceled { watch_id: i64 },
-    Progress { revision: i64 },
+    Events {
+        watch_id: i64,
+        revision: i64,
+        events: Vec<keel_proto::mvccpb::Event>,
+    },
+    /// Idle progress notification of one watcher.
+    WatcherProgress {
+        watch_id: i64,
+        revision: i64,
+    },
+    /// The watcher's next revision was compacted away.
+    Compacted {
+        watch_id: i64,
+        compact_revision: i64,
+        reason: String,
+    },
+    Created {
+        watch_id: i64,
+        revision: i64,
+    },
+    CreateFailed {
+        watch_id: i64,
+        reason: String,
+    },
+    Canceled {
+        watch_id: i64,
+    },
+    Progress {
+        revision: i64,
+    },
 }
 
 #[tonic::async_trait]
@@ -64,6 +92,7 @@ impl Watch for WatchService {
             store: self.store.clone(),
             progress_interval: self.progress_interval,
             tx,
+            send_lock: Arc::default(),
             watchers: HashMap::new(),
             next_id: 0,
         };
@@ -77,24 +106,24 @@ impl Watch for WatchService {
 fn to_response(store: &Store, o: Outgoing) -> WatchResponse {
     let mut r = WatchResponse::default();
     match o {
-        Outgoing::Watcher(WatchOut::Events {
+        Outgoing::Events {
             watch_id,
             revision,
             events,
-        }) => {
+        } => {
             r.header = Some(store.header(revision));
             r.watch_id = watch_id;
             r.events = events;
         }
-        Outgoing::Watcher(WatchOut::Progress { watch_id, revision }) => {
+        Outgoing::WatcherProgress { watch_id, revision } => {
             r.header = Some(store.header(revision));
             r.watch_id = watch_id;
         }
-        Outgoing::Watcher(WatchOut::Canceled {
+        Outgoing::Compacted {
             watch_id,
             compact_revision,
             reason,
-        }) => {
+        } => {
             r.header = Some(store.header(store.current_revision()));
             r.watch_id = watch_id;
             r.canceled = true;
@@ -131,6 +160,10 @@ struct Session {
     store: Store,
     progress_interval: Duration,
     tx: mpsc::Sender<Outgoing>,
+    /// Held while putting a watcher's item on the stream, and while a
+    /// progress response checks the revision and is sent, so no event can
+    /// slip in between that check and the response.
+    send_lock: Arc<tokio::sync::Mutex<()>>,
     watchers: HashMap<i64, mpsc::Sender<WatchCtl>>,
     next_id: i64,
 }
@@ -199,9 +232,39 @@ impl Session {
             Ok(ctl) => {
                 self.watchers.insert(watch_id, ctl);
                 let tx = self.tx.clone();
+                let send_lock = self.send_lock.clone();
                 tokio::spawn(async move {
                     while let Some(o) = wrx.recv().await {
-                        if tx.send(Outgoing::Watcher(o)).await.is_err() {
+                        let o = match o {
+                            // Everything before the marker is in `tx` now.
+                            WatchOut::Synced(ack) => {
+                                let _ = ack.send(());
+                                continue;
+                            }
+                            WatchOut::Events {
+                                watch_id,
+                                revision,
+                                events,
+                            } => Outgoing::Events {
+                                watch_id,
+                                revision,
+                                events,
+                            },
+                            WatchOut::Progress { watch_id, revision } => {
+                                Outgoing::WatcherProgress { watch_id, revision }
+                            }
+                            WatchOut::Canceled {
+                                watch_id,
+                                compact_revision,
+                                reason,
+                            } => Outgoing::Compacted {
+                                watch_id,
+                                compact_revision,
+                                reason,
+                            },
+                        };
+                        let _sending = send_lock.lock().await;
+                        if tx.send(o).await.is_err() {
                             return;
                         }
                     }
@@ -229,26 +292,44 @@ impl Session {
     }
 
     /// Answers a progress request without blocking the stream's reader.
+    ///
+    /// The reported revision R is at least the request's linearization
+    /// point (read barrier first), every watcher delivered all its events
+    /// up to R before the response, and none delivered an event above R
+    /// (R is the store's current revision while watchers are held back), so
+    /// a progress response never runs ahead of, nor behind, the stream.
+    /// Under writes that never pause it may take a few rounds; after
+    /// [`PROGRESS_ROUNDS`] it is dropped, as etcd drops progress requests it
+    /// cannot answer while watchers are unsynced.
     fn progress(&self) {
         let store = self.store.clone();
         let tx = self.tx.clone();
+        let send_lock = self.send_lock.clone();
         let ctls: Vec<mpsc::Sender<WatchCtl>> = self.watchers.values().cloned().collect();
         tokio::spawn(async move {
             if store.read_barrier().await.is_err() {
                 return; // no quorum: no progress can be promised
             }
-            let upto = store.current_revision();
-            let mut acks = Vec::new();
-            for ctl in ctls {
-                let (ack, rx) = oneshot::channel();
-                if ctl.send(WatchCtl::SyncedTo { upto, ack }).await.is_ok() {
-                    acks.push(rx);
+            let mut upto = store.current_revision();
+            for _ in 0..PROGRESS_ROUNDS {
+                let mut acks = Vec::new();
+                for ctl in &ctls {
+                    let (ack, rx) = oneshot::channel();
+                    if ctl.send(WatchCtl::SyncedTo { upto, ack }).await.is_ok() {
+                        acks.push(rx);
+                    }
                 }
+                for rx in acks {
+                    let _ = rx.await; // a cancelled watcher drops its ack
+                }
+                let _held = send_lock.lock().await;
+                let now = store.current_revision();
+                if now == upto {
+                    let _ = tx.send(Outgoing::Progress { revision: upto }).await;
+                    return;
+                }
+                upto = now;
             }
-            for rx in acks {
-                let _ = rx.await; // a cancelled watcher drops its ack
-            }
-            let _ = tx.send(Outgoing::Progress { revision: upto }).await;
         });
     }
 }
