@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use keel_chaos::sim::{run_seed, FaultKind, SimConfig};
+use keel_chaos::sim::{run_real, run_seed, FaultKind, ProcessFault, RealConfig, SimConfig};
 use keel_chaos::Verdict;
 
 #[derive(Args, Debug)]
@@ -27,6 +27,13 @@ pub struct ChaosArgs {
     /// Operations per seed.
     #[arg(long, default_value_t = 1000)]
     ops: usize,
+    /// Run against real `keel server` processes on loopback instead of the
+    /// simulation (faults: SIGKILL + restart, SIGSTOP/SIGCONT).
+    #[arg(long)]
+    real: bool,
+    /// Process faults for --real, comma separated (kill, pause).
+    #[arg(long, value_delimiter = ',', default_value = "kill,pause")]
+    process_faults: Vec<ProcessFault>,
     /// Where failing histories are written (JSON lines, one op per line,
     /// preceded by a `# seed N` line).
     #[arg(long, default_value = "keel-chaos-failures.jsonl")]
@@ -55,10 +62,22 @@ pub fn run(a: ChaosArgs) -> anyhow::Result<()> {
     println!("|---:|---:|---:|---|---|---|---|---:|");
     let (mut failed, mut total_ops, mut total_ms) = (Vec::new(), 0usize, 0u128);
     for seed in a.first_seed..a.first_seed + a.seeds {
-        let mut cfg = SimConfig::new(seed, a.replicas, a.ops);
-        cfg.faults = kinds.clone();
         let t = Instant::now();
-        let r = run_seed(&cfg);
+        let r = if a.real {
+            let sim = SimConfig::new(seed, a.replicas, a.ops);
+            run_real(&RealConfig {
+                seed,
+                replicas: a.replicas,
+                workload: sim.workload,
+                faults: a.process_faults.clone(),
+                keel_bin: std::env::current_exe()?,
+                liveness_bound: sim.liveness_bound,
+            })
+        } else {
+            let mut cfg = SimConfig::new(seed, a.replicas, a.ops);
+            cfg.faults = kinds.clone();
+            run_seed(&cfg)
+        };
         let ms = t.elapsed().as_millis();
         total_ops += r.ops;
         total_ms += ms;
@@ -133,9 +152,15 @@ fn report_failure(a: &ChaosArgs, r: &keel_chaos::sim::SeedResult) -> anyhow::Res
             )
         })
         .unwrap_or_default();
+    if a.real {
+        eprintln!("  (real processes are not deterministic: rerunning the seed repeats the schedule, not the history)");
+    }
     eprintln!(
-        "  replay: keel chaos --seeds 1 --first-seed {} --replicas {} --ops {}{faults}",
-        r.seed, a.replicas, a.ops
+        "  replay: keel chaos --seeds 1 --first-seed {} --replicas {} --ops {}{faults}{}",
+        r.seed,
+        a.replicas,
+        a.ops,
+        if a.real { " --real" } else { "" }
     );
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -25,13 +25,18 @@ use crate::recorder::Recorder;
 
 thread_local! {
     static LAST: std::cell::Cell<Time> = const { std::cell::Cell::new(0) };
+    static EPOCH: std::time::Instant = std::time::Instant::now();
 }
 
-/// Simulated nanoseconds since the simulation started, made strictly
-/// increasing: many events share one simulated tick, and their order in the
-/// (single-threaded) simulation is their real order.
+/// Nanoseconds since the run started (simulated time inside a simulation,
+/// the monotonic clock otherwise), made strictly increasing: many events
+/// share one simulated tick, and their order in the (single-threaded) run
+/// is their real order.
 pub fn now() -> Time {
-    let sim = turmoil::sim_elapsed().map_or(0, |d| d.as_nanos() as Time);
+    let sim = match turmoil::sim_elapsed() {
+        Some(d) => d.as_nanos() as Time,
+        None => EPOCH.with(|e| e.elapsed().as_nanos() as Time),
+    };
     LAST.with(|l| {
         let t = sim.max(l.get() + 1);
         l.set(t);
@@ -52,39 +57,54 @@ pub struct Workload {
     pub op_timeout: Duration,
 }
 
+/// Where the cluster's client endpoints are and how to reach them.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addrs: Vec<String>,
+    pub transport: Transport,
+}
+
+impl Target {
+    /// The simulated replicas `r0..r{n-1}`.
+    pub fn sim(replicas: usize) -> Self {
+        Target {
+            addrs: (0..replicas).map(client_addr).collect(),
+            transport: Transport::Sim,
+        }
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.addrs.len()
+    }
+}
+
 /// One channel per replica, reused across operations.
 pub struct Channels {
-    replicas: usize,
+    target: Target,
     cache: HashMap<usize, Channel>,
 }
 
 impl Channels {
-    pub fn new(replicas: usize) -> Self {
+    pub fn new(target: Target) -> Self {
         Channels {
-            replicas,
+            target,
             cache: HashMap::new(),
         }
     }
 
     pub fn kv(&mut self, i: usize) -> KvClient<Channel> {
-        let ch = self
-            .cache
-            .entry(i % self.replicas)
-            .or_insert_with(|| {
-                Transport::Sim
-                    .channel(&client_addr(i))
-                    .expect("valid address")
-            })
-            .clone();
-        KvClient::new(ch)
+        KvClient::new(self.channel(i))
     }
 
     pub fn channel(&mut self, i: usize) -> Channel {
+        let i = i % self.target.replicas();
+        let target = &self.target;
         self.cache
-            .entry(i % self.replicas)
+            .entry(i)
             .or_insert_with(|| {
-                Transport::Sim
-                    .channel(&client_addr(i))
+                target
+                    .transport
+                    .channel(&target.addrs[i])
                     .expect("valid address")
             })
             .clone()
@@ -95,13 +115,14 @@ impl Channels {
 pub async fn run_workload_client(
     id: u64,
     seed: u64,
-    replicas: usize,
+    target: Target,
     w: Workload,
     rec: Rc<RefCell<Recorder>>,
     shared: Rc<super::watcher::Shared>,
 ) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(seed ^ (id.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-    let mut chans = Channels::new(replicas);
+    let replicas = target.replicas();
+    let mut chans = Channels::new(target);
     for n in 0..w.ops_per_client {
         let key = format!("k{}", rng.gen_range(0..w.keys));
         let value = format!("{id}-{n}");

@@ -4,9 +4,11 @@
 pub mod client;
 pub mod cluster;
 pub mod nemesis;
+pub mod real;
 pub mod run;
 pub mod watcher;
 
 pub use keel_store::Mutation;
 pub use nemesis::FaultKind;
+pub use real::{run_real, ProcessFault, RealConfig};
 pub use run::{run_seed, SeedResult, SimConfig};

@@ -14,7 +14,7 @@ use keel_proto::etcdserverpb::{
 use keel_store::Mutation;
 use tokio::sync::mpsc;
 
-use super::client::{execute, now, run_workload_client, Channels, Workload};
+use super::client::{execute, now, run_workload_client, Channels, Target, Workload};
 use super::cluster::add_replicas;
 use super::nemesis::{self, FaultKind};
 use super::watcher::{run_watcher, Shared, Spec};
@@ -81,7 +81,7 @@ impl SeedResult {
 
 /// What the final client learns after healing.
 #[derive(Default)]
-struct Finale {
+pub(crate) struct Finale {
     live_after: Option<Duration>,
     final_read: Option<FinalRead>,
     committed: Option<Vec<Event>>,
@@ -113,10 +113,10 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
             items: Vec::new(),
         }));
         watcher_logs.push(log.clone());
-        let (shared, n) = (shared.clone(), cfg.replicas);
+        let (shared, target) = (shared.clone(), Target::sim(cfg.replicas));
         sim.client(format!("w{i}"), async move {
             tokio::time::sleep(Duration::from_millis(400)).await;
-            run_watcher(spec, i, n, shared, log).await
+            run_watcher(spec, i, target, shared, log).await
         });
     }
     let finished = Rc::new(Cell::new(0usize));
@@ -129,11 +129,11 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
             cfg.workload.clone(),
             shared.clone(),
         );
-        let (seed, n) = (cfg.seed, cfg.replicas);
+        let (seed, target) = (cfg.seed, Target::sim(cfg.replicas));
         sim.client(format!("c{c}"), async move {
             // Let the cluster elect before the first request.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let r = run_workload_client(c as u64, seed, n, w, rec, shared).await;
+            let r = run_workload_client(c as u64, seed, target, w, rec, shared).await;
             finished.set(finished.get() + 1);
             r
         });
@@ -142,7 +142,7 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         let (healed, finale, n, keys) = (
             healed.clone(),
             finale.clone(),
-            cfg.replicas,
+            Target::sim(cfg.replicas),
             cfg.workload.keys,
         );
         sim.client("final", async move {
@@ -195,15 +195,48 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
 
     let history = std::mem::take(&mut *rec.borrow_mut()).finish();
     let watchers: Vec<WatcherLog> = watcher_logs.iter().map(|l| l.borrow().clone()).collect();
+    let _ = healed_at;
+    evaluate(Evaluate {
+        seed: cfg.seed,
+        faults: injected,
+        history,
+        watchers,
+        finale: finale.take(),
+        liveness_bound: cfg.liveness_bound,
+        error,
+    })
+}
+
+/// Everything a run recorded, to be checked.
+pub(crate) struct Evaluate {
+    pub seed: u64,
+    pub faults: Vec<String>,
+    pub history: History,
+    pub watchers: Vec<WatcherLog>,
+    pub finale: Finale,
+    pub liveness_bound: Duration,
+    pub error: Option<String>,
+}
+
+/// Runs every checker over a recorded run (simulated or real).
+pub(crate) fn evaluate(e: Evaluate) -> SeedResult {
+    let Evaluate {
+        seed,
+        faults,
+        history,
+        watchers,
+        finale,
+        liveness_bound,
+        mut error,
+    } = e;
     let trace_hash = hash_trace(&history, &watchers);
-    let finale = finale.take();
-    let liveness = match (finale.live_after, healed_at) {
-        (Some(d), _) if d <= cfg.liveness_bound => Verdict::Pass,
-        (Some(d), _) => Verdict::Fail(format!(
+    let liveness = match finale.live_after {
+        Some(d) if d <= liveness_bound => Verdict::Pass,
+        Some(d) => Verdict::Fail(format!(
             "first write after healing took {} ms",
             d.as_millis()
         )),
-        (None, _) => Verdict::Fail("no write succeeded after healing".into()),
+        None => Verdict::Fail("no write succeeded after healing".into()),
     };
     // Ground truth: the store's history read back after the run, merged
     // with every acknowledged write. If they disagree, an acknowledged write
@@ -244,29 +277,30 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     } else {
         None
     };
+    let watch_events = watchers
+        .iter()
+        .map(|w| {
+            w.items
+                .iter()
+                .filter(|i| matches!(i, crate::watch::WatchItem::Event(_)))
+                .count()
+        })
+        .sum();
     SeedResult {
-        seed: cfg.seed,
+        seed,
         ops: history.ops.len(),
-        faults: injected,
+        faults,
         history,
         report,
         liveness,
         error,
         trace_hash,
-        watch_events: watchers
-            .iter()
-            .map(|w| {
-                w.items
-                    .iter()
-                    .filter(|i| matches!(i, crate::watch::WatchItem::Event(_)))
-                    .count()
-            })
-            .sum(),
+        watch_events,
     }
 }
 
 /// Two watchers on overlapping ranges: every workload key, and one key.
-fn watcher_specs() -> Vec<Spec> {
+pub(crate) fn watcher_specs() -> Vec<Spec> {
     vec![
         Spec {
             name: "all-keys".into(),
@@ -299,9 +333,9 @@ fn hash_trace(h: &History, watchers: &[WatcherLog]) -> u64 {
 /// After healing: time to the first successful write (liveness), a final
 /// linearizable read of every key, and the full committed history read
 /// back through a watch from revision 1 (the ground truth for checkers).
-async fn run_finale(replicas: usize, keys: usize, out: &Rc<RefCell<Finale>>) {
+pub(crate) async fn run_finale(target: Target, keys: usize, out: &Rc<RefCell<Finale>>) {
     let start = now();
-    let mut chans = Channels::new(replicas);
+    let mut chans = Channels::new(target);
     let mut i = 0;
     loop {
         let call = Call::Put {

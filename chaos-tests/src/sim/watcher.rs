@@ -13,7 +13,7 @@ use keel_proto::etcdserverpb::{
 };
 use tokio::sync::mpsc;
 
-use super::client::{now, Channels};
+use super::client::{now, Channels, Target};
 use crate::history::Revision;
 use crate::watch::{Event, EventKind, KeyRange, ProgressNotify, WatchItem, WatcherLog};
 
@@ -39,11 +39,12 @@ pub struct Spec {
 pub async fn run_watcher(
     spec: Spec,
     first_replica: usize,
-    replicas: usize,
+    target: Target,
     shared: Rc<Shared>,
     log: Rc<RefCell<WatcherLog>>,
 ) -> turmoil::Result {
-    let mut chans = Channels::new(replicas);
+    let replicas = target.replicas();
+    let mut chans = Channels::new(target);
     let mut replica = first_replica;
     let mut next: Revision = 1;
     let mut first = true;
