@@ -111,11 +111,9 @@ fn mutation_acked_uncommitted_puts_is_caught() {
 fn mutation_dropped_watch_events_is_caught_by_watch_checker() {
     let r = caught_within(Mutation::DropWatchEvents, 3);
     let report = r.report.expect("checked");
+    // Linearizability may fail too: unknown writes are settled against the
+    // committed history, which the broken watch also under-reports.
     assert!(report.watch.is_fail(), "{report:?}");
-    assert!(
-        report.linearizability.is_pass(),
-        "only the watch checker should fail: {report:?}"
-    );
 }
 
 /// Seeds from the first 500-seed soak: a progress response could report a

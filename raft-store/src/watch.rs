@@ -396,12 +396,18 @@ mod tests {
         sm.apply_for_test(&put_cmd("a/2", "y")); // rev 4
         assert_eq!(revisions(&mut rx, 4).await, vec![2, 4]);
         sm.apply_for_test(&put_cmd("b", "z")); // rev 5
-        let (ack, ack_rx) = oneshot::channel();
+        let (ack, mut ack_rx) = oneshot::channel();
         ctl_tx
             .send(WatchCtl::SyncedTo { upto: 5, ack })
             .await
             .unwrap();
-        ack_rx.await.expect("acked once revision 5 was processed");
+        // The marker comes through the output channel, after the events;
+        // the stream acks it once those are on the wire.
+        match rx.recv().await.unwrap() {
+            WatchOut::Synced(ack) => ack.send(()).unwrap(),
+            other => panic!("expected the synced marker, got {other:?}"),
+        }
+        ack_rx.try_recv().expect("marker carried the ack");
     }
 
     #[tokio::test]
