@@ -161,7 +161,6 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     let mut active: Option<nemesis::Window> = None;
     let mut injected = Vec::new();
     let mut error = None;
-    let mut healed_at = None;
     loop {
         match sim.step() {
             Ok(true) => break,
@@ -189,13 +188,11 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         if workload_done && active.is_none() && !healed.get() {
             healed.set(true);
             shared.healed.set(true);
-            healed_at = Some(t);
         }
     }
 
     let history = std::mem::take(&mut *rec.borrow_mut()).finish();
     let watchers: Vec<WatcherLog> = watcher_logs.iter().map(|l| l.borrow().clone()).collect();
-    let _ = healed_at;
     evaluate(Evaluate {
         seed: cfg.seed,
         faults: injected,
