@@ -98,13 +98,16 @@ fn mutation_stale_reads_is_caught_by_linearizability() {
 }
 
 #[test]
-fn mutation_acked_uncommitted_puts_is_caught() {
+fn mutation_acked_uncommitted_puts_is_caught_by_durability() {
     let r = caught_within(Mutation::AckUncommittedPuts, 5);
     let report = r.report.expect("checked");
-    assert!(
-        report.linearizability.is_fail() || report.durability.is_fail(),
-        "{report:?}"
-    );
+    assert!(report.durability.is_fail(), "{report:?}");
+}
+
+#[test]
+fn mutation_wedged_cluster_is_caught_by_liveness() {
+    let r = caught_within(Mutation::WedgeAfterElections, 5);
+    assert!(r.liveness.is_fail(), "{}", show(&r));
 }
 
 #[test]

@@ -245,6 +245,23 @@ mod tests {
     }
 
     #[test]
+    fn refuses_other_format_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        let db = Db::open(&d, &id("c1", "a")).unwrap();
+        db.raw()
+            .put_cf(db.cf(CF_META), KEY_FORMAT, "keel-store/0")
+            .unwrap();
+        drop(db);
+        let e = Db::open(&d, &id("c1", "a")).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("format \"keel-store/0\" is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn refuses_corrupt_store() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("data");

@@ -91,6 +91,9 @@ pub enum Mutation {
     AckUncommittedPuts,
     /// Watchers silently skip some events.
     DropWatchEvents,
+    /// Once a few elections have happened, every write times out: the
+    /// cluster never recovers (a liveness bug).
+    WedgeAfterElections,
 }
 
 impl StoreConfig {
@@ -482,6 +485,11 @@ impl Store {
 
     /// Replicates `cmd` and returns what applying it produced.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        if self.inner.cfg.mutation == Mutation::WedgeAfterElections
+            && self.inner.raft.metrics().borrow_watched().current_term > 3
+        {
+            return Err(StoreError::NoLeader);
+        }
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

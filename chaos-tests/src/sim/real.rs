@@ -256,7 +256,7 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     }
     shared.healed.set(true);
     let finale = Rc::new(RefCell::new(Finale::default()));
-    run_finale(target, cfg.workload.keys, &finale).await;
+    run_finale(target, cfg.workload.keys, cfg.liveness_bound * 2, &finale).await;
     for t in tasks {
         let _ = t.await;
     }

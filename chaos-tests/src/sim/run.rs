@@ -139,6 +139,7 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         });
     }
     {
+        let give_up = cfg.liveness_bound * 2;
         let (healed, finale, n, keys) = (
             healed.clone(),
             finale.clone(),
@@ -149,7 +150,7 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
             while !healed.get() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            run_finale(n, keys, &finale).await;
+            run_finale(n, keys, give_up, &finale).await;
             Ok(())
         });
     }
@@ -330,7 +331,13 @@ fn hash_trace(h: &History, watchers: &[WatcherLog]) -> u64 {
 /// After healing: time to the first successful write (liveness), a final
 /// linearizable read of every key, and the full committed history read
 /// back through a watch from revision 1 (the ground truth for checkers).
-pub(crate) async fn run_finale(target: Target, keys: usize, out: &Rc<RefCell<Finale>>) {
+/// Gives up on liveness after `give_up` (the verdict then fails).
+pub(crate) async fn run_finale(
+    target: Target,
+    keys: usize,
+    give_up: Duration,
+    out: &Rc<RefCell<Finale>>,
+) {
     let start = now();
     let mut chans = Channels::new(target);
     let mut i = 0;
@@ -346,7 +353,7 @@ pub(crate) async fn run_finale(target: Target, keys: usize, out: &Rc<RefCell<Fin
             break;
         }
         i += 1;
-        if Duration::from_nanos(now() - start) > Duration::from_secs(120) {
+        if Duration::from_nanos(now() - start) > give_up {
             return;
         }
     }
