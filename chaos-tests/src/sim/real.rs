@@ -20,7 +20,6 @@ use super::run::{evaluate, run_finale, watcher_specs, Evaluate, Finale, SeedResu
 use super::watcher::{run_watcher, Shared};
 use crate::history::Call;
 use crate::recorder::Recorder;
-use crate::watch::WatcherLog;
 use keel_store::Transport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,20 +166,23 @@ impl Drop for Processes {
     }
 }
 
+/// A run that could not start: no history, just the error.
+fn setup_failed(cfg: &RealConfig, error: String) -> SeedResult {
+    evaluate(Evaluate {
+        seed: cfg.seed,
+        faults: vec![],
+        history: Default::default(),
+        watchers: vec![],
+        finale: Finale::default(),
+        liveness_bound: cfg.liveness_bound,
+        error: Some(error),
+    })
+}
+
 /// Runs one seed against real processes.
 pub fn run_real(cfg: &RealConfig) -> SeedResult {
     reset_clock();
-    let fail = |error: String| {
-        evaluate(Evaluate {
-            seed: cfg.seed,
-            faults: vec![],
-            history: Default::default(),
-            watchers: vec![],
-            finale: Finale::default(),
-            liveness_bound: cfg.liveness_bound,
-            error: Some(error),
-        })
-    };
+    let fail = |error: String| setup_failed(cfg, error);
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => return fail(format!("temp dir: {e}")),
@@ -200,15 +202,7 @@ pub fn run_real(cfg: &RealConfig) -> SeedResult {
 async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     let target = procs.target();
     if let Err(e) = wait_ready(&target).await {
-        return evaluate(Evaluate {
-            seed: cfg.seed,
-            faults: vec![],
-            history: Default::default(),
-            watchers: vec![],
-            finale: Finale::default(),
-            liveness_bound: cfg.liveness_bound,
-            error: Some(e),
-        });
+        return setup_failed(cfg, e);
     }
     let rec = Rc::new(RefCell::new(Recorder::new()));
     let shared = Rc::new(Shared::default());
@@ -216,12 +210,7 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     let mut watcher_logs = Vec::new();
     let mut tasks = Vec::new();
     for (i, spec) in watcher_specs().into_iter().enumerate() {
-        let log = Rc::new(RefCell::new(WatcherLog {
-            name: spec.name.clone(),
-            range: spec.range.clone(),
-            start_revision: 1,
-            items: Vec::new(),
-        }));
+        let log = spec.new_log();
         watcher_logs.push(log.clone());
         tasks.push(tokio::task::spawn_local(run_watcher(
             spec,

@@ -106,12 +106,7 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     let shared = Rc::new(Shared::default());
     let mut watcher_logs = Vec::new();
     for (i, spec) in watcher_specs().into_iter().enumerate() {
-        let log = Rc::new(RefCell::new(WatcherLog {
-            name: spec.name.clone(),
-            range: spec.range.clone(),
-            start_revision: 1,
-            items: Vec::new(),
-        }));
+        let log = spec.new_log();
         watcher_logs.push(log.clone());
         let (shared, target) = (shared.clone(), Target::sim(cfg.replicas));
         sim.client(format!("w{i}"), async move {

@@ -34,6 +34,18 @@ pub struct Spec {
     pub range_end: Vec<u8>,
 }
 
+impl Spec {
+    /// An empty log for this watcher, watching from revision 1.
+    pub fn new_log(&self) -> Rc<RefCell<WatcherLog>> {
+        Rc::new(RefCell::new(WatcherLog {
+            name: self.name.clone(),
+            range: self.range.clone(),
+            start_revision: 1,
+            items: Vec::new(),
+        }))
+    }
+}
+
 /// Runs until, after healing, a progress response covers every revision
 /// seen by then (or a bound on simulated time passes).
 pub async fn run_watcher(
