@@ -99,12 +99,12 @@ impl PeerClient {
                 timeout_ms: timeout.as_millis(),
             }),
             Ok(Ok(resp)) => Ok(resp.into_inner().data),
-            Ok(Err(status)) => Err(classify(addr, status)),
+            Ok(Err(status)) => Err(classify(addr, status, timeout)),
         }
     }
 }
 
-fn classify(addr: &str, status: Status) -> PeerError {
+fn classify(addr: &str, status: Status, timeout: Duration) -> PeerError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown
             if status.message().contains("transport") =>
@@ -120,7 +120,7 @@ fn classify(addr: &str, status: Status) -> PeerError {
         },
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => PeerError::Timeout {
             addr: addr.into(),
-            timeout_ms: 0,
+            timeout_ms: timeout.as_millis(),
         },
         _ => PeerError::Remote {
             addr: addr.into(),
