@@ -31,8 +31,9 @@ pub struct ChaosArgs {
     /// simulation (faults: SIGKILL + restart, SIGSTOP/SIGCONT).
     #[arg(long)]
     real: bool,
-    /// Process faults for --real, comma separated (kill, pause).
-    #[arg(long, value_delimiter = ',', default_value = "kill,pause")]
+    /// Faults for --real, comma separated: kill (SIGKILL + restart), pause
+    /// (SIGSTOP/SIGCONT), cut (drop all connections to a replica's peer port).
+    #[arg(long, value_delimiter = ',', default_value = "kill,pause,cut")]
     process_faults: Vec<ProcessFault>,
     /// Where failing histories are written (JSON lines, one op per line,
     /// preceded by a `# seed N` line).

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cluster;
 pub mod nemesis;
+pub mod proxy;
 pub mod real;
 pub mod run;
 pub mod watcher;

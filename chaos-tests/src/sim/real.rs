@@ -1,7 +1,7 @@
 //! Real-process mode: the same workload, watchers and checkers against
-//! `keel server` processes on loopback. Faults are done to processes:
-//! SIGKILL (then a restart on the same data dir) and SIGSTOP/SIGCONT
-//! (a pause: the replica's clock, timers and sockets all freeze). This is
+//! `keel server` processes on loopback. Faults: SIGKILL (then a restart on
+//! the same data dir), SIGSTOP/SIGCONT (a pause: the replica's clock,
+//! timers and sockets all freeze), and cutting a replica's peer proxy. This is
 //! how a user Jepsen-tests real binaries, with real fsync and real TCP.
 
 use std::cell::{Cell, RefCell};
@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::client::{execute, reset_clock, run_workload_client, Target, Workload};
+use super::proxy::Proxy;
 use super::run::{evaluate, run_finale, watcher_specs, Evaluate, Finale, SeedResult};
 use super::watcher::{run_watcher, Shared};
 use crate::history::Call;
@@ -28,6 +29,9 @@ pub enum ProcessFault {
     Kill,
     /// SIGSTOP one replica, SIGCONT it after a while.
     Pause,
+    /// Cut every connection to one replica through its peer proxy (a
+    /// one-way partition: it can still dial out), then heal.
+    Cut,
 }
 
 impl fmt::Display for ProcessFault {
@@ -35,6 +39,7 @@ impl fmt::Display for ProcessFault {
         f.write_str(match self {
             ProcessFault::Kill => "kill",
             ProcessFault::Pause => "pause",
+            ProcessFault::Cut => "cut",
         })
     }
 }
@@ -46,7 +51,10 @@ impl FromStr for ProcessFault {
         match s {
             "kill" => Ok(ProcessFault::Kill),
             "pause" => Ok(ProcessFault::Pause),
-            _ => Err(format!("unknown process fault {s:?} (known: kill, pause)")),
+            "cut" => Ok(ProcessFault::Cut),
+            _ => Err(format!(
+                "unknown process fault {s:?} (known: kill, pause, cut)"
+            )),
         }
     }
 }
@@ -75,6 +83,8 @@ struct Processes {
     bin: PathBuf,
     initial: String,
     replicas: Vec<Replica>,
+    /// One per replica, in front of its peer port.
+    proxies: Vec<Proxy>,
     logs: PathBuf,
 }
 
@@ -85,26 +95,32 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Processes {
-    fn start(bin: &Path, n: usize, root: &Path) -> std::io::Result<Processes> {
+    async fn start(bin: &Path, n: usize, root: &Path) -> std::io::Result<Processes> {
         let mut replicas = Vec::new();
+        let mut proxies = Vec::new();
         for i in 0..n {
+            let peer = format!("127.0.0.1:{}", free_port()?);
+            proxies.push(Proxy::start(peer.parse().expect("loopback address")).await?);
             replicas.push(Replica {
                 name: format!("r{i}"),
                 client: format!("127.0.0.1:{}", free_port()?),
-                peer: format!("127.0.0.1:{}", free_port()?),
+                peer,
                 dir: root.join(format!("r{i}")),
                 child: None,
             });
         }
+        // Peers reach each replica through its proxy.
         let initial = replicas
             .iter()
-            .map(|r| format!("{}=http://{}", r.name, r.peer))
+            .zip(&proxies)
+            .map(|(r, p)| format!("{}=http://{}", r.name, p.addr))
             .collect::<Vec<_>>()
             .join(",");
         let mut p = Processes {
             bin: bin.to_path_buf(),
             initial,
             replicas,
+            proxies,
             logs: root.to_path_buf(),
         };
         for i in 0..n {
@@ -187,16 +203,17 @@ pub fn run_real(cfg: &RealConfig) -> SeedResult {
         Ok(d) => d,
         Err(e) => return fail(format!("temp dir: {e}")),
     };
-    let procs = match Processes::start(&cfg.keel_bin, cfg.replicas, dir.path()) {
-        Ok(p) => p,
-        Err(e) => return fail(format!("starting {}: {e}", cfg.keel_bin.display())),
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, drive(cfg, procs))
+    local.block_on(&rt, async {
+        match Processes::start(&cfg.keel_bin, cfg.replicas, dir.path()).await {
+            Ok(procs) => drive(cfg, procs).await,
+            Err(e) => fail(format!("starting {}: {e}", cfg.keel_bin.display())),
+        }
+    })
 }
 
 async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
@@ -236,8 +253,9 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
         }));
     }
     let faults = nemesis(cfg, &mut procs, &finished).await;
-    // Heal: every replica running and resumed.
+    // Heal: every replica running, resumed and reachable.
     for i in 0..cfg.replicas {
+        procs.proxies[i].heal();
         procs.signal(i, "-CONT");
         if procs.replicas[i].child.is_none() {
             let _ = procs.spawn(i);
@@ -306,6 +324,7 @@ async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>
         match fault {
             ProcessFault::Kill => procs.kill(victim),
             ProcessFault::Pause => procs.signal(victim, "-STOP"),
+            ProcessFault::Cut => procs.proxies[victim].cut(),
         }
         done.push(format!("{fault} r{victim} {}ms", hold.as_millis()));
         tokio::time::sleep(hold).await;
@@ -314,6 +333,7 @@ async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>
                 let _ = procs.spawn(victim);
             }
             ProcessFault::Pause => procs.signal(victim, "-CONT"),
+            ProcessFault::Cut => procs.proxies[victim].heal(),
         }
     }
     done
