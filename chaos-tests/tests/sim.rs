@@ -34,7 +34,11 @@ fn all_faults_three_replicas() {
 }
 
 fn each_fault_kind_alone(replicas: usize) {
-    for (i, kind) in FaultKind::ALL.into_iter().enumerate() {
+    for (i, kind) in FaultKind::ALL
+        .into_iter()
+        .chain(FaultKind::LEADER)
+        .enumerate()
+    {
         let mut cfg = SimConfig::new(200 + i as u64, replicas, 240);
         cfg.faults = vec![kind];
         let r = run_seed(&cfg);

@@ -20,8 +20,9 @@ pub struct ChaosArgs {
     /// Replicas per simulated cluster: 3 or 5.
     #[arg(long, default_value_t = 3, value_parser = parse_replicas)]
     replicas: usize,
-    /// Fault kinds to inject, comma separated (partition, bridge, isolate,
-    /// crash, delay, loss); default all.
+    /// Fault kinds to inject, comma separated: partition, bridge, isolate,
+    /// crash, delay, loss (the default set), and isolate-leader,
+    /// crash-leader (aimed at the current leader; opt in).
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<FaultKind>>,
     /// Operations per seed.

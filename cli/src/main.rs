@@ -26,14 +26,20 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Simulated replicas log every injected fault; show that only when asked.
+    let default_filter = match cli.command {
+        Command::Chaos(_) => "off",
+        _ => "info,openraft=warn",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default_filter.to_string());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server::run(args)),

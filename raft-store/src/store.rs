@@ -332,6 +332,14 @@ impl Store {
         self.inner.sm.read().mvcc.current_revision()
     }
 
+    /// A cheap probe of whether this replica is the leader, which stays
+    /// valid (answering false) after the store is gone and holds nothing of
+    /// it: for fault injectors that target the leader.
+    pub fn leadership_probe(&self) -> impl Fn() -> bool + 'static {
+        let rx = self.inner.raft.metrics();
+        move || rx.borrow_watched().state.is_leader()
+    }
+
     pub fn current_leader(&self) -> Option<NodeId> {
         self.inner.raft.metrics().borrow_watched().current_leader
     }

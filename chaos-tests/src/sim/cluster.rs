@@ -8,10 +8,35 @@
 //! what is re-applied), not torn or lost unsynced writes; those are for the
 //! real-process mode with SIGKILL.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keel_store::{grpc, Durability, Mutation, Store, StoreConfig, Transport};
+
+thread_local! {
+    /// Leadership probes of the simulated replicas, by name (the whole
+    /// simulation runs on one thread).
+    static LEADER_PROBES: RefCell<BTreeMap<String, Box<dyn Fn() -> bool>>> = RefCell::new(BTreeMap::new());
+}
+
+/// The running replica that believes it is the leader, if any.
+pub fn leader(sim: &mut turmoil::Sim<'_>) -> Option<String> {
+    let names: Vec<String> = LEADER_PROBES.with(|p| {
+        p.borrow()
+            .iter()
+            .filter(|(_, is_leader)| is_leader())
+            .map(|(n, _)| n.clone())
+            .collect()
+    });
+    names.into_iter().find(|n| sim.is_host_running(n.as_str()))
+}
+
+/// Forgets the probes of a finished simulation.
+pub fn clear_probes() {
+    LEADER_PROBES.with(|p| p.borrow_mut().clear());
+}
 
 pub const PEER_PORT: u16 = 2380;
 pub const CLIENT_PORT: u16 = 2379;
@@ -62,7 +87,10 @@ fn config(name: &str, dir: PathBuf, initial: Vec<(String, String)>) -> StoreConf
 async fn serve_replica(cfg: StoreConfig) -> turmoil::Result {
     let peer = grpc::bind(Transport::Sim, &format!("0.0.0.0:{PEER_PORT}")).await?;
     let client = grpc::bind(Transport::Sim, &format!("0.0.0.0:{CLIENT_PORT}")).await?;
+    let name = cfg.name.clone();
     let store = Store::open(cfg).await?;
+    let probe = store.leadership_probe();
+    LEADER_PROBES.with(|p| p.borrow_mut().insert(name, Box::new(probe)));
     tokio::spawn(grpc::serve_peer(
         store.clone(),
         peer,

@@ -27,9 +27,14 @@ pub enum FaultKind {
     Delay,
     /// Drop a fraction of messages.
     Loss,
+    /// Cut the current leader off from all others.
+    IsolateLeader,
+    /// Crash the current leader, restart it later.
+    CrashLeader,
 }
 
 impl FaultKind {
+    /// The default mix (what the 500-seed soak ran).
     pub const ALL: [FaultKind; 6] = [
         FaultKind::Partition,
         FaultKind::Bridge,
@@ -38,6 +43,10 @@ impl FaultKind {
         FaultKind::Delay,
         FaultKind::Loss,
     ];
+
+    /// Faults aimed at whichever replica leads when they start; opt in
+    /// with `--faults isolate-leader,crash-leader`.
+    pub const LEADER: [FaultKind; 2] = [FaultKind::IsolateLeader, FaultKind::CrashLeader];
 }
 
 impl fmt::Display for FaultKind {
@@ -49,6 +58,8 @@ impl fmt::Display for FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::Delay => "delay",
             FaultKind::Loss => "loss",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::CrashLeader => "crash-leader",
         };
         f.write_str(s)
     }
@@ -60,6 +71,7 @@ impl FromStr for FaultKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         FaultKind::ALL
             .into_iter()
+            .chain(FaultKind::LEADER)
             .find(|k| k.to_string() == s)
             .ok_or_else(|| {
                 format!(
@@ -91,6 +103,9 @@ pub enum Fault {
     Loss {
         rate: f64,
     },
+    /// Resolved to a split or crash of whoever leads when it is applied.
+    IsolateLeader,
+    CrashLeader,
 }
 
 impl fmt::Display for Fault {
@@ -105,6 +120,8 @@ impl fmt::Display for Fault {
             Fault::Crash { hosts } => write!(f, "crash {hosts:?}"),
             Fault::Delay { max } => write!(f, "delay {}ms", max.as_millis()),
             Fault::Loss { rate } => write!(f, "loss {:.0}%", rate * 100.0),
+            Fault::IsolateLeader => f.write_str("isolate the leader"),
+            Fault::CrashLeader => f.write_str("crash the leader"),
         }
     }
 }
@@ -176,12 +193,16 @@ fn make(kind: FaultKind, rng: &mut StdRng, n: usize) -> Fault {
         FaultKind::Loss => Fault::Loss {
             rate: rng.gen_range(0.01..0.1),
         },
+        FaultKind::IsolateLeader => Fault::IsolateLeader,
+        FaultKind::CrashLeader => Fault::CrashLeader,
     }
 }
 
-/// Applies or heals a fault on the simulation.
-pub fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
-    match fault {
+/// Applies a fault on the simulation; returns it as applied (a leader
+/// fault resolved to the replica that led), which is what `heal` undoes.
+pub fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, replicas: usize) -> Fault {
+    let fault = resolve(sim, fault, replicas);
+    match &fault {
         Fault::Split { a, b } => cut(sim, a, b),
         Fault::Bridge { left, right, .. } => cut(sim, left, right),
         Fault::Crash { hosts } => {
@@ -191,6 +212,28 @@ pub fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         }
         Fault::Delay { max } => sim.set_max_message_latency(*max),
         Fault::Loss { rate } => sim.set_fail_rate(*rate),
+        Fault::IsolateLeader | Fault::CrashLeader => unreachable!("resolved above"),
+    }
+    fault
+}
+
+fn resolve(sim: &mut turmoil::Sim<'_>, fault: &Fault, replicas: usize) -> Fault {
+    let mut leader = || super::cluster::leader(sim).unwrap_or_else(|| replica_name(0));
+    match fault {
+        Fault::IsolateLeader => {
+            let l = leader();
+            Fault::Split {
+                b: (0..replicas)
+                    .map(replica_name)
+                    .filter(|n| *n != l)
+                    .collect(),
+                a: vec![l],
+            }
+        }
+        Fault::CrashLeader => Fault::Crash {
+            hosts: vec![leader()],
+        },
+        other => other.clone(),
     }
 }
 
@@ -205,6 +248,7 @@ pub fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault, base_latency: Duration) {
         }
         Fault::Delay { .. } => sim.set_max_message_latency(base_latency),
         Fault::Loss { .. } => sim.set_fail_rate(0.0),
+        Fault::IsolateLeader | Fault::CrashLeader => {}
     }
 }
 

@@ -89,6 +89,7 @@ pub(crate) struct Finale {
 
 pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     keel_store::runtime::seed_thread_rng(cfg.seed);
+    super::cluster::clear_probes();
     super::client::reset_clock();
     let dir = tempfile::tempdir().expect("temp dir");
     let base_latency = Duration::from_millis(2);
@@ -176,9 +177,12 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         }
         if active.is_none() && !workload_done {
             if let Some(w) = windows.next_if(|w| t >= w.start) {
-                nemesis::apply(&mut sim, &w.fault);
-                injected.push(w.fault.to_string());
-                active = Some(w);
+                let applied = nemesis::apply(&mut sim, &w.fault, cfg.replicas);
+                injected.push(applied.to_string());
+                active = Some(nemesis::Window {
+                    fault: applied,
+                    ..w
+                });
             }
         }
         if workload_done && active.is_none() && !healed.get() {
