@@ -126,17 +126,7 @@ pub struct DurabilityReport {
 
 impl DurabilityReport {
     pub fn verdict(&self) -> Verdict {
-        if self.violations.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail(
-                self.violations
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        }
+        Verdict::from_violations(&self.violations)
     }
 }
 

@@ -43,6 +43,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Pass when there are none, else a failure listing each one.
+    pub fn from_violations<T: std::fmt::Display>(violations: &[T]) -> Verdict {
+        if violations.is_empty() {
+            Verdict::Pass
+        } else {
+            let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            Verdict::Fail(lines.join("\n"))
+        }
+    }
+
     pub fn is_pass(&self) -> bool {
         matches!(self, Verdict::Pass)
     }

@@ -120,7 +120,7 @@ impl StateMachine {
             mvcc.restore_version(rev, key, kv);
         }
         mvcc.restore_meta(current_rev, compact_rev);
-        let hub = WatchHub::new(mvcc.current_revision());
+        let hub = WatchHub::default();
         Ok(StateMachine {
             shared: Arc::new(SmShared {
                 db,
@@ -354,7 +354,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.client_addrs = body.client_addrs.into_iter().collect();
             persist_meta(db, &mut b, &st, true)?;
             db.write_synced(b).map_err(rocks)?;
-            sh.hub.reset(st.mvcc.current_revision());
+            sh.hub.reset();
             tracing::info!(
                 last_log_id = ?meta.last_log_id,
                 revision = st.mvcc.current_revision(),

@@ -486,7 +486,13 @@ impl Store {
     }
 
     pub async fn compact(&self, revision: i64) -> Result<i64, StoreError> {
-        let out = self.propose(Command::Compact { revision }).await?;
+        self.propose_for_revision(Command::Compact { revision })
+            .await
+    }
+
+    /// Proposes a command whose only result is the revision after it.
+    async fn propose_for_revision(&self, cmd: Command) -> Result<i64, StoreError> {
+        let out = self.propose(cmd).await?;
         out.result?;
         Ok(out.revision)
     }
@@ -591,9 +597,7 @@ impl Store {
     }
 
     pub async fn lease_revoke(&self, id: i64) -> Result<i64, StoreError> {
-        let out = self.propose(Command::LeaseRevoke { id }).await?;
-        out.result?;
-        Ok(out.revision)
+        self.propose_for_revision(Command::LeaseRevoke { id }).await
     }
 
     /// Renews a lease; returns its TTL. Served by the leader.

@@ -39,12 +39,14 @@ pub struct WatchHub {
     tx: broadcast::Sender<HubMsg>,
 }
 
-impl WatchHub {
-    pub fn new(_revision: i64) -> Self {
+impl Default for WatchHub {
+    fn default() -> Self {
         let (tx, _) = broadcast::channel(HUB_CAPACITY);
         WatchHub { tx }
     }
+}
 
+impl WatchHub {
     pub fn publish(&self, events: Vec<RevEvent>) {
         if let Some(first) = events.first() {
             let revision = first.rev.main;
@@ -56,7 +58,7 @@ impl WatchHub {
         }
     }
 
-    pub fn reset(&self, _revision: i64) {
+    pub fn reset(&self) {
         let _ = self.tx.send(HubMsg::Reset);
     }
 
