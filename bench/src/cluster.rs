@@ -118,6 +118,7 @@ impl Cluster {
                         .arg(&data_dir)
                         .args(["--listen-client", &client])
                         .args(["--listen-peer", &peer])
+                        .args(["--listen-api", "127.0.0.1:0"])
                         .args(["--initial-cluster", &initial_cluster]);
                 }
             }

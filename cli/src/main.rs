@@ -18,8 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a control-plane replica: the raft-store, serving etcd's v3 API.
-    Server(server::ServerArgs),
+    /// Run a control-plane replica: the raft-store (etcd v3 API) and the
+    /// Kubernetes API server.
+    Server(Box<server::ServerArgs>),
     /// Run deterministic fault simulations of raft-store clusters and check
     /// the recorded histories (linearizability, watch, durability, liveness).
     Chaos(chaos::ChaosArgs),
@@ -42,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Server(args) => rt.block_on(server::run(args)),
+        Command::Server(args) => rt.block_on(server::run(*args)),
         Command::Chaos(args) => chaos::run(args),
     }
 }

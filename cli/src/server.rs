@@ -57,6 +57,27 @@ pub struct ServerArgs {
     /// `1h`, `30m`, `90s` (periodic mode). `0` disables compaction.
     #[arg(long, default_value = "0")]
     auto_compaction_retention: String,
+    /// Address for the Kubernetes API (https unless --insecure-http).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen_api: String,
+    /// API URL written into `<data-dir>/kubeconfig` (default:
+    /// https://<listen-api>).
+    #[arg(long)]
+    advertise_api: Option<String>,
+    /// Serve the API over plain HTTP without authentication; allowed only on
+    /// a loopback address (kubectl sends no token over http).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Extra DNS names or IPs for the API serving certificate (repeatable).
+    #[arg(long)]
+    tls_san: Vec<String>,
+    /// Static bearer tokens accepted besides the admin token, in
+    /// Kubernetes' format: `token,user,uid[,"groups"]` per line.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Upper bound on an API request other than a watch, in seconds.
+    #[arg(long, default_value_t = 60)]
+    api_request_timeout_s: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -144,6 +165,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // Bind first so a port clash fails before anything is written.
     let peer_listener = grpc::bind(Transport::Tcp, &a.listen_peer).await?;
     let client_listener = grpc::bind(Transport::Tcp, &a.listen_client).await?;
+    let api_listener = keel_control::server::bind(&a.listen_api, a.insecure_http).await?;
+    let api_cfg = api_config(&a)?;
     let store = Store::open(cfg).await?;
     tracing::info!(
         name = %a.name,
@@ -176,6 +199,12 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let client = tokio::spawn(grpc::serve_client(
         store.clone(),
         client_listener,
+        stopped(stop_rx.clone()),
+    ));
+    let api = tokio::spawn(keel_control::server::serve(
+        store.clone(),
+        api_listener,
+        api_cfg,
         stopped(stop_rx),
     ));
     shutdown_signal().await;
@@ -184,10 +213,34 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = client.await;
         let _ = peer.await;
+        if let Ok(Err(e)) = api.await {
+            tracing::error!(error = %e, "the API server failed");
+        }
     })
     .await;
     store.shutdown().await;
     Ok(())
+}
+
+fn api_config(a: &ServerArgs) -> anyhow::Result<keel_control::server::ServeConfig> {
+    let extra_tokens = match &a.token_auth_file {
+        Some(p) => keel_control::pki::read_token_file(p)?
+            .into_iter()
+            .map(|(token, _user)| token)
+            .collect(),
+        None => vec![],
+    };
+    Ok(keel_control::server::ServeConfig {
+        data_dir: a.data_dir.clone(),
+        advertise_url: a.advertise_api.clone(),
+        insecure_http: a.insecure_http,
+        tls_sans: a.tls_san.clone(),
+        extra_tokens,
+        api: keel_control::api::ApiConfig {
+            request_timeout: Duration::from_secs(a.api_request_timeout_s.max(1)),
+            ..Default::default()
+        },
+    })
 }
 
 async fn shutdown_signal() {

@@ -186,6 +186,7 @@ fn keel_server(data_dir: &std::path::Path, extra: &[&str]) -> std::process::Outp
         .arg(data_dir)
         .args(["--listen-client", &format!("127.0.0.1:{client}")])
         .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+        .args(["--listen-api", "127.0.0.1:0"])
         .args(extra);
     // Refusals exit at once; a server that starts is stopped by the timeout.
     let out = Command::new("timeout")

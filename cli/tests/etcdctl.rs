@@ -156,7 +156,8 @@ impl Cluster {
                     .arg("--listen-client")
                     .arg(m.endpoint())
                     .arg("--listen-peer")
-                    .arg(format!("127.0.0.1:{}", m.peer_port));
+                    .arg(format!("127.0.0.1:{}", m.peer_port))
+                    .args(["--listen-api", "127.0.0.1:0"]);
                 if n > 1 {
                     cmd.arg("--initial-cluster").arg(&initial_cluster);
                 }

@@ -25,6 +25,8 @@ pub struct Replica {
     pub name: String,
     pub client_addr: String,
     pub peer_addr: String,
+    /// The Kubernetes API (https with the cluster CA and admin token).
+    pub api_addr: String,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
 }
@@ -45,6 +47,7 @@ impl Cluster {
                 name: format!("r{i}"),
                 client_addr: format!("127.0.0.1:{}", free_port()),
                 peer_addr: format!("127.0.0.1:{}", free_port()),
+                api_addr: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("r{i}")),
                 child: None,
             })
@@ -82,6 +85,8 @@ impl Cluster {
                 &r.client_addr,
                 "--listen-peer",
                 &r.peer_addr,
+                "--listen-api",
+                &r.api_addr,
             ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])

@@ -1,0 +1,312 @@
+//! DELETE, deletecollection and pod eviction.
+//!
+//! Kubernetes semantics: an object with finalizers (or a `Foreground` /
+//! `Orphan` propagation policy, recorded as the `foregroundDeletion` /
+//! `orphan` finalizer for the garbage collector) only gets a
+//! deletionTimestamp and stays until its finalizers are removed; a pod on
+//! a node gets its grace period so the agent can stop it; a namespace
+//! turns Terminating, its contents are deleted, then it goes.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::output::Selectors;
+use super::read::{fetch, list_objects, plain_list};
+use super::{Api, Reply, Req, Target};
+use crate::meta;
+use crate::resources::{self, ResourceInfo};
+use crate::status::{ApiError, ApiResult};
+use crate::storage::Stored;
+
+const MAX_RETRIES: usize = 8;
+
+/// `DeleteOptions` from the body (kubectl) or the query (client libraries).
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    grace_period_s: Option<i64>,
+    propagation: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    dry_run: bool,
+}
+
+fn options(r: &Req) -> ApiResult<DeleteOptions> {
+    let body: Value = if r.body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&r.body)
+            .map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?
+    };
+    let q = |k: &str| r.query.get(k).cloned();
+    let grace = match body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        Some(g) => Some(g),
+        None => match q("gracePeriodSeconds") {
+            Some(s) => Some(s.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("gracePeriodSeconds {s:?} is not an integer"))
+            })?),
+            None => None,
+        },
+    };
+    let propagation = body
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| q("propagationPolicy"));
+    if let Some(p) = &propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {p:?} is not one of Orphan, Background, Foreground"
+            )));
+        }
+    }
+    let dry = body["dryRun"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|d| d == "All"))
+        || q("dryRun").is_some_and(|d| d == "All");
+    Ok(DeleteOptions {
+        grace_period_s: grace,
+        propagation,
+        uid: body["preconditions"]["uid"].as_str().map(str::to_string),
+        resource_version: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+        dry_run: dry,
+    })
+}
+
+pub async fn delete(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let opts = options(r)?;
+    let name = t.name.as_deref().unwrap_or("");
+    for _ in 0..MAX_RETRIES {
+        let cur = fetch(api, t).await?;
+        check_preconditions(t.info, name, &cur, &opts)?;
+        if let Some(reply) = delete_one(api, t.info, &cur, &opts).await? {
+            return Ok(reply);
+        }
+    }
+    Err(ApiError::conflict(t.info, name))
+}
+
+fn check_preconditions(
+    info: &ResourceInfo,
+    name: &str,
+    cur: &Stored,
+    opts: &DeleteOptions,
+) -> ApiResult<()> {
+    if let Some(uid) = &opts.uid {
+        if uid != meta::uid(&cur.obj) {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta::uid(&cur.obj)
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.resource_version {
+        if *rv != cur.mod_revision.to_string() {
+            return Err(ApiError::conflict(info, name));
+        }
+    }
+    Ok(())
+}
+
+/// Ok(None) when the compare-and-swap lost (retry).
+async fn delete_one(
+    api: &Api,
+    info: &ResourceInfo,
+    cur: &Stored,
+    opts: &DeleteOptions,
+) -> ApiResult<Option<Reply>> {
+    let mut obj = cur.obj.clone();
+    let mut fins = meta::finalizers(&obj);
+    match opts.propagation.as_deref() {
+        Some("Foreground") => add_finalizer(&mut fins, "foregroundDeletion"),
+        Some("Orphan") => add_finalizer(&mut fins, "orphan"),
+        _ => {}
+    }
+    if info.resource == "namespaces" {
+        add_finalizer(&mut fins, "kubernetes");
+    }
+    let grace = pod_grace(info, &obj, opts);
+    if fins.is_empty() && grace == 0 {
+        if opts.dry_run {
+            return Ok(Some(Reply::ok(obj)));
+        }
+        return Ok(api
+            .objects
+            .delete(&cur.key, cur.mod_revision)
+            .await?
+            .map(|_| Reply::ok(obj)));
+    }
+    if meta::is_deleting(&obj) && meta::finalizers(&obj) == fins && grace > 0 {
+        return Ok(Some(Reply::json(202, obj))); // already terminating
+    }
+    mark_deleting(info, &mut obj, &fins, grace);
+    if opts.dry_run {
+        return Ok(Some(Reply::json(202, obj)));
+    }
+    let Some(rev) = api.objects.update(&cur.key, &obj, cur.mod_revision).await? else {
+        return Ok(None);
+    };
+    crate::storage::set_resource_version(&mut obj, rev);
+    if info.resource == "namespaces" {
+        spawn_namespace_cleanup(api, meta::name(&obj).to_string());
+    }
+    Ok(Some(Reply::json(202, obj)))
+}
+
+fn add_finalizer(fins: &mut Vec<String>, f: &str) {
+    if !fins.iter().any(|x| x == f) {
+        fins.push(f.to_string());
+    }
+}
+
+/// Seconds a pod gets to stop: only pods already on a node and not
+/// finished have one (Kubernetes deletes unscheduled pods at once).
+fn pod_grace(info: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
+    if info.resource != "pods" {
+        return 0;
+    }
+    let on_node = obj["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        obj["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    if !on_node || finished {
+        return 0;
+    }
+    let default = obj["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(30);
+    opts.grace_period_s.unwrap_or(default).max(0)
+}
+
+fn mark_deleting(info: &ResourceInfo, obj: &mut Value, fins: &[String], grace_s: i64) {
+    meta::set_finalizers(obj, fins);
+    let m = meta::meta_mut(obj);
+    if !m.contains_key("deletionTimestamp") {
+        let at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(grace_s))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let at = jiff::Timestamp::from_second(at.as_second()).unwrap_or(at);
+        m.insert("deletionTimestamp".into(), json!(at.to_string()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace_s));
+    }
+    if info.resource == "namespaces" {
+        obj["status"]["phase"] = json!("Terminating");
+    }
+}
+
+pub async fn delete_collection(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let opts = options(r)?;
+    let sel = Selectors::from_query(t.info, &r.query)?;
+    let prefix = t.info.prefix(t.namespace.as_deref());
+    let listed = list_objects(api, &prefix, &sel, 0, None).await?;
+    let mut deleted = Vec::new();
+    for obj in listed.items {
+        let key = t.info.key(
+            t.namespace
+                .as_deref()
+                .or(obj["metadata"]["namespace"].as_str()),
+            meta::name(&obj),
+        );
+        for _ in 0..MAX_RETRIES {
+            let Some(cur) = api.objects.get(&key).await? else {
+                break;
+            };
+            if let Some(reply) = delete_one(api, t.info, &cur, &opts).await? {
+                if let super::Reply::Json { body, .. } = reply {
+                    deleted.push(body);
+                }
+                break;
+            }
+        }
+    }
+    Ok(Reply::ok(plain_list(t, deleted, listed.revision)))
+}
+
+/// `POST pods/{name}/eviction`: a graceful delete of the pod.
+pub async fn evict(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let body = super::decode_body(r)?;
+    if body["kind"] != "Eviction" {
+        return Err(ApiError::bad_request(
+            "the body of an eviction must be a policy/v1 Eviction",
+        ));
+    }
+    let opts = DeleteOptions {
+        grace_period_s: body["deleteOptions"]["gracePeriodSeconds"].as_i64(),
+        ..Default::default()
+    };
+    let name = t.name.as_deref().unwrap_or("");
+    for _ in 0..MAX_RETRIES {
+        let cur = fetch(api, t).await?;
+        if delete_one(api, t.info, &cur, &opts).await?.is_some() {
+            return Ok(Reply::json(
+                201,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
+    }
+    Err(ApiError::conflict(t.info, name))
+}
+
+/// Deletes everything in a terminating namespace, then the namespace.
+/// Runs on the replica that accepted the delete; if that replica dies
+/// first, the namespace controller (which runs on the lease holder) will
+/// finish it.
+fn spawn_namespace_cleanup(api: &Api, ns: String) {
+    let objects = api.objects.clone();
+    tokio::spawn(async move {
+        for _ in 0..60 {
+            match empty_namespace(&objects, &ns).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(namespace = %ns, error = %e.message, "namespace cleanup"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// One pass: deletes what is left; Ok(true) once the namespace is gone.
+async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResult<bool> {
+    let mut left = 0;
+    for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        let page = objects.list(&info.prefix(Some(ns)), None, 0, 0).await?;
+        for s in page.items {
+            left += 1;
+            if !meta::is_deleting(&s.obj) && meta::finalizers(&s.obj).is_empty() {
+                objects.delete(&s.key, s.mod_revision).await?;
+            } else if !meta::is_deleting(&s.obj) {
+                let mut o = s.obj.clone();
+                mark_deleting(info, &mut o, &meta::finalizers(&s.obj), 0);
+                objects.update(&s.key, &o, s.mod_revision).await?;
+            }
+        }
+    }
+    if left > 0 {
+        return Ok(false);
+    }
+    let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    let Some(cur) = objects.get(&nsinfo.key(None, ns)).await? else {
+        return Ok(true);
+    };
+    let fins: Vec<String> = meta::finalizers(&cur.obj)
+        .into_iter()
+        .filter(|f| f != "kubernetes")
+        .collect();
+    if fins.is_empty() {
+        objects.delete(&cur.key, cur.mod_revision).await?;
+        return Ok(true);
+    }
+    let mut o = cur.obj.clone();
+    meta::set_finalizers(&mut o, &fins);
+    objects.update(&cur.key, &o, cur.mod_revision).await?;
+    Ok(false)
+}

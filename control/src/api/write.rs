@@ -1,0 +1,660 @@
+//! POST (create), PUT (update), PATCH and pod binding.
+//!
+//! Every write runs the same admission: the URL decides apiVersion, kind,
+//! namespace and name; unknown fields are rejected (Strict), warned about
+//! (Warn) or dropped (Ignore); defaults are applied; validation failures
+//! are 422 with field paths. Nothing is written unless all of it passes.
+//! Updates are compare-and-swap on the revision read: a stale
+//! resourceVersion is 409, and a lost race without one is retried.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::read::fetch;
+use super::{decode_body, Api, Reply, Req, Target};
+use crate::admission::{self, Cause};
+use crate::meta;
+use crate::patch::{self, apply, PatchType};
+use crate::resources::{ResourceInfo, Sub};
+use crate::status::{ApiError, ApiResult};
+use crate::storage::Stored;
+
+/// Attempts at a write that keeps losing compare-and-swap races before the
+/// request is answered 409 (only when the client set no resourceVersion).
+const MAX_RETRIES: usize = 8;
+
+/// The field manager named by the request (Kubernetes derives one from the
+/// user agent when absent).
+pub fn manager(r: &Req) -> String {
+    r.query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn dry_run(r: &Req) -> bool {
+    r.query.get("dryRun").is_some_and(|d| d == "All")
+}
+
+/// apiVersion and kind must be the URL's.
+fn check_kind(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body must be a {} object, not {}",
+            info.kind,
+            short(obj)
+        )));
+    }
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            short(obj)
+        )));
+    }
+    if av != info.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            info.api_version()
+        )));
+    }
+    if kind != info.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            info.kind
+        )));
+    }
+    Ok(())
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 200 {
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(200).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+/// The namespace and name in the body must agree with the URL; the URL's
+/// namespace is filled in when the body has none.
+fn check_identity(t: &Target, obj: &mut Value, url_name: Option<&str>) -> ApiResult<()> {
+    let m = meta::meta_mut(obj);
+    match (&t.namespace, m.get("namespace").and_then(Value::as_str)) {
+        (Some(url), Some(body)) if !body.is_empty() && body != url => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ))
+        }
+        (Some(url), _) => {
+            m.insert("namespace".into(), json!(url));
+        }
+        (None, _) => {
+            m.remove("namespace");
+        }
+    }
+    if t.info.namespaced && t.namespace.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "{} are namespaced: the request must name a namespace",
+            t.info.qualified()
+        )));
+    }
+    if let Some(n) = url_name {
+        let body = m.get("name").and_then(Value::as_str).unwrap_or("");
+        if body.is_empty() {
+            m.insert("name".into(), json!(n));
+        } else if body != n {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body}) does not match the name on the URL ({n})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `fieldValidation`: unknown fields are an error (Strict), a warning
+/// (Warn, the default) or silently dropped (Ignore); in every accepted case
+/// they are not stored, as Kubernetes decodes into its typed structs.
+fn field_validation(info: &ResourceInfo, obj: &mut Value, r: &Req) -> ApiResult<Vec<String>> {
+    let mode = r
+        .query
+        .get("fieldValidation")
+        .map_or("Warn", String::as_str);
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation {mode:?} is not one of Strict, Warn, Ignore"
+        )));
+    }
+    let cannot = |msg: String| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {msg}",
+            info.kind, info.version, info.kind
+        ))
+    };
+    let unknown = admission::unknown_fields(info.group, info.resource, obj).map_err(cannot)?;
+    if unknown.is_empty() {
+        return Ok(vec![]);
+    }
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    if mode == "Strict" {
+        return Err(cannot(format!(
+            "strict decoding error: {}",
+            texts.join(", ")
+        )));
+    }
+    for p in &unknown {
+        remove_path(obj, p);
+    }
+    Ok(if mode == "Warn" { texts } else { vec![] })
+}
+
+/// Removes `a.b[0].c` from `obj`.
+fn remove_path(obj: &mut Value, path: &str) {
+    let mut segs: Vec<Seg> = Vec::new();
+    for part in path.split('.') {
+        let (field, idx) = match part.find('[') {
+            Some(i) => (&part[..i], Some(&part[i..])),
+            None => (part, None),
+        };
+        if !field.is_empty() {
+            segs.push(Seg::Field(field.to_string()));
+        }
+        for ix in idx.unwrap_or("").split('[').filter(|s| !s.is_empty()) {
+            if let Ok(n) = ix.trim_end_matches(']').parse() {
+                segs.push(Seg::Index(n));
+            }
+        }
+    }
+    remove_segs(obj, &segs);
+}
+
+enum Seg {
+    Field(String),
+    Index(usize),
+}
+
+fn remove_segs(v: &mut Value, segs: &[Seg]) {
+    match (segs, v) {
+        ([Seg::Field(f)], Value::Object(m)) => {
+            m.remove(f);
+        }
+        ([Seg::Field(f), rest @ ..], Value::Object(m)) => {
+            if let Some(c) = m.get_mut(f) {
+                remove_segs(c, rest);
+            }
+        }
+        ([Seg::Index(i), rest @ ..], Value::Array(a)) if !rest.is_empty() => {
+            if let Some(c) = a.get_mut(*i) {
+                remove_segs(c, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The status an object starts with: clients cannot create objects with a
+/// status of their choosing (nodes excepted: the agent reports it).
+fn initial_status(info: &ResourceInfo, obj: &mut Value) {
+    if !info.has(Sub::Status) || info.resource == "nodes" {
+        return;
+    }
+    let status = match info.resource {
+        "pods" => json!({"phase": "Pending"}),
+        "namespaces" => json!({"phase": "Active"}),
+        "persistentvolumes" | "persistentvolumeclaims" => json!({"phase": "Pending"}),
+        "services" => json!({"loadBalancer": {}}),
+        _ => json!({}),
+    };
+    obj["status"] = status;
+}
+
+fn invalid(info: &ResourceInfo, obj: &Value, causes: Vec<Cause>) -> ApiResult<()> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(info, meta::name(obj), &causes))
+}
+
+/// Create-time metadata the server owns.
+fn stamp_new(obj: &mut Value) -> ApiResult<()> {
+    let m = meta::meta_mut(obj);
+    if m.get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    m.remove("resourceVersion");
+    m.remove("deletionTimestamp");
+    m.remove("deletionGracePeriodSeconds");
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+    m.insert("generation".into(), json!(1));
+    Ok(())
+}
+
+/// Namespaced objects need a namespace that exists and is not terminating.
+async fn check_namespace(api: &Api, t: &Target) -> ApiResult<()> {
+    let Some(ns) = t.namespace.as_deref() else {
+        return Ok(());
+    };
+    let info = crate::resources::find("", "v1", "namespaces").expect("namespaces are served");
+    let Some(n) = api.objects.get(&info.key(None, ns)).await? else {
+        return Err(ApiError::not_found(info, ns));
+    };
+    if meta::is_deleting(&n.obj) {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            t.info.qualified(),
+            meta::name(&n.obj)
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let body = decode_body(r)?;
+    let mgr = manager(r);
+    let (obj, warnings) = create_object(api, t, body, r, Owner::Update(&mgr)).await?;
+    Ok(Reply::Json {
+        code: 201,
+        body: obj,
+        warnings,
+    })
+}
+
+/// Who is recorded as owning the fields of a new object.
+enum Owner<'a> {
+    Update(&'a str),
+    /// Server-side apply: the manager and its configuration.
+    Apply(&'a str, &'a Value),
+}
+
+/// Admits and stores a new object; shared by POST and server-side apply.
+async fn create_object(
+    api: &Arc<Api>,
+    t: &Target,
+    mut obj: Value,
+    r: &Req,
+    owner: Owner<'_>,
+) -> ApiResult<(Value, Vec<String>)> {
+    let info = t.info;
+    check_kind(info, &obj)?;
+    check_identity(t, &mut obj, None)?;
+    let warnings = field_validation(info, &mut obj, r)?;
+    let generate = meta::str_field(&obj, "generateName")
+        .filter(|g| !g.is_empty())
+        .map(str::to_string);
+    if meta::name(&obj).is_empty() {
+        if let Some(g) = &generate {
+            meta::meta_mut(&mut obj).insert("name".into(), json!(meta::generated_name(g)));
+        }
+    }
+    stamp_new(&mut obj)?;
+    initial_status(info, &mut obj);
+    admission::apply_defaults(info.group, info.resource, &mut obj);
+    invalid(
+        info,
+        &obj,
+        admission::validate(info.group, info.resource, &obj),
+    )?;
+    check_namespace(api, t).await?;
+    match owner {
+        Owner::Update(m) => apply::record_update(info.kind, None, &mut obj, m, None),
+        Owner::Apply(m, config) => apply::take_apply_ownership(info.kind, &mut obj, config, m),
+    }
+    if dry_run(r) {
+        return Ok((obj, warnings));
+    }
+    for _ in 0..MAX_RETRIES {
+        let key = info.key(t.namespace.as_deref(), meta::name(&obj));
+        if let Some(rev) = api.objects.create(&key, &obj).await? {
+            crate::storage::set_resource_version(&mut obj, rev);
+            return Ok((obj, warnings));
+        }
+        match &generate {
+            Some(g) if meta::str_field(&obj, "name").is_some_and(|n| n.starts_with(g.as_str())) => {
+                meta::meta_mut(&mut obj).insert("name".into(), json!(meta::generated_name(g)));
+            }
+            _ => break,
+        }
+    }
+    Err(ApiError::already_exists(info, meta::name(&obj)))
+}
+
+/// How an update ended.
+pub enum Updated {
+    Written(Value),
+    /// The compare-and-swap lost to another writer.
+    Lost,
+}
+
+/// Merges what a client sent with what the server owns, admits the result
+/// and writes it if it changed. `sub` Status takes only the status from
+/// `new`; the main resource keeps the stored status.
+pub async fn finish_update(
+    api: &Api,
+    t: &Target,
+    cur: &Stored,
+    mut new: Value,
+    r: &Req,
+    manager: &str,
+) -> ApiResult<(Updated, Vec<String>)> {
+    let info = t.info;
+    check_kind(info, &new)?;
+    check_identity(t, &mut new, t.name.as_deref())?;
+    let warnings = field_validation(info, &mut new, r)?;
+    let mut out = merge_owned(info, t.sub, &cur.obj, new);
+    admission::apply_defaults(info.group, info.resource, &mut out);
+    let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
+    invalid(info, &out, causes)?;
+    bump_generation(&cur.obj, &mut out);
+    if meta::same_object(&out, &cur.obj) {
+        return Ok((Updated::Written(cur.obj.clone()), warnings));
+    }
+    let sub = t.sub.map(|s| s.name());
+    apply::record_update(info.kind, Some(&cur.obj), &mut out, manager, sub);
+    if dry_run(r) {
+        return Ok((Updated::Written(out), warnings));
+    }
+    if meta::is_deleting(&out) && meta::finalizers(&out).is_empty() {
+        return finalize(api, cur, out).await.map(|u| (u, warnings));
+    }
+    match api.objects.update(&cur.key, &out, cur.mod_revision).await? {
+        Some(rev) => {
+            crate::storage::set_resource_version(&mut out, rev);
+            Ok((Updated::Written(out), warnings))
+        }
+        None => Ok((Updated::Lost, warnings)),
+    }
+}
+
+/// The last finalizer is gone from an object being deleted: delete it.
+async fn finalize(api: &Api, cur: &Stored, out: Value) -> ApiResult<Updated> {
+    match api.objects.delete(&cur.key, cur.mod_revision).await? {
+        Some(_) => Ok(Updated::Written(out)),
+        None => Ok(Updated::Lost),
+    }
+}
+
+/// Fields the server owns come from the stored object: identity, deletion
+/// state, and status or spec depending on the subresource written.
+fn merge_owned(info: &ResourceInfo, sub: Option<Sub>, old: &Value, mut new: Value) -> Value {
+    if sub == Some(Sub::Status) {
+        let mut out = old.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(json!({}));
+        return out;
+    }
+    let old_meta = meta::meta(old).cloned().unwrap_or_default();
+    let m = meta::meta_mut(&mut new);
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "managedFields",
+    ] {
+        match old_meta.get(f) {
+            Some(v) => m.insert(f.into(), v.clone()),
+            None => m.remove(f),
+        };
+    }
+    if info.has(Sub::Status) {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().map(|o| o.remove("status"));
+            }
+        }
+    }
+    new
+}
+
+/// A change outside status and metadata is a new generation.
+fn bump_generation(old: &Value, new: &mut Value) {
+    if meta::spec_part(old) == meta::spec_part(new) {
+        return;
+    }
+    let g = meta::meta(old)
+        .and_then(|m| m.get("generation"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    meta::meta_mut(new).insert("generation".into(), json!(g + 1));
+}
+
+/// A resourceVersion the client pinned (in the body or a patch).
+fn precondition(obj: &Value, cur: &Stored) -> Option<bool> {
+    let rv = meta::resource_version(obj)?;
+    Some(rv == cur.mod_revision.to_string())
+}
+
+pub async fn update(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let body = decode_body(r)?;
+    let name = t.name.as_deref().unwrap_or("");
+    for _ in 0..MAX_RETRIES {
+        let cur = fetch(api, t).await?;
+        let pinned = precondition(&body, &cur);
+        if pinned == Some(false) {
+            return Err(ApiError::conflict(t.info, name));
+        }
+        match finish_update(api, t, &cur, body.clone(), r, &manager(r)).await? {
+            (Updated::Written(obj), warnings) => {
+                return Ok(Reply::Json {
+                    code: 200,
+                    body: obj,
+                    warnings,
+                })
+            }
+            (Updated::Lost, _) if pinned.is_some() => break,
+            (Updated::Lost, _) => continue,
+        }
+    }
+    Err(ApiError::conflict(t.info, name))
+}
+
+pub async fn patch(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let pt = PatchType::from_content_type(&r.content_type)?;
+    if pt == PatchType::Apply {
+        return server_side_apply(api, t, r).await;
+    }
+    let name = t.name.as_deref().unwrap_or("");
+    for _ in 0..MAX_RETRIES {
+        let cur = fetch(api, t).await?;
+        let patched = patch::patch(t.info.kind, pt, &cur.obj, &r.body)?;
+        let pinned = precondition(&patched, &cur);
+        if pinned == Some(false) {
+            return Err(ApiError::conflict(t.info, name));
+        }
+        match finish_update(api, t, &cur, patched, r, &manager(r)).await? {
+            (Updated::Written(obj), warnings) => {
+                return Ok(Reply::Json {
+                    code: 200,
+                    body: obj,
+                    warnings,
+                })
+            }
+            (Updated::Lost, _) => continue,
+        }
+    }
+    Err(ApiError::conflict(t.info, name))
+}
+
+/// `application/apply-patch+yaml`: creates the object when absent (201),
+/// otherwise merges the configuration with field ownership; a field owned
+/// by another manager with a different value is a 409 unless `force`.
+async fn server_side_apply(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let config = decode_body(r)?;
+    let mgr = r
+        .query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("fieldManager is required for apply requests"))?;
+    let force = super::route::flag(&r.query, "force");
+    let name = t.name.as_deref().unwrap_or("");
+    for _ in 0..MAX_RETRIES {
+        let cur = match fetch(api, t).await {
+            Ok(c) => c,
+            Err(e) if e.code == 404 && t.sub.is_none() => {
+                let mut obj = config.clone();
+                check_identity(t, &mut obj, t.name.as_deref())?;
+                let owner = Owner::Apply(&mgr, &config);
+                let (obj, warnings) = create_object(api, t, obj, r, owner).await?;
+                return Ok(Reply::Json {
+                    code: 201,
+                    body: obj,
+                    warnings,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let merged = apply::server_side_apply(t.info.kind, &cur.obj, &config, &mgr, force)
+            .map_err(|e| apply_error(t, e))?;
+        match finish_update(api, t, &cur, merged, r, "").await? {
+            (Updated::Written(obj), warnings) => {
+                return Ok(Reply::Json {
+                    code: 200,
+                    body: obj,
+                    warnings,
+                })
+            }
+            (Updated::Lost, _) => continue,
+        }
+    }
+    Err(ApiError::conflict(t.info, name))
+}
+
+fn apply_error(t: &Target, e: apply::ApplyError) -> ApiError {
+    match e {
+        apply::ApplyError::Conflicts(list) => {
+            let causes: Vec<Value> = list
+                .iter()
+                .map(|(field, mgr)| {
+                    json!({"reason": "FieldManagerConflict", "field": field,
+                           "message": format!("conflict with \"{mgr}\"")})
+                })
+                .collect();
+            let text: Vec<String> = list
+                .iter()
+                .map(|(f, m)| format!("conflict with \"{m}\": {f}"))
+                .collect();
+            let mut err = ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict{}: {}",
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" },
+                    text.join(", ")
+                ),
+            );
+            err.details = Some(json!({"name": t.name, "group": t.info.group,
+                                      "kind": t.info.resource, "causes": causes}));
+            err
+        }
+        apply::ApplyError::Invalid(m) => ApiError::bad_request(m),
+    }
+}
+
+/// `POST pods/{name}/binding`: assigns a pod to a node, once.
+pub async fn bind(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
+    let body = decode_body(r)?;
+    let node = body["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            t.info,
+            t.name.as_deref().unwrap_or(""),
+            &[Cause {
+                field: "target.name".into(),
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+            }],
+        ));
+    }
+    let name = t.name.as_deref().unwrap_or("");
+    for _ in 0..MAX_RETRIES {
+        let cur = fetch(api, t).await?;
+        let bound = cur.obj["spec"]["nodeName"].as_str().unwrap_or("");
+        if !bound.is_empty() {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\""),
+            ));
+        }
+        if meta::is_deleting(&cur.obj) {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let mut obj = cur.obj.clone();
+        obj["spec"]["nodeName"] = json!(node);
+        match api.objects.update(&cur.key, &obj, cur.mod_revision).await? {
+            Some(_) => {
+                return Ok(Reply::json(
+                    201,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
+            None => continue,
+        }
+    }
+    Err(ApiError::conflict(t.info, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_path_handles_nested_lists() {
+        let mut v = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "imagez": "x"}]}}}, "x": 1});
+        remove_path(&mut v, "spec.template.spec.containers[0].imagez");
+        remove_path(&mut v, "x");
+        remove_path(&mut v, "spec.nothing[3].here");
+        assert_eq!(
+            v,
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}})
+        );
+    }
+
+    #[test]
+    fn kind_checks_name_the_problem() {
+        let info = crate::resources::find("apps", "v1", "deployments").unwrap();
+        let e = check_kind(info, &json!({"apiVersion": "v1", "kind": "Deployment"})).unwrap_err();
+        assert!(
+            e.message.contains("expected API version (apps/v1)"),
+            "{}",
+            e.message
+        );
+        let e = check_kind(info, &json!({"apiVersion": "apps/v1"})).unwrap_err();
+        assert!(e.message.contains("Kind' is missing"));
+        assert_eq!(check_kind(info, &json!([1])).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn generation_moves_with_spec_only() {
+        let old =
+            json!({"metadata": {"generation": 3}, "spec": {"replicas": 1}, "status": {"x": 1}});
+        let mut same = json!({"metadata": {"generation": 3, "labels": {"a": "b"}}, "spec": {"replicas": 1}, "status": {"x": 2}});
+        bump_generation(&old, &mut same);
+        assert_eq!(same["metadata"]["generation"], 3);
+        let mut changed = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2}});
+        bump_generation(&old, &mut changed);
+        assert_eq!(changed["metadata"]["generation"], 4);
+    }
+}

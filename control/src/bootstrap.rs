@@ -1,0 +1,34 @@
+//! Objects every cluster has from its first start: the `default`,
+//! `kube-system`, `kube-public` and `kube-node-lease` namespaces.
+
+use serde_json::json;
+
+use crate::meta;
+use crate::resources;
+use crate::storage::Objects;
+
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces that do not exist yet. Every replica
+/// runs this at start; creation is create-if-absent, so they race safely.
+pub async fn ensure_namespaces(objects: &Objects) {
+    let info = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": meta::now_rfc3339(),
+                "labels": {"kubernetes.io/metadata.name": ns},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        if let Err(e) = objects.create(&info.key(None, ns), &obj).await {
+            tracing::warn!(namespace = ns, error = %e.message, "could not create a system namespace");
+        }
+    }
+}

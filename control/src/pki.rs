@@ -1,0 +1,249 @@
+//! Cluster credentials: one CA and one admin token per cluster, created by
+//! whichever replica starts first and kept in raft-store (as k3s keeps its
+//! bootstrap data in its datastore), so every replica serves a certificate
+//! from the same CA and accepts the same token. Each replica copies them
+//! to `<data-dir>/pki/` and writes an admin kubeconfig to
+//! `<data-dir>/kubeconfig`.
+//!
+//! Errors: a store without quorum fails the bootstrap (the server retries
+//! until it has one); an unreadable bootstrap record is an error, never
+//! silently replaced.
+
+use std::path::Path;
+
+use base64::Engine;
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Objects;
+
+/// Where the bootstrap record lives (outside `/registry`, so no API
+/// request can read it).
+pub const BOOTSTRAP_KEY: &str = "/keel/bootstrap/v1";
+
+/// The cluster's shared credentials.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bootstrap { .. }") // never log keys or tokens
+    }
+}
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "keel-ca");
+    dn.push(DnType::OrganizationName, "keel");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Bootstrap {
+    pub fn generate() -> anyhow::Result<Bootstrap> {
+        let key = KeyPair::generate()?;
+        let cert = ca_params()?.self_signed(&key)?;
+        Ok(Bootstrap {
+            ca_cert_pem: cert.pem(),
+            ca_key_pem: key.serialize_pem(),
+            admin_token: random_token(),
+        })
+    }
+
+    /// The cluster's record, created by the first replica to get here.
+    pub async fn load_or_create(objects: &Objects) -> anyhow::Result<Bootstrap> {
+        let fresh = serde_json::to_vec(&Bootstrap::generate()?)?;
+        let stored = objects
+            .put_raw_if_absent(BOOTSTRAP_KEY, fresh)
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrap record: {}", e.message))?;
+        serde_json::from_slice(&stored)
+            .map_err(|e| anyhow::anyhow!("the bootstrap record in the store is unreadable: {e}"))
+    }
+
+    /// A serving certificate for this replica, signed by the cluster CA.
+    /// `hosts` are DNS names or IP addresses clients use.
+    pub fn server_cert(
+        &self,
+        hosts: &[String],
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name
+            .push(DnType::CommonName, "keel-apiserver");
+        for h in hosts {
+            let san = match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(h.clone().try_into()?),
+            };
+            if !p.subject_alt_names.contains(&san) {
+                p.subject_alt_names.push(san);
+            }
+        }
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &issuer)?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((vec![cert.der().clone()], key_der))
+    }
+
+    /// Writes `pki/ca.crt`, `pki/ca.key`, `pki/admin.token` and the admin
+    /// `kubeconfig` for `server_url` into the data dir (owner-only modes).
+    pub fn write_files(&self, data_dir: &Path, server_url: &str, tls: bool) -> anyhow::Result<()> {
+        let pki = data_dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        write_private(&pki.join("ca.crt"), self.ca_cert_pem.as_bytes())?;
+        write_private(&pki.join("ca.key"), self.ca_key_pem.as_bytes())?;
+        write_private(&pki.join("admin.token"), self.admin_token.as_bytes())?;
+        let kc = self.kubeconfig(server_url, tls);
+        write_private(&data_dir.join("kubeconfig"), kc.as_bytes())?;
+        Ok(())
+    }
+
+    /// An admin kubeconfig. Over https it carries the CA and the token;
+    /// over plain http (loopback development) kubectl sends no token, so
+    /// it has none.
+    pub fn kubeconfig(&self, server_url: &str, tls: bool) -> String {
+        let cluster = if tls {
+            let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_cert_pem);
+            format!("    server: {server_url}\n    certificate-authority-data: {ca}\n")
+        } else {
+            format!("    server: {server_url}\n")
+        };
+        let user_block = if tls {
+            format!("- name: admin\n  user:\n    token: {}\n", self.admin_token)
+        } else {
+            "- name: admin\n  user: {}\n".to_string()
+        };
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keel\n  cluster:\n{cluster}\
+             users:\n{user_block}contexts:\n- name: keel\n  context:\n    cluster: keel\n    user: admin\n\
+             current-context: keel\npreferences: {{}}\n"
+        )
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Tokens accepted besides the admin token: Kubernetes' static token file
+/// format, `token,user,uid[,"group1,group2"]` per line.
+pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--token-auth-file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.splitn(3, ',');
+        let token = parts.next().unwrap_or("").trim();
+        let user = parts.next().unwrap_or("").trim();
+        if token.is_empty() || user.is_empty() {
+            anyhow::bail!(
+                "--token-auth-file {} line {}: expected token,user,uid",
+                path.display(),
+                i + 1
+            );
+        }
+        out.push((token.to_string(), user.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_certs_chain_to_the_ca() {
+        use rustls::client::danger::ServerCertVerifier;
+        let b = Bootstrap::generate().unwrap();
+        let (chain, _key) = b
+            .server_cert(&["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        assert_eq!(chain.len(), 1);
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = rustls::pki_types::CertificateDer::from(pem_der(&b.ca_cert_pem));
+        roots.add(ca).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider,
+        )
+        .build()
+        .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &[],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .unwrap();
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn kubeconfig_carries_token_only_over_tls() {
+        let b = Bootstrap::generate().unwrap();
+        let tls = b.kubeconfig("https://127.0.0.1:6443", true);
+        assert!(tls.contains(&b.admin_token) && tls.contains("certificate-authority-data"));
+        let plain = b.kubeconfig("http://127.0.0.1:6443", false);
+        assert!(!plain.contains(&b.admin_token));
+    }
+
+    #[test]
+    fn token_file_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.csv");
+        std::fs::write(&p, "abc,alice,1\n\nbroken\n").unwrap();
+        let e = read_token_file(&p).unwrap_err().to_string();
+        assert!(e.contains("line 3"), "{e}");
+    }
+}
