@@ -58,6 +58,7 @@ pub struct Req {
     pub query: Query,
     pub accept: String,
     pub content_type: String,
+    pub user_agent: String,
     pub body: Bytes,
 }
 
@@ -199,6 +200,7 @@ fn header_str(req: &Request<Body>, name: header::HeaderName) -> String {
 
 async fn read_request(api: &Api, req: Request<Body>, accept: String) -> ApiResult<Req> {
     let content_type = header_str(&req, header::CONTENT_TYPE);
+    let user_agent = header_str(&req, header::USER_AGENT);
     let method = req.method().clone();
     let query = route::parse_query(req.uri().query());
     let limit = api.cfg.max_body_bytes;
@@ -210,6 +212,7 @@ async fn read_request(api: &Api, req: Request<Body>, accept: String) -> ApiResul
         query,
         accept,
         content_type,
+        user_agent,
         body,
     })
 }

@@ -24,14 +24,18 @@ use crate::storage::Stored;
 /// request is answered 409 (only when the client set no resourceVersion).
 const MAX_RETRIES: usize = 8;
 
-/// The field manager named by the request (Kubernetes derives one from the
-/// user agent when absent).
+/// The field manager named by the request; without one, Kubernetes names
+/// it after the user agent's program (`kubectl/v1.33 ...` → `kubectl`).
 pub fn manager(r: &Req) -> String {
-    r.query
-        .get("fieldManager")
-        .filter(|m| !m.is_empty())
-        .cloned()
-        .unwrap_or_else(|| "unknown".to_string())
+    if let Some(m) = r.query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    let program = r.user_agent.split('/').next().unwrap_or("").trim();
+    if program.is_empty() {
+        "unknown".to_string()
+    } else {
+        program.chars().take(128).collect()
+    }
 }
 
 fn dry_run(r: &Req) -> bool {
@@ -355,7 +359,8 @@ pub async fn finish_update(
     check_kind(info, &new)?;
     check_identity(t, &mut new, t.name.as_deref())?;
     let warnings = field_validation(info, &mut new, r)?;
-    let mut out = merge_owned(info, t.sub, &cur.obj, new);
+    // Server-side apply (no manager here) computed managedFields itself.
+    let mut out = merge_owned(info, t.sub, &cur.obj, new, manager.is_empty());
     admission::apply_defaults(info.group, info.resource, &mut out);
     let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
     invalid(info, &out, causes)?;
@@ -390,7 +395,13 @@ async fn finalize(api: &Api, cur: &Stored, out: Value) -> ApiResult<Updated> {
 
 /// Fields the server owns come from the stored object: identity, deletion
 /// state, and status or spec depending on the subresource written.
-fn merge_owned(info: &ResourceInfo, sub: Option<Sub>, old: &Value, mut new: Value) -> Value {
+fn merge_owned(
+    info: &ResourceInfo,
+    sub: Option<Sub>,
+    old: &Value,
+    mut new: Value,
+    keep_managed_fields: bool,
+) -> Value {
     if sub == Some(Sub::Status) {
         let mut out = old.clone();
         out["status"] = new.get("status").cloned().unwrap_or(json!({}));
@@ -406,6 +417,9 @@ fn merge_owned(info: &ResourceInfo, sub: Option<Sub>, old: &Value, mut new: Valu
         "generation",
         "managedFields",
     ] {
+        if f == "managedFields" && keep_managed_fields {
+            continue;
+        }
         match old_meta.get(f) {
             Some(v) => m.insert(f.into(), v.clone()),
             None => m.remove(f),
