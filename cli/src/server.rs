@@ -75,6 +75,9 @@ pub struct ServerArgs {
     /// Kubernetes' format: `token,user,uid[,"groups"]` per line.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Service cluster IP range (IPv4 CIDR).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cluster_ip_range: String,
     /// Upper bound on an API request other than a watch, in seconds.
     #[arg(long, default_value_t = 60)]
     api_request_timeout_s: u64,
@@ -238,6 +241,10 @@ fn api_config(a: &ServerArgs) -> anyhow::Result<keel_control::server::ServeConfi
         extra_tokens,
         api: keel_control::api::ApiConfig {
             request_timeout: Duration::from_secs(a.api_request_timeout_s.max(1)),
+            service_range: a
+                .service_cluster_ip_range
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
             ..Default::default()
         },
     })

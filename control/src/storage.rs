@@ -249,6 +249,38 @@ impl Objects {
             .await?
             .ok_or_else(|| ApiError::internal(format!("{key} vanished after being written")))
     }
+
+    /// Claims a raw key: true if this call created it.
+    pub async fn claim_raw(&self, key: &str, value: Vec<u8>) -> ApiResult<bool> {
+        let txn = TxnRequest {
+            compare: vec![mod_equals(key, 0)],
+            success: vec![put_op(key, value)],
+            failure: vec![],
+        };
+        Ok(self.write(txn).await?.is_some())
+    }
+
+    /// Deletes a raw key if it still holds `value` (a claim by its owner).
+    pub async fn release_raw(&self, key: &str, value: &[u8]) -> ApiResult<()> {
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Value as i32,
+                key: key.as_bytes().to_vec(),
+                target_union: Some(TargetUnion::Value(value.to_vec())),
+                range_end: vec![],
+            }],
+            success: vec![RequestOp {
+                request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![],
+        };
+        self.write(txn).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

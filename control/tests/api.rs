@@ -533,3 +533,41 @@ async fn health_and_metrics() {
     assert!(text.contains("keel_raft_term"));
     assert!(text.contains("keel_store_write_duration_seconds"));
 }
+
+#[tokio::test]
+async fn services_get_unique_cluster_ips_and_node_ports() {
+    let s = TestServer::start().await;
+    let svc = |name: &str, extra: serde_json::Value| {
+        let mut v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                           "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}});
+        json_patch::merge(&mut v, &extra);
+        v
+    };
+    const SVCS: &str = "/api/v1/namespaces/default/services";
+    let a = s.post(SVCS, &svc("a", json!({}))).await;
+    let b = s.post(SVCS, &svc("b", json!({"spec": {"type": "NodePort"}}))).await;
+    assert_eq!((a.code, b.code), (201, 201), "{} {}", a.body, b.body);
+    let ip_a = a.body["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let ip_b = b.body["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip_a.starts_with("10.43.") && ip_b.starts_with("10.43.") && ip_a != ip_b);
+    assert_eq!(a.body["spec"]["clusterIPs"], json!([ip_a]));
+    let np = b.body["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&np));
+    assert_eq!(a.body["spec"]["ports"][0]["targetPort"], 80, "defaulted");
+
+    // A replace that omits the allocated fields keeps them.
+    let put = s.put(&format!("{SVCS}/b"), &svc("b", json!({"spec": {"type": "NodePort"}}))).await;
+    assert_eq!(put.code, 200, "{}", put.body);
+    assert_eq!(put.body["spec"]["clusterIP"], ip_b);
+    assert_eq!(put.body["spec"]["ports"][0]["nodePort"], np);
+
+    // Asking for a taken IP is 422; once released it can be had.
+    let taken = s.post(SVCS, &svc("c", json!({"spec": {"clusterIP": ip_a}}))).await;
+    assert_eq!(taken.code, 422, "{}", taken.body);
+    assert!(taken.body["message"].as_str().unwrap().contains("already allocated"));
+    assert_eq!(s.delete(&format!("{SVCS}/a")).await.code, 200);
+    let again = s.post(SVCS, &svc("c", json!({"spec": {"clusterIP": ip_a}}))).await;
+    assert_eq!(again.code, 201, "{}", again.body);
+    let headless = s.post(SVCS, &svc("h", json!({"spec": {"clusterIP": "None"}}))).await;
+    assert_eq!(headless.body["spec"]["clusterIP"], "None");
+}

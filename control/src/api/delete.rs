@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::output::Selectors;
 use super::read::{fetch, list_objects, plain_list};
-use super::{Api, Reply, Req, Target};
+use super::{services, Api, Reply, Req, Target};
 use crate::meta;
 use crate::resources::{self, ResourceInfo};
 use crate::status::{ApiError, ApiResult};
@@ -136,11 +136,13 @@ async fn delete_one(
         if opts.dry_run {
             return Ok(Some(Reply::ok(obj)));
         }
-        return Ok(api
-            .objects
-            .delete(&cur.key, cur.mod_revision)
-            .await?
-            .map(|_| Reply::ok(obj)));
+        let Some(_) = api.objects.delete(&cur.key, cur.mod_revision).await? else {
+            return Ok(None);
+        };
+        if info.resource == "services" {
+            services::release(&api.objects, &cur.key, &obj).await;
+        }
+        return Ok(Some(Reply::ok(obj)));
     }
     if meta::is_deleting(&obj) && meta::finalizers(&obj) == fins && grace > 0 {
         return Ok(Some(Reply::json(202, obj))); // already terminating
@@ -282,7 +284,11 @@ async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResu
         for s in page.items {
             left += 1;
             if !meta::is_deleting(&s.obj) && meta::finalizers(&s.obj).is_empty() {
-                objects.delete(&s.key, s.mod_revision).await?;
+                if objects.delete(&s.key, s.mod_revision).await?.is_some()
+                    && info.resource == "services"
+                {
+                    services::release(objects, &s.key, &s.obj).await;
+                }
             } else if !meta::is_deleting(&s.obj) {
                 let mut o = s.obj.clone();
                 mark_deleting(info, &mut o, &meta::finalizers(&s.obj), 0);
@@ -304,6 +310,10 @@ async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResu
     if fins.is_empty() {
         objects.delete(&cur.key, cur.mod_revision).await?;
         return Ok(true);
+    }
+    if fins == meta::finalizers(&cur.obj) {
+        // Only other finalizers hold it: nothing to write on this pass.
+        return Ok(false);
     }
     let mut o = cur.obj.clone();
     meta::set_finalizers(&mut o, &fins);

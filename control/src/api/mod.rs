@@ -11,6 +11,7 @@ pub(crate) mod output;
 pub(crate) mod read;
 pub mod route;
 mod scale;
+pub mod services;
 pub(crate) mod write;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Upper bound on a non-watch request.
     pub request_timeout: Duration,
+    /// Where service cluster IPs come from.
+    pub service_range: services::ServiceRange,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +44,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
+            service_range: services::ServiceRange::default(),
         }
     }
 }

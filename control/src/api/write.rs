@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::read::fetch;
-use super::{decode_body, Api, Reply, Req, Target};
+use super::{decode_body, services, Api, Reply, Req, Target};
 use crate::admission::{self, Cause};
 use crate::meta;
 use crate::patch::{self, apply, PatchType};
@@ -323,9 +323,19 @@ async fn create_object(
     }
     for _ in 0..MAX_RETRIES {
         let key = info.key(t.namespace.as_deref(), meta::name(&obj));
+        let claims = match info.resource {
+            "services" => {
+                services::allocate(&api.objects, api.cfg.service_range, info, &key, &mut obj)
+                    .await?
+            }
+            _ => vec![],
+        };
         if let Some(rev) = api.objects.create(&key, &obj).await? {
             crate::storage::set_resource_version(&mut obj, rev);
             return Ok((obj, warnings));
+        }
+        if !claims.is_empty() {
+            services::release(&api.objects, &key, &obj).await;
         }
         match &generate {
             Some(g) if meta::str_field(&obj, "name").is_some_and(|n| n.starts_with(g.as_str())) => {
@@ -361,6 +371,9 @@ pub async fn finish_update(
     let warnings = field_validation(info, &mut new, r)?;
     // Server-side apply (no manager here) computed managedFields itself.
     let mut out = merge_owned(info, t.sub, &cur.obj, new, manager.is_empty());
+    if info.resource == "services" {
+        services::carry_over(&cur.obj, &mut out);
+    }
     admission::apply_defaults(info.group, info.resource, &mut out);
     let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
     invalid(info, &out, causes)?;
@@ -388,7 +401,12 @@ pub async fn finish_update(
 /// The last finalizer is gone from an object being deleted: delete it.
 async fn finalize(api: &Api, cur: &Stored, out: Value) -> ApiResult<Updated> {
     match api.objects.delete(&cur.key, cur.mod_revision).await? {
-        Some(_) => Ok(Updated::Written(out)),
+        Some(_) => {
+            if out["kind"] == "Service" {
+                services::release(&api.objects, &cur.key, &out).await;
+            }
+            Ok(Updated::Written(out))
+        }
         None => Ok(Updated::Lost),
     }
 }
