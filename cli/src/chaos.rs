@@ -20,21 +20,28 @@ pub struct ChaosArgs {
     /// Replicas per simulated cluster: 3 or 5.
     #[arg(long, default_value_t = 3, value_parser = parse_replicas)]
     replicas: usize,
-    /// Fault kinds to inject, comma separated: partition, bridge, isolate,
-    /// crash, delay, loss (the default set), and isolate-leader,
-    /// crash-leader (aimed at the current leader; opt in).
+    /// Fault kinds to inject, comma separated (default: all of them):
+    /// partition, bridge, isolate, crash, delay, loss, and isolate-leader,
+    /// crash-leader (aimed at whichever replica leads when they start).
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<FaultKind>>,
     /// Operations per seed.
     #[arg(long, default_value_t = 1000)]
     ops: usize,
     /// Run against real `keel server` processes on loopback instead of the
-    /// simulation (faults: SIGKILL + restart, SIGSTOP/SIGCONT).
+    /// simulation (faults: SIGKILL + restart, SIGSTOP/SIGCONT, partitions
+    /// through peer proxies).
     #[arg(long)]
     real: bool,
     /// Faults for --real, comma separated: kill (SIGKILL + restart), pause
-    /// (SIGSTOP/SIGCONT), cut (drop all connections to a replica's peer port).
-    #[arg(long, value_delimiter = ',', default_value = "kill,pause,cut")]
+    /// (SIGSTOP/SIGCONT), cut (every link to one replica, one way), and
+    /// partitions both ways: isolate (one replica), isolate-leader,
+    /// partition (random halves), bridge (two majorities sharing one).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,cut,isolate,isolate-leader,partition,bridge"
+    )]
     process_faults: Vec<ProcessFault>,
     /// Where failing histories are written (JSON lines, one op per line,
     /// preceded by a `# seed N` line).

@@ -74,6 +74,28 @@ fn real_processes_under_kill_and_pause() {
     assert_eq!(&rows[0][3..7], ["pass", "pass", "pass", "pass"], "{stdout}");
 }
 
+/// Two-way partitions between real processes: every ordered link between
+/// replicas can be cut at its peer proxy.
+#[test]
+fn real_processes_under_partitions() {
+    let (ok, stdout, stderr) = chaos(&[
+        "--real",
+        "--seeds",
+        "1",
+        "--first-seed",
+        "3",
+        "--ops",
+        "400",
+        "--process-faults",
+        "isolate,isolate-leader,partition,bridge",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let rows = rows(&stdout);
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert_eq!(&rows[0][3..7], ["pass", "pass", "pass", "pass"], "{stdout}");
+    assert!(rows[0][2].parse::<usize>().unwrap() > 0, "{stdout}");
+}
+
 #[test]
 fn bad_flags_are_rejected() {
     let (ok, _, stderr) = chaos(&["--replicas", "4"]);

@@ -351,6 +351,29 @@ fn kubectl_drives_a_three_replica_control_plane() {
     let gone = k0.run(&["get", "cm", "extra", "-n", "shop"]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
 
+    // server-side apply creates, then updates, with its own field manager
+    let ssa = write(dir.path(), "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, namespace: shop}\ndata: {a: \"1\"}\n");
+    let out = k0.ok(&["apply", "--server-side", "-f", ssa.to_str().unwrap()]);
+    assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
+    let ssa2 = write(dir.path(), "ssa2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, namespace: shop}\ndata: {b: \"2\"}\n");
+    k1.ok(&["apply", "--server-side", "-f", ssa2.to_str().unwrap()]);
+    let cm = k0.json(&["get", "cm", "ssa", "-n", "shop", "--show-managed-fields"]);
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"b": "2"}),
+        "the field the manager dropped is gone"
+    );
+    assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "kubectl");
+    assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Apply");
+    let svc = k0.json(&["get", "svc", "web", "-n", "shop"]);
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.43."),
+        "{svc}"
+    );
+
     // foreground deletion leaves the object with the GC's finalizer
     let out = k0.ok(&[
         "delete",
@@ -368,6 +391,28 @@ fn kubectl_drives_a_three_replica_control_plane() {
         d["metadata"]["finalizers"],
         serde_json::json!(["foregroundDeletion"])
     );
+    // What the garbage collector does once dependents are gone: drop the
+    // finalizer, and the object goes.
+    k0.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let gone = k0.run(&["get", "deployment", "web", "-n", "shop"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+
+    // deleting the namespace removes its contents, then the namespace
+    let out = k1.ok(&["delete", "namespace", "shop", "--timeout=60s"]);
+    assert!(out.contains("namespace \"shop\" deleted"), "{out}");
+    let gone = k0.run(&["get", "ns", "shop"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    let cms = k0.run(&["get", "cm", "-n", "shop", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&cms.stdout).trim().is_empty());
 }
 
 fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> String {

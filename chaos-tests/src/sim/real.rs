@@ -1,8 +1,17 @@
 //! Real-process mode: the same workload, watchers and checkers against
 //! `keel server` processes on loopback. Faults: SIGKILL (then a restart on
 //! the same data dir), SIGSTOP/SIGCONT (a pause: the replica's clock,
-//! timers and sockets all freeze), and cutting a replica's peer proxy. This is
-//! how a user Jepsen-tests real binaries, with real fsync and real TCP.
+//! timers and sockets all freeze), and partitions made by cutting ordered
+//! links between replicas at their peer proxies: the simulation's shapes
+//! (one replica isolated both ways, the leader against the rest, random
+//! halves, a bridge) and a one-way cut. This is how a user Jepsen-tests real
+//! binaries, with real fsync and real TCP.
+//!
+//! Every replica gets the same `--initial-cluster` (the proxies' addresses):
+//! a replica dials the peer address recorded in the replicated raft
+//! membership, and the cluster id hashes that list, so per-replica maps
+//! would neither route per pair nor form one cluster. The proxies instead
+//! tell dialers apart by process (see `proxy.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -12,11 +21,13 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
+use keel_proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::client::{execute, reset_clock, run_workload_client, Target, Workload};
-use super::proxy::Proxy;
+use super::proxy::{Links, Proxy};
 use super::run::{evaluate, run_finale, watcher_specs, Evaluate, Finale, SeedResult};
 use super::watcher::{run_watcher, Shared};
 use crate::history::Call;
@@ -29,9 +40,30 @@ pub enum ProcessFault {
     Kill,
     /// SIGSTOP one replica, SIGCONT it after a while.
     Pause,
-    /// Cut every connection to one replica through its peer proxy (a
-    /// one-way partition: it can still dial out), then heal.
+    /// Cut every link *to* one replica (a one-way partition: it can still
+    /// dial out), then heal.
     Cut,
+    /// Cut one replica off from all others, both ways.
+    Isolate,
+    /// Cut the current leader off from all others, both ways.
+    IsolateLeader,
+    /// Cut the replicas into two random halves.
+    Partition,
+    /// Two majorities that overlap in one replica: the rest are split in
+    /// two halves that cannot talk, both talk to the middle one.
+    Bridge,
+}
+
+impl ProcessFault {
+    pub const ALL: [ProcessFault; 7] = [
+        ProcessFault::Kill,
+        ProcessFault::Pause,
+        ProcessFault::Cut,
+        ProcessFault::Isolate,
+        ProcessFault::IsolateLeader,
+        ProcessFault::Partition,
+        ProcessFault::Bridge,
+    ];
 }
 
 impl fmt::Display for ProcessFault {
@@ -40,6 +72,10 @@ impl fmt::Display for ProcessFault {
             ProcessFault::Kill => "kill",
             ProcessFault::Pause => "pause",
             ProcessFault::Cut => "cut",
+            ProcessFault::Isolate => "isolate",
+            ProcessFault::IsolateLeader => "isolate-leader",
+            ProcessFault::Partition => "partition",
+            ProcessFault::Bridge => "bridge",
         })
     }
 }
@@ -48,14 +84,13 @@ impl FromStr for ProcessFault {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "kill" => Ok(ProcessFault::Kill),
-            "pause" => Ok(ProcessFault::Pause),
-            "cut" => Ok(ProcessFault::Cut),
-            _ => Err(format!(
-                "unknown process fault {s:?} (known: kill, pause, cut)"
-            )),
-        }
+        ProcessFault::ALL
+            .into_iter()
+            .find(|k| k.to_string() == s)
+            .ok_or_else(|| {
+                let known: Vec<String> = ProcessFault::ALL.iter().map(|k| k.to_string()).collect();
+                format!("unknown process fault {s:?} (known: {})", known.join(", "))
+            })
     }
 }
 
@@ -84,7 +119,9 @@ struct Processes {
     initial: String,
     replicas: Vec<Replica>,
     /// One per replica, in front of its peer port.
-    proxies: Vec<Proxy>,
+    _proxies: Vec<Proxy>,
+    /// Which links between replicas are cut.
+    links: Links,
     logs: PathBuf,
 }
 
@@ -98,9 +135,11 @@ impl Processes {
     async fn start(bin: &Path, n: usize, root: &Path) -> std::io::Result<Processes> {
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
+        let links = Links::new(n);
         for i in 0..n {
             let peer = format!("127.0.0.1:{}", free_port()?);
-            proxies.push(Proxy::start(peer.parse().expect("loopback address")).await?);
+            let upstream = peer.parse().expect("loopback address");
+            proxies.push(Proxy::start(i, upstream, links.clone()).await?);
             replicas.push(Replica {
                 name: format!("r{i}"),
                 client: format!("127.0.0.1:{}", free_port()?),
@@ -120,7 +159,8 @@ impl Processes {
             bin: bin.to_path_buf(),
             initial,
             replicas,
-            proxies,
+            _proxies: proxies,
+            links,
             logs: root.to_path_buf(),
         };
         for i in 0..n {
@@ -147,6 +187,7 @@ impl Processes {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
+        self.links.set_pid(i, Some(child.id()));
         self.replicas[i].child = Some(child);
         Ok(())
     }
@@ -156,6 +197,7 @@ impl Processes {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.links.set_pid(i, None);
     }
 
     fn signal(&self, i: usize, sig: &str) {
@@ -255,8 +297,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     }
     let faults = nemesis(cfg, &mut procs, &finished).await;
     // Heal: every replica running, resumed and reachable.
+    procs.links.heal_all();
     for i in 0..cfg.replicas {
-        procs.proxies[i].heal();
         procs.signal(i, "-CONT");
         if procs.replicas[i].child.is_none() {
             let _ = procs.spawn(i);
@@ -309,33 +351,103 @@ async fn wait_ready(target: &Target) -> Result<(), String> {
     Ok(())
 }
 
-/// Faults one replica at a time until the workload finishes.
+/// One fault at a time until the workload finishes.
 async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x7265_616c);
     let mut done = Vec::new();
     let all_done = || finished.get() == cfg.workload.clients;
+    let n = cfg.replicas;
     while !all_done() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
         if all_done() || cfg.faults.is_empty() {
             continue;
         }
         let fault = cfg.faults[rng.gen_range(0..cfg.faults.len())];
-        let victim = rng.gen_range(0..cfg.replicas);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let victim = order[0];
         let hold = Duration::from_millis(rng.gen_range(300..2000));
-        match fault {
-            ProcessFault::Kill => procs.kill(victim),
-            ProcessFault::Pause => procs.signal(victim, "-STOP"),
-            ProcessFault::Cut => procs.proxies[victim].cut(),
-        }
-        done.push(format!("{fault} r{victim} {}ms", hold.as_millis()));
+        let what = match fault {
+            ProcessFault::Kill => {
+                procs.kill(victim);
+                format!("r{victim}")
+            }
+            ProcessFault::Pause => {
+                procs.signal(victim, "-STOP");
+                format!("r{victim}")
+            }
+            ProcessFault::Cut => {
+                for from in (0..n).filter(|&f| f != victim) {
+                    procs.links.cut(from, victim);
+                }
+                format!("-> r{victim}")
+            }
+            ProcessFault::Isolate => isolate(&procs.links, victim, n),
+            ProcessFault::IsolateLeader => match leader(&procs.target()).await {
+                Some(l) => isolate(&procs.links, l, n),
+                None => format!("no leader; {}", isolate(&procs.links, victim, n)),
+            },
+            ProcessFault::Partition => {
+                let cut = rng.gen_range(1..n);
+                let (a, b) = order.split_at(cut);
+                procs.links.cut_between(a, b);
+                format!("{}|{}", names(a), names(b))
+            }
+            ProcessFault::Bridge => {
+                let rest = &order[1..];
+                let (left, right) = rest.split_at(rest.len() / 2);
+                procs.links.cut_between(left, right);
+                format!("{}<r{victim}>{}", names(left), names(right))
+            }
+        };
+        done.push(format!("{fault} {what} {}ms", hold.as_millis()));
         tokio::time::sleep(hold).await;
         match fault {
             ProcessFault::Kill => {
                 let _ = procs.spawn(victim);
             }
             ProcessFault::Pause => procs.signal(victim, "-CONT"),
-            ProcessFault::Cut => procs.proxies[victim].heal(),
+            _ => procs.links.heal_all(),
         }
     }
     done
+}
+
+fn names(ids: &[usize]) -> String {
+    let v: Vec<String> = ids.iter().map(|i| format!("r{i}")).collect();
+    format!("[{}]", v.join(","))
+}
+
+/// Cuts `victim` off from every other replica, both ways.
+fn isolate(links: &Links, victim: usize, n: usize) -> String {
+    let rest: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
+    links.cut_between(&[victim], &rest);
+    format!("{}|{}", names(&[victim]), names(&rest))
+}
+
+/// The replica the others agree leads, by asking each for its status.
+async fn leader(target: &Target) -> Option<usize> {
+    let mut chans = super::client::Channels::new(target.clone());
+    let mut members = Vec::new();
+    let mut leaders = Vec::new();
+    for i in 0..target.replicas() {
+        let mut m = MaintenanceClient::new(chans.channel(i));
+        match tokio::time::timeout(Duration::from_millis(500), m.status(StatusRequest {})).await {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                members.push(r.header.map(|h| h.member_id));
+                if r.leader != 0 {
+                    leaders.push(r.leader);
+                }
+            }
+            _ => members.push(None),
+        }
+    }
+    // The most reported leader.
+    leaders.sort_unstable();
+    let id = leaders
+        .chunk_by(|a, b| a == b)
+        .max_by_key(|c| c.len())
+        .map(|c| c[0])?;
+    members.iter().position(|m| *m == Some(id))
 }

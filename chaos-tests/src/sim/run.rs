@@ -34,6 +34,11 @@ pub struct SimConfig {
     pub liveness_bound: Duration,
     /// A deliberately injected bug (mutation testing); `None` normally.
     pub mutation: Mutation,
+    /// Stalls of the whole simulation in wall-clock time (not simulated
+    /// time), one every 1.5 s simulated during the workload: for tests that
+    /// a seed's history does not depend on how fast the machine runs it.
+    /// 0 normally.
+    pub wall_clock_stalls: u32,
 }
 
 impl SimConfig {
@@ -51,6 +56,7 @@ impl SimConfig {
             },
             liveness_bound: Duration::from_secs(15),
             mutation: Mutation::None,
+            wall_clock_stalls: 0,
         }
     }
 }
@@ -86,6 +92,11 @@ pub(crate) struct Finale {
     final_read: Option<FinalRead>,
     committed: Option<Vec<Event>>,
 }
+
+/// Longer than anything in the stack that times itself by the wall clock
+/// (h2 forgot reset streams after 1 s of it).
+const WALL_CLOCK_STALL: Duration = Duration::from_millis(1100);
+const STALL_EVERY: Duration = Duration::from_millis(1500);
 
 pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     keel_store::runtime::seed_thread_rng(cfg.seed);
@@ -158,6 +169,9 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     let mut active: Option<nemesis::Window> = None;
     let mut injected = Vec::new();
     let mut error = None;
+    let mut stalls = (1..=cfg.wall_clock_stalls)
+        .map(|i| STALL_EVERY * i)
+        .peekable();
     loop {
         match sim.step() {
             Ok(true) => break,
@@ -169,6 +183,11 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         }
         let t = sim.elapsed();
         let workload_done = finished.get() == cfg.workload.clients;
+        if stalls.next_if(|s| t >= *s && !workload_done).is_some() {
+            // Between steps, outside every host: wall-clock time passes,
+            // simulated time does not.
+            std::thread::sleep(WALL_CLOCK_STALL);
+        }
         if let Some(w) = &active {
             if t >= w.end || workload_done {
                 nemesis::heal(&mut sim, &w.fault, base_latency);
