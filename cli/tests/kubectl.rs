@@ -351,6 +351,56 @@ fn kubectl_drives_a_three_replica_control_plane() {
     let gone = k0.run(&["get", "cm", "extra", "-n", "shop"]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
 
+    // kubectl's generators send protobuf bodies
+    k0.ok(&[
+        "create",
+        "configmap",
+        "gen",
+        "-n",
+        "shop",
+        "--from-literal=k=v",
+    ]);
+    k0.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "shop",
+        "--from-literal=p=q",
+    ]);
+    k1.ok(&[
+        "create",
+        "deployment",
+        "gen",
+        "-n",
+        "shop",
+        "--image=nginx:1.25",
+        "--replicas=2",
+        "--port=80",
+    ]);
+    k1.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "gen",
+        "-n",
+        "shop",
+        "--tcp=80:8080",
+    ]);
+    let cm = k0.json(&["get", "cm", "gen", "-n", "shop"]);
+    assert_eq!(cm["data"], serde_json::json!({"k": "v"}));
+    let s = k0.json(&["get", "secret", "s", "-n", "shop"]);
+    assert_eq!(s["data"]["p"], "cQ==");
+    let d = k0.json(&["get", "deploy", "gen", "-n", "shop"]);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        80
+    );
+    let svc = k0.json(&["get", "svc", "gen", "-n", "shop"]);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+
     // server-side apply creates, then updates, with its own field manager
     let ssa = write(dir.path(), "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, namespace: shop}\ndata: {a: \"1\"}\n");
     let out = k0.ok(&["apply", "--server-side", "-f", ssa.to_str().unwrap()]);

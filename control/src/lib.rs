@@ -16,6 +16,7 @@ pub mod meta;
 pub mod metrics;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

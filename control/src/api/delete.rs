@@ -34,6 +34,9 @@ struct DeleteOptions {
 fn options(r: &Req) -> ApiResult<DeleteOptions> {
     let body: Value = if r.body.is_empty() {
         json!({})
+    } else if r.content_type.contains("protobuf") {
+        crate::protobuf::decode_protobuf(&r.body)
+            .map_err(|e| ApiError::bad_request(format!("DeleteOptions cannot be decoded: {e}")))?
     } else {
         serde_json::from_slice(&r.body)
             .map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?

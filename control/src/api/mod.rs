@@ -367,12 +367,11 @@ pub fn decode_body(r: &Req) -> ApiResult<Value> {
     }
     let ct = r.content_type.to_ascii_lowercase();
     if ct.contains("protobuf") {
-        // client-go retries with JSON on 415.
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {:?})", r.content_type),
-        ));
+        // kubectl's typed commands (`create configmap`, `create deployment`,
+        // ...) send Kubernetes protobuf.
+        return crate::protobuf::decode_protobuf(&r.body).map_err(|e| {
+            ApiError::bad_request(format!("the protobuf request body cannot be decoded: {e}"))
+        });
     }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(&r.body)
