@@ -58,7 +58,7 @@ const CACHE_ENTRIES: usize = 8192;
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    flusher: Option<std::sync::mpsc::Sender<IOFlushed<TypeConfig>>>,
+    flusher: Option<Arc<Flusher>>,
     /// The newest entries, contiguous, ending at the last appended one.
     /// Always agrees with RocksDB: updated by append, truncate and purge.
     cache: Arc<Mutex<BTreeMap<u64, EntryOf<TypeConfig>>>>,
@@ -68,7 +68,7 @@ impl LogStore {
     pub fn new(db: Db, durability: Durability) -> Self {
         let flusher = match durability {
             Durability::Inline => None,
-            Durability::GroupCommit => Some(spawn_flusher(db.clone())),
+            Durability::GroupCommit => Some(Arc::new(Flusher::spawn(db.clone()))),
         };
         LogStore {
             db,
@@ -126,23 +126,55 @@ impl LogStore {
 }
 
 /// Group commit: each fsync of the WAL completes every append queued before
-/// it. The thread ends when the last `LogStore` clone is dropped.
-fn spawn_flusher(db: Db) -> std::sync::mpsc::Sender<IOFlushed<TypeConfig>> {
-    let (tx, rx) = std::sync::mpsc::channel::<IOFlushed<TypeConfig>>();
-    std::thread::Builder::new()
-        .name("keel-log-fsync".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                batch.extend(rx.try_iter());
-                let res = db.raw().flush_wal(true).map_err(|e| e.to_string());
-                for cb in batch {
-                    cb.io_completed(res.clone().map_err(io::Error::other));
+/// it, on a dedicated thread.
+///
+/// Guarantee: when the last `LogStore` clone is dropped, the thread is
+/// joined, so its handle on the database is gone too. Without the join the
+/// thread could still be inside RocksDB while the process exits, and
+/// RocksDB's static destructors then abort the process.
+struct Flusher {
+    tx: Option<std::sync::mpsc::Sender<IOFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn spawn(db: Db) -> Flusher {
+        let (tx, rx) = std::sync::mpsc::channel::<IOFlushed<TypeConfig>>();
+        let thread = std::thread::Builder::new()
+            .name("keel-log-fsync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let res = db.raw().flush_wal(true).map_err(|e| e.to_string());
+                    for cb in batch {
+                        cb.io_completed(res.clone().map_err(io::Error::other));
+                    }
                 }
-            }
-        })
-        .expect("spawn log fsync thread");
-    tx
+            })
+            .expect("spawn log fsync thread");
+        Flusher {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, cb: IOFlushed<TypeConfig>) -> io::Result<()> {
+        self.tx
+            .as_ref()
+            .expect("the sender lives until drop")
+            .send(cb)
+            .map_err(|_| io::Error::other("log flusher thread is gone"))
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -243,9 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(flusher) = &self.flusher {
             // Readable now; durable (and reported) once the flusher synced.
             self.db.write_unsynced(b).map_err(rocks)?;
-            return flusher
-                .send(callback)
-                .map_err(|_| io::Error::other("log flusher thread is gone"));
+            return flusher.send(callback);
         }
         let res = self.db.write_synced(b).map_err(rocks);
         match &res {
