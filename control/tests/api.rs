@@ -32,10 +32,9 @@ async fn two_writers_from_one_resource_version_one_wins() {
     let (ra, rb) = tokio::join!(cms.replace("race", &pp, &a), cms.replace("race", &pp, &b));
     let wins = [ra.is_ok(), rb.is_ok()];
     assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{ra:?} {rb:?}");
-    let loser = if ra.is_ok() {
-        rb.unwrap_err()
-    } else {
-        ra.unwrap_err()
+    let loser = match (ra, rb) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        other => panic!("exactly one must win: {other:?}"),
     };
     match loser {
         kube::Error::Api(e) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
@@ -545,7 +544,9 @@ async fn services_get_unique_cluster_ips_and_node_ports() {
     };
     const SVCS: &str = "/api/v1/namespaces/default/services";
     let a = s.post(SVCS, &svc("a", json!({}))).await;
-    let b = s.post(SVCS, &svc("b", json!({"spec": {"type": "NodePort"}}))).await;
+    let b = s
+        .post(SVCS, &svc("b", json!({"spec": {"type": "NodePort"}})))
+        .await;
     assert_eq!((a.code, b.code), (201, 201), "{} {}", a.body, b.body);
     let ip_a = a.body["spec"]["clusterIP"].as_str().unwrap().to_string();
     let ip_b = b.body["spec"]["clusterIP"].as_str().unwrap().to_string();
@@ -556,18 +557,32 @@ async fn services_get_unique_cluster_ips_and_node_ports() {
     assert_eq!(a.body["spec"]["ports"][0]["targetPort"], 80, "defaulted");
 
     // A replace that omits the allocated fields keeps them.
-    let put = s.put(&format!("{SVCS}/b"), &svc("b", json!({"spec": {"type": "NodePort"}}))).await;
+    let put = s
+        .put(
+            &format!("{SVCS}/b"),
+            &svc("b", json!({"spec": {"type": "NodePort"}})),
+        )
+        .await;
     assert_eq!(put.code, 200, "{}", put.body);
     assert_eq!(put.body["spec"]["clusterIP"], ip_b);
     assert_eq!(put.body["spec"]["ports"][0]["nodePort"], np);
 
     // Asking for a taken IP is 422; once released it can be had.
-    let taken = s.post(SVCS, &svc("c", json!({"spec": {"clusterIP": ip_a}}))).await;
+    let taken = s
+        .post(SVCS, &svc("c", json!({"spec": {"clusterIP": ip_a}})))
+        .await;
     assert_eq!(taken.code, 422, "{}", taken.body);
-    assert!(taken.body["message"].as_str().unwrap().contains("already allocated"));
+    assert!(taken.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("already allocated"));
     assert_eq!(s.delete(&format!("{SVCS}/a")).await.code, 200);
-    let again = s.post(SVCS, &svc("c", json!({"spec": {"clusterIP": ip_a}}))).await;
+    let again = s
+        .post(SVCS, &svc("c", json!({"spec": {"clusterIP": ip_a}})))
+        .await;
     assert_eq!(again.code, 201, "{}", again.body);
-    let headless = s.post(SVCS, &svc("h", json!({"spec": {"clusterIP": "None"}}))).await;
+    let headless = s
+        .post(SVCS, &svc("h", json!({"spec": {"clusterIP": "None"}})))
+        .await;
     assert_eq!(headless.body["spec"]["clusterIP"], "None");
 }

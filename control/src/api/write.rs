@@ -86,9 +86,34 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// Decode errors, not silently replaced: metadata must be an object and
+/// its name and namespace strings.
+fn check_metadata_types(t: &Target, obj: &Value) -> ApiResult<()> {
+    if let Some(md) = obj.get("metadata").filter(|m| !m.is_null()) {
+        let field = |f: &str| md.get(f).filter(|v| !v.is_null() && !v.is_string());
+        let wrong = match md {
+            Value::Object(_) => ["name", "namespace"]
+                .into_iter()
+                .find_map(|f| field(f).map(|v| (format!("metadata.{f}"), "a string", v))),
+            other => Some(("metadata".to_string(), "an object", other)),
+        };
+        if let Some((path, want, got)) = wrong {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {path}: expected {want}, got {}",
+                t.info.kind,
+                t.info.version,
+                t.info.kind,
+                short(got)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The namespace and name in the body must agree with the URL; the URL's
 /// namespace is filled in when the body has none.
 fn check_identity(t: &Target, obj: &mut Value, url_name: Option<&str>) -> ApiResult<()> {
+    check_metadata_types(t, obj)?;
     let m = meta::meta_mut(obj);
     match (&t.namespace, m.get("namespace").and_then(Value::as_str)) {
         (Some(url), Some(body)) if !body.is_empty() && body != url => {
@@ -528,6 +553,8 @@ pub async fn patch(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
 /// by another manager with a different value is a 409 unless `force`.
 async fn server_side_apply(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let config = decode_body(r)?;
+    check_kind(t.info, &config)?;
+    check_metadata_types(t, &config)?;
     let mgr = r
         .query
         .get("fieldManager")

@@ -63,8 +63,10 @@ fn json_patch(original: &Value, p: Value) -> ApiResult<Value> {
     let ops: json_patch::Patch = serde_json::from_value(p).map_err(|e| {
         ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
     })?;
+    // On a clone: a failed patch leaves the original untouched without
+    // json-patch's own undo, which panics on some move/copy sequences.
     let mut out = original.clone();
-    json_patch::patch(&mut out, &ops).map_err(|e| {
+    json_patch::patch_unsafe(&mut out, &ops).map_err(|e| {
         ApiError::new(
             422,
             "Invalid",
