@@ -8,6 +8,14 @@
 //! object that stops matching the selectors is delivered as DELETED (and
 //! one that starts matching as ADDED); a compacted resourceVersion is an
 //! ERROR event with a 410 Expired Status, after which the stream ends.
+//!
+//! A replica cut off from the quorum does not keep watches open silently
+//! (they would miss what the majority commits): a watch from a
+//! resourceVersion starts only after a read barrier (else 503/504, as any
+//! read), and an open stream ends within about two probe intervals of its
+//! replica losing the quorum, so the client re-watches from its last
+//! resourceVersion on a replica that has one (as the Kubernetes API server
+//! ends its watches when etcd loses its leader).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +35,9 @@ use crate::storage::{self, prefix_end};
 
 /// How often an idle stream that asked for bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often an open stream checks (with a read barrier, bounded by the
+/// same interval) that its replica still reaches a quorum.
+const QUORUM_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What one watch request asked for.
 struct WatchRequest {
@@ -73,7 +84,10 @@ pub async fn serve(api: Arc<Api>, t: Target, r: Req) -> ApiResult<Reply> {
     let w = parse(t, &r)?;
     let prefix = w.target.info.prefix(w.target.namespace.as_deref());
     let (initial, start_rev) = match w.from_revision {
-        Some(rv) => (vec![], rv),
+        Some(rv) => {
+            api.objects.store().read_barrier().await?;
+            (vec![], rv)
+        }
         None => {
             let listed =
                 crate::api::read::list_objects(&api, &prefix, &w.selectors, 0, None).await?;
@@ -139,6 +153,8 @@ async fn run(
         }
     };
     let deadline = w.timeout.map(|d| tokio::time::Instant::now() + d);
+    let lost = lost_quorum(&api);
+    tokio::pin!(lost);
     loop {
         let next = async {
             match deadline {
@@ -155,6 +171,23 @@ async fn run(
                 None => return,
             },
             _ = tx.closed() => return,
+            _ = &mut lost => {
+                tracing::info!("ending a watch: this replica does not reach a quorum");
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves once a read barrier fails or does not finish within
+/// [`QUORUM_PROBE_INTERVAL`].
+async fn lost_quorum(api: &Api) {
+    loop {
+        tokio::time::sleep(QUORUM_PROBE_INTERVAL).await;
+        let probe =
+            tokio::time::timeout(QUORUM_PROBE_INTERVAL, api.objects.store().read_barrier()).await;
+        if !matches!(probe, Ok(Ok(()))) {
+            return;
         }
     }
 }
