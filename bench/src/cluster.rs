@@ -42,6 +42,9 @@ impl fmt::Display for System {
 struct Member {
     name: String,
     client_addr: SocketAddr,
+    /// keel only: where the Kubernetes API is served.
+    api_addr: Option<SocketAddr>,
+    data_dir: PathBuf,
     child: Child,
     log: PathBuf,
 }
@@ -70,8 +73,9 @@ impl Cluster {
         // Reserve every port up front, holding all listeners at once so the
         // kernel hands out distinct ones; they are released just before the
         // children bind them (a small race we accept on a quiet machine).
-        let ports = free_ports(size * 2)?;
-        let (client_ports, peer_ports) = ports.split_at(size);
+        let ports = free_ports(size * 3)?;
+        let (client_ports, rest) = ports.split_at(size);
+        let (peer_ports, api_ports) = rest.split_at(size);
         let prefix = match system {
             System::Etcd => "e",
             System::Keel => "n",
@@ -95,6 +99,7 @@ impl Cluster {
             let client = format!("127.0.0.1:{}", client_ports[i]);
             let peer = format!("127.0.0.1:{}", peer_ports[i]);
             let data_dir = cluster.dir.path().join(name);
+            let api = format!("127.0.0.1:{}", api_ports[i]);
             let mut cmd = Command::new(bin);
             match system {
                 System::Etcd => {
@@ -118,7 +123,7 @@ impl Cluster {
                         .arg(&data_dir)
                         .args(["--listen-client", &client])
                         .args(["--listen-peer", &peer])
-                        .args(["--listen-api", "127.0.0.1:0"])
+                        .args(["--listen-api", &api])
                         .args(["--initial-cluster", &initial_cluster]);
                 }
             }
@@ -135,6 +140,8 @@ impl Cluster {
             cluster.members.push(Member {
                 name: name.clone(),
                 client_addr: client.parse()?,
+                api_addr: (system == System::Keel).then(|| api.parse()).transpose()?,
+                data_dir,
                 child,
                 log,
             });
@@ -148,6 +155,20 @@ impl Cluster {
             .iter()
             .map(|m| format!("http://{}", m.client_addr))
             .collect()
+    }
+
+    /// keel only: each member's API address and the kubeconfig it writes
+    /// into its data dir once it serves, in member order.
+    pub fn api_endpoints(&self) -> Vec<(SocketAddr, PathBuf)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.api_addr?, m.data_dir.join("kubeconfig"))))
+            .collect()
+    }
+
+    /// Process ids of the members, in member order (for profiling).
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().map(|m| m.child.id()).collect()
     }
 
     /// Waits until every member accepts a put. A put (not a health or
@@ -182,7 +203,7 @@ impl Cluster {
     }
 
     /// Fails with the member's log tail if any member has exited.
-    fn check_alive(&mut self) -> Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         for m in &mut self.members {
             if let Some(status) = m.child.try_wait()? {
                 bail!(

@@ -11,8 +11,10 @@
 //! cargo build --release -p keel -p keel-bench
 //! target/release/keel-bench                 # both systems
 //! target/release/keel-bench --only etcd --ops 5000
+//! target/release/keel-bench api            # Kubernetes API of 3 keel replicas
 //! ```
 
+mod api;
 mod cluster;
 mod report;
 mod workload;
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use cluster::{Cluster, System};
 use report::Row;
@@ -29,17 +31,20 @@ use workload::WatchParams;
 
 /// Replicas per cluster: the smallest size that tolerates a failure, and
 /// the one keel and etcd are usually deployed at.
-const REPLICAS: usize = 3;
+pub(crate) const REPLICAS: usize = 3;
 /// How long a fresh cluster may take to elect a leader and accept a put.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "keel-bench",
     version,
-    about = "Benchmark a 3-replica keel cluster against a 3-replica etcd 3.4 cluster"
+    about = "Benchmark a 3-replica keel cluster against a 3-replica etcd 3.4 cluster",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Which systems to benchmark.
     #[arg(long, value_enum, default_value_t = Only::Both)]
     only: Only,
@@ -75,6 +80,13 @@ struct Args {
     json: Option<PathBuf>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Kubernetes API of a 3-replica keel control plane: pod creates,
+    /// a full list, watch delivery, against the targets.
+    Api(api::ApiArgs),
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Only {
     Etcd,
@@ -94,7 +106,10 @@ impl Only {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Api(a)) = args.command.take() {
+        return api::main(a).await;
+    }
     ensure!(
         args.ops > 0 && args.clients > 0 && args.conns > 0,
         "--ops, --clients and --conns must be positive"
@@ -183,7 +198,7 @@ async fn run(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
 
 /// `keel` in the directory of this executable: `cargo build --release`
 /// puts both binaries in `target/release/`.
-fn default_keel_bin() -> Result<PathBuf> {
+pub(crate) fn default_keel_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating keel-bench executable")?;
     let dir = exe
         .parent()

@@ -57,11 +57,11 @@ impl Sample {
 
 /// Microsecond histogram from 1 µs to 10 min at 3 significant digits, so a
 /// 0.1 ms read and a multi-second stall are both recorded precisely.
-fn new_hist() -> Histogram<u64> {
+pub(crate) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
