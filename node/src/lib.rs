@@ -1,0 +1,45 @@
+//! keel-node: the agent side of keel (the kubelet's job).
+//!
+//! This crate currently provides the runtime layer ([`runtime`]): the
+//! [`runtime::Runtime`] trait and the `exec` runtime, in which containers are
+//! supervised child processes of the agent and image names resolve to built-in
+//! images served by the keel binary itself or to a local image directory.
+//!
+//! The keel binary must call [`run_internal_mode`] first thing in `main`: the
+//! exec runtime re-executes the binary as a container supervisor
+//! (`keel __supervise <dir>`) and as built-in images (`keel image echo`).
+
+pub mod runtime;
+
+pub use runtime::images::run_builtin_image;
+pub use runtime::supervisor::run_supervisor;
+
+/// First argument selecting supervisor mode: `<keel> __supervise <container-dir>`.
+pub const SUPERVISE_ARG: &str = "__supervise";
+/// First argument selecting a built-in image: `<keel> image <echo|pause> [args...]`.
+pub const IMAGE_ARG: &str = "image";
+
+/// Runs an internal mode if `args` (the full argv, program name first) selects
+/// one, and then never returns; otherwise returns so the caller parses its own
+/// command line.
+///
+/// Why here: the exec runtime needs an executable for supervisors and built-in
+/// images, and shipping one binary means that executable is keel itself.
+pub fn run_internal_mode(args: &[String]) {
+    match args.get(1).map(String::as_str) {
+        Some(SUPERVISE_ARG) => match args.get(2) {
+            Some(dir) => run_supervisor(std::path::Path::new(dir)),
+            None => exit_usage("missing container directory"),
+        },
+        Some(IMAGE_ARG) => match args.get(2) {
+            Some(name) => run_builtin_image(name, &args[3..]),
+            None => exit_usage("missing built-in image name"),
+        },
+        _ => {}
+    }
+}
+
+fn exit_usage(message: &str) -> ! {
+    eprintln!("keel: {message}");
+    std::process::exit(2)
+}

@@ -1,0 +1,169 @@
+//! Container runtimes behind one trait.
+//!
+//! The pod lifecycle (later work) talks only to [`Runtime`]; the `exec`
+//! runtime ([`exec::ExecRuntime`]) is the default and needs nothing but Linux.
+//! A runtime's own on-disk state is the source of truth, so a new runtime
+//! instance on the same state directory re-adopts the containers of a previous
+//! one (agent restart) and never starts duplicates by itself.
+
+pub mod exec;
+pub mod images;
+mod procfs;
+pub(crate) mod supervisor;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// A boxed, `Send` future: keeps [`Runtime`] object-safe (`Arc<dyn Runtime>`)
+/// without a macro crate.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the pod lifecycle asks a runtime to run: one container of one pod.
+///
+/// `command`/`args` follow Kubernetes: `command` replaces the image's
+/// entrypoint, `args` replaces its default arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub pod_uid: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub container_name: String,
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment in order; a later entry wins over an earlier one with the same name.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory; `None` means the image's default.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// File the container's stdout and stderr are appended to; parent
+    /// directories are created.
+    pub log_path: PathBuf,
+}
+
+/// Opaque, runtime-assigned identity of one container instance (one start).
+/// A restart of the "same" Kubernetes container gets a new id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContainerId(pub String);
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Observed state of a container, shaped like Kubernetes' `ContainerState`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    Running {
+        started_at: SystemTime,
+    },
+    /// `code` is the exit code, or 128 + signal number when killed by a
+    /// signal (as Kubernetes reports it). `reason` is `Completed` (code 0),
+    /// `Error`, or `ContainerStatusUnknown` when the outcome was lost
+    /// (supervisor and container both gone without a record; code 137).
+    Exited {
+        code: i32,
+        signal: Option<i32>,
+        reason: String,
+        message: String,
+        started_at: SystemTime,
+        finished_at: SystemTime,
+    },
+}
+
+impl ContainerState {
+    pub fn is_running(&self) -> bool {
+        matches!(self, ContainerState::Running { .. })
+    }
+
+    /// Exit code if exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ContainerState::Exited { code, .. } => Some(*code),
+            ContainerState::Running { .. } => None,
+        }
+    }
+}
+
+/// One container known to a runtime, as returned by [`Runtime::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: ContainerId,
+    pub spec: ContainerSpec,
+    pub state: ContainerState,
+}
+
+/// Runtime failures, grouped by what the agent reports for them.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image cannot be resolved: the agent reports `ErrImagePull`.
+    #[error("image {image:?}: {reason}")]
+    ImagePull { image: String, reason: String },
+    /// The spec cannot be run (e.g. `keel/host` without a command).
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
+    /// The process could not be started (command not found, bad working
+    /// directory): the agent reports `RunContainerError`. Nothing is left behind.
+    #[error("container failed to start: {0}")]
+    StartFailed(String),
+    #[error("container {0} not found")]
+    NotFound(ContainerId),
+    #[error("container {0} is still running")]
+    StillRunning(ContainerId),
+    /// Another runtime instance holds the state directory.
+    #[error("runtime state directory {0} is in use by another process")]
+    Busy(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RuntimeError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// What the pod lifecycle needs from a container runtime.
+///
+/// Guarantees every implementation gives:
+/// - `start` returns only once the container process exists (or failed to
+///   start, in which case nothing is left behind);
+/// - `stop` sends SIGTERM (or the runtime's equivalent) to everything the
+///   container started, SIGKILL after `grace_ms`, and returns the final
+///   exited state; stopping an exited container is a no-op;
+/// - `list` reports every container not yet removed, including those started
+///   by an earlier instance on the same state, so a restarted agent re-adopts
+///   instead of duplicating;
+/// - `remove` refuses a running container.
+pub trait Runtime: Send + Sync {
+    /// Short name, e.g. `exec`.
+    fn name(&self) -> &'static str;
+    fn start<'a>(&'a self, spec: &'a ContainerSpec) -> BoxFuture<'a, Result<ContainerId>>;
+    fn state<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ContainerState>>;
+    fn stop<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        grace_ms: u64,
+    ) -> BoxFuture<'a, Result<ContainerState>>;
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>>>;
+    fn remove<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<()>>;
+}
