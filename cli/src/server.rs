@@ -57,6 +57,11 @@ pub struct ServerArgs {
     /// `1h`, `30m`, `90s` (periodic mode). `0` disables compaction.
     #[arg(long, default_value = "0")]
     auto_compaction_retention: String,
+    /// Serve only the store (etcd v3 API), no Kubernetes API: for using
+    /// keel as an etcd replacement, and for store-level tests whose
+    /// revisions must match etcd's.
+    #[arg(long)]
+    disable_api: bool,
     /// Address for the Kubernetes API (https unless --insecure-http).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen_api: String,
@@ -168,7 +173,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // Bind first so a port clash fails before anything is written.
     let peer_listener = grpc::bind(Transport::Tcp, &a.listen_peer).await?;
     let client_listener = grpc::bind(Transport::Tcp, &a.listen_client).await?;
-    let api_listener = keel_control::server::bind(&a.listen_api, a.insecure_http).await?;
+    let api_listener = match a.disable_api {
+        true => None,
+        false => Some(keel_control::server::bind(&a.listen_api, a.insecure_http).await?),
+    };
     let api_cfg = api_config(&a)?;
     let store = Store::open(cfg).await?;
     tracing::info!(
@@ -204,20 +212,24 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         client_listener,
         stopped(stop_rx.clone()),
     ));
-    let api = tokio::spawn(keel_control::server::serve(
-        store.clone(),
-        api_listener,
-        api_cfg,
-        stopped(stop_rx),
-    ));
+    let api = api_listener.map(|l| {
+        tokio::spawn(keel_control::server::serve(
+            store.clone(),
+            l,
+            api_cfg,
+            stopped(stop_rx),
+        ))
+    });
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = client.await;
         let _ = peer.await;
-        if let Ok(Err(e)) = api.await {
-            tracing::error!(error = %e, "the API server failed");
+        if let Some(api) = api {
+            if let Ok(Err(e)) = api.await {
+                tracing::error!(error = %e, "the API server failed");
+            }
         }
     })
     .await;

@@ -38,7 +38,7 @@ async fn revision(kv: &mut KvClient<Channel>) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_etcd_errors_and_change_nothing() {
-    let c = Cluster::start(1, &["--max-request-bytes", "4096"]);
+    let c = Cluster::start(1, &["--max-request-bytes", "4096", "--disable-api"]);
     c.wait_ready().await;
     let mut kv = c.kv(0).await;
     for i in 0..5 {
@@ -186,7 +186,7 @@ fn keel_server(data_dir: &std::path::Path, extra: &[&str]) -> std::process::Outp
         .arg(data_dir)
         .args(["--listen-client", &format!("127.0.0.1:{client}")])
         .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
-        .args(["--listen-api", "127.0.0.1:0"])
+        .arg("--disable-api")
         .args(extra);
     // Refusals exit at once; a server that starts is stopped by the timeout.
     let out = Command::new("timeout")

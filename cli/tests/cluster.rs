@@ -13,7 +13,7 @@ use util::Cluster;
 async fn leader_kill_reelection_and_catch_up_by_snapshot() {
     // Snapshot every 50 entries so the survivors purge their logs and the
     // restarted replica can only catch up by snapshot.
-    let mut c = Cluster::start(3, &["--snapshot-count", "50"]);
+    let mut c = Cluster::start(3, &["--snapshot-count", "50", "--disable-api"]);
     c.wait_ready().await;
     for i in 0..3 {
         c.put_retry(i, &format!("via/{i}"), "x").await;
@@ -70,7 +70,7 @@ async fn leader_kill_reelection_and_catch_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_quorum_answers_unavailable_in_bounded_time() {
-    let mut c = Cluster::start(3, &["--request-timeout-ms", "1500"]);
+    let mut c = Cluster::start(3, &["--request-timeout-ms", "1500", "--disable-api"]);
     c.wait_ready().await;
     c.kill(1);
     c.kill(2);
@@ -113,7 +113,13 @@ async fn no_quorum_answers_unavailable_in_bounded_time() {
 async fn acknowledged_writes_survive_repeated_kills() {
     let mut c = Cluster::start(
         3,
-        &["--snapshot-count", "100", "--request-timeout-ms", "2000"],
+        &[
+            "--snapshot-count",
+            "100",
+            "--request-timeout-ms",
+            "2000",
+            "--disable-api",
+        ],
     );
     c.wait_ready().await;
     let mut acked = Vec::new();
@@ -187,6 +193,7 @@ async fn auto_compaction_by_revision_retention() {
             "revision",
             "--auto-compaction-retention",
             "10",
+            "--disable-api",
         ],
     );
     c.wait_ready().await;

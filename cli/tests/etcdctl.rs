@@ -157,7 +157,7 @@ impl Cluster {
                     .arg(m.endpoint())
                     .arg("--listen-peer")
                     .arg(format!("127.0.0.1:{}", m.peer_port))
-                    .args(["--listen-api", "127.0.0.1:0"]);
+                    .arg("--disable-api");
                 if n > 1 {
                     cmd.arg("--initial-cluster").arg(&initial_cluster);
                 }

@@ -109,7 +109,7 @@ async fn session(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_watchers_agree_and_survive_replica_kill() {
-    let mut c = Cluster::start(3, &[]);
+    let mut c = Cluster::start(3, &["--disable-api"]);
     c.wait_ready().await;
     let start = c.put_retry(1, "w/start", "0").await + 1;
     let endpoints: Vec<String> = (0..3).map(|i| c.endpoint(i)).collect();

@@ -132,10 +132,21 @@ impl Objects {
 
     /// A linearizable read of one object.
     pub async fn get(&self, key: &str) -> ApiResult<Option<Stored>> {
+        self.get_with(key, false).await
+    }
+
+    /// A read of this replica's applied state: may miss the newest writes.
+    /// For checks that fall back to [`Objects::get`] when they would fail.
+    pub async fn get_local(&self, key: &str) -> ApiResult<Option<Stored>> {
+        self.get_with(key, true).await
+    }
+
+    async fn get_with(&self, key: &str, serializable: bool) -> ApiResult<Option<Stored>> {
         let resp = self
             .store
             .range(RangeRequest {
                 key: key.as_bytes().to_vec(),
+                serializable,
                 ..Default::default()
             })
             .await?;

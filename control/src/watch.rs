@@ -267,7 +267,7 @@ impl Encoder<'_> {
     }
 
     async fn send(&mut self, tx: &Tx, kind: &str, obj: &Value) -> bool {
-        let object = if self.w.table {
+        if self.w.table {
             let t = output::table(
                 self.w.target.info,
                 std::slice::from_ref(obj),
@@ -277,11 +277,20 @@ impl Encoder<'_> {
                 self.first,
             );
             self.first = false;
-            t
-        } else {
-            obj.clone()
-        };
-        self.raw(tx, json!({"type": kind, "object": object})).await
+            return self.line(tx, kind, &t).await;
+        }
+        self.line(tx, kind, obj).await
+    }
+
+    /// `{"type":..,"object":..}` serialized straight from the object, with
+    /// no copy of it per watcher.
+    async fn line(&mut self, tx: &Tx, kind: &str, obj: &Value) -> bool {
+        let mut line = format!("{{\"type\":\"{kind}\",\"object\":").into_bytes();
+        if serde_json::to_writer(&mut line, obj).is_err() {
+            return false;
+        }
+        line.extend_from_slice(b"}\n");
+        tx.send(Ok(Bytes::from(line))).await.is_ok()
     }
 
     async fn error(&mut self, tx: &Tx, e: &ApiError) {

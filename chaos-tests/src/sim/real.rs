@@ -180,7 +180,7 @@ impl Processes {
             .arg("--data-dir")
             .arg(&r.dir)
             .args(["--listen-client", &r.client, "--listen-peer", &r.peer])
-            .args(["--listen-api", "127.0.0.1:0"])
+            .arg("--disable-api")
             .args(["--initial-cluster", &self.initial])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--snapshot-count", "500", "--request-timeout-ms", "2000"])

@@ -48,6 +48,8 @@ impl Selectors {
     }
 }
 
+/// A `<Kind>List`. Built by moving `items` in: `json!` would deep-copy
+/// every object (it serializes its arguments by reference).
 pub fn list_object(
     info: &ResourceInfo,
     items: Vec<Value>,
@@ -58,12 +60,12 @@ pub fn list_object(
     if let Some(c) = cont {
         md["continue"] = json!(c);
     }
-    json!({
-        "kind": info.list_kind(),
-        "apiVersion": info.api_version(),
-        "metadata": md,
-        "items": items,
-    })
+    let mut m = serde_json::Map::new();
+    m.insert("kind".into(), Value::String(info.list_kind()));
+    m.insert("apiVersion".into(), Value::String(info.api_version()));
+    m.insert("metadata".into(), md);
+    m.insert("items".into(), Value::Array(items));
+    Value::Object(m)
 }
 
 /// What a Table row carries as `object` (`includeObject`).

@@ -279,7 +279,15 @@ async fn check_namespace(api: &Api, t: &Target) -> ApiResult<()> {
         return Ok(());
     };
     let info = crate::resources::find("", "v1", "namespaces").expect("namespaces are served");
-    let Some(n) = api.objects.get(&info.key(None, ns)).await? else {
+    // Kubernetes checks from its cache and looks a miss up in the store:
+    // the local read is free, the linearizable one only when it misses (a
+    // namespace created a moment ago through another replica).
+    let key = info.key(None, ns);
+    let found = match api.objects.get_local(&key).await? {
+        Some(n) => Some(n),
+        None => api.objects.get(&key).await?,
+    };
+    let Some(n) = found else {
         return Err(ApiError::not_found(info, ns));
     };
     if meta::is_deleting(&n.obj) {
