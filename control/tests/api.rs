@@ -586,3 +586,49 @@ async fn services_get_unique_cluster_ips_and_node_ports() {
         .await;
     assert_eq!(headless.body["spec"]["clusterIP"], "None");
 }
+
+#[tokio::test]
+async fn binding_eviction_and_deletecollection() {
+    let s = TestServer::start().await;
+    for (name, app) in [("b1", "keep"), ("b2", "drop"), ("b3", "drop")] {
+        assert_eq!(
+            s.post(PODS, &pod(name, json!({"app": app}))).await.code,
+            201
+        );
+    }
+    let bind = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b1"},
+                      "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}});
+    assert_eq!(s.post(&format!("{PODS}/b1/binding"), &bind).await.code, 201);
+    let again = s.post(&format!("{PODS}/b1/binding"), &bind).await;
+    assert_eq!(again.code, 409, "{}", again.body);
+    let by_node = s
+        .get(&format!("{PODS}?fieldSelector=spec.nodeName%3Dn1"))
+        .await;
+    assert_eq!(by_node.body["items"].as_array().unwrap().len(), 1);
+
+    // A bound pod gets its grace period: eviction marks it terminating.
+    let ev = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "b1"}});
+    assert_eq!(s.post(&format!("{PODS}/b1/eviction"), &ev).await.code, 201);
+    let b1 = s.get(&format!("{PODS}/b1")).await;
+    assert!(b1.body["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(b1.body["metadata"]["deletionGracePeriodSeconds"], 30);
+
+    let dc = s
+        .request(
+            "DELETE",
+            &format!("{PODS}?labelSelector=app%3Ddrop"),
+            "",
+            b"",
+        )
+        .await;
+    assert_eq!(dc.code, 200, "{}", dc.body);
+    assert_eq!(dc.body["items"].as_array().unwrap().len(), 2);
+    let left = s.get(PODS).await;
+    let names: Vec<&str> = left.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["b1"]);
+}
