@@ -303,7 +303,7 @@ async fn watcher_survives_the_kill_of_its_replica() {
     let mut cluster = Cluster::start(3, &[]);
     let kc0 = kubeconfig(&cluster, 0);
     let kc1 = kubeconfig(&cluster, 1);
-    let fwd = Forwarder::start(&cluster.replicas[0].api_addr).await;
+    let fwd = Forwarder::start(&cluster.api_addr(0)).await;
     let via_lb = client(&kc0, Some(fwd.url())).await;
     let c1 = client(&kc1, None).await;
     wait_ready(&via_lb, "r0 through the forwarder").await;
@@ -370,7 +370,7 @@ async fn watcher_survives_the_kill_of_its_replica() {
                 // No wait: events of the last writes may be in flight.
                 println!("killing r0; the leader is r{}", cluster.leader().await);
                 cluster.kill(0);
-                fwd.switch(&cluster.replicas[1].api_addr);
+                fwd.switch(&cluster.api_addr(1));
                 killed_at = Some(Instant::now());
                 println!("r0 killed, forwarder switched to r1");
             }

@@ -130,7 +130,9 @@ async fn pause_stops_on_sigterm_within_grace() {
     let begun = Instant::now();
     let state = rt.stop(&id, 1_000).await.unwrap();
     let took = begun.elapsed();
-    assert_eq!(state.exit_code(), Some(0), "{state:?}");
+    // 0 once pause handles SIGTERM; 143 if the signal beat its handler
+    // (a loaded machine can stop it within microseconds of the start).
+    assert!(matches!(state.exit_code(), Some(0 | 143)), "{state:?}");
     assert!(
         took < Duration::from_millis(900),
         "SIGTERM should end pause at once: {took:?}"

@@ -25,8 +25,6 @@ pub struct Replica {
     pub name: String,
     pub client_addr: String,
     pub peer_addr: String,
-    /// The Kubernetes API (https with the cluster CA and admin token).
-    pub api_addr: String,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
 }
@@ -47,7 +45,6 @@ impl Cluster {
                 name: format!("r{i}"),
                 client_addr: format!("127.0.0.1:{}", free_port()),
                 peer_addr: format!("127.0.0.1:{}", free_port()),
-                api_addr: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("r{i}")),
                 child: None,
             })
@@ -85,8 +82,10 @@ impl Cluster {
                 &r.client_addr,
                 "--listen-peer",
                 &r.peer_addr,
+                // Port 0: the bound address is in the kubeconfig the replica
+                // writes (a port picked here could be taken before the bind).
                 "--listen-api",
-                &r.api_addr,
+                "127.0.0.1:0",
             ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
@@ -103,6 +102,28 @@ impl Cluster {
         if let Some(mut c) = self.replicas[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The Kubernetes API address replica `i` serves, from the kubeconfig
+    /// it writes once it serves (waits up to 60 s for it).
+    pub fn api_addr(&self, i: usize) -> String {
+        let path = self.replicas[i].data_dir.join("kubeconfig");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let server = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("server: https://"));
+            if let Some(addr) = server {
+                return addr.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no kubeconfig from r{i}:\n{}",
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
