@@ -27,6 +27,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Container supervisors and built-in images are this same binary
+    // (`keel __supervise`, `keel image echo|pause`): one binary ships all.
+    keel_node::run_internal_mode(&std::env::args().collect::<Vec<_>>());
     let cli = Cli::parse();
     // Simulated replicas log every injected fault; show that only when asked.
     let default_filter = match cli.command {
