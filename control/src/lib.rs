@@ -12,6 +12,7 @@ pub mod admission;
 pub mod api;
 pub mod bootstrap;
 pub mod discovery;
+pub mod leader;
 pub mod meta;
 pub mod metrics;
 pub mod patch;
