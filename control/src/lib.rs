@@ -19,6 +19,7 @@ pub mod patch;
 pub mod pki;
 pub mod protobuf;
 pub mod resources;
+pub mod scheduler;
 pub mod selector;
 pub mod server;
 pub mod status;

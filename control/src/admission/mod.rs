@@ -7,7 +7,7 @@
 
 mod defaults;
 mod strict;
-mod validate;
+pub(crate) mod validate;
 
 pub use defaults::apply_defaults;
 pub use strict::unknown_fields;

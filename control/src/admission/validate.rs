@@ -511,7 +511,7 @@ fn string_map(m: Option<&Map<String, Value>>) -> BTreeMap<&str, &str> {
 
 /// Parses a Kubernetes quantity into nano-units (value × 10⁹), rounding up
 /// below that precision as Kubernetes does; None when malformed or too big.
-fn quantity_nanos(s: &str) -> Option<i128> {
+pub(crate) fn quantity_nanos(s: &str) -> Option<i128> {
     let (sign, rest) = match s.as_bytes().first()? {
         b'-' => (-1, &s[1..]),
         b'+' => (1, &s[1..]),
