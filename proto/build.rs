@@ -1,10 +1,11 @@
 //! Compiles keel's .proto files with `protox` (pure Rust, no `protoc` needed)
 //! and generates prost messages plus tonic clients and servers.
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "proto/mvccpb/kv.proto",
     "proto/etcdserverpb/rpc.proto",
     "proto/keel/raft.proto",
+    "proto/keel/node.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

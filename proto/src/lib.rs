@@ -14,6 +14,8 @@
 //! - [`etcdserverpb`]: the KV, Watch, Lease, Cluster and Maintenance services.
 //! - [`keelraft`]: keel's private node-to-node Raft transport; its payload is
 //!   an opaque byte blob whose encoding is owned by `keel-net`.
+//! - [`keelnode`]: the node service (agent ↔ control plane) and the agent's
+//!   log service.
 //!
 //! Each module contains prost message types plus tonic `*_client` and
 //! `*_server` submodules. This crate holds no logic.
@@ -37,6 +39,13 @@ pub mod etcdserverpb {
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod keelraft {
     tonic::include_proto!("keelraft");
+}
+
+/// The node service between `keel agent` and the control plane, and the
+/// agent's log service (package `keelnode`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod keelnode {
+    tonic::include_proto!("keelnode");
 }
 
 #[cfg(test)]
