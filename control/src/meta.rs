@@ -13,6 +13,14 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// RFC 3339 with microseconds, as Kubernetes writes `metav1.MicroTime`
+/// (Lease renew times).
+pub fn now_rfc3339_micro() -> String {
+    Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
+}
+
 pub fn parse_time(s: &str) -> Option<Timestamp> {
     s.parse().ok()
 }
@@ -146,5 +154,17 @@ mod tests {
         let mut s = json!("not an object");
         meta_mut(&mut s);
         assert!(s["metadata"].is_object());
+    }
+}
+
+#[cfg(test)]
+mod micro_time_tests {
+    #[test]
+    fn micro_time_has_six_fraction_digits() {
+        let s = super::now_rfc3339_micro();
+        let frac = s.split('.').nth(1).expect("a fraction");
+        assert_eq!(frac.len(), 7, "{s}");
+        assert!(frac.ends_with('Z'));
+        assert!(s.parse::<jiff::Timestamp>().is_ok(), "{s}");
     }
 }

@@ -16,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Api, ApiConfig};
+use crate::client::Client;
 use crate::metrics::Metrics;
+use crate::nodeservice::PodCidrs;
 use crate::pki::Bootstrap;
 use crate::status::ApiError;
 use crate::storage::Objects;
@@ -35,6 +37,11 @@ pub struct ServeConfig {
     /// Tokens accepted besides the cluster's admin token.
     pub extra_tokens: Vec<String>,
     pub api: ApiConfig,
+    /// Where nodes' pod CIDRs come from.
+    pub pod_cidrs: PodCidrs,
+    /// Run the scheduler and controllers (under leader election); None in
+    /// tests that drive loops themselves and in API-only replicas.
+    pub controllers: Option<crate::manager::ManagerConfig>,
 }
 
 /// Binds the API port (before anything is written, so a clash fails
@@ -88,11 +95,24 @@ pub async fn serve(
         metrics,
         cfg: cfg.api.clone(),
     });
+    let grpc = tonic::service::Routes::new(crate::nodeservice::service(
+        Client::new(api.clone(), "keel-node-service"),
+        api.objects.clone(),
+        cfg.pod_cidrs,
+    ));
+    let _manager = cfg
+        .controllers
+        .clone()
+        .map(|m| AbortOnDrop(crate::manager::spawn(api.clone(), m)));
     tracing::info!(%url, "serving the Kubernetes API");
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => spawn_conn(sock, peer, acceptor.clone(), api.clone(), auth.clone()),
+                Ok((sock, peer)) => spawn_conn(sock, peer, acceptor.clone(), Handlers {
+                    api: api.clone(),
+                    grpc: grpc.clone(),
+                    auth: auth.clone(),
+                }),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -175,27 +195,55 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn spawn_conn(
-    sock: TcpStream,
-    peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+/// Stops the controller manager when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What one connection serves: the REST API, and gRPC (the node service)
+/// on the same port, told apart by content type as kube-apiserver does
+/// for its own protocols.
+#[derive(Clone)]
+struct Handlers {
     api: Arc<Api>,
+    grpc: tonic::service::Routes,
     auth: Arc<Auth>,
-) {
+}
+
+impl Handlers {
+    async fn serve(self, req: Request<Body>) -> Response<Body> {
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"));
+        let allowed = self.auth.allows(&req);
+        match (grpc, allowed) {
+            (false, true) => api::handle(self.api, req).await,
+            (false, false) => api::error_response(&ApiError::unauthorized()),
+            (true, true) => {
+                use tower::ServiceExt;
+                match self.grpc.oneshot(req).await {
+                    Ok(resp) => resp.map(Body::new),
+                    Err(never) => match never {},
+                }
+            }
+            (true, false) => tonic::Status::unauthenticated("a valid bearer token is required")
+                .into_http::<Body>(),
+        }
+    }
+}
+
+fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, h: Handlers) {
     let _ = sock.set_nodelay(true);
     tokio::spawn(async move {
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let api = api.clone();
-            let auth = auth.clone();
-            async move {
-                let req = req.map(Body::new);
-                let resp: Response<Body> = if auth.allows(&req) {
-                    api::handle(api, req).await
-                } else {
-                    api::error_response(&ApiError::unauthorized())
-                };
-                Ok::<_, Infallible>(resp)
-            }
+            let h = h.clone();
+            async move { Ok::<_, Infallible>(h.serve(req.map(Body::new)).await) }
         });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let result = match acceptor {

@@ -275,7 +275,7 @@ async fn verb(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
         (&Method::GET, false, None) => read::list(api, t, r).await,
         (&Method::GET, true, None | Some(Sub::Status)) => read::get(api, t, r).await,
         (&Method::GET, true, Some(Sub::Scale)) => scale::get(api, t).await,
-        (&Method::GET, true, Some(Sub::Log)) => read::log(api, t).await,
+        (&Method::GET, true, Some(Sub::Log)) => read::log(api, t, r).await,
         (&Method::POST, false, None) => write::create(api, t, r).await,
         (&Method::POST, true, Some(Sub::Binding)) => write::bind(api, t, r).await,
         (&Method::POST, true, Some(Sub::Eviction)) => delete::evict(api, t, r).await,

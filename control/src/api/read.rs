@@ -173,7 +173,7 @@ pub async fn list(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
 }
 
 /// Pod logs come from the node agent that runs the pod.
-pub async fn log(api: &Arc<Api>, t: &Target) -> ApiResult<Reply> {
+pub async fn log(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let pod = fetch(api, t).await?;
     let node = pod.obj["spec"]["nodeName"].as_str().unwrap_or("");
     let name = t.name.as_deref().unwrap_or("");
@@ -182,11 +182,22 @@ pub async fn log(api: &Arc<Api>, t: &Target) -> ApiResult<Reply> {
             "pod {name:?} has no node assigned yet: no logs to show"
         )));
     }
-    Err(ApiError::new(
-        503,
-        "ServiceUnavailable",
-        format!("no node agent for node {node:?} is connected to this replica, so logs of pod {name:?} cannot be fetched"),
-    ))
+    let req = crate::podlogs::request(t.namespace.as_deref().unwrap_or(""), name, &r.query)?;
+    let nodes = crate::resources::find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not a known resource"))?;
+    let node_obj = api
+        .objects
+        .get(&nodes.key(None, node))
+        .await?
+        .map(|s| s.obj)
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("node {node:?} of pod {name:?} is not registered, so its logs cannot be fetched"),
+            )
+        })?;
+    crate::podlogs::stream(&node_obj, req).await
 }
 
 /// The body of a `kind: List` used by deletecollection.

@@ -52,6 +52,8 @@ impl TestServer {
             tls_sans: vec![],
             extra_tokens: vec![],
             api,
+            pod_cidrs: Default::default(),
+            controllers: None,
         };
         let s = store.clone();
         tokio::spawn(async move {

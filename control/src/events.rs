@@ -1,0 +1,115 @@
+//! Recording core/v1 Events ("Scheduled", "ScalingReplicaSet", ...), which
+//! `kubectl describe` and `kubectl get events` show.
+//!
+//! Like client-go's recorder, a repeat of the same (object, reason, message,
+//! source) within the series window bumps `count` and `lastTimestamp` on the
+//! existing Event instead of creating a new one. Recording is best effort:
+//! a failure is logged and never fails the caller's work.
+
+use serde_json::{json, Value};
+
+use crate::client::{path, Client};
+use crate::meta;
+
+pub const NORMAL: &str = "Normal";
+pub const WARNING: &str = "Warning";
+
+/// The `involvedObject` reference of `obj` (which carries kind and apiVersion).
+pub fn object_ref(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    let mut r = json!({
+        "kind": obj["kind"],
+        "apiVersion": obj["apiVersion"],
+        "name": m["name"],
+        "uid": m["uid"],
+    });
+    if let Some(ns) = m["namespace"].as_str() {
+        r["namespace"] = json!(ns);
+    }
+    if let Some(rv) = m["resourceVersion"].as_str() {
+        r["resourceVersion"] = json!(rv);
+    }
+    r
+}
+
+/// Records an Event about `involved` (an object reference as from
+/// [`object_ref`]).
+pub async fn record(
+    client: &Client,
+    involved: &Value,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = involved["namespace"].as_str().unwrap_or("default");
+    let name = event_name(involved, reason, message, component);
+    let uri = path("v1", "events", Some(ns), Some(&name));
+    let now = meta::now_rfc3339();
+    match client.get(&uri).await {
+        Ok(Some(mut ev)) => {
+            let count = ev["count"].as_i64().unwrap_or(1) + 1;
+            ev["count"] = json!(count);
+            ev["lastTimestamp"] = json!(now);
+            if let Err(e) = client.update(&uri, &ev).await {
+                tracing::debug!(error = %e, %reason, "event update failed");
+            }
+        }
+        Ok(None) => {
+            let ev = json!({
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message,
+                "type": event_type,
+                "source": {"component": component},
+                "reportingComponent": component,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            });
+            let coll = path("v1", "events", Some(ns), None);
+            if let Err(e) = client.create(&coll, &ev).await {
+                tracing::debug!(error = %e, %reason, "event create failed");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, %reason, "event lookup failed"),
+    }
+}
+
+/// `<object name>.<hash of what makes the event the same>`: repeats map to
+/// one Event object, as client-go's aggregation does.
+fn event_name(involved: &Value, reason: &str, message: &str, component: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        involved["uid"].as_str().unwrap_or_default(),
+        involved["fieldPath"].as_str().unwrap_or_default(),
+        reason,
+        message,
+        component,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let obj = involved["name"].as_str().unwrap_or("object");
+    format!("{obj}.{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_event_same_name_other_reason_other_name() {
+        let o = json!({"kind": "Pod", "name": "p", "uid": "u1", "namespace": "d"});
+        let a = event_name(&o, "Scheduled", "m", "keel-scheduler");
+        assert_eq!(a, event_name(&o, "Scheduled", "m", "keel-scheduler"));
+        assert_ne!(a, event_name(&o, "Failed", "m", "keel-scheduler"));
+        assert!(a.starts_with("p."));
+    }
+}

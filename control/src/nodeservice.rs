@@ -1,0 +1,523 @@
+//! The node service: what `keel agent` talks to (see `proto/keel/node.proto`).
+//!
+//! Served by every control replica on its API port, behind the same bearer
+//! token check as the REST API. Every call goes through the in-process
+//! [`Client`], so what an agent writes (node status, pod status, events) is
+//! admitted and validated exactly like a kubelet's REST write would be.
+//!
+//! Guarantees of `WatchPods`: it is the API's pod watch with the field
+//! selector `spec.nodeName=<node>`, so an agent that resumes from its last
+//! revision on any replica gets every later change exactly once, in order;
+//! a compacted revision is `OUT_OF_RANGE` (the agent lists again).
+
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use keel_proto::keelnode::node_service_server::{NodeService, NodeServiceServer};
+use keel_proto::keelnode::{
+    pod_event, DeletePodRequest, EventReport, GetObjectRequest, GetObjectResponse,
+    HeartbeatRequest, HeartbeatResponse, PodEvent, PodStatusReport, RegisterRequest,
+    RegisterResponse, ReportResponse, WatchPodsRequest,
+};
+use serde_json::{json, Value};
+use tonic::{Request, Response, Status};
+
+use crate::client::{path, Client, ClientError};
+use crate::meta;
+use crate::storage::Objects;
+
+/// Where node pod CIDRs come from: `/24`s of a range inside 127.0.0.0/8 by
+/// default, so exec-mode pods on one machine get loopback addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct PodCidrs {
+    pub base: Ipv4Addr,
+    /// How many /24 blocks the range holds.
+    pub blocks: u32,
+}
+
+impl Default for PodCidrs {
+    /// 127.16.0.0/12: 4,096 nodes of 253 pods each.
+    fn default() -> Self {
+        PodCidrs {
+            base: Ipv4Addr::new(127, 16, 0, 0),
+            blocks: 4096,
+        }
+    }
+}
+
+impl PodCidrs {
+    /// Parses an IPv4 CIDR with a prefix of /24 or shorter.
+    pub fn parse(s: &str) -> Result<PodCidrs, String> {
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("cluster CIDR {s:?} is not ip/prefix"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("cluster CIDR {s:?}: {ip:?} is not an IPv4 address"))?;
+        let len: u32 = len
+            .parse()
+            .map_err(|_| format!("cluster CIDR {s:?}: bad prefix length"))?;
+        if !(8..=24).contains(&len) {
+            return Err(format!(
+                "cluster CIDR {s:?}: the prefix must be /8 to /24 (nodes get /24s)"
+            ));
+        }
+        let mask = u32::MAX << (32 - len);
+        Ok(PodCidrs {
+            base: Ipv4Addr::from(u32::from(ip) & mask),
+            blocks: 1 << (24 - len),
+        })
+    }
+
+    fn block(&self, i: u32) -> String {
+        let ip = Ipv4Addr::from(u32::from(self.base) + (i << 8));
+        format!("{ip}/24")
+    }
+}
+
+pub struct NodeSvc {
+    client: Client,
+    objects: Objects,
+    cidrs: PodCidrs,
+}
+
+/// The tonic service, ready to be routed.
+pub fn service(client: Client, objects: Objects, cidrs: PodCidrs) -> NodeServiceServer<NodeSvc> {
+    NodeServiceServer::new(NodeSvc {
+        client,
+        objects,
+        cidrs,
+    })
+    .max_decoding_message_size(8 * 1024 * 1024)
+}
+
+fn to_status(e: ClientError) -> Status {
+    let msg = format!("{} ({})", e.message, e.reason);
+    match e.code {
+        400 | 422 => Status::invalid_argument(msg),
+        401 => Status::unauthenticated(msg),
+        403 => Status::permission_denied(msg),
+        404 => Status::not_found(msg),
+        409 => Status::aborted(msg),
+        410 => Status::out_of_range(msg),
+        503 | 504 => Status::unavailable(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+fn parse_json(bytes: &[u8], what: &str) -> Result<Value, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON: {e}")))
+}
+
+fn need(s: &str, what: &str) -> Result<(), Status> {
+    match s.is_empty() {
+        true => Err(Status::invalid_argument(format!("{what} is required"))),
+        false => Ok(()),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<PodEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeService for NodeSvc {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let node = parse_json(&req.into_inner().node_json, "node_json")?;
+        let name = meta::name(&node).to_string();
+        need(&name, "metadata.name of the node")?;
+        let stored = self.register_node(&name, node).await?;
+        Ok(Response::new(RegisterResponse {
+            node_json: stored.to_string().into_bytes(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        need(&r.node_name, "node_name")?;
+        let duration_s = if r.lease_duration_seconds > 0 {
+            r.lease_duration_seconds
+        } else {
+            40
+        };
+        self.renew_lease(&r.node_name, duration_s).await?;
+        if !r.node_status_json.is_empty() {
+            let status = parse_json(&r.node_status_json, "node_status_json")?;
+            let uri = format!("{}/status", path("v1", "nodes", None, Some(&r.node_name)));
+            self.client
+                .merge_patch(&uri, &json!({ "status": status }))
+                .await
+                .map_err(to_status)?;
+        }
+        Ok(Response::new(HeartbeatResponse {}))
+    }
+
+    type WatchPodsStream = EventStream;
+
+    async fn watch_pods(
+        &self,
+        req: Request<WatchPodsRequest>,
+    ) -> Result<Response<Self::WatchPodsStream>, Status> {
+        let r = req.into_inner();
+        need(&r.node_name, "node_name")?;
+        if r.from_revision < 0 {
+            return Err(Status::invalid_argument("from_revision must be >= 0"));
+        }
+        let stream = pod_stream(self.client.clone(), r.node_name, r.from_revision).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn report_pod_status(
+        &self,
+        req: Request<PodStatusReport>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let r = req.into_inner();
+        need(&r.namespace, "namespace")?;
+        need(&r.name, "name")?;
+        let status = parse_json(&r.status_json, "status_json")?;
+        self.write_pod_status(&r.namespace, &r.name, &r.uid, status)
+            .await?;
+        Ok(Response::new(ReportResponse {}))
+    }
+
+    async fn delete_pod(
+        &self,
+        req: Request<DeletePodRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let r = req.into_inner();
+        need(&r.namespace, "namespace")?;
+        need(&r.name, "name")?;
+        need(&r.uid, "uid")?;
+        let uri = path("v1", "pods", Some(&r.namespace), Some(&r.name));
+        let opts = json!({"apiVersion": "v1", "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0, "preconditions": {"uid": r.uid}});
+        match self.client.delete(&uri, Some(&opts)).await {
+            // A different uid means this pod is already gone (a new one
+            // took the name): nothing of ours is left to delete.
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(to_status(e)),
+        }
+        Ok(Response::new(ReportResponse {}))
+    }
+
+    async fn get_object(
+        &self,
+        req: Request<GetObjectRequest>,
+    ) -> Result<Response<GetObjectResponse>, Status> {
+        let r = req.into_inner();
+        let resource = match r.kind.as_str() {
+            "ConfigMap" => "configmaps",
+            "Secret" => "secrets",
+            k => {
+                return Err(Status::invalid_argument(format!(
+                    "kind {k:?} cannot be read through the node service (ConfigMap or Secret)"
+                )))
+            }
+        };
+        need(&r.namespace, "namespace")?;
+        need(&r.name, "name")?;
+        let uri = path("v1", resource, Some(&r.namespace), Some(&r.name));
+        match self.client.get(&uri).await.map_err(to_status)? {
+            Some(obj) => Ok(Response::new(GetObjectResponse {
+                object_json: obj.to_string().into_bytes(),
+            })),
+            None => Err(Status::not_found(format!(
+                "{} {}/{} not found",
+                r.kind, r.namespace, r.name
+            ))),
+        }
+    }
+
+    async fn record_event(
+        &self,
+        req: Request<EventReport>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let ev = parse_json(&req.into_inner().event_json, "event_json")?;
+        let involved = &ev["involvedObject"];
+        let kind = ev["type"].as_str().unwrap_or(crate::events::NORMAL);
+        let reason = ev["reason"].as_str().unwrap_or_default();
+        need(reason, "reason")?;
+        let message = ev["message"].as_str().unwrap_or_default();
+        let component = ev["source"]["component"].as_str().unwrap_or("kubelet");
+        crate::events::record(&self.client, involved, kind, reason, message, component).await;
+        Ok(Response::new(ReportResponse {}))
+    }
+}
+
+impl NodeSvc {
+    /// Creates the Node with a pod CIDR, or refreshes an existing one's
+    /// labels and status (its spec, e.g. a cordon, is the cluster's).
+    async fn register_node(&self, name: &str, mut node: Value) -> Result<Value, Status> {
+        let uri = path("v1", "nodes", None, Some(name));
+        let existing = self.client.get(&uri).await.map_err(to_status)?;
+        let Some(mut cur) = existing else {
+            let cidr = self.claim_cidr(name).await?;
+            node["spec"]["podCIDR"] = json!(cidr);
+            node["spec"]["podCIDRs"] = json!([cidr]);
+            let status = node.get("status").cloned();
+            let created = self
+                .client
+                .create(&path("v1", "nodes", None, None), &node)
+                .await
+                .map_err(to_status)?;
+            return self.put_node_status(name, created, status).await;
+        };
+        if let Some(labels) = node["metadata"]["labels"].as_object() {
+            for (k, v) in labels {
+                cur["metadata"]["labels"][k] = v.clone();
+            }
+            cur = self.client.update(&uri, &cur).await.map_err(to_status)?;
+        }
+        self.put_node_status(name, cur, node.get("status").cloned())
+            .await
+    }
+
+    async fn put_node_status(
+        &self,
+        name: &str,
+        cur: Value,
+        status: Option<Value>,
+    ) -> Result<Value, Status> {
+        let Some(status) = status else {
+            return Ok(cur);
+        };
+        let uri = format!("{}/status", path("v1", "nodes", None, Some(name)));
+        self.client
+            .merge_patch(&uri, &json!({ "status": status }))
+            .await
+            .map_err(to_status)
+    }
+
+    /// The first free /24 of the range, claimed for `node` through a store
+    /// key so two replicas never hand out the same block.
+    async fn claim_cidr(&self, node: &str) -> Result<String, Status> {
+        for i in 0..self.cidrs.blocks {
+            let key = format!("/keel/alloc/podcidr/{i}");
+            let held = self
+                .objects
+                .put_raw_if_absent(&key, node.as_bytes().to_vec())
+                .await
+                .map_err(|e| Status::unavailable(e.message))?;
+            if held == node.as_bytes() {
+                return Ok(self.cidrs.block(i));
+            }
+        }
+        Err(Status::resource_exhausted(
+            "every pod CIDR block of the cluster range is taken",
+        ))
+    }
+
+    async fn renew_lease(&self, node: &str, duration_s: i32) -> Result<(), Status> {
+        let uri = path(
+            "coordination.k8s.io/v1",
+            "leases",
+            Some("kube-node-lease"),
+            Some(node),
+        );
+        let now = meta::now_rfc3339_micro();
+        for _ in 0..5 {
+            let res = match self.client.get(&uri).await.map_err(to_status)? {
+                Some(mut lease) => {
+                    lease["spec"]["renewTime"] = json!(now);
+                    lease["spec"]["holderIdentity"] = json!(node);
+                    lease["spec"]["leaseDurationSeconds"] = json!(duration_s);
+                    self.client.update(&uri, &lease).await
+                }
+                None => {
+                    let lease = json!({
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": node, "namespace": "kube-node-lease"},
+                        "spec": {"holderIdentity": node, "leaseDurationSeconds": duration_s,
+                                 "renewTime": now},
+                    });
+                    let coll = path(
+                        "coordination.k8s.io/v1",
+                        "leases",
+                        Some("kube-node-lease"),
+                        None,
+                    );
+                    self.client.create(&coll, &lease).await
+                }
+            };
+            match res {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() || e.code == 409 => continue,
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        Err(Status::aborted(
+            "the node lease kept changing underneath; try again",
+        ))
+    }
+
+    async fn write_pod_status(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        status: Value,
+    ) -> Result<(), Status> {
+        let uri = format!("{}/status", path("v1", "pods", Some(ns), Some(name)));
+        for _ in 0..5 {
+            let Some(mut pod) = self.client.get(&uri).await.map_err(to_status)? else {
+                return Err(Status::not_found(format!("pod {ns}/{name} not found")));
+            };
+            if !uid.is_empty() && meta::uid(&pod) != uid {
+                return Err(Status::not_found(format!(
+                    "pod {ns}/{name} with uid {uid} not found (the stored pod has uid {})",
+                    meta::uid(&pod)
+                )));
+            }
+            pod["status"] = merge_conditions(&pod["status"], status.clone());
+            match self.client.update(&uri, &pod).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        Err(Status::aborted(format!(
+            "pod {ns}/{name} kept changing; try again"
+        )))
+    }
+}
+
+/// The agent owns the pod's status except conditions it does not report
+/// (PodScheduled, set by the scheduler; DisruptionTarget): those are kept.
+fn merge_conditions(old: &Value, mut new: Value) -> Value {
+    let mine: Vec<String> = new["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["type"].as_str().map(str::to_string))
+        .collect();
+    let kept: Vec<Value> = old["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| !mine.iter().any(|t| c["type"].as_str() == Some(t)))
+        .cloned()
+        .collect();
+    if !kept.is_empty() {
+        let mut all = kept;
+        all.extend(new["conditions"].as_array().cloned().unwrap_or_default());
+        new["conditions"] = Value::Array(all);
+    }
+    new
+}
+
+/// The initial snapshot (when `from` is 0) and then the watch, as PodEvents.
+async fn pod_stream(client: Client, node: String, from: i64) -> Result<EventStream, Status> {
+    let selector = format!("fieldSelector=spec.nodeName%3D{node}");
+    let all_pods = path("v1", "pods", None, None);
+    let mut head: Vec<Result<PodEvent, Status>> = vec![];
+    let mut rv = from;
+    if from == 0 {
+        let list = client
+            .list(&format!("{all_pods}?{selector}"))
+            .await
+            .map_err(to_status)?;
+        rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Status::internal("the pod list has no resourceVersion"))?;
+        for mut pod in list["items"].as_array().cloned().unwrap_or_default() {
+            pod["kind"] = json!("Pod");
+            pod["apiVersion"] = json!("v1");
+            head.push(Ok(event(pod_event::Type::Added, &pod)));
+        }
+        head.push(Ok(PodEvent {
+            r#type: pod_event::Type::Synced as i32,
+            pod_json: vec![],
+            revision: rv,
+        }));
+    }
+    let watch = client
+        .watch(&all_pods, &selector, &rv.to_string())
+        .await
+        .map_err(to_status)?;
+    let tail = watch.map(|ev| match ev.kind.as_str() {
+        "ADDED" => Ok(event(pod_event::Type::Added, &ev.object)),
+        "MODIFIED" => Ok(event(pod_event::Type::Modified, &ev.object)),
+        "DELETED" => Ok(event(pod_event::Type::Deleted, &ev.object)),
+        "BOOKMARK" => Ok(PodEvent {
+            r#type: pod_event::Type::Bookmark as i32,
+            pod_json: vec![],
+            revision: revision_of(&ev.object),
+        }),
+        _ => Err(watch_error(&ev.object)),
+    });
+    // The API ends a watch (timeout, lost quorum): say so, so the agent
+    // resumes elsewhere instead of waiting on a finished stream.
+    let end = futures::stream::once(async {
+        Err(Status::unavailable(
+            "the pod watch ended on this replica; resume from the last revision",
+        ))
+    });
+    Ok(Box::pin(futures::stream::iter(head).chain(tail).chain(end)))
+}
+
+fn event(t: pod_event::Type, pod: &Value) -> PodEvent {
+    PodEvent {
+        r#type: t as i32,
+        pod_json: pod.to_string().into_bytes(),
+        revision: revision_of(pod),
+    }
+}
+
+fn revision_of(obj: &Value) -> i64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn watch_error(status: &Value) -> Status {
+    let msg = status["message"]
+        .as_str()
+        .unwrap_or("watch error")
+        .to_string();
+    match status["code"].as_i64() {
+        Some(410) => Status::out_of_range(msg),
+        _ => Status::unavailable(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_blocks() {
+        let c = PodCidrs::default();
+        assert_eq!(c.block(0), "127.16.0.0/24");
+        assert_eq!(c.block(257), "127.17.1.0/24");
+        let p = PodCidrs::parse("10.42.0.0/16").unwrap();
+        assert_eq!(p.blocks, 256);
+        assert_eq!(p.block(3), "10.42.3.0/24");
+        assert!(PodCidrs::parse("10.42.0.0/25").is_err());
+        assert!(PodCidrs::parse("x/16").is_err());
+    }
+
+    #[test]
+    fn scheduler_conditions_survive_an_agent_report() {
+        let old = json!({"conditions": [{"type": "PodScheduled", "status": "True"},
+                                        {"type": "Ready", "status": "False"}]});
+        let new = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        let m = merge_conditions(&old, new);
+        let types: Vec<&str> = m["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["PodScheduled", "Ready"]);
+        assert_eq!(m["conditions"][1]["status"], "True");
+    }
+}

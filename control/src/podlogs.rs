@@ -1,0 +1,133 @@
+//! `GET pods/{name}/log`: the API server streams a container's log from
+//! the agent running the pod, as kube-apiserver does from the kubelet.
+//!
+//! The agent is found through the Node object: its InternalIP address and
+//! `status.daemonEndpoints.kubeletEndpoint.Port` (the agent's log service,
+//! `keelnode.AgentService`). Errors keep Kubernetes' shape: a bad container
+//! name is 400, an unreachable agent 503.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use keel_proto::keelnode::agent_service_client::AgentServiceClient;
+use keel_proto::keelnode::LogsRequest;
+use serde_json::Value;
+
+use crate::api::{Query, Reply};
+use crate::status::{ApiError, ApiResult};
+
+/// The options of a log request, read from the query.
+pub fn request(ns: &str, pod: &str, q: &Query) -> ApiResult<LogsRequest> {
+    let int = |k: &str, default: i64| -> ApiResult<i64> {
+        match q.get(k) {
+            None => Ok(default),
+            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request(format!("{k} {s:?} must be a non-negative integer"))
+            }),
+        }
+    };
+    Ok(LogsRequest {
+        namespace: ns.to_string(),
+        pod: pod.to_string(),
+        container: q.get("container").cloned().unwrap_or_default(),
+        follow: crate::api::route::flag(q, "follow"),
+        tail_lines: int("tailLines", -1)?,
+        previous: crate::api::route::flag(q, "previous"),
+        timestamps: crate::api::route::flag(q, "timestamps"),
+        limit_bytes: int("limitBytes", 0)?,
+        since_seconds: int("sinceSeconds", 0)?,
+    })
+}
+
+/// Where the node's agent serves logs: `http://<InternalIP>:<port>`.
+pub fn agent_url(node: &Value) -> Option<String> {
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64()?;
+    let addrs = node["status"]["addresses"].as_array()?;
+    let ip = addrs
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())?;
+    match ip.contains(':') {
+        true => Some(format!("http://[{ip}]:{port}")),
+        false => Some(format!("http://{ip}:{port}")),
+    }
+}
+
+/// Opens the agent's log stream and answers with it as `text/plain`.
+pub async fn stream(node: &Value, req: LogsRequest) -> ApiResult<Reply> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
+    let unavailable = |why: String| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("the agent of node {node_name:?} cannot be reached for logs: {why}"),
+        )
+    };
+    let url =
+        agent_url(node).ok_or_else(|| unavailable("the node reports no agent endpoint".into()))?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| unavailable(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| unavailable(format!("{url}: {e}")))?;
+    let pod = req.pod.clone();
+    let answer = AgentServiceClient::new(channel)
+        .logs(req)
+        .await
+        .map_err(|s| from_status(&pod, s))?;
+    let chunks = answer.into_inner().map(|r| {
+        r.map(|c| Bytes::from(c.data))
+            .map_err(std::io::Error::other)
+    });
+    let mut resp = Response::new(Body::from_stream(chunks));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(Reply::Stream(resp))
+}
+
+fn from_status(pod: &str, s: tonic::Status) -> ApiError {
+    let msg = s.message().to_string();
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+            ApiError::bad_request(msg)
+        }
+        tonic::Code::NotFound => ApiError::new(404, "NotFound", msg),
+        _ => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("logs of pod {pod:?}: {msg}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn agent_endpoint_from_node_status() {
+        let n = json!({"status": {"addresses": [{"type": "Hostname", "address": "h"},
+            {"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
+        assert_eq!(agent_url(&n).as_deref(), Some("http://127.0.0.1:10250"));
+        assert_eq!(agent_url(&json!({})), None);
+    }
+
+    #[test]
+    fn bad_log_options_are_400() {
+        let mut q = Query::new();
+        q.insert("tailLines".into(), "-3".into());
+        assert_eq!(request("d", "p", &q).unwrap_err().code, 400);
+        q.insert("tailLines".into(), "3".into());
+        q.insert("follow".into(), "true".into());
+        let r = request("d", "p", &q).unwrap();
+        assert!(r.follow);
+        assert_eq!(r.tail_lines, 3);
+    }
+}
