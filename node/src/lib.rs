@@ -1,6 +1,8 @@
 //! keel-node: the agent side of keel (the kubelet's job).
 //!
-//! This crate currently provides the runtime layer ([`runtime`]): the
+//! [`agent`] is the node agent (registration, heartbeats, the pod watch,
+//! the per-pod sync loop, probes, volumes, status, logs); [`agent::run`] is
+//! its entry point. Below it is the runtime layer ([`runtime`]): the
 //! [`runtime::Runtime`] trait and the `exec` runtime, in which containers are
 //! supervised child processes of the agent and image names resolve to built-in
 //! images served by the keel binary itself or to a local image directory.
@@ -9,6 +11,7 @@
 //! exec runtime re-executes the binary as a container supervisor
 //! (`keel __supervise <dir>`) and as built-in images (`keel image echo`).
 
+pub mod agent;
 pub mod runtime;
 
 pub use runtime::images::run_builtin_image;

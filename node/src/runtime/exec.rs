@@ -183,6 +183,14 @@ impl ExecRuntime {
                 });
             }
         }
+        // No record yet: a start in progress (possibly by another task or
+        // an aborted caller). Declaring it lost here would write an exit
+        // record the starting container could never undo.
+        if running.is_none() && now_ms().saturating_sub(record.created_at_ms) < START_TIMEOUT_MS {
+            return Ok(ContainerState::Running {
+                started_at: time_from_ms(record.created_at_ms),
+            });
+        }
         // Both gone: the supervisor may have just written its record.
         if let Some(exit) = read_opt::<ExitRecord>(dir, EXIT_FILE)? {
             return Ok(exited(exit, started_at_ms));

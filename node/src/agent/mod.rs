@@ -1,0 +1,233 @@
+//! The node agent (the kubelet's job): registers the node, keeps its lease,
+//! follows the pods bound to it over `WatchPods`, runs them through a
+//! [`Runtime`], reports their status, and serves container logs.
+//!
+//! One concept per module:
+//! - [`kubeconfig`]: server URL, CA and token from the kubeconfig keel writes;
+//! - [`client`]: the gRPC channel to the control plane (failover between
+//!   servers, TLS, bearer token);
+//! - [`register`]: the Node object, registration and the heartbeat loop;
+//! - [`assign`]: the `WatchPods` stream (resume from the last revision);
+//! - [`manager`]: one worker per pod, orphan cleanup after a snapshot;
+//! - [`pod`]: the per-pod sync loop (containers, probes, volumes, status);
+//! - [`events`]: core/v1 Events, sent in the background;
+//! - [`ipam`]: pod IPs from the node's podCIDR, persisted;
+//! - [`logs`]: the `AgentService` log server.
+//!
+//! On-disk layout under [`AgentConfig::root_dir`]:
+//! ```text
+//! runtime/                          exec runtime state (see [`exec_runtime`])
+//! ipam.json                         pod uid -> IP
+//! pods/<uid>/state.json             restart counts, last exits, init progress
+//! pods/<uid>/volumes/<volume>/      emptyDir, configMap, secret contents
+//! pods/<uid>/logs/<container>/<restartCount>.log
+//! ```
+//!
+//! Shutdown (the `shutdown` future of [`run`]) stops the agent only: the
+//! containers keep running and the next agent on the same root directory
+//! re-adopts them, like a kubelet restart.
+
+pub mod assign;
+pub mod client;
+pub mod events;
+pub mod ipam;
+pub mod kubeconfig;
+pub mod logs;
+pub mod manager;
+pub mod pod;
+pub mod register;
+mod tasks;
+pub(crate) mod time;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::runtime::exec::{ExecConfig, ExecRuntime};
+use crate::runtime::Runtime;
+
+pub use kubeconfig::{read_kubeconfig, KubeconfigAuth};
+
+/// Everything the agent needs. Build it with [`AgentConfig::new`] and
+/// override fields as needed.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The Node object's name.
+    pub node_name: String,
+    /// Control-plane URLs (`https://host:port` or `http://host:port` for an
+    /// API running with `--insecure-http`); tried in turn on failure.
+    pub servers: Vec<String>,
+    /// Bearer token sent with every call.
+    pub token: Option<String>,
+    /// PEM of the cluster CA, required for `https://` servers.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Agent state (see the module docs); stable across agent restarts.
+    pub root_dir: PathBuf,
+    pub runtime: Arc<dyn Runtime>,
+    /// Where the `AgentService` (logs) listens; port 0 picks one, which is
+    /// then advertised in the Node's `daemonEndpoints.kubeletEndpoint`.
+    pub listen_logs: SocketAddr,
+    /// InternalIP of the node; hostNetwork pods get it as their IP.
+    pub node_ip: IpAddr,
+    /// Extra Node labels (on top of hostname, os and arch).
+    pub labels: BTreeMap<String, String>,
+    /// Capacity overrides (Kubernetes quantities); `None` = measured.
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub max_pods: u32,
+    /// How often the node lease is renewed.
+    pub heartbeat_interval: Duration,
+    pub lease_duration_s: i32,
+    /// How often the full node status is sent (with a heartbeat).
+    pub status_interval: Duration,
+    /// Container restart back-off: first delay, cap, and how long a container
+    /// must run before its back-off is forgotten.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub backoff_reset: Duration,
+    /// How often each pod worker re-examines its containers.
+    pub sync_interval: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with Kubernetes' defaults: 10 s heartbeats, 40 s
+    /// lease, 110 pods, back-off 10 s doubling up to 300 s.
+    pub fn new(
+        node_name: impl Into<String>,
+        servers: Vec<String>,
+        root_dir: impl Into<PathBuf>,
+        runtime: Arc<dyn Runtime>,
+    ) -> Self {
+        AgentConfig {
+            node_name: node_name.into(),
+            servers,
+            token: None,
+            ca_pem: None,
+            root_dir: root_dir.into(),
+            runtime,
+            listen_logs: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10250),
+            node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            labels: BTreeMap::new(),
+            cpu: None,
+            memory: None,
+            max_pods: 110,
+            heartbeat_interval: Duration::from_secs(10),
+            lease_duration_s: 40,
+            status_interval: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(10),
+            backoff_cap: Duration::from_secs(300),
+            backoff_reset: Duration::from_secs(600),
+            sync_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("node_name", &self.node_name)
+            .field("servers", &self.servers)
+            .field("root_dir", &self.root_dir)
+            .field("runtime", &self.runtime.name())
+            .field("listen_logs", &self.listen_logs)
+            .field("node_ip", &self.node_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The exec runtime with its state in `<root_dir>/runtime`, the layout the
+/// agent documents. `keel_binary` runs supervisors and built-in images.
+pub fn exec_runtime(
+    root_dir: &Path,
+    keel_binary: PathBuf,
+    image_dir: Option<PathBuf>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
+    let rt = ExecRuntime::new(ExecConfig {
+        state_dir: root_dir.join("runtime"),
+        keel_binary,
+        image_dir,
+    })?;
+    Ok(Arc::new(rt))
+}
+
+/// What every part of the agent shares once the node is registered.
+pub struct Ctx {
+    pub cfg: AgentConfig,
+    pub client: Arc<client::ControlClient>,
+    pub events: events::Recorder,
+    pub ipam: Mutex<ipam::Ipam>,
+    pub index: Arc<logs::PodIndex>,
+}
+
+impl Ctx {
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.cfg.runtime.as_ref()
+    }
+
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.root_dir.join("pods").join(uid)
+    }
+}
+
+/// Runs the agent until `shutdown` completes (or a fatal setup error).
+///
+/// Control-plane outages are not errors: every loop retries with back-off
+/// and moves on to the next server. On shutdown the containers keep running.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(cfg.root_dir.join("pods"))
+        .with_context(|| format!("create {}", cfg.root_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen_logs)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen_logs))?;
+    let logs_port = listener.local_addr()?.port();
+    let client = Arc::new(client::ControlClient::new(
+        cfg.servers.clone(),
+        cfg.token.clone(),
+        cfg.ca_pem.clone(),
+    )?);
+    let tasks = tasks::Tasks::default();
+    let index = Arc::new(logs::PodIndex::new(cfg.root_dir.clone()));
+    tasks.spawn(logs::serve(listener, index.clone(), cfg.runtime.clone()));
+    let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
+    let ipam = ipam::Ipam::load(&cfg.root_dir)?;
+    let ctx = Ctx {
+        cfg,
+        client,
+        events,
+        ipam: Mutex::new(ipam),
+        index,
+    };
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        r = run_registered(ctx, logs_port, tasks.clone()) => r,
+    };
+    tasks.shutdown().await;
+    result
+}
+
+async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow::Result<()> {
+    let builder = register::NodeBuilder::new(&ctx.cfg, logs_port);
+    let node = register::register_until_ok(&ctx.client, &builder).await;
+    let pod_cidr = register::pod_cidr(&node);
+    tracing::info!(node = %ctx.cfg.node_name, ?pod_cidr, "node registered");
+    ctx.ipam
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ipam lock poisoned"))?
+        .set_cidr(pod_cidr);
+    tasks.spawn(register::heartbeat_loop(
+        ctx.client.clone(),
+        builder,
+        ctx.cfg.heartbeat_interval,
+        ctx.cfg.status_interval,
+        ctx.cfg.lease_duration_s,
+    ));
+    let ctx = Arc::new(ctx);
+    let manager = manager::Manager::new(ctx.clone(), tasks);
+    assign::watch_loop(ctx, manager).await;
+    Ok(())
+}

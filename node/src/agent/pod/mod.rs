@@ -1,0 +1,22 @@
+//! The per-pod sync loop and its parts.
+//!
+//! - [`worker`]: the loop (setup, init containers, app containers,
+//!   termination, status reports);
+//! - [`container`]: one Kubernetes container across its restarts;
+//! - [`backoff`]: restart back-off;
+//! - [`probe`]: exec, httpGet and tcpSocket probes;
+//! - [`env`](mod@env): container environment (`env`, `envFrom`, downward API);
+//! - [`volumes`]: emptyDir, hostPath, configMap and secret volumes;
+//! - [`objects`]: ConfigMaps and Secrets fetched for one sync;
+//! - [`state`]: what survives an agent restart;
+//! - [`status`]: the PodStatus the agent reports.
+
+pub mod backoff;
+pub mod container;
+pub mod env;
+pub mod objects;
+pub mod probe;
+pub mod state;
+pub mod status;
+pub mod volumes;
+pub mod worker;

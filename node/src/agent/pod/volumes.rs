@@ -1,0 +1,191 @@
+//! Pod volumes for the exec runtime.
+//!
+//! The exec runtime has no mount namespaces, so a volume cannot appear at
+//! its `mountPath`. Instead each volume is a host directory and every
+//! container that mounts it gets `KEEL_VOLUME_<NAME>=<dir>` (with `subPath`
+//! appended) in its environment; nothing is ever created at `mountPath`.
+//!
+//! - emptyDir: `pods/<uid>/volumes/<name>/`, removed with the pod;
+//! - hostPath: the path itself (created for `DirectoryOrCreate`);
+//! - configMap / secret: `pods/<uid>/volumes/<name>/` holding one file per
+//!   key (or per `items` entry, at its `path`), written at setup; a missing
+//!   object is an error unless `optional`. Later changes of the object are
+//!   not propagated;
+//! - anything else: an empty directory (logged).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+
+use super::objects::{Data, FetchError, Objects};
+
+/// Prepares every volume of `pod`; returns volume name → host directory.
+pub async fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    objs: &mut Objects<'_>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let dir = prepare_one(v, &pod_dir.join("volumes").join(safe_name(&v.name)), objs)
+            .await
+            .map_err(|e| format!("volume {:?}: {e}", v.name))?;
+        out.insert(v.name.clone(), dir);
+    }
+    Ok(out)
+}
+
+/// The host directories of `container`'s mounts, keyed by volume name.
+pub fn mounts(
+    container: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    for m in container.volume_mounts.iter().flatten() {
+        if let Some(dir) = volumes.get(&m.name) {
+            let path = match m.sub_path.as_deref().filter(|s| relative_inside(s)) {
+                Some(sub) => dir.join(sub),
+                None => dir.clone(),
+            };
+            out.insert(m.name.clone(), path);
+        }
+    }
+    out
+}
+
+async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<PathBuf, String> {
+    if let Some(h) = &v.host_path {
+        let path = PathBuf::from(&h.path);
+        if h.type_.as_deref() == Some("DirectoryOrCreate") {
+            std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+        }
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let (data, items, optional, mode) = if let Some(c) = &v.config_map {
+        (
+            objs.config_map(&c.name).await,
+            &c.items,
+            c.optional.unwrap_or(false),
+            c.default_mode,
+        )
+    } else if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        (
+            objs.secret(&name).await,
+            &s.items,
+            s.optional.unwrap_or(false),
+            s.default_mode,
+        )
+    } else {
+        if v.empty_dir.is_none() {
+            tracing::warn!(volume = %v.name, "unsupported volume type: using an empty directory");
+        }
+        return Ok(dir.to_path_buf());
+    };
+    match data {
+        Ok(d) => write_keys(dir, &d, items.as_deref(), mode)?,
+        Err(FetchError::Missing(_)) if optional => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Writes each key (or each listed item) as a file, atomically.
+fn write_keys(
+    dir: &Path,
+    data: &Data,
+    items: Option<&[KeyToPath]>,
+    mode: Option<i32>,
+) -> Result<(), String> {
+    let files: Vec<(String, String, Option<i32>)> = match items {
+        Some(items) => items
+            .iter()
+            .map(|i| (i.key.clone(), i.path.clone(), i.mode.or(mode)))
+            .collect(),
+        None => data.keys().map(|k| (k.clone(), k.clone(), mode)).collect(),
+    };
+    for (key, rel, mode) in files {
+        let Some(value) = data.get(&key) else {
+            return Err(format!("key {key:?} not found"));
+        };
+        if !relative_inside(&rel) {
+            return Err(format!(
+                "item path {rel:?} must be relative and stay inside the volume"
+            ));
+        }
+        let path = dir.join(&rel);
+        write_file(&path, value.as_bytes(), mode.unwrap_or(0o644))
+            .map_err(|e| format!("write {rel}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: i32) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("keel-tmp");
+    std::fs::write(&tmp, bytes)?;
+    let mode = u32::try_from(mode & 0o777).unwrap_or(0o644);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A relative path with no `..`, so it cannot escape its directory.
+fn relative_inside(p: &str) -> bool {
+    let path = Path::new(p);
+    !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+fn safe_name(name: &str) -> String {
+    let name = name
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string();
+    match name.is_empty() {
+        true => "_".to_string(),
+        false => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_files_and_paths_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Data = [("a".to_string(), "1".to_string())].into();
+        write_keys(dir.path(), &data, None, None).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "1");
+        let items = [KeyToPath {
+            key: "a".into(),
+            path: "sub/x".into(),
+            mode: None,
+        }];
+        write_keys(dir.path(), &data, Some(&items), None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sub/x")).unwrap(),
+            "1"
+        );
+        let bad = [KeyToPath {
+            key: "a".into(),
+            path: "../x".into(),
+            mode: None,
+        }];
+        assert!(write_keys(dir.path(), &data, Some(&bad), None).is_err());
+        assert!(!relative_inside("/etc") && !relative_inside("a/../../b"));
+        assert_eq!(safe_name("../x"), "_x");
+        assert_eq!(safe_name(""), "_");
+    }
+}
