@@ -1,7 +1,9 @@
 //! The `keel` binary: clap wiring only; the work lives in the crates.
 
+mod agent;
 mod chaos;
 mod server;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,10 @@ enum Command {
     /// Run a control-plane replica: the raft-store (etcd v3 API) and the
     /// Kubernetes API server.
     Server(Box<server::ServerArgs>),
+    /// Run a node agent: registers the node and runs the pods bound to it.
+    Agent(Box<agent::AgentArgs>),
+    /// One control replica and N agents in one process, data in ./keel-data.
+    Up(Box<up::UpArgs>),
     /// Run deterministic fault simulations of raft-store clusters and check
     /// the recorded histories (linearizability, watch, durability, liveness).
     Chaos(chaos::ChaosArgs),
@@ -47,6 +53,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server::run(*args)),
+        Command::Agent(args) => rt.block_on(agent::run(*args)),
+        Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
     }
 }

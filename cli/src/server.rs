@@ -86,6 +86,26 @@ pub struct ServerArgs {
     /// Upper bound on an API request other than a watch, in seconds.
     #[arg(long, default_value_t = 60)]
     api_request_timeout_s: u64,
+    /// Range nodes' pod CIDRs (/24 each) come from. The default is
+    /// loopback, so exec-mode pods on one machine never leave it.
+    #[arg(long, default_value = "127.16.0.0/12")]
+    cluster_cidr: String,
+    /// Do not run the scheduler and controllers on this replica.
+    #[arg(long)]
+    disable_controllers: bool,
+    /// Controller-manager lease duration, in seconds (failover time).
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration_s: u64,
+    /// How often the lease holder renews and the others check, in ms.
+    #[arg(long, default_value_t = 2000)]
+    leader_elect_retry_period_ms: u64,
+    /// A node whose lease is not renewed this long becomes NotReady (s).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period_s: u64,
+    /// How long pods tolerate an unreachable or not-ready node before they
+    /// are evicted, unless they say otherwise (s).
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_s: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -146,6 +166,12 @@ fn parse_retention(mode: CompactionMode, s: &str) -> anyhow::Result<AutoCompacti
             };
             Ok(AutoCompaction::Periodic(Duration::from_secs(secs)))
         }
+    }
+}
+
+impl ServerArgs {
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 }
 
@@ -259,10 +285,30 @@ fn api_config(a: &ServerArgs) -> anyhow::Result<keel_control::server::ServeConfi
                 .map_err(|e: String| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
             ..Default::default()
         },
+        pod_cidrs: keel_control::nodeservice::PodCidrs::parse(&a.cluster_cidr)
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        controllers: manager_config(a)?,
     })
 }
 
-async fn shutdown_signal() {
+fn manager_config(a: &ServerArgs) -> anyhow::Result<Option<keel_control::manager::ManagerConfig>> {
+    if a.disable_controllers {
+        return Ok(None);
+    }
+    let mut m = keel_control::manager::ManagerConfig::new(&a.name);
+    m.lease_duration = Duration::from_secs(a.leader_elect_lease_duration_s.max(1));
+    m.retry_period = Duration::from_millis(a.leader_elect_retry_period_ms.max(100));
+    if m.retry_period >= m.lease_duration {
+        bail!(
+            "--leader-elect-retry-period-ms must be shorter than --leader-elect-lease-duration-s"
+        );
+    }
+    m.node_monitor_grace = Duration::from_secs(a.node_monitor_grace_period_s.max(1));
+    m.default_eviction_s = a.default_unreachable_toleration_s;
+    Ok(Some(m))
+}
+
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

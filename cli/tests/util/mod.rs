@@ -2,6 +2,8 @@
 //! with SIGKILL, restarted on the same data dir.
 #![allow(dead_code)]
 
+pub mod kubectl;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,110 @@
+//! `keel agent`: flags mapped onto [`keel_node::agent::AgentConfig`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use keel_node::agent::AgentConfig;
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Kubeconfig with the control plane's URL, CA and token (as written
+    /// by `keel server` into `<data-dir>/kubeconfig`).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Control-plane API URLs to use, in order of preference (repeatable;
+    /// default: the kubeconfig's server). The agent moves to the next one
+    /// when a replica stops answering.
+    #[arg(long)]
+    pub server: Vec<String>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Where the agent keeps container state, logs and volumes. Kept
+    /// across restarts: a new agent re-adopts the running containers.
+    #[arg(long, default_value = "./keel-agent")]
+    pub root_dir: PathBuf,
+    /// Container runtime: `exec` runs containers as supervised processes.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
+    pub runtime: RuntimeKind,
+    /// Local image directory for the exec runtime
+    /// (`<dir>/<name>/<tag>/image.json`; default `<root-dir>/images`).
+    #[arg(long)]
+    pub image_dir: Option<PathBuf>,
+    /// Address of the agent's log service (what `kubectl logs` reaches).
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    pub listen_logs: SocketAddr,
+    /// The node's address (InternalIP), also hostNetwork pods' IP.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: IpAddr,
+    /// Extra node labels, `key=value` (repeatable).
+    #[arg(long = "node-label")]
+    pub node_labels: Vec<String>,
+    /// How often the node lease is renewed, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub heartbeat_interval_ms: u64,
+    /// First restart back-off of a failed container, in ms (doubles up to
+    /// 300 s, as the kubelet's).
+    #[arg(long, default_value_t = 10_000)]
+    pub restart_backoff_base_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Exec,
+}
+
+/// The host name, the default node name (as the kubelet's).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "keel-node".to_string())
+}
+
+impl AgentArgs {
+    /// The agent's configuration; `node_name` overrides `--node-name`.
+    pub fn config(&self, node_name: Option<String>) -> anyhow::Result<AgentConfig> {
+        let auth = keel_node::agent::read_kubeconfig(&self.kubeconfig)
+            .with_context(|| format!("--kubeconfig {}", self.kubeconfig.display()))?;
+        let servers = match self.server.is_empty() {
+            true => vec![auth.server.clone()],
+            false => self.server.clone(),
+        };
+        let name = node_name
+            .or_else(|| self.node_name.clone())
+            .unwrap_or_else(hostname);
+        std::fs::create_dir_all(&self.root_dir)
+            .with_context(|| format!("--root-dir {}", self.root_dir.display()))?;
+        let exe = std::env::current_exe().context("locating the keel binary")?;
+        let runtime = match self.runtime {
+            RuntimeKind::Exec => {
+                keel_node::agent::exec_runtime(&self.root_dir, exe, self.image_dir.clone())?
+            }
+        };
+        let mut cfg = AgentConfig::new(name, servers, &self.root_dir, runtime);
+        cfg.token = auth.token;
+        cfg.ca_pem = auth.ca_pem;
+        cfg.listen_logs = self.listen_logs;
+        cfg.node_ip = self.node_ip;
+        for l in &self.node_labels {
+            let Some((k, v)) = l.split_once('=') else {
+                bail!("--node-label {l:?} is not key=value");
+            };
+            cfg.labels.insert(k.to_string(), v.to_string());
+        }
+        cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(100));
+        cfg.backoff_base = Duration::from_millis(self.restart_backoff_base_ms.max(100));
+        Ok(cfg)
+    }
+}
+
+/// `keel agent`: runs until SIGINT/SIGTERM; containers keep running and
+/// the next agent on the same --root-dir re-adopts them.
+pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
+    let cfg = a.config(None)?;
+    keel_node::agent::run(cfg, crate::server::shutdown_signal()).await
+}

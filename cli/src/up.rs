@@ -1,0 +1,140 @@
+//! `keel up`: the embedded default. One process runs a single control
+//! replica (store, API, scheduler, controllers) and N agents with the exec
+//! runtime, all state under `--data-dir`. Ctrl-C stops everything; running
+//! `keel up` again on the same data dir resumes the same cluster.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::agent::{hostname, AgentArgs, RuntimeKind};
+use crate::server::ServerArgs;
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// How many agents (nodes) to run in this process; more than one gives
+    /// distinct node names `<host>-0`, `<host>-1`, ... for trying
+    /// scheduling and failover on one machine.
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
+    /// Node name of the single agent, or the prefix of several (default:
+    /// the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Agents' node-lease renewal interval, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    agent_heartbeat_interval_ms: u64,
+    /// Leave pods running when `keel up` stops (the next `keel up`
+    /// re-adopts them); by default they are stopped with it.
+    #[arg(long)]
+    keep_pods_running: bool,
+}
+
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    if a.agents > 64 {
+        anyhow::bail!("--agents {} is more than 64", a.agents);
+    }
+    let data_dir = a.server.data_dir().to_path_buf();
+    let started = SystemTime::now();
+    let server = tokio::spawn(crate::server::run(a.server));
+    let kubeconfig = data_dir.join("kubeconfig");
+    tokio::select! {
+        r = wait_fresh(&kubeconfig, started) => r?,
+        _ = crate::server::shutdown_signal() => return finish(server).await,
+    }
+    let names = node_names(a.agents, a.node_name.clone());
+    let mut agents = Vec::new();
+    let mut runtimes = Vec::new();
+    for name in &names {
+        let args = AgentArgs {
+            kubeconfig: kubeconfig.clone(),
+            server: vec![],
+            node_name: Some(name.clone()),
+            root_dir: data_dir.join("agents").join(name),
+            runtime: RuntimeKind::Exec,
+            image_dir: Some(data_dir.join("images")),
+            listen_logs: "127.0.0.1:0".parse().expect("a socket address"),
+            node_ip: "127.0.0.1".parse().expect("an IP"),
+            node_labels: vec![],
+            heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
+            restart_backoff_base_ms: 10_000,
+        };
+        let cfg = args.config(None)?;
+        runtimes.push(cfg.runtime.clone());
+        agents.push(tokio::spawn(keel_node::agent::run(
+            cfg,
+            crate::server::shutdown_signal(),
+        )));
+    }
+    print_usage(&kubeconfig, &names);
+    for (name, agent) in names.iter().zip(agents) {
+        match agent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(node = %name, error = %e, "agent failed"),
+            Err(e) => tracing::error!(node = %name, error = %e, "agent task failed"),
+        }
+    }
+    if !a.keep_pods_running {
+        for rt in runtimes {
+            stop_containers(rt.as_ref()).await;
+        }
+    }
+    finish(server).await
+}
+
+async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    server.await.context("the control replica task failed")?
+}
+
+/// `<host>` for one agent, `<host>-0` ... for several.
+fn node_names(n: usize, prefix: Option<String>) -> Vec<String> {
+    let base = prefix.unwrap_or_else(hostname);
+    match n {
+        1 => vec![base],
+        _ => (0..n).map(|i| format!("{base}-{i}")).collect(),
+    }
+}
+
+/// Waits until the server has (re)written the kubeconfig in this run, so
+/// agents never read a stale address from an earlier `keel up`.
+async fn wait_fresh(path: &Path, since: SystemTime) -> anyhow::Result<()> {
+    let since = since - Duration::from_secs(1);
+    for _ in 0..1200 {
+        let fresh = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if fresh {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "the control replica did not write {} within 120 s (see the log above)",
+        path.display()
+    )
+}
+
+fn print_usage(kubeconfig: &Path, names: &[String]) {
+    let abs: PathBuf = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.into());
+    eprintln!(
+        "\nkeel is up: 1 control replica, {} agent(s) ({}).\n\n  export KUBECONFIG={}\n  kubectl get nodes\n  kubectl apply -f examples/echo.yaml\n\nCtrl-C stops everything; `keel up` again resumes the same cluster.\n",
+        names.len(),
+        names.join(", "),
+        abs.display()
+    );
+}
+
+async fn stop_containers(rt: &dyn keel_node::runtime::Runtime) {
+    let Ok(all) = rt.list().await else {
+        return;
+    };
+    for c in all.iter().filter(|c| c.state.is_running()) {
+        if let Err(e) = rt.stop(&c.id, 5_000).await {
+            tracing::warn!(container = %c.id, error = %e, "stopping a container failed");
+        }
+    }
+}
