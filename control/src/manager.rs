@@ -71,6 +71,7 @@ pub fn spawn(api: Arc<Api>, cfg: ManagerConfig) -> JoinHandle<()> {
 fn start(api: &Arc<Api>, _cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
     let client = |name: &str| Client::new(api.clone(), name);
     vec![
+        tokio::spawn(crate::scheduler::run::run(client("default-scheduler"))),
         tokio::spawn(controllers::replicaset::run(client(
             "replicaset-controller",
         ))),

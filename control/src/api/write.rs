@@ -670,6 +670,7 @@ pub async fn bind(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
         }
         let mut obj = cur.obj.clone();
         obj["spec"]["nodeName"] = json!(node);
+        set_scheduled(&mut obj);
         match api.objects.update(&cur.key, &obj, cur.mod_revision).await? {
             Some(_) => {
                 return Ok(Reply::json(
@@ -681,6 +682,22 @@ pub async fn bind(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
         }
     }
     Err(ApiError::conflict(t.info, name))
+}
+
+/// A binding also records PodScheduled=True in the same write, as
+/// Kubernetes' binding handler does (replacing an earlier
+/// PodScheduled=False from failed attempts).
+fn set_scheduled(pod: &mut Value) {
+    let cond = json!({"type": "PodScheduled", "status": "True",
+        "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+    let conds = &mut pod["status"]["conditions"];
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    if let Some(list) = conds.as_array_mut() {
+        list.retain(|c| c["type"] != "PodScheduled");
+        list.insert(0, cond);
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 pub mod filter;
 pub mod resources;
+pub mod run;
 pub mod score;
 
 use filter::{RequiredAffinity, Taint, Toleration, Unfit};

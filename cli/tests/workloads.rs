@@ -1,0 +1,336 @@
+//! Workloads end to end, driven by the real kubectl: `keel up --agents 3`
+//! runs a Deployment of the built-in echo image as real processes; a
+//! rolling update keeps enough pods ready; logs come from the agent.
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::free_port;
+use util::kubectl::Kubectl;
+
+/// One `keel up` process and its data dir; killed (with its pods) on drop.
+struct Up {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Up {
+    fn start(agents: usize, extra: &[&str]) -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let mut up = Up { child: None, dir };
+        up.spawn(agents, extra);
+        up
+    }
+
+    fn spawn(&mut self, agents: usize, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("up.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--agents", &agents.to_string()])
+            .args(["--listen-client", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen-peer", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen-api", "127.0.0.1:0"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start keel up");
+        self.child = Some(child);
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("keel-data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// Waits for the kubeconfig `keel up` writes.
+    fn kubectl(&self) -> Kubectl {
+        let path = self.data_dir().join("kubeconfig");
+        wait_for("the kubeconfig", 60, || path.exists(), || self.log());
+        Kubectl::new(path)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.stop();
+        kill_processes_under(self.dir.path());
+    }
+}
+
+/// Container supervisors outlive a killed agent by design (the next agent
+/// re-adopts them); tests clean up every process started under their dir.
+fn kill_processes_under(dir: &Path) {
+    let needle = dir.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}\n--- log tail ---\n{}",
+            tail(&log(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn live(pod: &Value) -> bool {
+    pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+fn pods(k: &Kubectl, selector: &str) -> Vec<Value> {
+    let o = k.run(&["get", "pods", "-l", selector, "-o", "json"]);
+    if !o.status.success() {
+        return vec![];
+    }
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ready_nodes(k: &Kubectl) -> usize {
+    let o = k.run(&["get", "nodes", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| is_ready(n))
+        .count()
+}
+
+/// GET http://<ip>:<port>/<path> with a plain socket (no proxy can interfere).
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+const ECHO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 5
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: echo
+        image: keel/echo:v1
+        ports:
+        - containerPort: 8080
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+"#;
+
+/// Acceptance 1: deploy, spread, serve, scale, roll out, undo, logs.
+#[test]
+fn a_deployment_runs_scales_rolls_out_and_rolls_back() {
+    let up = Up::start(3, &[]);
+    let k = up.kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    wait_for("3 Ready nodes", 90, || ready_nodes(&k) == 3, || up.log());
+
+    let manifest = write(dir.path(), "echo.yaml", ECHO);
+    k.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let ready_count = |n: usize| {
+        move |k: &Kubectl| {
+            let p = pods(k, "app=echo");
+            p.len() == n && p.iter().all(|p| live(p) && is_ready(p))
+        }
+    };
+    let five = ready_count(5);
+    wait_for("5 Ready echo pods", 120, || five(&k), || up.log());
+    let p = pods(&k, "app=echo");
+    let nodes: BTreeSet<&str> = p
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "5 replicas spread over all 3 nodes: {nodes:?}"
+    );
+    for pod in &p {
+        let ip = pod["status"]["podIP"].as_str().expect("a pod IP");
+        assert!(ip.starts_with("127."), "pod IPs are loopback: {ip}");
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let answer = http_get(&format!("{ip}:8080"), "/hello").unwrap_or_default();
+        assert!(
+            answer.contains(&format!("pod={name}")) && answer.contains("path=/hello"),
+            "{name} on {ip}: {answer}"
+        );
+    }
+
+    k.ok(&["scale", "deployment/echo", "--replicas=8"]);
+    let eight = ready_count(8);
+    wait_for("8 Ready echo pods", 120, || eight(&k), || up.log());
+    k.ok(&["scale", "deployment/echo", "--replicas=2"]);
+    let two = ready_count(2);
+    wait_for("2 echo pods", 120, || two(&k), || up.log());
+
+    // Rolling update with the defaults (maxSurge 25% → 1, maxUnavailable
+    // 25% → 0 of 2): ready pods must never drop below 2.
+    let stop = Arc::new(AtomicBool::new(false));
+    let min_ready = Arc::new(AtomicUsize::new(usize::MAX));
+    let sampler = {
+        let (stop, min_ready) = (stop.clone(), min_ready.clone());
+        let kc = up.data_dir().join("kubeconfig");
+        std::thread::spawn(move || {
+            let k = Kubectl::new(kc);
+            let mut samples = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let o = k.run(&["get", "pods", "-l", "app=echo", "-o", "json"]);
+                if o.status.success() {
+                    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+                    let ready = v["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|p| live(p) && is_ready(p))
+                        .count();
+                    min_ready.fetch_min(ready, Ordering::SeqCst);
+                    samples += 1;
+                }
+            }
+            samples
+        })
+    };
+    k.ok(&["set", "image", "deployment/echo", "echo=keel/echo:v2"]);
+    k.ok(&["rollout", "status", "deployment/echo", "--timeout=120s"]);
+    stop.store(true, Ordering::SeqCst);
+    let samples = sampler.join().unwrap();
+    let min = min_ready.load(Ordering::SeqCst);
+    assert!(samples >= 3, "sampled the rollout {samples} times");
+    assert!(min >= 2, "ready pods dropped to {min} during the rollout");
+    let images = |k: &Kubectl| -> BTreeSet<String> {
+        pods(k, "app=echo")
+            .iter()
+            .filter(|p| live(p))
+            .map(|p| {
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    wait_for(
+        "only v2 pods",
+        60,
+        || images(&k) == BTreeSet::from(["keel/echo:v2".to_string()]),
+        || up.log(),
+    );
+    let history = k.ok(&["rollout", "history", "deployment/echo"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    k.ok(&["rollout", "undo", "deployment/echo"]);
+    k.ok(&["rollout", "status", "deployment/echo", "--timeout=120s"]);
+    let d = k.json(&["get", "deployment", "echo"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "keel/echo:v1"
+    );
+    wait_for(
+        "only v1 pods",
+        60,
+        || images(&k) == BTreeSet::from(["keel/echo:v1".to_string()]),
+        || up.log(),
+    );
+
+    // Logs: the echo server logs one line per request.
+    let p = pods(&k, "app=echo");
+    let pod = p.iter().find(|p| live(p) && is_ready(p)).unwrap();
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let ip = pod["status"]["podIP"].as_str().unwrap();
+    http_get(&format!("{ip}:8080"), "/from-the-test").unwrap();
+    let mut logs = String::new();
+    wait_for(
+        "the request in the logs",
+        20,
+        || {
+            logs = k.ok(&["logs", name]);
+            logs.contains("/from-the-test")
+        },
+        || up.log(),
+    );
+    let last = k.ok(&["logs", name, "--tail=1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    let o = k.run(&["logs", name, "-c", "nope"]);
+    assert!(!o.status.success());
+}
