@@ -68,8 +68,12 @@ pub fn spawn(api: Arc<Api>, cfg: ManagerConfig) -> JoinHandle<()> {
     })
 }
 
-fn start(api: &Arc<Api>, _cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
+fn start(api: &Arc<Api>, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
     let client = |name: &str| Client::new(api.clone(), name);
+    let lifecycle = controllers::nodelifecycle::NodeLifecycleConfig {
+        grace: cfg.node_monitor_grace,
+        default_eviction_s: cfg.default_eviction_s,
+    };
     vec![
         tokio::spawn(crate::scheduler::run::run(client("default-scheduler"))),
         tokio::spawn(controllers::replicaset::run(client(
@@ -78,5 +82,9 @@ fn start(api: &Arc<Api>, _cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         tokio::spawn(controllers::deployment::run(client(
             "deployment-controller",
         ))),
+        tokio::spawn(controllers::nodelifecycle::run(
+            client("node-controller"),
+            lifecycle,
+        )),
     ]
 }

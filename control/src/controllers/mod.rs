@@ -10,6 +10,7 @@
 //! helpers both the ReplicaSet and the Deployment controller need.
 
 pub mod deployment;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::collections::{HashMap, HashSet, VecDeque};
