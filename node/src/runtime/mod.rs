@@ -6,6 +6,7 @@
 //! instance on the same state directory re-adopts the containers of a previous
 //! one (agent restart) and never starts duplicates by itself.
 
+pub mod docker;
 pub mod exec;
 pub mod images;
 mod procfs;

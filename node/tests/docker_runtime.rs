@@ -1,0 +1,387 @@
+//! The docker runtime against the real Docker Engine on this machine.
+//!
+//! No registry is reachable, so the tests build a tiny `FROM scratch` image
+//! from host files (`/bin/sh`, `/bin/sleep` and the shared libraries `ldd`
+//! lists). If the daemon is not reachable every test FAILS with a message
+//! saying so, unless `KEEL_SKIP_DOCKER=1` is set: a silently passing suite
+//! would hide that the runtime was never exercised.
+//!
+//! Every test uses its own pod namespace; a guard removes every container
+//! labelled with it when the test ends, pass or fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keel_node::runtime::docker::{DockerRuntime, LABEL_POD_NAMESPACE};
+use keel_node::runtime::{ContainerSpec, ContainerState, Runtime, RuntimeError};
+
+const IMAGE: &str = "keel-test/sh:1";
+
+/// Returns false when the suite is explicitly skipped; panics with a clear
+/// message when Docker is unusable.
+fn docker_available() -> bool {
+    if std::env::var("KEEL_SKIP_DOCKER").is_ok_and(|v| v == "1") {
+        eprintln!("KEEL_SKIP_DOCKER=1: skipping docker runtime test");
+        return false;
+    }
+    let out = Command::new("docker").arg("info").output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!(
+            "the Docker daemon is not reachable (`docker info` failed: {}); \
+             start dockerd or set KEEL_SKIP_DOCKER=1 to skip these tests",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run the docker CLI ({e}); install Docker or set KEEL_SKIP_DOCKER=1 to skip these tests"
+        ),
+    }
+}
+
+/// Builds `keel-test/sh:1` once per test process.
+fn ensure_image() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    let rootfs = ctx.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    let binaries = ["/bin/sh", "/bin/sleep"];
+    for bin in binaries {
+        copy_into(&rootfs, Path::new(bin), Path::new(bin));
+    }
+    let ldd = Command::new("ldd").args(binaries).output().unwrap();
+    assert!(ldd.status.success(), "ldd failed");
+    let ldd = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let mut libs: Vec<&str> = ldd
+        .split_whitespace()
+        .filter(|w| w.starts_with('/') && !w.ends_with(':'))
+        .collect();
+    libs.sort_unstable();
+    libs.dedup();
+    for lib in libs {
+        copy_into(&rootfs, Path::new(lib), Path::new(lib));
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", IMAGE])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *built = true;
+}
+
+/// Copies `src` (following symlinks) to `<rootfs>/<dest>`.
+fn copy_into(rootfs: &Path, src: &Path, dest: &Path) {
+    let target = rootfs.join(dest.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(src, &target).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+}
+
+/// Removes every container of one test's namespace when dropped.
+struct Cleanup {
+    namespace: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={LABEL_POD_NAMESPACE}={}", self.namespace);
+        let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+struct Fixture {
+    rt: DockerRuntime,
+    namespace: String,
+    dir: tempfile::TempDir,
+    _cleanup: Cleanup,
+}
+
+async fn fixture(test: &str) -> Option<Fixture> {
+    if !docker_available() {
+        return None;
+    }
+    ensure_image();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let namespace = format!("t-{test}-{}-{nanos:x}", std::process::id());
+    let cleanup = Cleanup {
+        namespace: namespace.clone(),
+    };
+    let rt = DockerRuntime::connect()
+        .await
+        .expect("connect to the Docker daemon");
+    Some(Fixture {
+        rt,
+        namespace,
+        dir: tempfile::tempdir().unwrap(),
+        _cleanup: cleanup,
+    })
+}
+
+impl Fixture {
+    fn spec(&self, name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            pod_uid: format!("{}-uid", self.namespace),
+            pod_name: "pod".into(),
+            pod_namespace: self.namespace.clone(),
+            container_name: name.into(),
+            image: IMAGE.into(),
+            command: vec!["/bin/sh".into(), "-c".into()],
+            args: vec![script.into()],
+            env: vec![
+                ("X".into(), "old".into()),
+                ("POD_IP".into(), "127.0.0.7".into()),
+                ("X".into(), "world".into()),
+            ],
+            working_dir: Some("/bin".into()),
+            log_path: self.dir.path().join(format!("logs/{name}/0.log")),
+        }
+    }
+}
+
+async fn wait_for_log(path: &PathBuf, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log {} never contained {needle:?}; got {text:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_exited(rt: &DockerRuntime, id: &keel_node::runtime::ContainerId) -> ContainerState {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = rt.state(id).await.unwrap();
+        if !state.is_running() {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "container never exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn runs_with_env_logs_and_stops_gracefully() {
+    let Some(f) = fixture("graceful").await else {
+        return;
+    };
+    assert_eq!(f.rt.name(), "docker");
+    let spec = f.spec(
+        "main",
+        "trap 'echo bye; exit 0' TERM; echo hello $X from $(pwd) at $POD_IP; echo oops >&2; sleep 100 & wait",
+    );
+    let id = f.rt.start(&spec).await.unwrap();
+    assert!(f.rt.state(&id).await.unwrap().is_running());
+    let text = wait_for_log(&spec.log_path, "oops").await;
+    assert!(
+        text.contains("hello world from /bin at 127.0.0.7"),
+        "{text:?}"
+    );
+
+    let state = f.rt.stop(&id, 5_000).await.unwrap();
+    match &state {
+        ContainerState::Exited {
+            code,
+            reason,
+            started_at,
+            finished_at,
+            ..
+        } => {
+            assert_eq!((*code, reason.as_str()), (0, "Completed"));
+            assert!(finished_at >= started_at);
+        }
+        other => panic!("expected exited, got {other:?}"),
+    }
+    // The log is complete once stop returns.
+    let text = std::fs::read_to_string(&spec.log_path).unwrap();
+    assert!(text.ends_with("bye\n"), "{text:?}");
+    // Stopping again is a no-op returning the same state.
+    assert_eq!(f.rt.stop(&id, 1_000).await.unwrap(), state);
+    f.rt.remove(&id).await.unwrap();
+    assert!(matches!(
+        f.rt.state(&id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn stop_kills_after_grace_when_term_is_ignored() {
+    let Some(f) = fixture("kill").await else {
+        return;
+    };
+    // sh as PID 1 without a TERM handler ignores SIGTERM.
+    let spec = f.spec("main", "echo up; sleep 100");
+    let id = f.rt.start(&spec).await.unwrap();
+    wait_for_log(&spec.log_path, "up").await;
+    let begin = Instant::now();
+    let state = f.rt.stop(&id, 1_000).await.unwrap();
+    assert!(begin.elapsed() >= Duration::from_millis(900));
+    assert_eq!(state.exit_code(), Some(137), "{state:?}");
+    f.rt.remove(&id).await.unwrap();
+
+    // A container that forwards TERM to its worker and exits with the
+    // worker's status reports 143 (128 + SIGTERM) well within the grace.
+    let spec = f.spec(
+        "term",
+        "sleep 100 & c=$!; trap 'kill -TERM $c; wait $c; exit $?' TERM; echo up; wait $c",
+    );
+    let id = f.rt.start(&spec).await.unwrap();
+    wait_for_log(&spec.log_path, "up").await;
+    let begin = Instant::now();
+    let state = f.rt.stop(&id, 10_000).await.unwrap();
+    assert!(
+        begin.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        begin.elapsed()
+    );
+    match state {
+        ContainerState::Exited { code, reason, .. } => {
+            assert_eq!((code, reason.as_str()), (143, "Error"))
+        }
+        other => panic!("{other:?}"),
+    }
+    f.rt.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn exit_code_and_reason_are_reported() {
+    let Some(f) = fixture("exit").await else {
+        return;
+    };
+    let spec = f.spec("main", "echo failing; exit 3");
+    let id = f.rt.start(&spec).await.unwrap();
+    match wait_exited(&f.rt, &id).await {
+        ContainerState::Exited {
+            code,
+            signal,
+            reason,
+            ..
+        } => assert_eq!((code, signal, reason.as_str()), (3, None, "Error")),
+        other => panic!("{other:?}"),
+    }
+    wait_for_log(&spec.log_path, "failing").await;
+    f.rt.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_image_and_missing_executable_fail_cleanly() {
+    let Some(f) = fixture("fail").await else {
+        return;
+    };
+    let mut spec = f.spec("main", "true");
+    spec.image = "keel-test/does-not-exist:1".into();
+    match f.rt.start(&spec).await {
+        Err(RuntimeError::ImagePull { image, reason }) => {
+            assert_eq!(image, spec.image);
+            assert!(
+                reason.contains("not present in the local Docker engine"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected ImagePull, got {other:?}"),
+    }
+    let mut spec = f.spec("main", "true");
+    spec.command = vec!["/no/such/binary".into()];
+    match f.rt.start(&spec).await {
+        Err(RuntimeError::StartFailed(message)) => {
+            assert!(message.contains("/no/such/binary"), "{message}")
+        }
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+    // Nothing is left behind.
+    let ours: Vec<_> =
+        f.rt.list()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.spec.pod_namespace == f.namespace)
+            .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+}
+
+#[tokio::test]
+async fn new_instance_readopts_and_resumes_logs_without_duplicates() {
+    let Some(f) = fixture("adopt").await else {
+        return;
+    };
+    let spec = f.spec("main", "echo first; sleep 2; echo second; sleep 100");
+    let id = f.rt.start(&spec).await.unwrap();
+    wait_for_log(&spec.log_path, "first").await;
+    // Agent restart: the old instance (and its log follower) goes away.
+    let Fixture {
+        rt,
+        namespace,
+        dir,
+        _cleanup,
+    } = f;
+    drop(rt);
+
+    let rt = DockerRuntime::connect().await.unwrap();
+    let listed: Vec<_> = rt
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.spec.pod_namespace == namespace)
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].spec, spec);
+    assert!(listed[0].state.is_running());
+
+    let text = wait_for_log(&spec.log_path, "second").await;
+    assert_eq!(text, "first\nsecond\n");
+    // Listing again does not start a second follower.
+    rt.list().await.unwrap();
+
+    assert!(matches!(
+        rt.remove(&id).await,
+        Err(RuntimeError::StillRunning(_))
+    ));
+    let state = rt.stop(&id, 0).await.unwrap();
+    assert_eq!(state.exit_code(), Some(137));
+    assert_eq!(
+        std::fs::read_to_string(&spec.log_path).unwrap(),
+        "first\nsecond\n"
+    );
+    rt.remove(&id).await.unwrap();
+    drop(dir);
+}
