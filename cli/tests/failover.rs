@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::Cluster;
+use util::{kill_processes_under, Cluster};
 
 /// `keel agent` processes; they and their containers are killed on drop.
 struct Agents {
@@ -73,25 +73,6 @@ impl Drop for Agents {
             self.kill(i);
         }
         kill_processes_under(self.dir.path());
-    }
-}
-
-fn kill_processes_under(dir: &Path) {
-    let needle = dir.to_string_lossy().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
     }
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::free_port;
 use util::kubectl::Kubectl;
+use util::{free_port, kill_processes_under};
 
 /// One `keel up` process and its data dir; killed (with its pods) on drop.
 struct Up {
@@ -81,27 +81,6 @@ impl Drop for Up {
     fn drop(&mut self) {
         self.stop();
         kill_processes_under(self.dir.path());
-    }
-}
-
-/// Container supervisors outlive a killed agent by design (the next agent
-/// re-adopts them); tests clean up every process started under their dir.
-fn kill_processes_under(dir: &Path) {
-    let needle = dir.to_string_lossy().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
     }
 }
 

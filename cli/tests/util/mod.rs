@@ -247,3 +247,46 @@ pub async fn channel(endpoint: &str) -> Channel {
         .connect_timeout(Duration::from_millis(500))
         .connect_lazy()
 }
+
+/// Container supervisors outlive a killed agent by design (the next agent
+/// re-adopts them), and a container's main process runs in the
+/// supervisor's session without the dir in its command line: tests kill
+/// every process started under their dir and every process in those
+/// processes' sessions.
+pub fn kill_processes_under(dir: &std::path::Path) {
+    let needle = dir.to_string_lossy().to_string();
+    let sid = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split_whitespace().nth(3)?.parse().ok()
+    };
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sessions = std::collections::HashSet::new();
+    let mut victims = vec![];
+    for &pid in &pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            victims.push(pid);
+            if let Some(s) = sid(pid).filter(|s| *s > 1 && *s != std::process::id() as i32) {
+                sessions.insert(s);
+            }
+        }
+    }
+    for &pid in &pids {
+        if sid(pid).is_some_and(|s| sessions.contains(&s)) {
+            victims.push(pid);
+        }
+    }
+    let me = std::process::id() as i32;
+    for pid in victims.into_iter().filter(|p| *p != me) {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
