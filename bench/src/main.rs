@@ -12,11 +12,15 @@
 //! target/release/keel-bench                 # both systems
 //! target/release/keel-bench --only etcd --ops 5000
 //! target/release/keel-bench api            # Kubernetes API of 3 keel replicas
+//! target/release/keel-bench scheduler      # 10,000 pods onto 1,000 fake nodes
+//! target/release/keel-bench e2e            # 100-replica Deployment on keel up
 //! ```
 
 mod api;
 mod cluster;
+mod e2e;
 mod report;
+mod scheduler;
 mod workload;
 
 use std::path::PathBuf;
@@ -85,6 +89,12 @@ enum Command {
     /// Kubernetes API of a 3-replica keel control plane: pod creates,
     /// a full list, watch delivery, against the targets.
     Api(api::ApiArgs),
+    /// Scheduling throughput: fake nodes registered through the API, then
+    /// pending pods created as fast as possible and timed until all are bound.
+    Scheduler(scheduler::SchedulerArgs),
+    /// `keel up --agents N` end to end: time from a Deployment's create to
+    /// all its replicas Ready.
+    E2e(e2e::E2eArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,8 +117,11 @@ impl Only {
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = Args::parse();
-    if let Some(Command::Api(a)) = args.command.take() {
-        return api::main(a).await;
+    match args.command.take() {
+        Some(Command::Api(a)) => return api::main(a).await,
+        Some(Command::Scheduler(a)) => return scheduler::main(a).await,
+        Some(Command::E2e(a)) => return e2e::main(a).await,
+        None => {}
     }
     ensure!(
         args.ops > 0 && args.clients > 0 && args.conns > 0,
