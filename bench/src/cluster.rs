@@ -254,7 +254,7 @@ async fn probe_put(url: &str) -> Result<()> {
 }
 
 /// `n` distinct free TCP ports on 127.0.0.1.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
@@ -266,7 +266,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 }
 
 /// Last `lines` lines of a log file, for error messages.
-fn log_tail(path: &Path, lines: usize) -> String {
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use serde_json::{json, Value};
 
-use crate::scheduler::{connect, cpu_ticks, follow, free_ports, get_json, post, Procs};
+use crate::cluster::{free_ports, log_tail};
+use crate::scheduler::{connect, cpu_ticks, follow, get_json, post, Procs};
 use crate::READY_TIMEOUT;
 
 const NS: &str = "default";
@@ -94,11 +95,7 @@ pub async fn main(args: E2eArgs) -> Result<()> {
         Ok(r) => r,
         Err(e) => {
             let log = procs.path().join("up.log");
-            bail!(
-                "{e:#}\n--- {} ---\n{}",
-                log.display(),
-                crate::scheduler::log_tail(&log, 40)
-            );
+            bail!("{e:#}\n--- {} ---\n{}", log.display(), log_tail(&log, 40));
         }
     };
     drop(procs);

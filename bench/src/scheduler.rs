@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +41,7 @@ use kube::{Client, Config};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::cluster::{free_ports, log_tail};
 use crate::workload::{micros, new_hist};
 use crate::READY_TIMEOUT;
 
@@ -919,29 +919,6 @@ pub(crate) fn kill_processes_under(dir: &Path) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-}
-
-/// `n` distinct free TCP ports on 127.0.0.1.
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("reserving loopback ports")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-/// Last `lines` lines of a log file, for error messages.
-pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read log: {e})"),
-    }
 }
 
 #[cfg(test)]
