@@ -86,5 +86,7 @@ fn start(api: &Arc<Api>, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             client("node-controller"),
             lifecycle,
         )),
+        tokio::spawn(controllers::gc::run(client("generic-garbage-collector"))),
+        tokio::spawn(controllers::namespace::run(client("namespace-controller"))),
     ]
 }

@@ -262,9 +262,9 @@ pub async fn evict(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
 }
 
 /// Deletes everything in a terminating namespace, then the namespace.
-/// Runs on the replica that accepted the delete; if that replica dies
-/// first, the namespace controller (which runs on the lease holder) will
-/// finish it.
+/// Runs on the replica that accepted the delete, for up to 30 s; if that
+/// replica dies first, or a pod takes longer to stop, the namespace
+/// controller (`controllers/namespace.rs`, on the lease holder) finishes it.
 fn spawn_namespace_cleanup(api: &Api, ns: String) {
     let objects = api.objects.clone();
     tokio::spawn(async move {
@@ -279,14 +279,30 @@ fn spawn_namespace_cleanup(api: &Api, ns: String) {
     });
 }
 
+/// One pass of namespace deletion for the namespace controller: deletes
+/// what is left in the terminating namespace `ns`; Ok(true) once the
+/// namespace itself is gone (or never existed). A namespace that is not
+/// terminating is left alone.
+pub async fn finish_namespace(api: &Api, ns: &str) -> ApiResult<bool> {
+    let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    match api.objects.get(&nsinfo.key(None, ns)).await? {
+        None => Ok(true),
+        Some(cur) if !meta::is_deleting(&cur.obj) => Ok(false),
+        Some(_) => empty_namespace(&api.objects, ns).await,
+    }
+}
+
 /// One pass: deletes what is left; Ok(true) once the namespace is gone.
+/// Pods on a node get their grace period (their agent stops them and
+/// removes them); everything else without finalizers goes at once.
 async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResult<bool> {
     let mut left = 0;
     for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
         let page = objects.list(&info.prefix(Some(ns)), None, 0, 0).await?;
         for s in page.items {
             left += 1;
-            if !meta::is_deleting(&s.obj) && meta::finalizers(&s.obj).is_empty() {
+            let grace = pod_grace(info, &s.obj, &DeleteOptions::default());
+            if !meta::is_deleting(&s.obj) && meta::finalizers(&s.obj).is_empty() && grace == 0 {
                 if objects.delete(&s.key, s.mod_revision).await?.is_some()
                     && info.resource == "services"
                 {
@@ -294,7 +310,7 @@ async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResu
                 }
             } else if !meta::is_deleting(&s.obj) {
                 let mut o = s.obj.clone();
-                mark_deleting(info, &mut o, &meta::finalizers(&s.obj), 0);
+                mark_deleting(info, &mut o, &meta::finalizers(&s.obj), grace);
                 objects.update(&s.key, &o, s.mod_revision).await?;
             }
         }

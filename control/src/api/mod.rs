@@ -7,6 +7,7 @@
 //! request timeout instead of stale data; no request can panic the server.
 
 mod delete;
+pub use delete::finish_namespace;
 pub(crate) mod output;
 pub(crate) mod read;
 pub mod route;

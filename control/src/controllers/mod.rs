@@ -10,6 +10,8 @@
 //! helpers both the ReplicaSet and the Deployment controller need.
 
 pub mod deployment;
+pub mod gc;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 
