@@ -2,11 +2,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use keel_node::agent::AgentConfig;
+use keel_node::runtime::docker::DockerRuntime;
+use keel_node::runtime::Runtime;
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
@@ -26,7 +29,10 @@ pub struct AgentArgs {
     /// across restarts: a new agent re-adopts the running containers.
     #[arg(long, default_value = "./keel-agent")]
     pub root_dir: PathBuf,
-    /// Container runtime: `exec` runs containers as supervised processes.
+    /// Container runtime: `exec` runs containers as supervised processes
+    /// (images from --image-dir and keel's built-in ones); `docker` runs
+    /// them in the local Docker Engine (`DOCKER_HOST` or its default
+    /// socket), from images already present there (nothing is pulled).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
     pub runtime: RuntimeKind,
     /// Local image directory for the exec runtime
@@ -54,6 +60,7 @@ pub struct AgentArgs {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum RuntimeKind {
     Exec,
+    Docker,
 }
 
 /// The host name, the default node name (as the kubelet's).
@@ -67,7 +74,9 @@ pub fn hostname() -> String {
 
 impl AgentArgs {
     /// The agent's configuration; `node_name` overrides `--node-name`.
-    pub fn config(&self, node_name: Option<String>) -> anyhow::Result<AgentConfig> {
+    /// Errors: an unreadable kubeconfig, a root dir that cannot be
+    /// created, a bad --node-label, or (docker) an unreachable daemon.
+    pub async fn config(&self, node_name: Option<String>) -> anyhow::Result<AgentConfig> {
         let auth = keel_node::agent::read_kubeconfig(&self.kubeconfig)
             .with_context(|| format!("--kubeconfig {}", self.kubeconfig.display()))?;
         let servers = match self.server.is_empty() {
@@ -80,10 +89,11 @@ impl AgentArgs {
         std::fs::create_dir_all(&self.root_dir)
             .with_context(|| format!("--root-dir {}", self.root_dir.display()))?;
         let exe = std::env::current_exe().context("locating the keel binary")?;
-        let runtime = match self.runtime {
+        let runtime: Arc<dyn Runtime> = match self.runtime {
             RuntimeKind::Exec => {
                 keel_node::agent::exec_runtime(&self.root_dir, exe, self.image_dir.clone())?
             }
+            RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&name).await?),
         };
         let mut cfg = AgentConfig::new(name, servers, &self.root_dir, runtime);
         cfg.token = auth.token;
@@ -105,6 +115,6 @@ impl AgentArgs {
 /// `keel agent`: runs until SIGINT/SIGTERM; containers keep running and
 /// the next agent on the same --root-dir re-adopts them.
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
-    let cfg = a.config(None)?;
+    let cfg = a.config(None).await?;
     keel_node::agent::run(cfg, crate::server::shutdown_signal()).await
 }

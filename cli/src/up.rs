@@ -63,7 +63,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
             restart_backoff_base_ms: 10_000,
         };
-        let cfg = args.config(None)?;
+        let cfg = args.config(None).await?;
         runtimes.push(cfg.runtime.clone());
         agents.push(tokio::spawn(keel_node::agent::run(
             cfg,

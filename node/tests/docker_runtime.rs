@@ -9,87 +9,17 @@
 //! Every test uses its own pod namespace; a guard removes every container
 //! labelled with it when the test ends, pass or fail.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keel_node::runtime::docker::{DockerRuntime, LABEL_POD_NAMESPACE};
 use keel_node::runtime::{ContainerSpec, ContainerState, Runtime, RuntimeError};
 
-const IMAGE: &str = "keel-test/sh:1";
+#[path = "support/docker_image.rs"]
+mod docker_image;
 
-/// Returns false when the suite is explicitly skipped; panics with a clear
-/// message when Docker is unusable.
-fn docker_available() -> bool {
-    if std::env::var("KEEL_SKIP_DOCKER").is_ok_and(|v| v == "1") {
-        eprintln!("KEEL_SKIP_DOCKER=1: skipping docker runtime test");
-        return false;
-    }
-    let out = Command::new("docker").arg("info").output();
-    match out {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => panic!(
-            "the Docker daemon is not reachable (`docker info` failed: {}); \
-             start dockerd or set KEEL_SKIP_DOCKER=1 to skip these tests",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "cannot run the docker CLI ({e}); install Docker or set KEEL_SKIP_DOCKER=1 to skip these tests"
-        ),
-    }
-}
-
-/// Builds `keel-test/sh:1` once per test process.
-fn ensure_image() {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if *built {
-        return;
-    }
-    let ctx = tempfile::tempdir().unwrap();
-    let rootfs = ctx.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    let binaries = ["/bin/sh", "/bin/sleep"];
-    for bin in binaries {
-        copy_into(&rootfs, Path::new(bin), Path::new(bin));
-    }
-    let ldd = Command::new("ldd").args(binaries).output().unwrap();
-    assert!(ldd.status.success(), "ldd failed");
-    let ldd = String::from_utf8_lossy(&ldd.stdout).into_owned();
-    let mut libs: Vec<&str> = ldd
-        .split_whitespace()
-        .filter(|w| w.starts_with('/') && !w.ends_with(':'))
-        .collect();
-    libs.sort_unstable();
-    libs.dedup();
-    for lib in libs {
-        copy_into(&rootfs, Path::new(lib), Path::new(lib));
-    }
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\n",
-    )
-    .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    *built = true;
-}
-
-/// Copies `src` (following symlinks) to `<rootfs>/<dest>`.
-fn copy_into(rootfs: &Path, src: &Path, dest: &Path) {
-    let target = rootfs.join(dest.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-    std::fs::copy(src, &target).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-}
+use docker_image::{docker_available, ensure_image, IMAGE};
 
 /// Removes every container of one test's namespace when dropped.
 struct Cleanup {
@@ -138,7 +68,7 @@ async fn fixture(test: &str) -> Option<Fixture> {
     let cleanup = Cleanup {
         namespace: namespace.clone(),
     };
-    let rt = DockerRuntime::connect()
+    let rt = DockerRuntime::connect(&namespace)
         .await
         .expect("connect to the Docker daemon");
     Some(Fixture {
@@ -354,7 +284,7 @@ async fn new_instance_readopts_and_resumes_logs_without_duplicates() {
     } = f;
     drop(rt);
 
-    let rt = DockerRuntime::connect().await.unwrap();
+    let rt = DockerRuntime::connect(&namespace).await.unwrap();
     let listed: Vec<_> = rt
         .list()
         .await
@@ -364,6 +294,16 @@ async fn new_instance_readopts_and_resumes_logs_without_duplicates() {
         .collect();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].id, id);
+    // Another owner (another agent on the same engine) does not see it.
+    let other = DockerRuntime::connect(&format!("{namespace}-other"))
+        .await
+        .unwrap();
+    assert!(other.list().await.unwrap().is_empty());
+    assert!(matches!(
+        other.state(&id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    drop(other);
     assert_eq!(listed[0].spec, spec);
     assert!(listed[0].state.is_running());
 

@@ -76,6 +76,10 @@ pub const LABEL_LOG_PATH: &str = "io.keel.log-path";
 pub const LABEL_SPEC: &str = "io.keel.spec";
 /// Length of `log_path` when the container was created; see the module docs.
 pub const LABEL_LOG_OFFSET: &str = "io.keel.log-offset";
+/// Which runtime instance owns the container (the agent's node name). One
+/// Docker Engine may serve several agents (`keel up --agents N`) or tests;
+/// each lists, re-adopts and cleans up only its own containers.
+pub const LABEL_OWNER: &str = "io.keel.owner";
 
 /// How long `stop` and `remove` wait for a log follower to copy the last
 /// bytes of an exited container, so the log file is complete when they return.
@@ -89,6 +93,8 @@ const STOP_SLACK: Duration = Duration::from_secs(60);
 /// The Docker runtime. See the module docs for the design.
 pub struct DockerRuntime {
     docker: Docker,
+    /// The [`LABEL_OWNER`] value of this instance's containers.
+    owner: String,
     /// Log followers started by this instance, by Docker container id. An
     /// entry means "this instance took care of the log"; a finished follower
     /// of a still running container (e.g. the daemon restarted) is replaced
@@ -121,8 +127,9 @@ impl Drop for DockerRuntime {
 impl DockerRuntime {
     /// Connects to the local Docker Engine (`DOCKER_HOST` or the default
     /// socket), negotiates the API version (the engine may be older than
-    /// bollard's default) and checks the daemon answers.
-    pub async fn connect() -> Result<DockerRuntime> {
+    /// bollard's default) and checks the daemon answers. The instance
+    /// sees only containers labelled with `owner` (see [`LABEL_OWNER`]).
+    pub async fn connect(owner: &str) -> Result<DockerRuntime> {
         let unreachable = |e: DockerError| {
             RuntimeError::Other(format!(
                 "docker runtime: the Docker daemon is not reachable \
@@ -134,6 +141,7 @@ impl DockerRuntime {
         docker.ping().await.map_err(unreachable)?;
         Ok(DockerRuntime {
             docker,
+            owner: owner.to_string(),
             followers: Mutex::new(HashMap::new()),
         })
     }
@@ -145,7 +153,7 @@ impl DockerRuntime {
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<ContainerId> {
         self.check_image(&spec.image).await?;
-        let body = create_body(spec)?;
+        let body = create_body(spec, &self.owner)?;
         let name = container_name(spec);
         let options = CreateContainerOptions {
             name: Some(name.clone()),
@@ -233,7 +241,9 @@ impl DockerRuntime {
             .config
             .as_ref()
             .and_then(|c| c.labels.as_ref())
-            .is_some_and(|l| l.contains_key(LABEL_POD_UID));
+            .is_some_and(|l| {
+                l.contains_key(LABEL_POD_UID) && l.get(LABEL_OWNER) == Some(&self.owner)
+            });
         if ours {
             Ok(inspect)
         } else {
@@ -277,7 +287,9 @@ impl DockerRuntime {
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerInfo>> {
-        let filters = HashMap::from([("label".to_string(), vec![LABEL_POD_UID.to_string()])]);
+        let owner = format!("{LABEL_OWNER}={}", self.owner);
+        let filters =
+            HashMap::from([("label".to_string(), vec![LABEL_POD_UID.to_string(), owner])]);
         let options = ListContainersOptions {
             all: true,
             filters: Some(filters),
@@ -427,7 +439,7 @@ impl Runtime for DockerRuntime {
 
 /// The create request for a spec: Kubernetes command/args semantics, env
 /// (later entries win), host network, keel labels.
-fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody> {
+fn create_body(spec: &ContainerSpec, owner: &str) -> Result<ContainerCreateBody> {
     let spec_json = serde_json::to_string(spec)
         .map_err(|e| RuntimeError::InvalidSpec(format!("cannot serialize spec: {e}")))?;
     let log_path = spec
@@ -451,6 +463,7 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody> {
         (LABEL_LOG_PATH.to_string(), log_path.to_string()),
         (LABEL_LOG_OFFSET.to_string(), offset.to_string()),
         (LABEL_SPEC.to_string(), spec_json),
+        (LABEL_OWNER.to_string(), owner.to_string()),
     ]);
     // Kubernetes: `command` replaces the entrypoint (and with it the image's
     // default arguments: Docker drops the image Cmd when Entrypoint is set);
@@ -833,23 +846,27 @@ mod tests {
     #[test]
     fn command_and_args_follow_kubernetes() {
         let mut s = spec();
-        let b = create_body(&s).unwrap();
+        let b = create_body(&s, "n1").unwrap();
         assert_eq!((b.entrypoint, b.cmd), (None, None));
         s.args = vec!["x".into()];
-        let b = create_body(&s).unwrap();
+        let b = create_body(&s, "n1").unwrap();
         assert_eq!((b.entrypoint, b.cmd), (None, Some(vec!["x".to_string()])));
         s.command = vec!["sh".into()];
         s.args = vec![];
-        let b = create_body(&s).unwrap();
+        let b = create_body(&s, "n1").unwrap();
         assert_eq!(
             (b.entrypoint, b.cmd),
             (Some(vec!["sh".to_string()]), Some(vec![]))
         );
-        let labels = create_body(&s).unwrap().labels.unwrap();
+        let labels = create_body(&s, "n1").unwrap().labels.unwrap();
         let back: ContainerSpec = serde_json::from_str(&labels[LABEL_SPEC]).unwrap();
         assert_eq!(back, s);
+        assert_eq!(labels[LABEL_OWNER], "n1");
         s.env = vec![("A=B".into(), "x".into())];
-        assert!(matches!(create_body(&s), Err(RuntimeError::InvalidSpec(_))));
+        assert!(matches!(
+            create_body(&s, "n1"),
+            Err(RuntimeError::InvalidSpec(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! `keel agent --runtime docker` end to end: a pod applied with kubectl
+//! runs as a container in the local Docker Engine, its logs reach
+//! `kubectl logs`, and deleting the pod removes the container.
+//!
+//! Needs the Docker daemon (the image is built from host files, see
+//! `node/tests/support/docker_image.rs`); `KEEL_SKIP_DOCKER=1` skips it.
+
+mod util;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keel_node::runtime::docker::LABEL_OWNER;
+use serde_json::Value;
+use util::kubectl::Kubectl;
+use util::Cluster;
+
+#[path = "../../node/tests/support/docker_image.rs"]
+mod docker_image;
+
+/// The agent process and every container it owns go when the test ends.
+struct Agent {
+    child: Child,
+    node: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn containers(&self, all: bool) -> Vec<String> {
+        let filter = format!("label={LABEL_OWNER}={}", self.node);
+        let mut cmd = Command::new("docker");
+        cmd.args(["ps", "-q", "--filter", &filter]);
+        if all {
+            cmd.arg("-a");
+        }
+        let out = cmd.output().expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let ids = self.containers(true);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}\n--- logs ---\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn pod_phase_ready(k: &Kubectl, name: &str) -> (String, bool) {
+    let o = k.run(&["get", "pod", name, "-o", "json"]);
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let ready = p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    (
+        p["status"]["phase"].as_str().unwrap_or("").to_string(),
+        ready,
+    )
+}
+
+#[test]
+fn a_pod_runs_logs_and_stops_in_docker() {
+    if !docker_image::docker_available() {
+        return;
+    }
+    docker_image::ensure_image();
+    let cluster = Cluster::start(1, &[]);
+    cluster.api_addr(0);
+    let kc = cluster.replicas[0].data_dir.join("kubeconfig");
+    let k = Kubectl::new(kc.clone());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let node = format!("docker-{}-{nanos:x}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["--node-name", &node, "--runtime", "docker"])
+        .arg("--root-dir")
+        .arg(dir.path().join("root"))
+        .args([
+            "--listen-logs",
+            "127.0.0.1:0",
+            "--heartbeat-interval-ms",
+            "500",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start keel agent");
+    let agent = Agent {
+        child,
+        node: node.clone(),
+        log,
+        _dir: dir,
+    };
+    let logs = || format!("{}\n--- agent ---\n{}", cluster.log(0), agent.log());
+
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hello"}},
+            "spec": {{"nodeName": "{node}", "terminationGracePeriodSeconds": 1,
+              "containers": [{{"name": "main", "image": "{}",
+                "command": ["sh", "-c", "echo hello-from-docker $POD_NAME; sleep 3600"],
+                "env": [{{"name": "POD_NAME", "valueFrom": {{"fieldRef": {{"fieldPath": "metadata.name"}}}}}}]}}]}}}}"#,
+        docker_image::IMAGE
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), manifest).unwrap();
+    wait_for(
+        "the docker node to register",
+        60,
+        || k.run(&["get", "node", &node]).status.success(),
+        logs,
+    );
+    k.ok(&["apply", "-f", file.path().to_str().unwrap()]);
+    wait_for(
+        "the pod to run and be ready",
+        60,
+        || pod_phase_ready(&k, "hello") == ("Running".to_string(), true),
+        logs,
+    );
+    assert_eq!(agent.containers(false).len(), 1, "one running container");
+    wait_for(
+        "kubectl logs to show the container's output",
+        30,
+        || {
+            let o = k.run(&["logs", "hello"]);
+            String::from_utf8_lossy(&o.stdout).contains("hello-from-docker hello")
+        },
+        logs,
+    );
+
+    k.ok(&["delete", "pod", "hello", "--timeout=60s"]);
+    wait_for(
+        "the container to be removed",
+        30,
+        || agent.containers(true).is_empty(),
+        logs,
+    );
+}
