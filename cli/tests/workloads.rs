@@ -312,4 +312,21 @@ fn a_deployment_runs_scales_rolls_out_and_rolls_back() {
     assert_eq!(last.lines().count(), 1, "{last}");
     let o = k.run(&["logs", name, "-c", "nope"]);
     assert!(!o.status.success());
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it (the
+    // garbage collector), and the pods' processes stop.
+    k.ok(&["delete", "deployment", "echo"]);
+    wait_for(
+        "the ReplicaSets and pods to go",
+        60,
+        || {
+            let rs = k.ok(&["get", "replicasets", "-l", "app=echo", "-o", "name"]);
+            rs.trim().is_empty() && pods(&k, "app=echo").is_empty()
+        },
+        || up.log(),
+    );
+    assert!(
+        http_get(&format!("{ip}:8080"), "/after-delete").is_none(),
+        "the pod's server still answers"
+    );
 }
