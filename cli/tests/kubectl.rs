@@ -378,7 +378,8 @@ fn kubectl_drives_a_three_replica_control_plane() {
         "{svc}"
     );
 
-    // foreground deletion leaves the object with the GC's finalizer
+    // foreground deletion: the object waits, with the GC's finalizer,
+    // until the garbage collector has removed its ReplicaSet; then it goes
     let out = k0.ok(&[
         "delete",
         "deployment",
@@ -389,26 +390,33 @@ fn kubectl_drives_a_three_replica_control_plane() {
         "--wait=false",
     ]);
     assert!(out.contains("deleted"), "{out}");
-    let d = k0.json(&["get", "deployment", "web", "-n", "shop"]);
-    assert!(d["metadata"]["deletionTimestamp"].is_string());
-    assert_eq!(
-        d["metadata"]["finalizers"],
-        serde_json::json!(["foregroundDeletion"])
-    );
-    // What the garbage collector does once dependents are gone: drop the
-    // finalizer, and the object goes.
-    k0.ok(&[
-        "patch",
-        "deployment",
-        "web",
-        "-n",
-        "shop",
-        "--type=json",
-        "-p",
-        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
-    ]);
-    let gone = k0.run(&["get", "deployment", "web", "-n", "shop"]);
-    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = k0.run(&["get", "deployment", "web", "-n", "shop", "-o", "json"]);
+        let rs = k0.ok(&[
+            "get",
+            "replicasets",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "-o",
+            "name",
+        ]);
+        if !o.status.success() {
+            assert!(String::from_utf8_lossy(&o.stderr).contains("NotFound"));
+            assert!(rs.trim().is_empty(), "the Deployment went first: {rs}");
+            break;
+        }
+        let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(d["metadata"]["deletionTimestamp"].is_string(), "{d}");
+        assert_eq!(
+            d["metadata"]["finalizers"],
+            serde_json::json!(["foregroundDeletion"])
+        );
+        assert!(Instant::now() < deadline, "the Deployment never went: {d}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // deleting the namespace removes its contents, then the namespace
     let out = k1.ok(&["delete", "namespace", "shop", "--timeout=60s"]);
