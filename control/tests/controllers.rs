@@ -102,11 +102,18 @@ fn mark_pods_ready(c: Client) -> Bg {
 /// Like [`mark_pods_ready`], for pods at least `startup` old (containers
 /// that take a while to start make an unsafe rollout visible).
 fn mark_pods_ready_after(c: Client, startup: Duration) -> Bg {
+    mark_ready_where(c, startup, |_| true)
+}
+
+/// Like [`mark_pods_ready_after`], only for pods `startable` accepts (a
+/// kubelet that cannot start some image).
+fn mark_ready_where(c: Client, startup: Duration, startable: fn(&Value) -> bool) -> Bg {
     bg(async move {
         let mut first_seen = std::collections::HashMap::new();
         loop {
             let now = tokio::time::Instant::now();
-            for mut p in pods(&c).await.into_iter().filter(|p| !is_ready(p)) {
+            let waiting = pods(&c).await.into_iter().filter(|p| !is_ready(p));
+            for mut p in waiting.filter(&startable) {
                 let uid = p["metadata"]["uid"].to_string();
                 if now.duration_since(*first_seen.entry(uid).or_insert(now)) < startup {
                     continue;
@@ -533,4 +540,51 @@ async fn paused_deployments_do_not_roll_and_stuck_ones_time_out() {
     .await;
     rollout_complete(&c, 2).await;
     assert_eq!(replicasets(&c).await.len(), 2);
+}
+
+/// Scaling in the middle of a rollout spreads the change over the old and
+/// the new ReplicaSet in proportion to their sizes (Kubernetes' rule).
+#[tokio::test]
+async fn scaling_mid_rollout_is_proportional() {
+    let (_server, c) = setup().await;
+    let _rs_ctl = bg(replicaset::run(c.clone()));
+    let _d_ctl = bg(deployment::run(c.clone()));
+    // busybox:2 never starts, so the rollout stops at maxSurge new pods.
+    let _kubelet = mark_ready_where(c.clone(), Duration::ZERO, |p| {
+        p["spec"]["containers"][0]["image"] == "busybox:1"
+    });
+    let strategy = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 0}});
+    let d = deployment(strategy, 10, 10);
+    c.create(&path("apps/v1", "deployments", Some(NS), None), &d)
+        .await
+        .unwrap();
+    rollout_complete(&c, 10).await;
+    set_image(&c, "busybox:2").await;
+    let sizes = |rss: &[Value]| -> (i64, i64) {
+        let size = |rev: &str| {
+            rss.iter()
+                .find(|rs| revision(rs) == rev)
+                .and_then(|rs| rs["spec"]["replicas"].as_i64())
+                .unwrap_or(-1)
+        };
+        (size("1"), size("2"))
+    };
+    wait_for("the rollout to stall at 10 old + 3 new", 20, || async {
+        (sizes(&replicasets(&c).await) == (10, 3)).then_some(())
+    })
+    .await;
+    patch(
+        &c,
+        "apps/v1",
+        "deployments",
+        "web",
+        json!({"spec": {"replicas": 20}}),
+    )
+    .await;
+    // 23 allowed (20 + surge 3), split as 10:3 → round(17.7) = 18 and 5.
+    wait_for("proportional sizes 18 + 5", 20, || async {
+        (sizes(&replicasets(&c).await) == (18, 5)).then_some(())
+    })
+    .await;
 }
