@@ -218,6 +218,11 @@ async fn http_get(h: &HTTPGetAction, target: &Target) -> Result<(), String> {
     }
 }
 
+/// How much of a probe's answer is read.
+const MAX_ANSWER_BYTES: usize = 10 * 1024;
+/// How long the rest of an answer is waited for once its status line is in.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// Sends `req` and reads the status code of the answer.
 async fn status_code<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
@@ -227,9 +232,24 @@ async fn status_code<S: AsyncRead + AsyncWrite + Unpin>(
         .write_all(req.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let mut head = vec![0u8; 64];
-    let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    let mut answer = vec![0u8; 1024];
+    let n = stream.read(&mut answer).await.map_err(|e| e.to_string())?;
+    answer.truncate(n);
+    // Drain the rest (up to 10 KiB, the kubelet's limit, and briefly, in
+    // case the server keeps the connection open): closing with unread
+    // bytes resets the connection, and servers log an error for that.
+    let drain = async {
+        let mut chunk = [0u8; 1024];
+        let mut read = n;
+        while read < MAX_ANSWER_BYTES {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(m) => read += m,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    let line = String::from_utf8_lossy(&answer[..answer.len().min(64)]);
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
