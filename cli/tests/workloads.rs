@@ -15,18 +15,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::{free_port, kill_processes_under};
+use util::{free_port, kill_processes_under, processes_under};
 
 /// One `keel up` process and its data dir; killed (with its pods) on drop.
 struct Up {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Kept across restarts: the cluster's raft membership names them.
+    ports: (u16, u16),
 }
 
 impl Up {
     fn start(agents: usize, extra: &[&str]) -> Up {
         let dir = tempfile::tempdir().unwrap();
-        let mut up = Up { child: None, dir };
+        let mut up = Up {
+            child: None,
+            dir,
+            ports: (free_port(), free_port()),
+        };
         up.spawn(agents, extra);
         up
     }
@@ -42,8 +48,8 @@ impl Up {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--agents", &agents.to_string()])
-            .args(["--listen-client", &format!("127.0.0.1:{}", free_port())])
-            .args(["--listen-peer", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen-client", &format!("127.0.0.1:{}", self.ports.0)])
+            .args(["--listen-peer", &format!("127.0.0.1:{}", self.ports.1)])
             .args(["--listen-api", "127.0.0.1:0"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(extra)
@@ -329,4 +335,61 @@ fn a_deployment_runs_scales_rolls_out_and_rolls_back() {
         http_get(&format!("{ip}:8080"), "/after-delete").is_none(),
         "the pod's server still answers"
     );
+}
+
+/// `keel up`'s promise: Ctrl-C stops everything (no process of the
+/// cluster is left), and `keel up` again resumes the same cluster, whose
+/// pods run again.
+#[test]
+fn ctrl_c_stops_everything_and_a_second_up_resumes() {
+    let mut up = Up::start(1, &[]);
+    let k = up.kubectl();
+    wait_for("1 Ready node", 60, || ready_nodes(&k) == 1, || up.log());
+    k.ok(&["create", "configmap", "kept", "--from-literal=a=b"]);
+    k.ok(&[
+        "create",
+        "deployment",
+        "sleepy",
+        "--image=keel/pause",
+        "--replicas=2",
+    ]);
+    let running = |k: &Kubectl| {
+        pods(k, "app=sleepy")
+            .iter()
+            .filter(|p| live(p) && is_ready(p))
+            .count()
+    };
+    wait_for("2 Ready pods", 60, || running(&k) == 2, || up.log());
+
+    let mut child = up.child.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "keel up ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}\n{}", tail(&up.log(), 40));
+    wait_for(
+        "every process of the cluster to exit",
+        20,
+        || processes_under(up.dir.path()).is_empty(),
+        || format!("left: {:?}", processes_under(up.dir.path())),
+    );
+
+    up.spawn(1, &[]);
+    wait_for(
+        "the API to answer again",
+        60,
+        || k.run(&["get", "configmap", "kept"]).status.success(),
+        || up.log(),
+    );
+    wait_for("2 Ready pods again", 60, || running(&k) == 2, || up.log());
 }

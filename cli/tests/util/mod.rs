@@ -253,8 +253,27 @@ pub async fn channel(endpoint: &str) -> Channel {
 /// supervisor's session without the dir in its command line: tests kill
 /// every process started under their dir and every process in those
 /// processes' sessions.
-pub fn kill_processes_under(dir: &std::path::Path) {
+/// Processes whose command line mentions `dir` (supervisors, agents,
+/// servers started on it).
+#[allow(dead_code)]
+pub fn processes_under(dir: &std::path::Path) -> Vec<i32> {
     let needle = dir.to_string_lossy().to_string();
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+                .filter(|pid| *pid != me)
+                .filter(|pid| {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    String::from_utf8_lossy(&cmdline).contains(&needle)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn kill_processes_under(dir: &std::path::Path) {
     let sid = |pid: i32| -> Option<i32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -268,14 +287,10 @@ pub fn kill_processes_under(dir: &std::path::Path) {
         })
         .unwrap_or_default();
     let mut sessions = std::collections::HashSet::new();
-    let mut victims = vec![];
-    for &pid in &pids {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            victims.push(pid);
-            if let Some(s) = sid(pid).filter(|s| *s > 1 && *s != std::process::id() as i32) {
-                sessions.insert(s);
-            }
+    let mut victims = processes_under(dir);
+    for &pid in &victims {
+        if let Some(s) = sid(pid).filter(|s| *s > 1 && *s != std::process::id() as i32) {
+            sessions.insert(s);
         }
     }
     for &pid in &pids {
