@@ -1,6 +1,6 @@
 //! `keel up`: the embedded default. One process runs a single control
-//! replica (store, API, scheduler, controllers) and N agents with the exec
-//! runtime, all state under `--data-dir`. Ctrl-C stops everything; running
+//! replica (store, API, scheduler, controllers) and N agents (exec
+//! runtime by default), all state under `--data-dir`. Ctrl-C stops everything; running
 //! `keel up` again on the same data dir resumes the same cluster.
 
 use std::path::{Path, PathBuf};
@@ -32,6 +32,10 @@ pub struct UpArgs {
     /// re-adopts them); by default they are stopped with it.
     #[arg(long)]
     keep_pods_running: bool,
+    /// The agents' container runtime: `exec` (supervised processes, built-in
+    /// images) or `docker` (the local Docker Engine's images).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
+    runtime: RuntimeKind,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -55,7 +59,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             server: vec![],
             node_name: Some(name.clone()),
             root_dir: data_dir.join("agents").join(name),
-            runtime: RuntimeKind::Exec,
+            runtime: a.runtime,
             image_dir: Some(data_dir.join("images")),
             listen_logs: "127.0.0.1:0".parse().expect("a socket address"),
             node_ip: "127.0.0.1".parse().expect("an IP"),
