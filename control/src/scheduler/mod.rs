@@ -124,6 +124,19 @@ impl NodeInfo {
         info
     }
 
+    /// Takes in a changed Node object (capacity, labels, taints, cordon,
+    /// readiness) and keeps the pods already accounted on it.
+    pub fn update_node(&mut self, node: &Value) {
+        let fresh = NodeInfo::from_node(node, &[]);
+        *self = NodeInfo {
+            requested: self.requested,
+            non_zero_requested: self.non_zero_requested,
+            pod_count: self.pod_count,
+            owner_counts: std::mem::take(&mut self.owner_counts),
+            ..fresh
+        };
+    }
+
     /// Accounts a pod just placed on this node, so the next decision sees
     /// its requests and owner.
     pub fn add_pod(&mut self, pod: &PodRequest) {
@@ -415,6 +428,21 @@ pub(crate) mod tests {
         );
         n.remove_pod(&p);
         assert_eq!(n, node("n", "2", "2Gi"));
+    }
+
+    #[test]
+    fn update_node_keeps_the_accounted_pods() {
+        let mut n = node("n", "2", "2Gi");
+        n.add_pod(&owned_pod("p", "o", "500m", "1Gi"));
+        let mut changed = node_json("n", "4", "8Gi");
+        changed["spec"] = json!({"unschedulable": true});
+        n.update_node(&changed);
+        assert_eq!(n.allocatable.cpu_millis, 4000);
+        assert!(n.unschedulable);
+        assert_eq!(
+            (n.pod_count, n.requested.cpu_millis, n.owner_counts["o"]),
+            (1, 500, 1)
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! (its room given back) and the pod retried. A pod that fits nowhere
 //! stays Pending with PodScheduled=False and a FailedScheduling event, and
 //! is retried when nodes or pods change, or after a back-off.
+//!
+//! Node changes are applied to the cache one at a time (a heartbeat or a
+//! new node costs one node's view, not all of them).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -38,10 +41,10 @@ pub async fn run(client: Client) {
     pods.wait_synced().await;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler::new(client, nodes, pods.clone(), done_tx);
+    s.cache.rebuild(s.nodes.list());
     for p in pods.list() {
         s.on_pod(Change::Applied(p));
     }
-    s.rebuild();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         s.schedule_pending().await;
@@ -51,7 +54,7 @@ pub async fn run(client: Client) {
                 None => return,
             },
             c = informer::next_change(&mut node_rx) => match c {
-                Some(_) => s.nodes_changed(),
+                Some(c) => s.on_node(c),
                 None => return,
             },
             Some(done) = done_rx.recv() => s.on_bound(done),
@@ -70,10 +73,7 @@ struct Scheduler {
     client: Client,
     nodes: Informer,
     pods: Informer,
-    infos: Vec<NodeInfo>,
-    index: HashMap<String, usize>,
-    /// Pods counted on a node: bound ones and assumed ones (binding sent).
-    accounted: HashMap<String, (String, PodRequest)>,
+    cache: NodeCache,
     /// Bindings written but not yet seen by the informer.
     assumed: HashSet<String>,
     queue: VecDeque<String>,
@@ -82,7 +82,6 @@ struct Scheduler {
     waiting: HashMap<String, (Instant, Duration)>,
     /// The PodScheduled=False message last written per pod.
     reported: HashMap<String, String>,
-    nodes_dirty: bool,
     binds: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Bound>,
 }
@@ -98,41 +97,33 @@ impl Scheduler {
             client,
             nodes,
             pods,
-            infos: vec![],
-            index: HashMap::new(),
-            accounted: HashMap::new(),
+            cache: NodeCache::default(),
             assumed: HashSet::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
             waiting: HashMap::new(),
             reported: HashMap::new(),
-            nodes_dirty: true,
             binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
             done,
         }
     }
 
-    /// Rebuilds the node views from the node cache plus every accounted pod.
-    fn rebuild(&mut self) {
-        let mut nodes = self.nodes.list();
-        nodes.sort_by_key(key_of);
-        self.infos = nodes.iter().map(|n| NodeInfo::from_node(n, &[])).collect();
-        self.index = self
-            .infos
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
-        for (node, req) in self.accounted.values() {
-            if let Some(&i) = self.index.get(node) {
-                self.infos[i].add_pod(req);
+    fn on_node(&mut self, c: Change) {
+        let name = match c {
+            Change::Applied(node) | Change::Deleted(node) => key_of(&node),
+            Change::Resync => {
+                self.cache.rebuild(self.nodes.list());
+                self.wake_waiting();
+                return;
             }
+        };
+        // Level-triggered per node: take it as the informer holds it now,
+        // since a queued change can be older than the list the cache was
+        // built from.
+        match self.nodes.get(&name) {
+            Some(node) => self.cache.node_applied(&node),
+            None => self.cache.node_deleted(&name),
         }
-        self.nodes_dirty = false;
-    }
-
-    fn nodes_changed(&mut self) {
-        self.nodes_dirty = true;
         self.wake_waiting();
     }
 
@@ -170,9 +161,9 @@ impl Scheduler {
         if !node.is_empty() {
             self.assumed.remove(&key);
             self.waiting.remove(&key);
-            if !self.accounted.contains_key(&key) {
+            if !self.cache.accounts(&key) {
                 let req = PodRequest::from_pod(pod).unwrap_or_default();
-                self.account(&key, node, req);
+                self.cache.account(&key, node, req);
             }
             return;
         }
@@ -188,24 +179,10 @@ impl Scheduler {
         }
     }
 
-    fn account(&mut self, key: &str, node: &str, req: PodRequest) {
-        if let Some(&i) = self.index.get(node) {
-            self.infos[i].add_pod(&req);
-        }
-        self.accounted
-            .insert(key.to_string(), (node.to_string(), req));
-    }
-
     /// Gives a pod's room back; true if it was counted.
     fn unaccount(&mut self, key: &str) -> bool {
         self.assumed.remove(key);
-        let Some((node, req)) = self.accounted.remove(key) else {
-            return false;
-        };
-        if let Some(&i) = self.index.get(&node) {
-            self.infos[i].remove_pod(&req);
-        }
-        true
+        self.cache.unaccount(key)
     }
 
     /// Room changed: unschedulable pods get another try now.
@@ -248,9 +225,6 @@ impl Scheduler {
     }
 
     async fn schedule_pending(&mut self) {
-        if self.nodes_dirty {
-            self.rebuild();
-        }
         while let Some(key) = self.queue.pop_front() {
             self.queued.remove(&key);
             self.schedule_one(&key).await;
@@ -265,17 +239,17 @@ impl Scheduler {
             .as_str()
             .unwrap_or_default()
             .is_empty();
-        if !unbound || !wants_us(&pod) || self.accounted.contains_key(key) {
+        if !unbound || !wants_us(&pod) || self.cache.accounts(key) {
             return;
         }
         let req = match PodRequest::from_pod(&pod) {
             Ok(r) => r,
             Err(e) => return self.unschedulable(key, &pod, format!("invalid pod: {e}")),
         };
-        match schedule(&req, &self.infos) {
+        match schedule(&req, &self.cache.infos) {
             Ok(i) => {
-                let node = self.infos[i].name.clone();
-                self.account(key, &node, req);
+                let node = self.cache.infos[i].name.clone();
+                self.cache.account(key, &node, req);
                 self.assumed.insert(key.to_string());
                 self.waiting.remove(key);
                 self.bind(pod, node).await;
@@ -314,6 +288,90 @@ impl Scheduler {
         let client = self.client.clone();
         let pod = pod.clone();
         tokio::spawn(async move { report_unschedulable(&client, pod, &message).await });
+    }
+}
+
+/// The node views decisions are made against, with every accounted pod
+/// (bound, or assumed: binding sent) counted on its node. Updated change
+/// by change; a pod on a node the cache does not know (yet, or any more)
+/// stays accounted and counts as soon as the node appears.
+#[derive(Default)]
+struct NodeCache {
+    /// In no particular order.
+    infos: Vec<NodeInfo>,
+    /// Node name → position in `infos`.
+    index: HashMap<String, usize>,
+    /// Pod key → (node name, what it requests).
+    accounted: HashMap<String, (String, PodRequest)>,
+}
+
+impl NodeCache {
+    /// Rebuilds every view from `nodes` plus the accounted pods (start,
+    /// and when the node informer reports a resync).
+    fn rebuild(&mut self, mut nodes: Vec<Value>) {
+        nodes.sort_by_key(key_of);
+        self.infos = nodes.iter().map(|n| NodeInfo::from_node(n, &[])).collect();
+        self.index = self
+            .infos
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for (node, req) in self.accounted.values() {
+            if let Some(&i) = self.index.get(node) {
+                self.infos[i].add_pod(req);
+            }
+        }
+    }
+
+    /// A node was added or changed.
+    fn node_applied(&mut self, node: &Value) {
+        let name = node["metadata"]["name"].as_str().unwrap_or_default();
+        if let Some(&i) = self.index.get(name) {
+            self.infos[i].update_node(node);
+            return;
+        }
+        let mut info = NodeInfo::from_node(node, &[]);
+        for (on, req) in self.accounted.values() {
+            if *on == info.name {
+                info.add_pod(req);
+            }
+        }
+        self.index.insert(info.name.clone(), self.infos.len());
+        self.infos.push(info);
+    }
+
+    fn node_deleted(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.infos.swap_remove(i);
+        if let Some(moved) = self.infos.get(i) {
+            self.index.insert(moved.name.clone(), i);
+        }
+    }
+
+    fn accounts(&self, key: &str) -> bool {
+        self.accounted.contains_key(key)
+    }
+
+    fn account(&mut self, key: &str, node: &str, req: PodRequest) {
+        if let Some(&i) = self.index.get(node) {
+            self.infos[i].add_pod(&req);
+        }
+        self.accounted
+            .insert(key.to_string(), (node.to_string(), req));
+    }
+
+    /// Gives a pod's room back; true if it was counted.
+    fn unaccount(&mut self, key: &str) -> bool {
+        let Some((node, req)) = self.accounted.remove(key) else {
+            return false;
+        };
+        if let Some(&i) = self.index.get(&node) {
+            self.infos[i].remove_pod(&req);
+        }
+        true
     }
 }
 
@@ -398,4 +456,65 @@ fn with_kind(pod: &Value) -> Value {
     p["kind"] = json!("Pod");
     p["apiVersion"] = json!("v1");
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::tests::{node_json, pod_json};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn sorted(infos: &[NodeInfo]) -> Vec<NodeInfo> {
+        let mut v = infos.to_vec();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Any sequence of node and pod changes leaves the cache equal to one
+    /// rebuilt from scratch, and the index pointing at the right views.
+    #[test]
+    fn incremental_node_changes_match_a_rebuild() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut cache = NodeCache::default();
+        let mut nodes: HashMap<String, Value> = HashMap::new();
+        for step in 0..3000 {
+            let name = format!("n{}", rng.gen_range(0..20));
+            match rng.gen_range(0..5) {
+                0 | 1 => {
+                    // Added, or changed: other capacity, maybe cordoned.
+                    let cpu = rng.gen_range(1..8).to_string();
+                    let mut n = node_json(&name, &cpu, "8Gi");
+                    n["spec"] = json!({"unschedulable": rng.gen_bool(0.3)});
+                    cache.node_applied(&n);
+                    nodes.insert(name, n);
+                }
+                2 => {
+                    cache.node_deleted(&name);
+                    nodes.remove(&name);
+                }
+                3 => {
+                    let key = format!("default/p{}", rng.gen_range(0..60));
+                    if !cache.accounts(&key) {
+                        let p = pod_json(&key, "100m", "64Mi");
+                        let req = PodRequest::from_pod(&p).unwrap();
+                        cache.account(&key, &name, req);
+                    }
+                }
+                _ => {
+                    cache.unaccount(&format!("default/p{}", rng.gen_range(0..60)));
+                }
+            }
+            for (name, &i) in &cache.index {
+                assert_eq!(&cache.infos[i].name, name, "step {step}");
+            }
+            assert_eq!(cache.index.len(), cache.infos.len());
+            let mut fresh = NodeCache {
+                accounted: cache.accounted.clone(),
+                ..NodeCache::default()
+            };
+            fresh.rebuild(nodes.values().cloned().collect());
+            assert_eq!(sorted(&cache.infos), fresh.infos, "step {step}");
+        }
+    }
 }
