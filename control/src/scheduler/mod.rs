@@ -9,7 +9,8 @@
 //!   taint implied by a node's Ready condition), NodeAffinity (nodeSelector
 //!   and required node affinity), NodeResourcesFit (cpu, memory, pod count).
 //! - [`score`]: least-allocated resources, spreading pods of one owner,
-//!   avoiding PreferNoSchedule taints; ties go to the smallest node name.
+//!   avoiding PreferNoSchedule taints; ties are broken at random, so equal
+//!   nodes share a burst of pods instead of the first one taking them all.
 //!
 //! The caller keeps one [`NodeInfo`] per node and, after binding a pod,
 //! calls [`NodeInfo::add_pod`] so the next decision sees it (Kubernetes'
@@ -21,6 +22,7 @@ pub mod run;
 pub mod score;
 
 use filter::{RequiredAffinity, Taint, Toleration, Unfit};
+use rand::Rng;
 use resources::Resources;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -264,9 +266,14 @@ impl std::error::Error for FitError {}
 
 /// Picks a node for `pod`: Ok(index into `nodes`) of the best node that
 /// passes every filter, or the reasons each node was rejected. Every node
-/// is considered (Kubernetes samples a percentage of large clusters), and
-/// the result depends only on the inputs, never on order or chance.
-pub fn schedule(pod: &PodRequest, nodes: &[NodeInfo]) -> Result<usize, FitError> {
+/// is considered (Kubernetes samples a percentage of large clusters).
+/// Among equally good nodes `rng` picks one uniformly; the result depends
+/// only on the inputs and `rng`, so a seeded rng makes it reproducible.
+pub fn schedule<R: Rng + ?Sized>(
+    pod: &PodRequest,
+    nodes: &[NodeInfo],
+    rng: &mut R,
+) -> Result<usize, FitError> {
     let mut feasible = Vec::with_capacity(nodes.len());
     let mut unfit = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -281,7 +288,7 @@ pub fn schedule(pod: &PodRequest, nodes: &[NodeInfo]) -> Result<usize, FitError>
             unfit,
         });
     }
-    Ok(score::best(pod, nodes, &feasible))
+    Ok(score::best(pod, nodes, &feasible, rng))
 }
 
 fn terminated(pod: &Value) -> bool {
@@ -308,8 +315,15 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
     use serde_json::json;
     use std::time::Instant;
+
+    /// A seeded rng, so tie-breaks are the same on every run.
+    pub(crate) fn rng() -> StdRng {
+        StdRng::seed_from_u64(7)
+    }
 
     pub(crate) fn node_json(name: &str, cpu: &str, memory: &str) -> Value {
         json!({
@@ -452,7 +466,7 @@ pub(crate) mod tests {
         let nodes = [labelled, node("b", "4", "8Gi"), node("c", "4", "8Gi")];
         let mut p = pod("p", "6", "1Gi");
         p.node_selector.insert("disk".into(), "ssd".into());
-        let err = schedule(&p, &nodes).unwrap_err();
+        let err = schedule(&p, &nodes, &mut rng()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "0/3 nodes are available: 1 Insufficient cpu, \
@@ -478,7 +492,7 @@ pub(crate) mod tests {
             node("d", "1", "1Gi"),
             node("e", "1", "1Gi"),
         ];
-        let err = schedule(&pod("p", "2", "2Gi"), &nodes).unwrap_err();
+        let err = schedule(&pod("p", "2", "2Gi"), &nodes, &mut rng()).unwrap_err();
         assert_eq!(
             err.message(),
             "0/5 nodes are available: 1 node(s) had untolerated taint \
@@ -489,7 +503,7 @@ pub(crate) mod tests {
 
     #[test]
     fn no_nodes() {
-        let err = schedule(&pod("p", "1", "1"), &[]).unwrap_err();
+        let err = schedule(&pod("p", "1", "1"), &[], &mut rng()).unwrap_err();
         assert_eq!(err.message(), "no nodes available to schedule pods");
     }
 
@@ -500,7 +514,7 @@ pub(crate) mod tests {
         let nodes = [node("a", "8", "8Gi"), gpu];
         let mut p = pod("p", "100m", "1Mi");
         p.node_selector.insert("gpu".into(), "true".into());
-        assert_eq!(schedule(&p, &nodes), Ok(1));
+        assert_eq!(schedule(&p, &nodes, &mut rng()), Ok(1));
     }
 
     /// Not a benchmark with assertions on time: prints how long 10,000
@@ -520,9 +534,10 @@ pub(crate) mod tests {
                 )
             })
             .collect();
+        let mut rng = rng();
         let start = Instant::now();
         for p in &pods {
-            let i = schedule(p, &nodes).expect("every pod fits");
+            let i = schedule(p, &nodes, &mut rng).expect("every pod fits");
             nodes[i].add_pod(p);
         }
         let elapsed = start.elapsed();

@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -82,6 +84,8 @@ struct Scheduler {
     waiting: HashMap<String, (Instant, Duration)>,
     /// The PodScheduled=False message last written per pod.
     reported: HashMap<String, String>,
+    /// Breaks ties between equally good nodes.
+    rng: StdRng,
     binds: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Bound>,
 }
@@ -103,6 +107,7 @@ impl Scheduler {
             queued: HashSet::new(),
             waiting: HashMap::new(),
             reported: HashMap::new(),
+            rng: StdRng::from_entropy(),
             binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
             done,
         }
@@ -246,7 +251,7 @@ impl Scheduler {
             Ok(r) => r,
             Err(e) => return self.unschedulable(key, &pod, format!("invalid pod: {e}")),
         };
-        match schedule(&req, &self.cache.infos) {
+        match schedule(&req, &self.cache.infos, &mut self.rng) {
             Ok(i) => {
                 let node = self.cache.infos[i].name.clone();
                 self.cache.account(key, &node, req);
@@ -462,8 +467,7 @@ fn with_kind(pod: &Value) -> Value {
 mod tests {
     use super::*;
     use crate::scheduler::tests::{node_json, pod_json};
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
 
     fn sorted(infos: &[NodeInfo]) -> Vec<NodeInfo> {
         let mut v = infos.to_vec();

@@ -3,9 +3,12 @@
 //! Each score is 0..=100 (Kubernetes' MaxNodeScore) and the total is their
 //! weighted sum, with the default profile's weights where Kubernetes has the
 //! plugin: TaintToleration 3, spreading 2 (as PodTopologySpread's system
-//! defaults), NodeResourcesFit least-allocated 1. Kubernetes picks at random
-//! among equal totals; we take the smallest node name so results are
-//! reproducible.
+//! defaults), NodeResourcesFit least-allocated 1. Like Kubernetes'
+//! selectHost, the pick among equal totals is uniform at random: scores are
+//! coarse integers, so a fixed order (say, by name) would send a burst of
+//! small pods all to the first of many equally empty nodes.
+
+use rand::Rng;
 
 use super::{NodeInfo, PodRequest};
 
@@ -80,8 +83,14 @@ struct Raw {
 }
 
 /// The index (into `nodes`) of the best of the `feasible` nodes, which must
-/// not be empty.
-pub fn best(pod: &PodRequest, nodes: &[NodeInfo], feasible: &[usize]) -> usize {
+/// not be empty; among equal totals each node is picked with the same
+/// probability (reservoir sampling, one pass).
+pub fn best<R: Rng + ?Sized>(
+    pod: &PodRequest,
+    nodes: &[NodeInfo],
+    feasible: &[usize],
+    rng: &mut R,
+) -> usize {
     let raw: Vec<Raw> = feasible
         .iter()
         .map(|&index| Raw {
@@ -98,26 +107,31 @@ pub fn best(pod: &PodRequest, nodes: &[NodeInfo], feasible: &[usize]) -> usize {
             + WEIGHT_SPREAD * reverse_normalize(r.owner_pods, max_owner)
             + WEIGHT_TAINT * reverse_normalize(r.prefer_taints, max_taints)
     };
-    let mut best: Option<(i64, usize)> = None;
+    let (mut chosen, mut top, mut ties) = (0, i64::MIN, 0u32);
     for r in &raw {
         let score = total(r);
-        let better = match best {
-            None => true,
-            Some((s, i)) => score > s || (score == s && nodes[r.index].name < nodes[i].name),
-        };
-        if better {
-            best = Some((score, r.index));
+        if score > top {
+            (chosen, top, ties) = (r.index, score, 1);
+        } else if score == top {
+            // The k-th node with the top score replaces the pick with
+            // probability 1/k, which leaves each of them equally likely.
+            ties += 1;
+            if rng.gen_range(0..ties) == 0 {
+                chosen = r.index;
+            }
         }
     }
-    best.map_or(0, |(_, i)| i)
+    chosen
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scheduler::filter::{Taint, Toleration};
-    use crate::scheduler::tests::{node, owned_pod, pod};
+    use crate::scheduler::tests::{node, owned_pod, pod, rng};
     use crate::scheduler::{schedule, NodeInfo};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
     use serde_json::json;
 
     #[test]
@@ -130,14 +144,20 @@ mod tests {
         assert_eq!(least_allocated(&p, &busy), 31);
         assert_eq!(least_allocated(&p, &idle), 81);
         let nodes = [busy, idle];
-        assert_eq!(nodes[schedule(&p, &nodes).unwrap()].name, "b-idle");
+        assert_eq!(
+            nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name,
+            "b-idle"
+        );
     }
 
     #[test]
     fn bigger_node_wins_when_equally_loaded() {
         let p = pod("p", "1", "1Gi");
         let nodes = [node("a-small", "2", "2Gi"), node("b-large", "8", "8Gi")];
-        assert_eq!(nodes[schedule(&p, &nodes).unwrap()].name, "b-large");
+        assert_eq!(
+            nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name,
+            "b-large"
+        );
     }
 
     #[test]
@@ -149,14 +169,55 @@ mod tests {
     }
 
     #[test]
-    fn ties_go_to_the_smallest_name() {
+    fn ties_are_broken_at_random_among_the_best_only() {
         let p = pod("p", "100m", "1Mi");
+        let mut busy = node("a-busy", "1", "1Gi");
+        busy.add_pod(&pod("x", "500m", "512Mi"));
         let nodes = [
             node("c", "1", "1Gi"),
+            busy,
             node("a", "1", "1Gi"),
             node("b", "1", "1Gi"),
         ];
-        assert_eq!(nodes[schedule(&p, &nodes).unwrap()].name, "a");
+        let mut rng = rng();
+        let mut picked = [0; 4];
+        for _ in 0..3000 {
+            picked[schedule(&p, &nodes, &mut rng).unwrap()] += 1;
+        }
+        assert_eq!(picked[1], 0, "the busier node never wins: {picked:?}");
+        for i in [0, 2, 3] {
+            assert!(
+                (800..1200).contains(&picked[i]),
+                "about a third each: {picked:?}"
+            );
+        }
+        // The same seed gives the same choices.
+        let again = |seed| {
+            let mut r = StdRng::seed_from_u64(seed);
+            (0..20)
+                .map(|_| schedule(&p, &nodes, &mut r).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(again(3), again(3));
+    }
+
+    #[test]
+    fn a_burst_of_small_pods_spreads_over_equal_nodes() {
+        // 10m pods barely move a 32-core node's integer score: with a fixed
+        // tie-break the first node would take the whole burst.
+        let mut nodes: Vec<NodeInfo> = (0..100)
+            .map(|i| node(&format!("n{i:03}"), "32", "128Gi"))
+            .collect();
+        let mut rng = rng();
+        for i in 0..100 {
+            let p = pod(&format!("p{i}"), "10m", "16Mi");
+            let chosen = schedule(&p, &nodes, &mut rng).unwrap();
+            nodes[chosen].add_pod(&p);
+        }
+        let max = nodes.iter().map(|n| n.pod_count).max().unwrap_or(0);
+        let used = nodes.iter().filter(|n| n.pod_count > 0).count();
+        assert!(max <= 6, "at most a few per node, got {max}");
+        assert!(used >= 50, "most nodes used, got {used}");
     }
 
     #[test]
@@ -167,7 +228,7 @@ mod tests {
             .collect();
         for i in 0..6 {
             let p = owned_pod(&format!("web-{i}"), "rs-uid", "100m", "64Mi");
-            let chosen = schedule(&p, &nodes).unwrap();
+            let chosen = schedule(&p, &nodes, &mut rng()).unwrap();
             nodes[chosen].add_pod(&p);
         }
         let counts: Vec<i64> = nodes.iter().map(|n| n.pod_count).collect();
@@ -184,10 +245,10 @@ mod tests {
         n2.add_pod(&pod("other", "200m", "128Mi"));
         let p = owned_pod("web-1", "rs", "100m", "64Mi");
         let nodes = [n1, n2];
-        assert_eq!(nodes[schedule(&p, &nodes).unwrap()].name, "n2");
+        assert_eq!(nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name, "n2");
         // Without an owner, the emptier node wins.
         let q = pod("solo", "100m", "64Mi");
-        assert_eq!(nodes[schedule(&q, &nodes).unwrap()].name, "n1");
+        assert_eq!(nodes[schedule(&q, &nodes, &mut rng()).unwrap()].name, "n1");
     }
 
     #[test]
@@ -195,7 +256,7 @@ mod tests {
         let mut nodes = vec![node("a", "4", "8Gi"), node("b", "4", "8Gi")];
         for _ in 0..4 {
             let p = crate::scheduler::tests::with_spec(json!({"containers": [{"name": "c"}]}));
-            let i = schedule(&p, &nodes).unwrap();
+            let i = schedule(&p, &nodes, &mut rng()).unwrap();
             nodes[i].add_pod(&p);
         }
         assert_eq!(nodes[0].pod_count, 2);
@@ -215,8 +276,8 @@ mod tests {
         let mut p = pod("p", "100m", "1Mi");
         assert_eq!(prefer_no_schedule_count(&p, &a), 1);
         let nodes = [a.clone(), b];
-        assert_eq!(nodes[schedule(&p, &nodes).unwrap()].name, "b");
-        assert_eq!(schedule(&p, &[a.clone()]), Ok(0));
+        assert_eq!(nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name, "b");
+        assert_eq!(schedule(&p, &[a.clone()], &mut rng()), Ok(0));
         // A NoSchedule-only toleration does not cancel PreferNoSchedule.
         let tol = |effect: &str| {
             Toleration::from_json(&json!({"key": "spot", "operator": "Exists", "effect": effect}))
