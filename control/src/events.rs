@@ -44,8 +44,34 @@ pub async fn record(
 ) {
     let ns = involved["namespace"].as_str().unwrap_or("default");
     let name = event_name(involved, reason, message, component);
-    let uri = path("v1", "events", Some(ns), Some(&name));
     let now = meta::now_rfc3339();
+    // Most events are new (a pod is scheduled once): create first, and
+    // only on AlreadyExists read and bump the existing one.
+    let ev = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": event_type,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let coll = path("v1", "events", Some(ns), None);
+    match client.create(&coll, &ev).await {
+        Ok(_) => {}
+        Err(e) if e.is_conflict() => bump(client, ns, &name, &now, reason).await,
+        Err(e) => tracing::debug!(error = %e, %reason, "event create failed"),
+    }
+}
+
+/// A repeat: count + 1 and a new lastTimestamp on the existing Event.
+async fn bump(client: &Client, ns: &str, name: &str, now: &str, reason: &str) {
+    let uri = path("v1", "events", Some(ns), Some(name));
     match client.get(&uri).await {
         Ok(Some(mut ev)) => {
             let count = ev["count"].as_i64().unwrap_or(1) + 1;
@@ -55,26 +81,7 @@ pub async fn record(
                 tracing::debug!(error = %e, %reason, "event update failed");
             }
         }
-        Ok(None) => {
-            let ev = json!({
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": name, "namespace": ns},
-                "involvedObject": involved,
-                "reason": reason,
-                "message": message,
-                "type": event_type,
-                "source": {"component": component},
-                "reportingComponent": component,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            });
-            let coll = path("v1", "events", Some(ns), None);
-            if let Err(e) = client.create(&coll, &ev).await {
-                tracing::debug!(error = %e, %reason, "event create failed");
-            }
-        }
+        Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, %reason, "event lookup failed"),
     }
 }

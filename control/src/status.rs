@@ -60,6 +60,16 @@ impl ApiError {
         )
     }
 
+    /// A `preconditions.uid` (or a Binding's uid) names another instance
+    /// of the object than the stored one.
+    pub fn uid_precondition(want: &str, have: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+        )
+    }
+
     pub fn already_exists(info: &ResourceInfo, name: &str) -> ApiError {
         ApiError::new(
             409,

@@ -1121,6 +1121,16 @@ fn rows() -> Vec<Row> {
             (INVALID, "Invalid", "target.name"),
         ),
         row(
+            "binding decided for another instance of the pod",
+            "POST",
+            format!("{PODS}/p1/binding"),
+            JSON,
+            j(json!({"apiVersion": "v1", "kind": "Binding",
+                     "metadata": {"name": "p1", "uid": "an-earlier-p1"},
+                     "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}})),
+            (409, "Conflict", "UID in precondition: an-earlier-p1"),
+        ),
+        row(
             "negative scale",
             "PUT",
             format!("{DEPLOYS}/web/scale"),

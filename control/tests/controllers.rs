@@ -9,58 +9,15 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_control::api::{Api, ApiConfig};
 use keel_control::client::{path, Client};
 use keel_control::controllers::{deployment, replicaset};
-use keel_control::metrics::Metrics;
-use keel_control::storage::Objects;
 use serde_json::{json, Value};
-use support::TestServer;
-use tokio::task::JoinHandle;
+use support::{bg, wait_for, with_in_process_client, Bg, TestServer};
 
 const NS: &str = "default";
 
-/// Aborts a background task when the test ends (or fails).
-struct Bg(JoinHandle<()>);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn bg(f: impl std::future::Future<Output = ()> + Send + 'static) -> Bg {
-    Bg(tokio::spawn(f))
-}
-
 async fn setup() -> (TestServer, Client) {
-    let server = TestServer::start().await;
-    let metrics = Arc::new(Metrics::new());
-    let api = Arc::new(Api {
-        objects: Objects::new(server.store.clone(), metrics.clone()),
-        metrics,
-        cfg: ApiConfig::default(),
-    });
-    (server, Client::new(api, "controllers-test"))
-}
-
-/// Polls `f` until it returns Some, failing the test after `secs`.
-async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    with_in_process_client("controllers-test").await
 }
 
 async fn list(c: &Client, gv: &str, resource: &str) -> Vec<Value> {
@@ -451,7 +408,8 @@ async fn recreate_removes_old_pods_before_creating_new_ones() {
     let (_server, c) = setup().await;
     let _rs_ctl = bg(replicaset::run(c.clone()));
     let _d_ctl = bg(deployment::run(c.clone()));
-    let _kubelet = mark_pods_ready(c.clone());
+    // Slow starts keep the rollout long enough to be sampled many times.
+    let _kubelet = mark_pods_ready_after(c.clone(), Duration::from_millis(300));
     c.create(
         &path("apps/v1", "deployments", Some(NS), None),
         &deployment(json!({"type": "Recreate"}), 3, 10),
@@ -587,4 +545,25 @@ async fn scaling_mid_rollout_is_proportional() {
         (sizes(&replicasets(&c).await) == (18, 5)).then_some(())
     })
     .await;
+}
+
+/// A repeated event (same object, reason, message, source) is one Event
+/// whose count grows, as client-go's recorder aggregates.
+#[tokio::test]
+async fn repeated_events_are_one_event_with_a_count() {
+    let (_server, c) = setup().await;
+    let involved = json!({"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u1",
+                          "namespace": NS});
+    for _ in 0..3 {
+        keel_control::events::record(&c, &involved, "Warning", "BackOff", "again", "kubelet").await;
+    }
+    keel_control::events::record(&c, &involved, "Normal", "Started", "once", "kubelet").await;
+    let events = list(&c, "v1", "events").await;
+    let count = |reason: &str| {
+        let e: Vec<&Value> = events.iter().filter(|e| e["reason"] == reason).collect();
+        assert_eq!(e.len(), 1, "{reason}: {events:?}");
+        e[0]["count"].as_i64()
+    };
+    assert_eq!(count("BackOff"), Some(3));
+    assert_eq!(count("Started"), Some(1));
 }

@@ -10,58 +10,17 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_control::api::{Api, ApiConfig};
 use keel_control::client::{path, Client};
 use keel_control::controllers::{deployment, gc, namespace, replicaset};
 use keel_control::metrics::Metrics;
 use keel_control::storage::Objects;
 use serde_json::{json, Value};
-use support::TestServer;
-use tokio::task::JoinHandle;
+use support::{bg, wait_for, with_in_process_client, TestServer};
 
 const NS: &str = "default";
 
-/// Aborts a background task when the test ends (or fails).
-struct Bg(JoinHandle<()>);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn bg(f: impl std::future::Future<Output = ()> + Send + 'static) -> Bg {
-    Bg(tokio::spawn(f))
-}
-
 async fn setup() -> (TestServer, Client) {
-    let server = TestServer::start().await;
-    let metrics = Arc::new(Metrics::new());
-    let api = Arc::new(Api {
-        objects: Objects::new(server.store.clone(), metrics.clone()),
-        metrics,
-        cfg: ApiConfig::default(),
-    });
-    (server, Client::new(api, "gc-test"))
-}
-
-/// Polls `f` until it returns Some, failing the test after `secs`.
-async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    with_in_process_client("gc-test").await
 }
 
 fn cm_uri(name: &str) -> String {
@@ -220,24 +179,29 @@ async fn count(c: &Client, gv: &str, resource: &str) -> usize {
     l["items"].as_array().map_or(0, Vec::len)
 }
 
+/// Deployment `web` with its controllers' pods (unscheduled) created.
+async fn create_web(c: &Client, replicas: usize) {
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "keel/echo"}]}}}});
+    c.create(&path("apps/v1", "deployments", Some(NS), None), &d)
+        .await
+        .unwrap();
+    wait_for("the pods", 30, || async {
+        (count(c, "v1", "pods").await == replicas).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
     let (_s, c) = setup().await;
     let _gc = bg(gc::run(c.clone()));
     let _rs = bg(replicaset::run(c.clone()));
     let _d = bg(deployment::run(c.clone()));
-    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "c", "image": "keel/echo"}]}}}});
-    c.create(&path("apps/v1", "deployments", Some(NS), None), &d)
-        .await
-        .unwrap();
-    wait_for("3 pods", 30, || async {
-        (count(&c, "v1", "pods").await == 3).then_some(())
-    })
-    .await;
+    create_web(&c, 3).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
     assert!(c.delete(&uri, None).await.unwrap());
     wait_for("the ReplicaSet and its pods to go", 30, || async {
@@ -253,18 +217,7 @@ async fn foreground_deletion_of_a_deployment_removes_the_deployment_last() {
     let _gc = bg(gc::run(c.clone()));
     let _rs = bg(replicaset::run(c.clone()));
     let _d = bg(deployment::run(c.clone()));
-    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "c", "image": "keel/echo"}]}}}});
-    c.create(&path("apps/v1", "deployments", Some(NS), None), &d)
-        .await
-        .unwrap();
-    wait_for("2 pods", 30, || async {
-        (count(&c, "v1", "pods").await == 2).then_some(())
-    })
-    .await;
+    create_web(&c, 2).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
     let opts = delete_options("Foreground");
     assert!(c.delete(&uri, Some(&opts)).await.unwrap());

@@ -99,14 +99,7 @@ fn check_preconditions(
 ) -> ApiResult<()> {
     if let Some(uid) = &opts.uid {
         if uid != meta::uid(&cur.obj) {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta::uid(&cur.obj)
-                ),
-            ));
+            return Err(ApiError::uid_precondition(uid, meta::uid(&cur.obj)));
         }
     }
     if let Some(rv) = &opts.resource_version {

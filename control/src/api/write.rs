@@ -668,6 +668,12 @@ pub async fn bind(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
                 format!("pod {name} is being deleted, cannot be assigned to a host"),
             ));
         }
+        // A Binding names the pod instance it was decided for: a pod
+        // deleted and recreated under the same name is not bound by it.
+        let want_uid = body["metadata"]["uid"].as_str().unwrap_or("");
+        if !want_uid.is_empty() && want_uid != meta::uid(&cur.obj) {
+            return Err(ApiError::uid_precondition(want_uid, meta::uid(&cur.obj)));
+        }
         let mut obj = cur.obj.clone();
         obj["spec"]["nodeName"] = json!(node);
         set_scheduled(&mut obj);

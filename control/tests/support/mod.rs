@@ -209,3 +209,55 @@ pub fn pod(name: &str, labels: Value) -> Value {
 pub fn configmap(name: &str, data: Value) -> Value {
     serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
 }
+
+/// Aborts a background task (a controller loop) when the test ends.
+pub struct Bg(tokio::task::JoinHandle<()>);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub fn bg(f: impl std::future::Future<Output = ()> + Send + 'static) -> Bg {
+    Bg(tokio::spawn(f))
+}
+
+/// A test server and an in-process client of its store (the way the
+/// controllers reach the API), with `user_agent` as the field manager.
+pub async fn with_in_process_client(
+    user_agent: &str,
+) -> (TestServer, keel_control::client::Client) {
+    use keel_control::api::Api;
+    use keel_control::metrics::Metrics;
+    use keel_control::storage::Objects;
+    use std::sync::Arc;
+    let server = TestServer::start().await;
+    let metrics = Arc::new(Metrics::new());
+    let api = Arc::new(Api {
+        objects: Objects::new(server.store.clone(), metrics.clone()),
+        metrics,
+        cfg: ApiConfig::default(),
+    });
+    let client = keel_control::client::Client::new(api, user_agent);
+    (server, client)
+}
+
+/// Polls `f` until it returns Some, failing the test after `secs`.
+pub async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
