@@ -1,12 +1,13 @@
-//! Container probes: exec, httpGet and tcpSocket.
+//! Container probes: exec, httpGet, tcpSocket and grpc.
 //!
 //! The exec runtime has no container namespaces, so an exec probe runs its
 //! command as a host process with the container's environment (not through
 //! the runtime), killed after `timeoutSeconds`. httpGet connects to `host`
 //! (default: the pod IP) and succeeds on a 2xx/3xx status; with `scheme:
 //! HTTPS` it speaks TLS without verifying the certificate, as the kubelet
-//! does (a probe checks health, not identity). gRPC probes are not
-//! supported and fail with a message saying so.
+//! does (a probe checks health, not identity). A grpc probe calls the
+//! standard `grpc.health.v1.Health/Check` (with `service`, default "") on
+//! the pod IP and succeeds on SERVING, as the kubelet's.
 //! Counting follows Kubernetes: `successThreshold` consecutive successes make
 //! the result true, `failureThreshold` consecutive failures make it false;
 //! the first run is `initialDelaySeconds` after the container started, then
@@ -16,7 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
+use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -134,8 +135,10 @@ pub async fn run(probe: &Probe, target: &Target) -> Result<(), String> {
                 .await
                 .map(drop)
                 .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
+        } else if let Some(g) = &probe.grpc {
+            grpc(g, target).await
         } else {
-            Err("unsupported probe type (only exec, httpGet and tcpSocket)".to_string())
+            Err("the probe has no handler (exec, httpGet, tcpSocket or grpc)".to_string())
         }
     };
     tokio::time::timeout(timeout, attempt)
@@ -222,6 +225,46 @@ async fn http_get(h: &HTTPGetAction, target: &Target) -> Result<(), String> {
 const MAX_ANSWER_BYTES: usize = 10 * 1024;
 /// How long the rest of an answer is waited for once its status line is in.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A gRPC health check of `pod IP:port` (plain HTTP/2, no TLS, as the kubelet's).
+async fn grpc(g: &GRPCAction, target: &Target) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let port = u16::try_from(g.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port {}", g.port))?;
+    let addr = format!("http://{}:{port}", target.pod_ip);
+    let service = g.service.clone().unwrap_or_default();
+    let fail = |e: &dyn std::fmt::Display| format!("failed to connect service {addr:?}: {e}");
+    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+        .map_err(|e| fail(&e))?
+        .connect()
+        .await
+        .map_err(|e| fail(&e))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.clone(),
+        })
+        .await
+        .map_err(|e| {
+            format!(
+                "health rpc to {addr:?} (service {service:?}) failed: {}",
+                e.message()
+            )
+        })?;
+    let status = reply.into_inner().status;
+    match ServingStatus::try_from(status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(s) => Err(format!(
+            "service unhealthy (responded with {:?})",
+            s.as_str_name()
+        )),
+        Err(_) => Err(format!(
+            "service unhealthy (responded with status {status})"
+        )),
+    }
+}
 
 /// Sends `req` and reads the status code of the answer.
 async fn status_code<S: AsyncRead + AsyncWrite + Unpin>(
@@ -430,5 +473,37 @@ mod tests {
         assert_eq!(bad, Err("HTTP probe failed with statuscode: 503".into()));
         // Plain HTTP against a TLS port is no success.
         assert!(run(&http_probe("HTTP", port, "/ok"), &t).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_ask_the_standard_health_service() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status("db", tonic_health::ServingStatus::NotServing)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        let probe = |svc: Option<&str>| -> Probe {
+            serde_json::from_value(serde_json::json!({"grpc": {"port": port, "service": svc}}))
+                .unwrap()
+        };
+        let t = target();
+        assert_eq!(run(&probe(None), &t).await, Ok(()));
+        let db = run(&probe(Some("db")), &t).await.unwrap_err();
+        assert!(db.contains("NOT_SERVING"), "{db}");
+        let unknown = run(&probe(Some("nope")), &t).await.unwrap_err();
+        assert!(unknown.contains("nope"), "{unknown}");
+        server.abort();
+        let down = run(&probe(None), &t).await.unwrap_err();
+        assert!(down.contains("failed to connect"), "{down}");
     }
 }
