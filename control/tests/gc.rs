@@ -127,21 +127,36 @@ async fn dangling_references_are_collected_but_unknown_kinds_are_kept() {
 async fn orphan_propagation_keeps_dependents_and_strips_the_reference() {
     let (_s, c) = setup().await;
     let _gc = bg(gc::run(c.clone()));
-    let (_, u) = owner(&c, "parent").await;
-    create_cm(&c, &owned_cm("child", &[("parent", &u, true)])).await;
+    // The owner is of another kind than its children, so its deletion and
+    // the children's stripped references arrive on different informers:
+    // the collector may see the owner gone while its cache still shows
+    // children with the reference.
+    let secrets = path("v1", "secrets", Some(NS), None);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "parent"}});
+    let parent = c.create(&secrets, &secret).await.unwrap();
+    let u = parent["metadata"]["uid"].as_str().unwrap().to_string();
+    const CHILDREN: usize = 100;
+    for i in 0..CHILDREN {
+        let mut child = owned_cm(&format!("child-{i}"), &[("parent", &u, true)]);
+        child["metadata"]["ownerReferences"][0]["kind"] = json!("Secret");
+        create_cm(&c, &child).await;
+    }
     let opts = delete_options("Orphan");
-    assert!(c.delete(&cm_uri("parent"), Some(&opts)).await.unwrap());
+    let parent_uri = path("v1", "secrets", Some(NS), Some("parent"));
+    assert!(c.delete(&parent_uri, Some(&opts)).await.unwrap());
     wait_for("the orphaning owner to go", 20, || {
-        gone(&c, cm_uri("parent"))
+        gone(&c, parent_uri.clone())
     })
     .await;
-    let child = c.get(&cm_uri("child")).await.unwrap().expect("child kept");
-    assert!(
-        child["metadata"]["ownerReferences"].is_null(),
-        "reference not stripped: {child}"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(c.get(&cm_uri("child")).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for i in 0..CHILDREN {
+        let child = c.get(&cm_uri(&format!("child-{i}"))).await.unwrap();
+        let child = child.unwrap_or_else(|| panic!("orphaned child-{i} was collected"));
+        assert!(
+            child["metadata"]["ownerReferences"].is_null(),
+            "reference not stripped: {child}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -269,4 +284,91 @@ async fn the_namespace_controller_finishes_an_abandoned_namespace_deletion() {
     })
     .await;
     assert!(c.get(&cm_uri).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_namespace_created_again_right_after_deletion_is_left_alone() {
+    let (s, c) = setup().await;
+    let _ns = bg(namespace::run(c.clone()));
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "again"}});
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    let cms = path("v1", "configmaps", Some("again"), None);
+    let cm_uri = path("v1", "configmaps", Some("again"), Some("c"));
+    for _ in 0..5 {
+        c.create("/api/v1/namespaces", &ns).await.unwrap();
+        c.create(&cms, &cm).await.unwrap();
+        // Deleted through the API server: its own cleanup and the
+        // controller both work on it.
+        assert_eq!(s.delete("/api/v1/namespaces/again").await.code, 202);
+        wait_for("the namespace to go", 20, || {
+            gone(&c, "/api/v1/namespaces/again".into())
+        })
+        .await;
+    }
+    // Created again at once: no leftover cleanup pass may touch it.
+    c.create("/api/v1/namespaces", &ns).await.unwrap();
+    c.create(&cms, &cm).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = c.get("/api/v1/namespaces/again").await.unwrap();
+    let again = again.expect("the new namespace was deleted");
+    assert!(again["metadata"]["deletionTimestamp"].is_null(), "{again}");
+    assert!(
+        c.get(&cm_uri).await.unwrap().is_some(),
+        "its contents were deleted"
+    );
+}
+
+/// A running pod deleted in the foreground loses the finalizer at once
+/// (it owns nothing), but still gets its grace period: it stays until its
+/// agent's grace-0 delete, instead of vanishing while it still runs.
+#[tokio::test]
+async fn a_pod_keeps_its_grace_period_when_its_finalizer_goes() {
+    let (_s, c) = setup().await;
+    let _gc = bg(gc::run(c.clone()));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "keel/pause"}]}});
+    c.create(&path("v1", "pods", Some(NS), None), &pod)
+        .await
+        .unwrap();
+    let uri = path("v1", "pods", Some(NS), Some("p"));
+    let opts = delete_options("Foreground");
+    assert!(c.delete(&uri, Some(&opts)).await.unwrap());
+    wait_for("the finalizer to go", 20, || async {
+        let p = c.get(&uri).await.unwrap()?;
+        p["metadata"]["finalizers"].is_null().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = c
+        .get(&uri)
+        .await
+        .unwrap()
+        .expect("the pod is still stopping");
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], json!(30));
+    // The agent confirms: a grace-0 delete removes it.
+    let now = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0});
+    assert!(c.delete(&uri, Some(&now)).await.unwrap());
+    assert!(c.get(&uri).await.unwrap().is_none());
+}
+
+/// Orphaning works for cluster-scoped dependents too (their path has no
+/// namespace segment).
+#[tokio::test]
+async fn orphaning_a_cluster_scoped_dependent_keeps_it() {
+    let (_s, c) = setup().await;
+    let _gc = bg(gc::run(c.clone()));
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    let node = c.create("/api/v1/nodes", &node).await.unwrap();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kid",
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1",
+                             "uid": node["metadata"]["uid"]}]}});
+    c.create("/api/v1/namespaces", &ns).await.unwrap();
+    let opts = delete_options("Orphan");
+    assert!(c.delete("/api/v1/nodes/n1", Some(&opts)).await.unwrap());
+    wait_for("the node to go", 20, || gone(&c, "/api/v1/nodes/n1".into())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kid = c.get("/api/v1/namespaces/kid").await.unwrap();
+    let kid = kid.expect("the orphaned namespace was collected");
+    assert!(kid["metadata"]["ownerReferences"].is_null(), "{kid}");
+    assert!(kid["metadata"]["deletionTimestamp"].is_null(), "{kid}");
 }

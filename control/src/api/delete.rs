@@ -119,9 +119,16 @@ async fn delete_one(
 ) -> ApiResult<Option<Reply>> {
     let mut obj = cur.obj.clone();
     let mut fins = meta::finalizers(&obj);
+    // The latest policy wins (Kubernetes: one propagation finalizer at a time).
     match opts.propagation.as_deref() {
-        Some("Foreground") => add_finalizer(&mut fins, "foregroundDeletion"),
-        Some("Orphan") => add_finalizer(&mut fins, "orphan"),
+        Some("Foreground") => {
+            fins.retain(|f| f != "orphan");
+            add_finalizer(&mut fins, "foregroundDeletion");
+        }
+        Some("Orphan") => {
+            fins.retain(|f| f != "foregroundDeletion");
+            add_finalizer(&mut fins, "orphan");
+        }
         _ => {}
     }
     if info.resource == "namespaces" {
@@ -140,8 +147,10 @@ async fn delete_one(
         }
         return Ok(Some(Reply::ok(obj)));
     }
-    if meta::is_deleting(&obj) && meta::finalizers(&obj) == fins && grace > 0 {
-        return Ok(Some(Reply::json(202, obj))); // already terminating
+    let was_deleting = meta::is_deleting(&obj);
+    let cur_grace = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
+    if was_deleting && meta::finalizers(&obj) == fins && cur_grace.is_some_and(|g| grace >= g) {
+        return Ok(Some(Reply::json(202, obj))); // already terminating, no sooner
     }
     mark_deleting(info, &mut obj, &fins, grace);
     if opts.dry_run {
@@ -151,8 +160,12 @@ async fn delete_one(
         return Ok(None);
     };
     crate::storage::set_resource_version(&mut obj, rev);
-    if info.resource == "namespaces" {
-        spawn_namespace_cleanup(api, meta::name(&obj).to_string());
+    if info.resource == "namespaces" && !was_deleting {
+        spawn_namespace_cleanup(
+            api,
+            meta::name(&obj).to_string(),
+            meta::uid(&obj).to_string(),
+        );
     }
     Ok(Some(Reply::json(202, obj)))
 }
@@ -185,10 +198,17 @@ fn pod_grace(info: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
     opts.grace_period_s.unwrap_or(default).max(0)
 }
 
+/// Sets the finalizers and, on the first delete or one with a shorter
+/// grace period (Kubernetes lets a later delete only shorten it), the
+/// deletionTimestamp and deletionGracePeriodSeconds.
 fn mark_deleting(info: &ResourceInfo, obj: &mut Value, fins: &[String], grace_s: i64) {
     meta::set_finalizers(obj, fins);
     let m = meta::meta_mut(obj);
-    if !m.contains_key("deletionTimestamp") {
+    let sooner = m
+        .get("deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| grace_s < g);
+    if !m.contains_key("deletionTimestamp") || sooner {
         let at = jiff::Timestamp::now()
             .checked_add(jiff::SignedDuration::from_secs(grace_s))
             .unwrap_or_else(|_| jiff::Timestamp::now());
@@ -258,11 +278,11 @@ pub async fn evict(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
 /// Runs on the replica that accepted the delete, for up to 30 s; if that
 /// replica dies first, or a pod takes longer to stop, the namespace
 /// controller (`controllers/namespace.rs`, on the lease holder) finishes it.
-fn spawn_namespace_cleanup(api: &Api, ns: String) {
+fn spawn_namespace_cleanup(api: &Api, ns: String, uid: String) {
     let objects = api.objects.clone();
     tokio::spawn(async move {
         for _ in 0..60 {
-            match empty_namespace(&objects, &ns).await {
+            match empty_namespace(&objects, &ns, &uid).await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(namespace = %ns, error = %e.message, "namespace cleanup"),
@@ -273,22 +293,45 @@ fn spawn_namespace_cleanup(api: &Api, ns: String) {
 }
 
 /// One pass of namespace deletion for the namespace controller: deletes
-/// what is left in the terminating namespace `ns`; Ok(true) once the
-/// namespace itself is gone (or never existed). A namespace that is not
-/// terminating is left alone.
+/// what is left in the terminating namespace `ns`; Ok(true) when nothing
+/// is left to do (the namespace is gone, or is not terminating, e.g. was
+/// created again).
 pub async fn finish_namespace(api: &Api, ns: &str) -> ApiResult<bool> {
     let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
     match api.objects.get(&nsinfo.key(None, ns)).await? {
         None => Ok(true),
-        Some(cur) if !meta::is_deleting(&cur.obj) => Ok(false),
-        Some(_) => empty_namespace(&api.objects, ns).await,
+        Some(cur) if !meta::is_deleting(&cur.obj) => Ok(true),
+        Some(cur) => empty_namespace(&api.objects, ns, meta::uid(&cur.obj)).await,
     }
 }
 
-/// One pass: deletes what is left; Ok(true) once the namespace is gone.
-/// Pods on a node get their grace period (their agent stops them and
-/// removes them); everything else without finalizers goes at once.
-async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResult<bool> {
+/// The namespace `ns` as stored, if it is still the terminating instance
+/// `uid` (a namespace created again under the same name is not ours).
+async fn terminating_namespace(
+    objects: &crate::storage::Objects,
+    ns: &str,
+    uid: &str,
+) -> ApiResult<Option<Stored>> {
+    let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    Ok(objects
+        .get(&nsinfo.key(None, ns))
+        .await?
+        .filter(|cur| meta::uid(&cur.obj) == uid && meta::is_deleting(&cur.obj)))
+}
+
+/// One pass over the terminating namespace `ns` with uid `uid`: deletes
+/// what is left; Ok(true) once that namespace is gone (or replaced by a
+/// new one, which is left alone). Pods on a node get their grace period
+/// (their agent stops them and removes them); everything else without
+/// finalizers goes at once.
+async fn empty_namespace(
+    objects: &crate::storage::Objects,
+    ns: &str,
+    uid: &str,
+) -> ApiResult<bool> {
+    if terminating_namespace(objects, ns, uid).await?.is_none() {
+        return Ok(true);
+    }
     let mut left = 0;
     for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
         let page = objects.list(&info.prefix(Some(ns)), None, 0, 0).await?;
@@ -311,8 +354,7 @@ async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResu
     if left > 0 {
         return Ok(false);
     }
-    let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
-    let Some(cur) = objects.get(&nsinfo.key(None, ns)).await? else {
+    let Some(cur) = terminating_namespace(objects, ns, uid).await? else {
         return Ok(true);
     };
     let fins: Vec<String> = meta::finalizers(&cur.obj)
@@ -320,8 +362,9 @@ async fn empty_namespace(objects: &crate::storage::Objects, ns: &str) -> ApiResu
         .filter(|f| f != "kubernetes")
         .collect();
     if fins.is_empty() {
-        objects.delete(&cur.key, cur.mod_revision).await?;
-        return Ok(true);
+        // Compare-and-swap on the revision just read: a lost race is
+        // another pass (or a change), not success.
+        return Ok(objects.delete(&cur.key, cur.mod_revision).await?.is_some());
     }
     if fins == meta::finalizers(&cur.obj) {
         // Only other finalizers hold it: nothing to write on this pass.

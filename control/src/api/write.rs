@@ -419,7 +419,13 @@ pub async fn finish_update(
     if dry_run(r) {
         return Ok((Updated::Written(out), warnings));
     }
-    if meta::is_deleting(&out) && meta::finalizers(&out).is_empty() {
+    // The last finalizer went: the object goes, unless it still has a
+    // grace period to run (a pod its agent is stopping; the agent's own
+    // grace-0 delete removes it).
+    let graceful = out["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|g| g > 0);
+    if meta::is_deleting(&out) && meta::finalizers(&out).is_empty() && !graceful {
         return finalize(api, cur, out).await.map(|u| (u, warnings));
     }
     match api.objects.update(&cur.key, &out, cur.mod_revision).await? {

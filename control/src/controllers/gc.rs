@@ -18,9 +18,10 @@
 //!
 //! Guarantee: nothing is deleted on the cache's word alone. An owner
 //! missing from the cache is looked up with a GET (a linearizable read)
-//! before its dependent goes, and every delete carries the dependent's
-//! uid as a precondition, so an object recreated under the same name is
-//! never collected by mistake. An owner of a kind keel does not serve is
+//! before its dependent goes; the dependent is read too, and its delete
+//! carries the uid and resourceVersion that were judged as preconditions,
+//! so neither an object recreated under the same name nor one whose
+//! reference was just stripped (orphaned) is collected by mistake. An owner of a kind keel does not serve is
 //! treated as alive: what cannot be checked is kept.
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,8 @@ const WORKERS: usize = 8;
 /// How often an owner in foreground deletion looks at its dependents again
 /// even without events.
 const FOREGROUND_RECHECK: Duration = Duration::from_secs(1);
+/// How soon an object that changed while it was being judged is judged again.
+const STALE_RECHECK: Duration = Duration::from_millis(200);
 pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
 pub const FINALIZER_ORPHAN: &str = "orphan";
 
@@ -76,8 +79,10 @@ struct Graph {
 }
 
 impl Graph {
-    fn apply(&mut self, r: &ObjRef, obj: &Value) {
-        self.remove(r);
+    /// Records `obj` under `r`; returns the uid it replaced when another
+    /// object had that key (deleted and recreated between two looks).
+    fn apply(&mut self, r: &ObjRef, obj: &Value) -> Option<String> {
+        let replaced = self.remove(r).filter(|old| old != meta::uid(obj));
         let uid = meta::uid(obj).to_string();
         let owners: Vec<String> = owner_refs(obj)
             .iter()
@@ -91,12 +96,12 @@ impl Graph {
         }
         self.by_uid.insert(uid.clone(), r.clone());
         self.nodes.insert(r.clone(), (uid, owners));
+        replaced
     }
 
-    fn remove(&mut self, r: &ObjRef) {
-        let Some((uid, owners)) = self.nodes.remove(r) else {
-            return;
-        };
+    /// Forgets `r`'s edges; returns its uid.
+    fn remove(&mut self, r: &ObjRef) -> Option<String> {
+        let (uid, owners) = self.nodes.remove(r)?;
         for o in owners {
             if let Some(d) = self.dependents.get_mut(&o) {
                 d.remove(r);
@@ -108,6 +113,7 @@ impl Graph {
         if self.by_uid.get(&uid) == Some(r) {
             self.by_uid.remove(&uid);
         }
+        Some(uid)
     }
 
     fn dependents_of(&self, uid: &str) -> Vec<ObjRef> {
@@ -240,7 +246,12 @@ impl Gc {
                     res,
                     key: key_of(&obj),
                 };
-                self.graph().apply(&r, &obj);
+                let replaced = self.graph().apply(&r, &obj);
+                if let Some(old) = replaced {
+                    // The old object is gone: its dependents may be orphans.
+                    let deps = self.graph().dependents_of(&old);
+                    deps.iter().for_each(|d| self.enqueue(d));
+                }
                 if interesting(&obj) {
                     self.enqueue(&r);
                 }
@@ -263,27 +274,33 @@ impl Gc {
     /// Rebuilds the graph's view of one resource from its cache and queues
     /// every object that needs a look.
     fn resync(&self, res: usize) {
+        let mut g = self.graph();
+        // Listed under the graph lock, so a change a feed task applies
+        // meanwhile cannot be overwritten by this older snapshot.
         let objs = self.watched[res].1.list();
         let live: HashSet<String> = objs.iter().map(key_of).collect();
+        let mut orphaned = Vec::new();
         {
-            let mut g = self.graph();
             let stale: Vec<ObjRef> = g
                 .nodes
                 .keys()
                 .filter(|r| r.res == res && !live.contains(&r.key))
                 .cloned()
                 .collect();
-            stale.iter().for_each(|r| g.remove(r));
+            for r in &stale {
+                orphaned.extend(g.remove(r));
+            }
             for obj in &objs {
-                g.apply(
-                    &ObjRef {
-                        res,
-                        key: key_of(obj),
-                    },
-                    obj,
-                );
+                let r = ObjRef {
+                    res,
+                    key: key_of(obj),
+                };
+                orphaned.extend(g.apply(&r, obj));
             }
         }
+        let deps: Vec<ObjRef> = orphaned.iter().flat_map(|u| g.dependents_of(u)).collect();
+        drop(g);
+        deps.iter().for_each(|d| self.enqueue(d));
         for obj in objs.iter().filter(|o| interesting(o)) {
             self.enqueue(&ObjRef {
                 res,
@@ -421,6 +438,17 @@ impl Gc {
         if dead.is_empty() {
             return Ok(None);
         }
+        // Judged from the cache; act only if the stored object is that
+        // same version (an orphaning may just have stripped a reference
+        // the cache still shows).
+        match self.client.get(&self.uri(r.res, dep)).await? {
+            None => return Ok(None),
+            Some(live) if meta::uid(&live) != meta::uid(dep) => return Ok(None),
+            Some(live) if meta::resource_version(&live) != meta::resource_version(dep) => {
+                return Ok(Some(STALE_RECHECK)); // its newer version queues it too
+            }
+            Some(_) => {}
+        }
         if alive {
             return self.drop_owner_refs(r, dep, &dead).await;
         }
@@ -432,7 +460,7 @@ impl Gc {
         let options = json!({
             "kind": "DeleteOptions", "apiVersion": "v1",
             "propagationPolicy": policy,
-            "preconditions": {"uid": meta::uid(dep)},
+            "preconditions": {"uid": meta::uid(dep), "resourceVersion": meta::resource_version(dep)},
         });
         tracing::debug!(object = %r.key, resource = self.watched[r.res].0.resource, policy,
                         "garbage collecting an object whose owners are gone");
@@ -442,8 +470,8 @@ impl Gc {
             .await
         {
             Ok(_) => Ok(None),
-            // Replaced by a new object of the same name: not ours to collect.
-            Err(e) if e.is_conflict() => Ok(None),
+            // Changed (or replaced) since it was judged: judge it again.
+            Err(e) if e.is_conflict() => Ok(Some(STALE_RECHECK)),
             Err(e) => Err(e),
         }
     }

@@ -413,7 +413,9 @@ async fn set_owner_refs(
         "resourceVersion": meta::resource_version(obj),
         "uid": meta::uid(obj),
     }});
-    let uri = path(gv, resource, Some(namespace(obj)), Some(meta::name(obj)));
+    // Cluster-scoped objects (nodes, namespaces) have no namespace segment.
+    let ns = Some(namespace(obj)).filter(|ns| !ns.is_empty());
+    let uri = path(gv, resource, ns, Some(meta::name(obj)));
     match client.merge_patch(&uri, &patch).await {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),
