@@ -2,8 +2,8 @@
 //! `kubectl describe` and `kubectl get events` show.
 //!
 //! Like client-go's recorder, a repeat of the same (object, reason, message,
-//! source) within the series window bumps `count` and `lastTimestamp` on the
-//! existing Event instead of creating a new one. Recording is best effort:
+//! source) bumps `count` and `lastTimestamp` on the existing Event instead
+//! of creating a new one. Recording is best effort:
 //! a failure is logged and never fails the caller's work.
 
 use serde_json::{json, Value};
@@ -69,20 +69,34 @@ pub async fn record(
     }
 }
 
-/// A repeat: count + 1 and a new lastTimestamp on the existing Event.
+/// Attempts at bumping an Event that concurrent repeats keep changing.
+const BUMP_ATTEMPTS: usize = 5;
+
+/// A repeat: count + 1 and a new lastTimestamp on the existing Event. The
+/// update is pinned to the version read, so concurrent repeats retry
+/// instead of losing an increment.
 async fn bump(client: &Client, ns: &str, name: &str, now: &str, reason: &str) {
     let uri = path("v1", "events", Some(ns), Some(name));
-    match client.get(&uri).await {
-        Ok(Some(mut ev)) => {
-            let count = ev["count"].as_i64().unwrap_or(1) + 1;
-            ev["count"] = json!(count);
-            ev["lastTimestamp"] = json!(now);
-            if let Err(e) = client.update(&uri, &ev).await {
+    for _ in 0..BUMP_ATTEMPTS {
+        let mut ev = match client.get(&uri).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, %reason, "event lookup failed");
+                return;
+            }
+        };
+        let count = ev["count"].as_i64().unwrap_or(1) + 1;
+        ev["count"] = json!(count);
+        ev["lastTimestamp"] = json!(now);
+        match client.update(&uri, &ev).await {
+            Ok(_) => return,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => {
                 tracing::debug!(error = %e, %reason, "event update failed");
+                return;
             }
         }
-        Ok(None) => {}
-        Err(e) => tracing::debug!(error = %e, %reason, "event lookup failed"),
     }
 }
 
@@ -103,8 +117,15 @@ fn event_name(involved: &Value, reason: &str, message: &str, component: &str) ->
     }
     let digest = h.finalize();
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    // A name is at most 253 characters; the hash keeps it unique.
     let obj = involved["name"].as_str().unwrap_or("object");
-    format!("{obj}.{hex}")
+    let keep = obj
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= 253 - 1 - hex.len())
+        .last()
+        .unwrap_or(0);
+    format!("{}.{hex}", &obj[..keep])
 }
 
 #[cfg(test)]
@@ -118,5 +139,14 @@ mod tests {
         assert_eq!(a, event_name(&o, "Scheduled", "m", "keel-scheduler"));
         assert_ne!(a, event_name(&o, "Failed", "m", "keel-scheduler"));
         assert!(a.starts_with("p."));
+    }
+
+    #[test]
+    fn names_of_long_objects_stay_within_253_characters() {
+        let long = "x".repeat(253);
+        let o = json!({"kind": "Pod", "name": long, "uid": "u1"});
+        let n = event_name(&o, "Scheduled", "m", "s");
+        assert_eq!(n.len(), 253, "{n}");
+        assert!(n.starts_with("xxx") && n.contains('.'));
     }
 }

@@ -554,9 +554,11 @@ async fn repeated_events_are_one_event_with_a_count() {
     let (_server, c) = setup().await;
     let involved = json!({"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u1",
                           "namespace": NS});
-    for _ in 0..3 {
-        keel_control::events::record(&c, &involved, "Warning", "BackOff", "again", "kubelet").await;
-    }
+    // Concurrent repeats: none of the increments is lost.
+    let repeats = (0..3).map(|_| {
+        keel_control::events::record(&c, &involved, "Warning", "BackOff", "again", "kubelet")
+    });
+    futures::future::join_all(repeats).await;
     keel_control::events::record(&c, &involved, "Normal", "Started", "once", "kubelet").await;
     let events = list(&c, "v1", "events").await;
     let count = |reason: &str| {
