@@ -107,12 +107,21 @@ async fn dangling_references_are_collected_but_unknown_kinds_are_kept() {
     alien["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1",
         "kind": "Widget", "name": "w", "uid": "w-uid"}]);
     create_cm(&c, &alien).await;
+    // Another version of a served kind names the same objects.
+    let mut old_version = owned_cm("old-version", &[]);
+    old_version["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1beta1",
+        "kind": "Deployment", "name": "gone", "uid": "gone-uid"}]);
+    create_cm(&c, &old_version).await;
     wait_for("dangling to be collected", 20, || {
         gone(&c, cm_uri("dangling"))
     })
     .await;
     wait_for("stale-uid to be collected", 20, || {
         gone(&c, cm_uri("stale-uid"))
+    })
+    .await;
+    wait_for("old-version to be collected", 20, || {
+        gone(&c, cm_uri("old-version"))
     })
     .await;
     assert!(c.get(&cm_uri("replaced")).await.unwrap().is_some());

@@ -532,14 +532,17 @@ impl Gc {
         })
     }
 
-    /// The watched resource of an ownerReference's apiVersion and kind.
+    /// The watched resource of an ownerReference's group and kind. The
+    /// version does not matter (Kubernetes maps a kind in any served
+    /// version of its group to the same objects): a reference written as
+    /// `apps/v1beta1` Deployment names an `apps/v1` Deployment.
     fn resource_of(&self, owner_ref: &Value) -> Option<usize> {
         let api_version = owner_ref["apiVersion"].as_str()?;
         let kind = owner_ref["kind"].as_str()?;
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let group = api_version.split_once('/').map_or("", |(g, _)| g);
         self.watched
             .iter()
-            .position(|(i, _)| i.group == group && i.version == version && i.kind == kind)
+            .position(|(i, _)| i.group == group && i.kind == kind)
     }
 }
 
