@@ -262,9 +262,13 @@ impl Gc {
                     key: key_of(&obj),
                 };
                 // Owners may be waiting for this object; dependents may be orphans now.
-                let mut affected = self.graph().owners_of(&r);
-                self.graph().remove(&r);
-                affected.extend(self.graph().dependents_of(meta::uid(&obj)));
+                let affected = {
+                    let mut g = self.graph();
+                    let mut affected = g.owners_of(&r);
+                    g.remove(&r);
+                    affected.extend(g.dependents_of(meta::uid(&obj)));
+                    affected
+                };
                 affected.iter().for_each(|a| self.enqueue(a));
             }
             Change::Resync => self.resync(res),
@@ -407,10 +411,26 @@ impl Gc {
             .into_iter()
             .filter(|f| f != finalizer)
             .collect();
+        let finalizers = if rest.is_empty() {
+            Value::Null
+        } else {
+            json!(rest)
+        };
+        self.patch_metadata(r, obj, "finalizers", finalizers).await
+    }
+
+    /// Sets one metadata field of `obj`, pinned to the version judged (a
+    /// concurrent change makes it 409 and the object is judged again).
+    async fn patch_metadata(
+        &self,
+        r: &ObjRef,
+        obj: &Value,
+        field: &str,
+        value: Value,
+    ) -> Reconciled {
         let patch = json!({"metadata": {
-            "finalizers": if rest.is_empty() { Value::Null } else { json!(rest) },
+            field: value,
             "resourceVersion": meta::resource_version(obj),
-            "uid": meta::uid(obj),
         }});
         match self.client.merge_patch(&self.uri(r.res, obj), &patch).await {
             Ok(_) => Ok(None),
@@ -482,16 +502,8 @@ impl Gc {
             .into_iter()
             .filter(|o| !o["uid"].as_str().is_some_and(|u| dead_uids.contains(u)))
             .collect();
-        let patch = json!({"metadata": {
-            "ownerReferences": keep,
-            "resourceVersion": meta::resource_version(dep),
-            "uid": meta::uid(dep),
-        }});
-        match self.client.merge_patch(&self.uri(r.res, dep), &patch).await {
-            Ok(_) => Ok(None),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.patch_metadata(r, dep, "ownerReferences", json!(keep))
+            .await
     }
 
     /// Judges one ownerReference of `dep`: from the cache when it shows
