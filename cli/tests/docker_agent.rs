@@ -9,12 +9,12 @@ mod util;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use keel_node::runtime::docker::LABEL_OWNER;
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::Cluster;
+use util::{wait_for, Cluster};
 
 #[path = "../../node/tests/support/docker_image.rs"]
 mod docker_image;
@@ -58,18 +58,6 @@ impl Drop for Agent {
                 .args(&ids)
                 .output();
         }
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}\n--- logs ---\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -7,11 +7,10 @@ mod util;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::{kill_processes_under, Cluster};
+use util::{kill_processes_under, wait_for, Cluster};
 
 /// `keel agent` processes; they and their containers are killed on drop.
 struct Agents {
@@ -79,21 +78,6 @@ impl Drop for Agents {
 fn kubeconfig(c: &Cluster, i: usize) -> PathBuf {
     c.api_addr(i);
     c.replicas[i].data_dir.join("kubeconfig")
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        if Instant::now() > deadline {
-            let l = log();
-            let lines: Vec<&str> = l.lines().collect();
-            panic!(
-                "timed out after {secs}s waiting for {what}\n--- logs ---\n{}",
-                lines[lines.len().saturating_sub(80)..].join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::{free_port, kill_processes_under, processes_under};
+use util::{free_port, kill_processes_under, processes_under, tail, wait_for};
 
 /// One `keel up` process and its data dir; killed (with its pods) on drop.
 struct Up {
@@ -88,23 +88,6 @@ impl Drop for Up {
         self.stop();
         kill_processes_under(self.dir.path());
     }
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}\n--- log tail ---\n{}",
-            tail(&log(), 60)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -305,3 +305,24 @@ pub fn kill_processes_under(dir: &std::path::Path) {
         }
     }
 }
+
+/// Polls `ok` every 250 ms; after `secs` fails with the last 80 lines of `log`.
+#[allow(dead_code)]
+pub fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}\n--- log tail ---\n{}",
+            tail(&log(), 80)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The last `n` lines of `s`.
+#[allow(dead_code)]
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
