@@ -201,9 +201,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let client_listener = grpc::bind(Transport::Tcp, &a.listen_client).await?;
     let api_listener = match a.disable_api {
         true => None,
-        false => Some(keel_control::server::bind(&a.listen_api, a.insecure_http).await?),
+        false => Some(keel_apiserver::server::bind(&a.listen_api, a.insecure_http).await?),
     };
     let api_cfg = api_config(&a)?;
+    let manager = manager_config(&a)?;
     let store = Store::open(cfg).await?;
     tracing::info!(
         name = %a.name,
@@ -239,10 +240,11 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
     let api = api_listener.map(|l| {
-        tokio::spawn(keel_control::server::serve(
+        tokio::spawn(keel_apiserver::server::serve(
             store.clone(),
             l,
             api_cfg,
+            manager.map(on_serving),
             stopped(stop_rx),
         ))
     });
@@ -263,21 +265,31 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn api_config(a: &ServerArgs) -> anyhow::Result<keel_control::server::ServeConfig> {
+/// Starts the controller manager on the in-process API once it serves.
+fn on_serving(cfg: keel_controllers::manager::ManagerConfig) -> keel_apiserver::server::OnServing {
+    Box::new(move |local| {
+        let clients: keel_controllers::manager::Clients = std::sync::Arc::new(move |name| {
+            keel_controllers::client::in_process(local.clone(), name)
+        });
+        keel_controllers::manager::spawn(clients, cfg)
+    })
+}
+
+fn api_config(a: &ServerArgs) -> anyhow::Result<keel_apiserver::server::ServeConfig> {
     let extra_tokens = match &a.token_auth_file {
-        Some(p) => keel_control::pki::read_token_file(p)?
+        Some(p) => keel_apiserver::pki::read_token_file(p)?
             .into_iter()
             .map(|(token, _user)| token)
             .collect(),
         None => vec![],
     };
-    Ok(keel_control::server::ServeConfig {
+    Ok(keel_apiserver::server::ServeConfig {
         data_dir: a.data_dir.clone(),
         advertise_url: a.advertise_api.clone(),
         insecure_http: a.insecure_http,
         tls_sans: a.tls_san.clone(),
         extra_tokens,
-        api: keel_control::api::ApiConfig {
+        api: keel_apiserver::api::ApiConfig {
             request_timeout: Duration::from_secs(a.api_request_timeout_s.max(1)),
             service_range: a
                 .service_cluster_ip_range
@@ -285,17 +297,18 @@ fn api_config(a: &ServerArgs) -> anyhow::Result<keel_control::server::ServeConfi
                 .map_err(|e: String| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
             ..Default::default()
         },
-        pod_cidrs: keel_control::nodeservice::PodCidrs::parse(&a.cluster_cidr)
+        pod_cidrs: keel_apiserver::nodeservice::PodCidrs::parse(&a.cluster_cidr)
             .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
-        controllers: manager_config(a)?,
     })
 }
 
-fn manager_config(a: &ServerArgs) -> anyhow::Result<Option<keel_control::manager::ManagerConfig>> {
+fn manager_config(
+    a: &ServerArgs,
+) -> anyhow::Result<Option<keel_controllers::manager::ManagerConfig>> {
     if a.disable_controllers {
         return Ok(None);
     }
-    let mut m = keel_control::manager::ManagerConfig::new(&a.name);
+    let mut m = keel_controllers::manager::ManagerConfig::new(&a.name);
     m.lease_duration = Duration::from_secs(a.leader_elect_lease_duration_s.max(1));
     m.retry_period = Duration::from_millis(a.leader_elect_retry_period_ms.max(100));
     if m.retry_period >= m.lease_duration {

@@ -1,0 +1,38 @@
+//! keel-apiserver: the Kubernetes API server over raft-store, served by every
+//! control-plane replica.
+//!
+//! It owns the REST API (routing, discovery, admission, validation,
+//! defaults, patch, protobuf, tables, watch, logs), storage of objects in
+//! raft-store, the cluster PKI and credentials, and the node service that
+//! agents stream their assignments from. It must not run control loops
+//! (those live in keel-controllers and reach this crate only over HTTP or
+//! through [`local::LocalApi`], a `tower::Service`), and it must not touch
+//! RocksDB: it speaks only the raft-store [`keel_store::Store`] API.
+//!
+//! Layering (etcd's and Kubernetes'): the API layer ([`api`]) decodes,
+//! admits and answers requests; it reaches the state only through
+//! [`storage::Objects`], which speaks the raft-store [`keel_store::Store`]
+//! API (never RocksDB). Objects are k8s-openapi types stored as JSON under
+//! `/registry/<resource>/<namespace>/<name>`; `metadata.resourceVersion` is
+//! the store's mod revision.
+
+pub mod admission;
+pub mod api;
+pub mod bootstrap;
+pub mod client;
+pub mod discovery;
+pub mod events;
+pub mod local;
+pub mod metrics;
+pub mod nodeservice;
+pub mod patch;
+pub mod pki;
+pub mod podlogs;
+pub mod protobuf;
+pub mod server;
+pub mod status;
+pub mod storage;
+pub mod table;
+pub mod watch;
+
+pub use keel_apimachinery::{meta, quantity, resources, selector};

@@ -1,0 +1,53 @@
+//! The API as an in-process `tower::Service`, for clients that run inside
+//! a replica (the controller manager's `kube::Client`).
+//!
+//! Why a service rather than direct calls: every request goes through
+//! [`crate::api::handle`], the same routing, admission, defaults and
+//! validation as kubectl's requests over the network, so an in-process
+//! controller can never write what kubectl could not. It skips only the
+//! socket, TLS and bearer-token check: whoever holds a [`LocalApi`] is
+//! already inside the replica.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use bytes::Bytes;
+
+use crate::api::{self, Api};
+
+/// Cheap to clone; answers every request, errors included, as an HTTP
+/// response (it never fails as a service).
+#[derive(Clone)]
+pub struct LocalApi {
+    api: Arc<Api>,
+}
+
+impl LocalApi {
+    pub fn new(api: Arc<Api>) -> LocalApi {
+        LocalApi { api }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for LocalApi
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let api = self.api.clone();
+        Box::pin(async move { Ok(api::handle(api, req.map(Body::new)).await) })
+    }
+}

@@ -1,0 +1,523 @@
+//! The workload controllers, in kube-rs / client-go shape: informers cache
+//! the kinds a controller reads, every change is mapped to the key
+//! (`namespace/name`) of the object that owns it, and workers reconcile
+//! keys idempotently from the caches. A reconcile never asks *why* it runs,
+//! so a missed or duplicated event, a restart or a new leader all converge
+//! to the same state.
+//!
+//! Shared here: the [`WorkQueue`] (deduplicated keys, delayed requeues,
+//! back-off), [`run_workers`], [`Expectations`] and the ownership and pod
+//! helpers both the ReplicaSet and the Deployment controller need.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::client::{path, Client, ClientError, ClientResult};
+use crate::informer::{key_of, Informer};
+use crate::meta;
+use crate::selector::LabelSelector;
+
+/// What a reconcile asks of the queue: `Ok(None)` done, `Ok(Some(d))`
+/// look again after `d` (e.g. when a pod turns available), `Err` retry
+/// with back-off (a 409 is retried at once, the cache was just stale).
+pub type Reconciled = Result<Option<Duration>, ClientError>;
+
+/// First retry delay after a failure; doubles per failure up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A conflict means our cache lagged a write; the event that catches it up
+/// re-queues the key anyway, so this is only a safety net.
+const CONFLICT_RETRY: Duration = Duration::from_millis(20);
+/// How often every object is reconciled even without events (client-go's
+/// resync), so nothing stays wrong forever after a lost update.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// client-go's rate-limited work queue: a key is queued at most once, is
+/// never handed to two workers at the same time, and a key added while
+/// it is being processed is queued again when its worker finishes.
+#[derive(Clone, Default)]
+pub struct WorkQueue {
+    inner: Arc<QueueInner>,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    state: Mutex<QueueState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    queue: VecDeque<String>,
+    /// Keys waiting to be processed (queued, or re-added while processing).
+    dirty: HashSet<String>,
+    processing: HashSet<String>,
+    failures: HashMap<String, u32>,
+}
+
+impl WorkQueue {
+    pub fn new() -> WorkQueue {
+        WorkQueue::default()
+    }
+
+    /// Queues `key` unless it is already waiting.
+    pub fn add(&self, key: &str) {
+        let Ok(mut s) = self.inner.state.lock() else {
+            return;
+        };
+        if !s.dirty.insert(key.to_string()) || s.processing.contains(key) {
+            return;
+        }
+        s.queue.push_back(key.to_string());
+        drop(s);
+        self.inner.notify.notify_one();
+    }
+
+    /// Queues `key` after `delay`.
+    pub fn add_after(&self, key: &str, delay: Duration) {
+        let (q, key) = (self.clone(), key.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(&key);
+        });
+    }
+
+    /// Waits for the next key; the caller must call [`WorkQueue::done`].
+    pub async fn next(&self) -> String {
+        loop {
+            let notified = self.inner.notify.notified();
+            if let Ok(mut s) = self.inner.state.lock() {
+                if let Some(key) = s.queue.pop_front() {
+                    s.dirty.remove(&key);
+                    s.processing.insert(key.clone());
+                    if !s.queue.is_empty() {
+                        // Pass the wake-up on: another worker may be idle.
+                        self.inner.notify.notify_one();
+                    }
+                    return key;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends processing of `key`, queueing it again if it was re-added meanwhile.
+    pub fn done(&self, key: &str) {
+        let Ok(mut s) = self.inner.state.lock() else {
+            return;
+        };
+        s.processing.remove(key);
+        if s.dirty.contains(key) {
+            s.queue.push_back(key.to_string());
+            drop(s);
+            self.inner.notify.notify_one();
+        }
+    }
+
+    /// Queues `key` again after an exponentially growing delay.
+    pub fn retry(&self, key: &str) {
+        let n = match self.inner.state.lock() {
+            Ok(mut s) => {
+                let n = s.failures.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        let factor = 1u32 << (n.saturating_sub(1)).min(16);
+        self.add_after(key, (BASE_BACKOFF * factor).min(MAX_BACKOFF));
+    }
+
+    /// Forgets the failures of `key` (it reconciled).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut s) = self.inner.state.lock() {
+            s.failures.remove(key);
+        }
+    }
+
+    /// Applies a reconcile's outcome and ends processing of `key`.
+    pub fn finish(&self, key: &str, outcome: Reconciled) {
+        self.done(key);
+        match outcome {
+            Ok(after) => {
+                self.forget(key);
+                if let Some(d) = after {
+                    self.add_after(key, d);
+                }
+            }
+            Err(e) if e.is_conflict() => self.add_after(key, CONFLICT_RETRY),
+            Err(e) => {
+                tracing::debug!(%key, error = %e, "reconcile failed; retrying");
+                self.retry(key);
+            }
+        }
+    }
+
+    /// Keys queued and not yet handed out.
+    pub fn len(&self) -> usize {
+        self.inner.state.lock().map(|s| s.queue.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs `workers` concurrent workers reconciling keys from `queue` forever.
+/// Dropping the future (leadership lost) aborts them all.
+pub async fn run_workers<F, Fut>(queue: WorkQueue, workers: usize, reconcile: F)
+where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Reconciled> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let (q, f) = (queue.clone(), reconcile.clone());
+        set.spawn(async move {
+            loop {
+                let key = q.next().await;
+                let outcome = f(key.clone()).await;
+                q.finish(&key, outcome);
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Queues every object of `informer` (a resync).
+pub fn enqueue_all(queue: &WorkQueue, informer: &Informer) {
+    for obj in informer.list() {
+        queue.add(&key_of(&obj));
+    }
+}
+
+// ---- expectations ---------------------------------------------------------
+
+/// How long an unobserved create or delete blocks further ones (Kubernetes
+/// uses 5 minutes; a lost watch event should not stall a workload that long).
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kubernetes' controller expectations, by name instead of by count: the
+/// pods a controller created or deleted that its informer has not shown
+/// yet. While any is pending the controller must not create or delete more,
+/// or a reconcile on a stale cache would create the same replicas twice.
+#[derive(Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+struct Pending {
+    creates: HashSet<String>,
+    deletes: HashSet<String>,
+    since: Instant,
+}
+
+impl Expectations {
+    fn with(&self, key: &str, f: impl FnOnce(&mut Pending)) {
+        if let Ok(mut m) = self.pending.lock() {
+            let p = m.entry(key.to_string()).or_insert_with(|| Pending {
+                creates: HashSet::new(),
+                deletes: HashSet::new(),
+                since: Instant::now(),
+            });
+            p.since = Instant::now();
+            f(p);
+        }
+    }
+
+    /// `owner` created the object `name`.
+    pub fn expect_create(&self, owner: &str, name: &str) {
+        self.with(owner, |p| {
+            p.creates.insert(name.to_string());
+        });
+    }
+
+    /// `owner` deleted the object `name`.
+    pub fn expect_delete(&self, owner: &str, name: &str) {
+        self.with(owner, |p| {
+            p.deletes.insert(name.to_string());
+        });
+    }
+
+    /// The informer showed `name`; `gone` when deleted or terminating. Only
+    /// that satisfies a delete: an older update may still arrive after it.
+    pub fn observe(&self, owner: &str, name: &str, gone: bool) {
+        if let Ok(mut m) = self.pending.lock() {
+            if let Some(p) = m.get_mut(owner) {
+                p.creates.remove(name);
+                if gone {
+                    p.deletes.remove(name);
+                }
+            }
+        }
+    }
+
+    /// True when nothing is pending (or what is pending timed out).
+    pub fn satisfied(&self, owner: &str) -> bool {
+        let Ok(mut m) = self.pending.lock() else {
+            return true;
+        };
+        let done = match m.get(owner) {
+            None => return true,
+            Some(p) => {
+                (p.creates.is_empty() && p.deletes.is_empty())
+                    || p.since.elapsed() > EXPECTATION_TIMEOUT
+            }
+        };
+        if done {
+            m.remove(owner);
+        }
+        done
+    }
+
+    /// Drops what is pending for `owner` (it was deleted).
+    pub fn forget(&self, owner: &str) {
+        if let Ok(mut m) = self.pending.lock() {
+            m.remove(owner);
+        }
+    }
+}
+
+// ---- ownership ------------------------------------------------------------
+
+/// The ownerReference with `controller: true`, if any.
+pub fn controller_ref(obj: &Value) -> Option<&Value> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"].as_bool() == Some(true))
+}
+
+/// The key of the controller of `obj` when it is of `kind`.
+pub fn controller_key(obj: &Value, kind: &str) -> Option<String> {
+    let r = controller_ref(obj)?;
+    if r["kind"].as_str() != Some(kind) {
+        return None;
+    }
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    Some(format!("{ns}/{}", r["name"].as_str()?))
+}
+
+/// `obj` with `apiVersion` and `kind` set: watch events and list items may
+/// lack them, and owner references and events need them.
+pub fn typed(mut obj: Value, api_version: &str, kind: &str) -> Value {
+    if obj.is_object() {
+        obj["apiVersion"] = json!(api_version);
+        obj["kind"] = json!(kind);
+    }
+    obj
+}
+
+/// A controller ownerReference to `owner` (see [`typed`]).
+pub fn owner_ref(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta::name(owner),
+        "uid": meta::uid(owner),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// The selector of `spec.selector`; `None` when invalid or empty, which
+/// selects nothing for a controller (Kubernetes refuses to manage "all pods").
+pub fn spec_selector(obj: &Value) -> Option<LabelSelector> {
+    LabelSelector::from_json(&obj["spec"]["selector"])
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// `namespace` of `obj`.
+pub fn namespace(obj: &Value) -> &str {
+    obj["metadata"]["namespace"].as_str().unwrap_or_default()
+}
+
+/// An integer at a JSON pointer, 0 when absent.
+pub fn int_at(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Objects of `candidates` that `owner` controls after adoption and
+/// release (client-go's ControllerRefManager): orphans matching the
+/// selector are adopted, owned objects that stopped matching are released.
+/// Both are merge patches pinned to the object's resourceVersion, so a
+/// concurrent change makes them 409 instead of overwriting it.
+pub async fn claim(
+    client: &Client,
+    owner: &Value,
+    selector: &LabelSelector,
+    gv_resource: (&str, &str),
+    candidates: Vec<Value>,
+) -> ClientResult<Vec<Value>> {
+    let uid = meta::uid(owner);
+    let owner_deleting = meta::is_deleting(owner);
+    let mut mine = Vec::new();
+    for obj in candidates {
+        let matches = selector.matches(meta::labels(&obj));
+        match controller_ref(&obj) {
+            Some(r) if r["uid"].as_str() == Some(uid) => {
+                if matches {
+                    mine.push(obj);
+                } else if !owner_deleting {
+                    set_owner_refs(client, &obj, gv_resource, uid, None).await?;
+                }
+            }
+            Some(_) => {}
+            None if matches && !owner_deleting && !meta::is_deleting(&obj) => {
+                let r = owner_ref(owner);
+                if let Some(adopted) =
+                    set_owner_refs(client, &obj, gv_resource, uid, Some(r)).await?
+                {
+                    mine.push(adopted);
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(mine)
+}
+
+/// Replaces the reference to `uid` in `obj`'s ownerReferences by `new`
+/// (or removes it). `None` when the object is gone.
+pub(crate) async fn set_owner_refs(
+    client: &Client,
+    obj: &Value,
+    (gv, resource): (&str, &str),
+    uid: &str,
+    new: Option<Value>,
+) -> ClientResult<Option<Value>> {
+    let mut refs: Vec<Value> = obj["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["uid"].as_str() != Some(uid))
+        .collect();
+    refs.extend(new);
+    let patch = json!({"metadata": {
+        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
+        "resourceVersion": meta::resource_version(obj),
+        "uid": meta::uid(obj),
+    }});
+    // Cluster-scoped objects (nodes, namespaces) have no namespace segment.
+    let ns = Some(namespace(obj)).filter(|ns| !ns.is_empty());
+    let uri = path(gv, resource, ns, Some(meta::name(obj)));
+    match client.merge_patch(&uri, &patch).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+// ---- pods -----------------------------------------------------------------
+
+/// Counts toward replicas: not terminating and not finished.
+pub fn pod_is_active(pod: &Value) -> bool {
+    !meta::is_deleting(pod)
+        && !matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded") | Some("Failed")
+        )
+}
+
+fn ready_condition(pod: &Value) -> Option<&Value> {
+    pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+/// The pod's Ready condition is True.
+pub fn pod_is_ready(pod: &Value) -> bool {
+    ready_condition(pod).is_some_and(|c| c["status"] == "True")
+}
+
+/// When the pod last turned Ready (None when not ready).
+pub fn pod_ready_since(pod: &Value) -> Option<Timestamp> {
+    let c = ready_condition(pod).filter(|c| c["status"] == "True")?;
+    c["lastTransitionTime"].as_str().and_then(meta::parse_time)
+}
+
+/// How long until a ready pod counts as available (`Some(0)` when it
+/// already does, `None` when it is not ready). A ready pod without a
+/// transition time counts as available at once.
+pub fn pod_available_in(pod: &Value, min_ready_s: i64, now: Timestamp) -> Option<Duration> {
+    if !pod_is_ready(pod) {
+        return None;
+    }
+    if min_ready_s <= 0 {
+        return Some(Duration::ZERO);
+    }
+    let Some(since) = pod_ready_since(pod) else {
+        return Some(Duration::ZERO);
+    };
+    let ready_for = now.as_second() - since.as_second();
+    Some(Duration::from_secs(
+        (min_ready_s - ready_for).max(0).unsigned_abs(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queue_dedups_and_requeues_keys_added_while_processing() {
+        let q = WorkQueue::new();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!(q.len(), 2);
+        let a = q.next().await;
+        assert_eq!(a, "a");
+        q.add("a"); // while processing: held back, not handed out twice
+        assert_eq!(q.next().await, "b");
+        assert!(q.is_empty());
+        q.done("a");
+        assert_eq!(q.next().await, "a");
+    }
+
+    #[test]
+    fn expectations_need_a_gone_event_for_deletes() {
+        let e = Expectations::default();
+        e.expect_create("ns/rs", "p1");
+        e.expect_delete("ns/rs", "p2");
+        assert!(!e.satisfied("ns/rs"));
+        e.observe("ns/rs", "p1", false);
+        e.observe("ns/rs", "p2", false);
+        assert!(!e.satisfied("ns/rs"));
+        e.observe("ns/rs", "p2", true);
+        assert!(e.satisfied("ns/rs"));
+    }
+
+    #[test]
+    fn availability_waits_min_ready_seconds() {
+        let now = Timestamp::now();
+        let t = Timestamp::from_second(now.as_second() - 3).unwrap_or(now);
+        let pod = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": t.to_string()}]}});
+        assert_eq!(pod_available_in(&pod, 0, now), Some(Duration::ZERO));
+        assert_eq!(
+            pod_available_in(&pod, 10, now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(pod_available_in(&json!({}), 0, now), None);
+    }
+
+    #[test]
+    fn controller_keys() {
+        let pod = json!({"metadata": {"namespace": "d", "ownerReferences": [
+            {"kind": "ReplicaSet", "name": "x", "uid": "1"},
+            {"kind": "ReplicaSet", "name": "web", "uid": "2", "controller": true}]}});
+        assert_eq!(controller_key(&pod, "ReplicaSet").as_deref(), Some("d/web"));
+        assert_eq!(controller_key(&pod, "Deployment"), None);
+    }
+}
