@@ -26,7 +26,7 @@ use crate::events;
 use crate::informer::{key_of, next_change, Change, Informer};
 use crate::meta;
 use crate::reconcile::{
-    claim, controller_key, enqueue_all, int_at, namespace, run_workers, spec_selector, typed,
+    claim, controller_key, enqueue_all_json, int_at, namespace, run_workers, spec_selector, typed,
     Reconciled, WorkQueue, RESYNC,
 };
 
@@ -99,22 +99,22 @@ async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
         tokio::select! {
             c = next_change(&mut d_rx) => match c {
                 Some(Change::Applied(d) | Change::Deleted(d)) => queue.add(&key_of(&d)),
-                Some(Change::Resync) => enqueue_all(&queue, &ctl.deployments),
+                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.deployments),
                 None => return,
             },
             c = next_change(&mut rs_rx) => match c {
                 Some(Change::Applied(rs) | Change::Deleted(rs)) => ctl.rs_changed(&queue, &rs),
-                Some(Change::Resync) => enqueue_all(&queue, &ctl.deployments),
+                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.deployments),
                 None => return,
             },
             c = next_change(&mut pod_rx) => match c {
                 // Only a pod going away matters: Recreate waits for it.
                 Some(Change::Deleted(p)) => ctl.pod_deleted(&queue, &p),
                 Some(Change::Applied(_)) => {}
-                Some(Change::Resync) => enqueue_all(&queue, &ctl.deployments),
+                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.deployments),
                 None => return,
             },
-            _ = resync.tick() => enqueue_all(&queue, &ctl.deployments),
+            _ = resync.tick() => enqueue_all_json(&queue, &ctl.deployments),
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::client::{path, Client, ClientResult};
 use crate::informer::{next_change, Change, Informer};
 use crate::meta;
-use crate::reconcile::{enqueue_all, run_workers, Reconciled, WorkQueue, RESYNC};
+use crate::reconcile::{enqueue_all_json, run_workers, Reconciled, WorkQueue, RESYNC};
 use crate::resources::RESOURCES;
 
 const WORKERS: usize = 2;
@@ -31,7 +31,7 @@ pub async fn run(client: Client) {
     let queue = WorkQueue::new();
     let mut rx = namespaces.subscribe();
     namespaces.wait_synced().await;
-    enqueue_all(&queue, &namespaces);
+    enqueue_all_json(&queue, &namespaces);
     let feed = {
         let (queue, namespaces) = (queue.clone(), namespaces.clone());
         async move {
@@ -43,10 +43,10 @@ pub async fn run(client: Client) {
                             queue.add(meta::name(&ns));
                         }
                         Some(Change::Applied(_) | Change::Deleted(_)) => {}
-                        Some(Change::Resync) => enqueue_all(&queue, &namespaces),
+                        Some(Change::Resync) => enqueue_all_json(&queue, &namespaces),
                         None => return,
                     },
-                    _ = resync.tick() => enqueue_all(&queue, &namespaces),
+                    _ = resync.tick() => enqueue_all_json(&queue, &namespaces),
                 }
             }
         }

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::cache;
 use crate::client::{path, Client, ClientError, ClientResult};
 use crate::informer::{key_of, Informer};
 use crate::meta;
@@ -192,7 +193,19 @@ where
 }
 
 /// Queues every object of `informer` (a resync).
-pub fn enqueue_all(queue: &WorkQueue, informer: &Informer) {
+pub fn enqueue_all<K>(queue: &WorkQueue, informer: &cache::Informer<K>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    for obj in informer.list() {
+        queue.add(&cache::key_of(obj.as_ref()));
+    }
+}
+
+/// Queues every object of a JSON `informer` (a resync), for the loops not
+/// yet on the typed caches.
+pub fn enqueue_all_json(queue: &WorkQueue, informer: &Informer) {
     for obj in informer.list() {
         queue.add(&key_of(&obj));
     }

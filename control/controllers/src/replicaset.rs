@@ -23,7 +23,7 @@ use crate::events;
 use crate::informer::{key_of, next_change, Change, Informer};
 use crate::meta;
 use crate::reconcile::{
-    claim, controller_key, enqueue_all, int_at, namespace, owner_ref, pod_available_in,
+    claim, controller_key, enqueue_all_json, int_at, namespace, owner_ref, pod_available_in,
     pod_is_active, pod_is_ready, pod_ready_since, run_workers, spec_selector, typed, Expectations,
     Reconciled, WorkQueue, RESYNC,
 };
@@ -70,16 +70,16 @@ async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
         tokio::select! {
             c = next_change(&mut rs_rx) => match c {
                 Some(Change::Applied(rs) | Change::Deleted(rs)) => queue.add(&key_of(&rs)),
-                Some(Change::Resync) => enqueue_all(&queue, &ctl.replicasets),
+                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.replicasets),
                 None => return,
             },
             c = next_change(&mut pod_rx) => match c {
                 Some(Change::Applied(p)) => ctl.pod_changed(&queue, &p, false),
                 Some(Change::Deleted(p)) => ctl.pod_changed(&queue, &p, true),
-                Some(Change::Resync) => enqueue_all(&queue, &ctl.replicasets),
+                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.replicasets),
                 None => return,
             },
-            _ = resync.tick() => enqueue_all(&queue, &ctl.replicasets),
+            _ = resync.tick() => enqueue_all_json(&queue, &ctl.replicasets),
         }
     }
 }
