@@ -3,12 +3,17 @@
 
 use std::process::Command;
 
+/// Runs `keel chaos` with `args`. Unless the test names its own `--out`,
+/// failing histories go to a temporary directory, never into the source tree.
 fn chaos(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("chaos")
-        .args(args)
-        .output()
-        .expect("run keel chaos");
+    let dir = tempfile::tempdir().unwrap();
+    let default_out = dir.path().join("failures.jsonl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
+    cmd.arg("chaos").args(args);
+    if !args.contains(&"--out") {
+        cmd.arg("--out").arg(&default_out);
+    }
+    let out = cmd.output().expect("run keel chaos");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
