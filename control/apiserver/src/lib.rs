@@ -33,6 +33,5 @@ pub mod server;
 pub mod status;
 pub mod storage;
 pub mod table;
-pub mod watch;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};

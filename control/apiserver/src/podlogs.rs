@@ -1,5 +1,7 @@
-//! `GET pods/{name}/log`: the API server streams a container's log from
-//! the agent running the pod, as kube-apiserver does from the kubelet.
+//! The agent side of `GET pods/{name}/log`: the API server streams a
+//! container's log from the agent running the pod, as kube-apiserver does
+//! from the kubelet. The REST handler (`api/read.rs`) parses the request;
+//! this module only finds the agent and opens its stream.
 //!
 //! The agent is found through the Node object: its InternalIP address and
 //! `status.daemonEndpoints.kubeletEndpoint.Port` (the agent's log service,
@@ -16,31 +18,7 @@ use keel_proto::keelnode::agent_service_client::AgentServiceClient;
 use keel_proto::keelnode::LogsRequest;
 use serde_json::Value;
 
-use crate::api::{Query, Reply};
 use crate::status::{ApiError, ApiResult};
-
-/// The options of a log request, read from the query.
-pub fn request(ns: &str, pod: &str, q: &Query) -> ApiResult<LogsRequest> {
-    let int = |k: &str, default: i64| -> ApiResult<i64> {
-        match q.get(k) {
-            None => Ok(default),
-            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::bad_request(format!("{k} {s:?} must be a non-negative integer"))
-            }),
-        }
-    };
-    Ok(LogsRequest {
-        namespace: ns.to_string(),
-        pod: pod.to_string(),
-        container: q.get("container").cloned().unwrap_or_default(),
-        follow: crate::api::route::flag(q, "follow"),
-        tail_lines: int("tailLines", -1)?,
-        previous: crate::api::route::flag(q, "previous"),
-        timestamps: crate::api::route::flag(q, "timestamps"),
-        limit_bytes: int("limitBytes", 0)?,
-        since_seconds: int("sinceSeconds", 0)?,
-    })
-}
 
 /// Where the node's agent serves logs: `http://<InternalIP>:<port>`.
 pub fn agent_url(node: &Value) -> Option<String> {
@@ -56,8 +34,8 @@ pub fn agent_url(node: &Value) -> Option<String> {
     }
 }
 
-/// Opens the agent's log stream and answers with it as `text/plain`.
-pub async fn stream(node: &Value, req: LogsRequest) -> ApiResult<Reply> {
+/// Opens the agent's log stream, as a `text/plain` response.
+pub async fn stream(node: &Value, req: LogsRequest) -> ApiResult<Response<Body>> {
     let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let unavailable = |why: String| {
         ApiError::new(
@@ -87,7 +65,7 @@ pub async fn stream(node: &Value, req: LogsRequest) -> ApiResult<Reply> {
     let mut resp = Response::new(Body::from_stream(chunks));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    Ok(Reply::Stream(resp))
+    Ok(resp)
 }
 
 fn from_status(pod: &str, s: tonic::Status) -> ApiError {
@@ -117,17 +95,5 @@ mod tests {
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
         assert_eq!(agent_url(&n).as_deref(), Some("http://127.0.0.1:10250"));
         assert_eq!(agent_url(&json!({})), None);
-    }
-
-    #[test]
-    fn bad_log_options_are_400() {
-        let mut q = Query::new();
-        q.insert("tailLines".into(), "-3".into());
-        assert_eq!(request("d", "p", &q).unwrap_err().code, 400);
-        q.insert("tailLines".into(), "3".into());
-        q.insert("follow".into(), "true".into());
-        let r = request("d", "p", &q).unwrap();
-        assert!(r.follow);
-        assert_eq!(r.tail_lines, 3);
     }
 }

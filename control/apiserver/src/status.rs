@@ -5,8 +5,23 @@
 use keel_store::StoreError;
 use serde_json::{json, Value};
 
-use crate::admission::Cause;
 use crate::resources::ResourceInfo;
+
+/// One reason an object was rejected, shaped like Kubernetes' `StatusCause`
+/// so the server can put it straight into a `Status` of reason `Invalid`.
+///
+/// `message` is the error body Kubernetes prints after the field, e.g.
+/// `Invalid value: "Foo": a lowercase RFC 1123 label must ...`; the full
+/// human line is `format!("{field}: {message}")`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Cause {
+    /// Field path, e.g. `spec.template.spec.containers[1].name`.
+    pub field: String,
+    /// Kubernetes CauseType, e.g. `FieldValueRequired`, `FieldValueInvalid`.
+    pub reason: String,
+    /// Error body as Kubernetes words it.
+    pub message: String,
+}
 
 /// An error answered as a `Status` object.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,6 +13,7 @@ pub(crate) mod read;
 pub mod route;
 mod scale;
 pub mod services;
+mod watch;
 pub(crate) mod write;
 
 use std::sync::Arc;
@@ -224,7 +225,7 @@ async fn read_request(api: &Api, req: Request<Body>, accept: String) -> ApiResul
 
 async fn resource(api: &Arc<Api>, t: Target, r: Req) -> ApiResult<Reply> {
     if r.method == Method::GET && route::flag(&r.query, "watch") {
-        return crate::watch::serve(api.clone(), t, r).await;
+        return watch::serve(api.clone(), t, r).await;
     }
     let what = format!("{} {}", r.method, t.info.qualified());
     let work = verb(api, &t, &r);

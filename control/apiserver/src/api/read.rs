@@ -12,9 +12,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::output::{self, IncludeObject, Selectors};
-use super::{Api, Reply, Req, Target};
+use super::{route, Api, Query, Reply, Req, Target};
 use crate::status::{ApiError, ApiResult};
 use crate::storage::Stored;
+use keel_proto::keelnode::LogsRequest;
 
 pub async fn get(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let stored = fetch(api, t).await?;
@@ -182,7 +183,7 @@ pub async fn log(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
             "pod {name:?} has no node assigned yet: no logs to show"
         )));
     }
-    let req = crate::podlogs::request(t.namespace.as_deref().unwrap_or(""), name, &r.query)?;
+    let req = log_request(t.namespace.as_deref().unwrap_or(""), name, &r.query)?;
     let nodes = crate::resources::find("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes are not a known resource"))?;
     let node_obj = api
@@ -197,7 +198,30 @@ pub async fn log(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
                 format!("node {node:?} of pod {name:?} is not registered, so its logs cannot be fetched"),
             )
         })?;
-    crate::podlogs::stream(&node_obj, req).await
+    Ok(Reply::Stream(crate::podlogs::stream(&node_obj, req).await?))
+}
+
+/// The options of a log request (`pods/{name}/log`), read from the query.
+pub fn log_request(ns: &str, pod: &str, q: &Query) -> ApiResult<LogsRequest> {
+    let int = |k: &str, default: i64| -> ApiResult<i64> {
+        match q.get(k) {
+            None => Ok(default),
+            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request(format!("{k} {s:?} must be a non-negative integer"))
+            }),
+        }
+    };
+    Ok(LogsRequest {
+        namespace: ns.to_string(),
+        pod: pod.to_string(),
+        container: q.get("container").cloned().unwrap_or_default(),
+        follow: route::flag(q, "follow"),
+        tail_lines: int("tailLines", -1)?,
+        previous: route::flag(q, "previous"),
+        timestamps: route::flag(q, "timestamps"),
+        limit_bytes: int("limitBytes", 0)?,
+        since_seconds: int("sinceSeconds", 0)?,
+    })
 }
 
 /// The body of a `kind: List` used by deletecollection.
@@ -226,5 +250,17 @@ mod tests {
             decode_continue(&t, "/registry/secrets/").unwrap_err().code,
             400
         );
+    }
+
+    #[test]
+    fn bad_log_options_are_400() {
+        let mut q = Query::new();
+        q.insert("tailLines".into(), "-3".into());
+        assert_eq!(log_request("d", "p", &q).unwrap_err().code, 400);
+        q.insert("tailLines".into(), "3".into());
+        q.insert("follow".into(), "true".into());
+        let r = log_request("d", "p", &q).unwrap();
+        assert!(r.follow);
+        assert_eq!(r.tail_lines, 3);
     }
 }

@@ -28,8 +28,8 @@ use keel_store::watch::{WatchOut, WatchSpec};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::output::{self, IncludeObject, Selectors};
-use crate::api::{route, Api, Reply, Req, Target};
+use super::output::{self, IncludeObject, Selectors};
+use super::{route, Api, Reply, Req, Target};
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{self, prefix_end};
 
@@ -89,8 +89,7 @@ pub async fn serve(api: Arc<Api>, t: Target, r: Req) -> ApiResult<Reply> {
             (vec![], rv)
         }
         None => {
-            let listed =
-                crate::api::read::list_objects(&api, &prefix, &w.selectors, 0, None).await?;
+            let listed = super::read::list_objects(&api, &prefix, &w.selectors, 0, None).await?;
             (listed.items, listed.revision)
         }
     };
