@@ -11,6 +11,8 @@
 //! a compacted revision is `OUT_OF_RANGE` (the agent lists again).
 
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
@@ -31,47 +33,40 @@ use crate::storage::Objects;
 /// default, so exec-mode pods on one machine get loopback addresses.
 #[derive(Debug, Clone, Copy)]
 pub struct PodCidrs {
-    pub base: Ipv4Addr,
-    /// How many /24 blocks the range holds.
-    pub blocks: u32,
+    pub range: Ipv4Net,
 }
 
 impl Default for PodCidrs {
     /// 127.16.0.0/12: 4,096 nodes of 253 pods each.
     fn default() -> Self {
         PodCidrs {
-            base: Ipv4Addr::new(127, 16, 0, 0),
-            blocks: 4096,
+            range: Ipv4Net::new(Ipv4Addr::new(127, 16, 0, 0), 12).expect("/12 is a valid prefix"),
         }
     }
 }
 
 impl PodCidrs {
-    /// Parses an IPv4 CIDR with a prefix of /24 or shorter.
+    /// Parses an IPv4 CIDR with a prefix of /24 or shorter (nodes get /24s).
     pub fn parse(s: &str) -> Result<PodCidrs, String> {
-        let (ip, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("cluster CIDR {s:?} is not ip/prefix"))?;
-        let ip: Ipv4Addr = ip
+        let net: Ipv4Net = s
             .parse()
-            .map_err(|_| format!("cluster CIDR {s:?}: {ip:?} is not an IPv4 address"))?;
-        let len: u32 = len
-            .parse()
-            .map_err(|_| format!("cluster CIDR {s:?}: bad prefix length"))?;
-        if !(8..=24).contains(&len) {
+            .map_err(|e| format!("cluster CIDR {s:?} is not an IPv4 ip/prefix: {e}"))?;
+        if !(8..=24).contains(&net.prefix_len()) {
             return Err(format!(
                 "cluster CIDR {s:?}: the prefix must be /8 to /24 (nodes get /24s)"
             ));
         }
-        let mask = u32::MAX << (32 - len);
-        Ok(PodCidrs {
-            base: Ipv4Addr::from(u32::from(ip) & mask),
-            blocks: 1 << (24 - len),
-        })
+        Ok(PodCidrs { range: net.trunc() })
+    }
+
+    /// How many /24 blocks the range holds.
+    pub fn blocks(&self) -> u32 {
+        1 << (24 - u32::from(self.range.prefix_len()))
     }
 
     fn block(&self, i: u32) -> String {
-        let ip = Ipv4Addr::from(u32::from(self.base) + (i << 8));
+        assert!(i < self.blocks(), "block {i} is outside {}", self.range);
+        let ip = Ipv4Addr::from(u32::from(self.range.network()) + (i << 8));
         format!("{ip}/24")
     }
 }
@@ -298,7 +293,7 @@ impl NodeSvc {
     /// The first free /24 of the range, claimed for `node` through a store
     /// key so two replicas never hand out the same block.
     async fn claim_cidr(&self, node: &str) -> Result<String, Status> {
-        for i in 0..self.cidrs.blocks {
+        for i in 0..self.cidrs.blocks() {
             let key = format!("/keel/alloc/podcidr/{i}");
             let held = self
                 .objects
@@ -499,7 +494,7 @@ mod tests {
         assert_eq!(c.block(0), "127.16.0.0/24");
         assert_eq!(c.block(257), "127.17.1.0/24");
         let p = PodCidrs::parse("10.42.0.0/16").unwrap();
-        assert_eq!(p.blocks, 256);
+        assert_eq!(p.blocks(), 256);
         assert_eq!(p.block(3), "10.42.3.0/24");
         assert!(PodCidrs::parse("10.42.0.0/25").is_err());
         assert!(PodCidrs::parse("x/16").is_err());

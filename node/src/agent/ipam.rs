@@ -6,16 +6,17 @@
 //! handed out. Without a podCIDR (or when it is full) pods share the node IP.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use ipnet::Ipv4Net;
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Ipam {
     path: PathBuf,
-    cidr: Option<(Ipv4Addr, u32)>,
+    cidr: Option<Ipv4Net>,
     by_uid: BTreeMap<String, IpAddr>,
 }
 
@@ -45,12 +46,14 @@ impl Ipam {
         if let Some(ip) = self.by_uid.get(uid) {
             return Some(*ip);
         }
-        let (base, len) = self.cidr?;
-        let size = 1u64 << (32 - len);
+        let net = self.cidr?;
         let used: std::collections::BTreeSet<IpAddr> = self.by_uid.values().copied().collect();
-        let ip = (2..size.saturating_sub(1))
-            .filter_map(|i| u32::try_from(i).ok())
-            .map(|i| IpAddr::V4(Ipv4Addr::from(u32::from(base) + i)))
+        // hosts() leaves out the network and broadcast addresses; the first
+        // host (.1) is the node's own.
+        let ip = net
+            .hosts()
+            .skip(1)
+            .map(IpAddr::V4)
             .find(|ip| !used.contains(ip))?;
         self.by_uid.insert(uid.to_string(), ip);
         self.save();
@@ -80,15 +83,10 @@ impl Ipam {
     }
 }
 
-fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u32)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u32 = len.parse().ok()?;
-    if !(8..=30).contains(&len) {
-        return None;
-    }
-    let mask = u32::MAX << (32 - len);
-    Some((Ipv4Addr::from(u32::from(ip) & mask), len))
+/// An IPv4 CIDR of /8 to /30 (a smaller one holds no pod address).
+fn parse_cidr(s: &str) -> Option<Ipv4Net> {
+    let net: Ipv4Net = s.parse().ok()?;
+    (8..=30).contains(&net.prefix_len()).then(|| net.trunc())
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -25,17 +27,11 @@ const PROBES: usize = 64;
 
 /// The service cluster-IP range, e.g. `10.43.0.0/16` (k3s' default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServiceRange {
-    pub base: Ipv4Addr,
-    pub prefix_len: u8,
-}
+pub struct ServiceRange(pub Ipv4Net);
 
 impl Default for ServiceRange {
     fn default() -> Self {
-        ServiceRange {
-            base: Ipv4Addr::new(10, 43, 0, 0),
-            prefix_len: 16,
-        }
+        ServiceRange(Ipv4Net::new(Ipv4Addr::new(10, 43, 0, 0), 16).expect("/16 is a valid prefix"))
     }
 }
 
@@ -43,36 +39,36 @@ impl std::str::FromStr for ServiceRange {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("service range {s:?} is not an IPv4 CIDR such as 10.43.0.0/16");
-        let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-        let len: u8 = len.parse().map_err(|_| bad())?;
-        if !(8..=28).contains(&len) {
+        let net: Ipv4Net = s
+            .parse()
+            .map_err(|_| format!("service range {s:?} is not an IPv4 CIDR such as 10.43.0.0/16"))?;
+        if !(8..=28).contains(&net.prefix_len()) {
             return Err(format!("service range {s:?}: prefix length must be 8..=28"));
         }
-        let mask = u32::MAX << (32 - len);
-        Ok(ServiceRange {
-            base: Ipv4Addr::from(u32::from(ip) & mask),
-            prefix_len: len,
-        })
+        Ok(ServiceRange(net.trunc()))
+    }
+}
+
+impl std::fmt::Display for ServiceRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
 impl ServiceRange {
     fn size(&self) -> u32 {
-        1u32 << (32 - self.prefix_len)
+        1u32 << (32 - u32::from(self.0.prefix_len()))
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix_len);
-        u32::from(ip) & mask == u32::from(self.base)
+        self.0.contains(&ip)
     }
 
     /// The n-th usable address: the network address and `.1` (kept for the
     /// `kubernetes` service, as in Kubernetes) are never handed out, nor is
     /// the broadcast address.
     fn nth(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.base) + 2 + n % (self.size() - 3))
+        Ipv4Addr::from(u32::from(self.0.network()) + 2 + n % (self.size() - 3))
     }
 }
 
@@ -164,8 +160,7 @@ async fn cluster_ip(
         })?;
         if !range.contains(ip) {
             return Err(invalid(info, obj, "spec.clusterIPs", format!(
-                "Invalid value: {asked:?}: failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range {}/{}",
-                range.base, range.prefix_len
+                "Invalid value: {asked:?}: failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range {range}"
             )));
         }
         if !objects
@@ -306,7 +301,7 @@ mod tests {
     #[test]
     fn ranges_parse_and_skip_reserved_addresses() {
         let r: ServiceRange = "10.43.7.9/16".parse().unwrap();
-        assert_eq!(r.base, Ipv4Addr::new(10, 43, 0, 0));
+        assert_eq!(r.to_string(), "10.43.0.0/16");
         assert_eq!(r.nth(0), Ipv4Addr::new(10, 43, 0, 2));
         assert!(r.contains(r.nth(u32::MAX)));
         assert_ne!(r.nth(65533), Ipv4Addr::new(10, 43, 255, 255));
