@@ -2,6 +2,7 @@
 
 mod agent;
 mod chaos;
+mod controller_manager;
 mod server;
 mod up;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Run a control-plane replica: the raft-store (etcd v3 API) and the
     /// Kubernetes API server.
     Server(Box<server::ServerArgs>),
+    /// Run the scheduler and controllers against an API server through a
+    /// kubeconfig (when replicas run with --disable-controllers).
+    ControllerManager(Box<controller_manager::ControllerManagerArgs>),
     /// Run a node agent: registers the node and runs the pods bound to it.
     Agent(Box<agent::AgentArgs>),
     /// One control replica and N agents in one process, data in ./keel-data.
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server::run(*args)),
+        Command::ControllerManager(args) => rt.block_on(controller_manager::run(*args)),
         Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),

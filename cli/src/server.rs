@@ -90,22 +90,12 @@ pub struct ServerArgs {
     /// loopback, so exec-mode pods on one machine never leave it.
     #[arg(long, default_value = "127.16.0.0/12")]
     cluster_cidr: String,
-    /// Do not run the scheduler and controllers on this replica.
+    /// Do not run the scheduler and controllers on this replica (run
+    /// `keel controller-manager` elsewhere, or nothing).
     #[arg(long)]
     disable_controllers: bool,
-    /// Controller-manager lease duration, in seconds (failover time).
-    #[arg(long, default_value_t = 15)]
-    leader_elect_lease_duration_s: u64,
-    /// How often the lease holder renews and the others check, in ms.
-    #[arg(long, default_value_t = 2000)]
-    leader_elect_retry_period_ms: u64,
-    /// A node whose lease is not renewed this long becomes NotReady (s).
-    #[arg(long, default_value_t = 40)]
-    node_monitor_grace_period_s: u64,
-    /// How long pods tolerate an unreachable or not-ready node before they
-    /// are evicted, unless they say otherwise (s).
-    #[arg(long, default_value_t = 300)]
-    default_unreachable_toleration_s: u64,
+    #[command(flatten)]
+    manager: crate::controller_manager::ManagerArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -308,17 +298,7 @@ fn manager_config(
     if a.disable_controllers {
         return Ok(None);
     }
-    let mut m = keel_controllers::manager::ManagerConfig::new(&a.name);
-    m.lease_duration = Duration::from_secs(a.leader_elect_lease_duration_s.max(1));
-    m.retry_period = Duration::from_millis(a.leader_elect_retry_period_ms.max(100));
-    if m.retry_period >= m.lease_duration {
-        bail!(
-            "--leader-elect-retry-period-ms must be shorter than --leader-elect-lease-duration-s"
-        );
-    }
-    m.node_monitor_grace = Duration::from_secs(a.node_monitor_grace_period_s.max(1));
-    m.default_eviction_s = a.default_unreachable_toleration_s;
-    Ok(Some(m))
+    a.manager.config(&a.name).map(Some)
 }
 
 pub async fn shutdown_signal() {

@@ -1,6 +1,6 @@
 //! How the controllers reach the API: a `kube::Client`, either over the
 //! API server's in-process `tower::Service` ([`in_process`]) or over HTTPS
-//! from a kubeconfig ([`from_kubeconfig`]). The same loops run on both.
+//! from a kubeconfig ([`kubeconfig`], [`with_user_agent`]). The same loops run on both.
 //!
 //! [`Client`] adds keel's small JSON helpers on top (paths, `Status`
 //! errors, line-delimited watch) for the loops that still speak JSON;
@@ -39,17 +39,20 @@ where
     kube::Client::new(service, "default")
 }
 
-/// A `kube::Client` from a kubeconfig file (its current context), sending
-/// `user_agent`. Errors name the file and what is wrong with it.
-pub async fn from_kubeconfig(path: &Path, user_agent: &str) -> anyhow::Result<kube::Client> {
+/// The client configuration of a kubeconfig file (its current context).
+/// Errors name the file and what is wrong with it.
+pub async fn kubeconfig(path: &Path) -> anyhow::Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))
+}
+
+/// A `kube::Client` over HTTPS from `config`, sending `user_agent` (the
+/// field manager of its writes, as in process).
+pub fn with_user_agent(config: &kube::Config, user_agent: &str) -> anyhow::Result<kube::Client> {
+    let mut config = config.clone();
     config
         .headers
         .push((header::USER_AGENT, HeaderValue::from_str(user_agent)?));
