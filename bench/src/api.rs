@@ -104,8 +104,9 @@ pub async fn main(args: ApiArgs) -> Result<()> {
         cluster.pids()
     );
 
+    let pids = cluster.pids();
     let report = tokio::select! {
-        r = run(&args, &clients) => r?,
+        r = run(&args, &clients, &pids) => r?,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     drop(clients);
@@ -123,6 +124,8 @@ pub async fn main(args: ApiArgs) -> Result<()> {
 /// What the three phases measured.
 struct Report {
     creates: Phase,
+    /// CPU seconds the replicas used during the create phase.
+    create_cpu_s: Option<f64>,
     list_ms: Vec<f64>,
     list_bytes: usize,
     /// Event delay from the create's response.
@@ -178,6 +181,15 @@ impl Report {
             "≥ 5,000/s",
             met(c.per_sec() >= TARGET_CREATES_PER_SEC),
         );
+        if let Some(cpu) = self.create_cpu_s {
+            let n = c.hist.len().max(1) as f64;
+            row(
+                "API CPU per create, ms (3 replicas together)".into(),
+                format!("{:.2}", cpu * 1000.0 / n),
+                "",
+                "",
+            );
+        }
         row(
             "create p50 ms".into(),
             format!("{:.2}", ms(&c.hist, 0.50)),
@@ -261,13 +273,19 @@ impl Report {
     }
 }
 
-async fn run(args: &ApiArgs, clients: &[Client]) -> Result<Report> {
+async fn run(args: &ApiArgs, clients: &[Client], pids: &[u32]) -> Result<Report> {
     let before = scrape_all(clients).await;
     eprintln!(
         "keel: creating {} pods from {} clients ...",
         args.pods, args.clients
     );
+    let cpu_before = crate::scheduler::cpu_ticks(pids);
     let creates = create_closed_loop(clients, args.clients, args.pods).await?;
+    let cpu_after = crate::scheduler::cpu_ticks(pids);
+    // Clock ticks are 1/100 s on Linux.
+    let create_cpu_s = cpu_before
+        .zip(cpu_after)
+        .map(|(b, a)| (a - b) as f64 / 100.0);
     eprintln!(
         "keel: creates: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} ok, {} errors)",
         creates.per_sec(),
@@ -310,6 +328,7 @@ async fn run(args: &ApiArgs, clients: &[Client]) -> Result<Report> {
     let w = watch_phase(clients, args, list_rv).await?;
     Ok(Report {
         creates,
+        create_cpu_s,
         list_ms,
         list_bytes,
         watch_from_done: w.from_done,

@@ -132,6 +132,8 @@ struct Report {
     /// Pods Ready at the end.
     ready_now: usize,
     up_cpu_s: Option<f64>,
+    /// `keel up`'s (VmRSS, VmHWM) in KiB once every pod is Ready.
+    up_rss_kib: Option<(u64, u64)>,
 }
 
 impl Report {
@@ -206,6 +208,13 @@ impl Report {
                 "; `keel up` CPU from create to all Ready: {c:.1} s"
             )),
         ));
+        if let Some((rss, hwm)) = self.up_rss_kib {
+            out.push_str(&format!(
+                "`keel up` resident memory with {n} pods Ready: {:.1} MiB (peak {:.1} MiB)\n",
+                rss as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            ));
+        }
         out
     }
 }
@@ -356,6 +365,9 @@ async fn run(
     let deployment_ready = dep_watch.await??;
     let (pods, ready_now) = pod_watch.await??;
     let cpu_after = cpu_ticks(&[up_pid]);
+    // Let the loops settle (status writes, events) before reading memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up_rss_kib = rss_kib(up_pid);
     procs.check_alive()?;
     eprintln!(
         "keel: Deployment ready: {}; {ready_now} of {n} pods Ready",
@@ -373,5 +385,16 @@ async fn run(
         up_cpu_s: cpu_before
             .zip(cpu_after)
             .map(|(b, a)| (a - b) as f64 / 100.0),
+        up_rss_kib,
     })
+}
+
+/// (VmRSS, VmHWM) of `pid` in KiB: resident memory now and at its peak.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
