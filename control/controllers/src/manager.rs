@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::cache::Caches;
 use crate::client::Client;
 use crate::leader::{self, ElectionConfig};
 use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
@@ -72,13 +73,18 @@ pub fn spawn(clients: Clients, cfg: ManagerConfig) -> JoinHandle<()> {
 }
 
 fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
+    // One cache per kind, shared by every loop; dropped with the loops.
+    let caches = Caches::new(clients("keel-controller-manager"));
     let client = |name: &str| Client::new(clients(name));
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         grace: cfg.node_monitor_grace,
         default_eviction_s: cfg.default_eviction_s,
     };
     vec![
-        tokio::spawn(scheduler::run::run(client("default-scheduler"))),
+        tokio::spawn(scheduler::run::run(
+            clients("default-scheduler"),
+            caches.clone(),
+        )),
         tokio::spawn(replicaset::run(client("replicaset-controller"))),
         tokio::spawn(deployment::run(client("deployment-controller"))),
         tokio::spawn(nodelifecycle::run(client("node-controller"), lifecycle)),

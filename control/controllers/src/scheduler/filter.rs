@@ -6,8 +6,11 @@
 //! reported with the first filter that rejects it only, so the aggregated
 //! message counts every node once (resources may name several reasons).
 
+use k8s_openapi::api::core::v1::{
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
+};
+
 use super::{NodeInfo, PodRequest};
-use serde_json::Value;
 
 /// Taint the node lifecycle controller puts on cordoned nodes; a pod that
 /// tolerates it may be placed on an unschedulable node.
@@ -17,74 +20,40 @@ pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
 /// Taint for a node whose Ready condition is Unknown (lease not renewed).
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
-/// A node taint (`spec.taints[]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taint {
-    pub key: String,
-    pub value: String,
-    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
-    pub effect: String,
+/// NoSchedule and NoExecute keep new pods off; PreferNoSchedule only
+/// lowers the node's score.
+pub fn blocks_scheduling(taint: &Taint) -> bool {
+    taint.effect == "NoSchedule" || taint.effect == "NoExecute"
 }
 
-impl Taint {
-    /// Parses one `spec.taints[]` entry; missing fields read as empty.
-    pub fn from_json(v: &Value) -> Taint {
-        Taint {
-            key: str_at(v, "key").into(),
-            value: str_at(v, "value").into(),
-            effect: str_at(v, "effect").into(),
-        }
+/// Kubernetes' Toleration.ToleratesTaint: effect and key must match
+/// unless left empty; Exists ignores the value, Equal (also when empty)
+/// compares it; any other operator tolerates nothing. An absent field
+/// reads as empty, as in Go.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
     }
-
-    /// NoSchedule and NoExecute keep new pods off; PreferNoSchedule only
-    /// lowers the node's score.
-    pub fn blocks_scheduling(&self) -> bool {
-        self.effect == "NoSchedule" || self.effect == "NoExecute"
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
     }
-}
-
-/// A pod toleration (`spec.tolerations[]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Toleration {
-    /// Empty with operator Exists: tolerates every taint.
-    pub key: String,
-    /// `Equal` (also when empty) or `Exists`; anything else tolerates nothing.
-    pub operator: String,
-    pub value: String,
-    /// Empty: tolerates every effect.
-    pub effect: String,
-}
-
-impl Toleration {
-    pub fn from_json(v: &Value) -> Toleration {
-        Toleration {
-            key: str_at(v, "key").into(),
-            operator: str_at(v, "operator").into(),
-            value: str_at(v, "value").into(),
-            effect: str_at(v, "effect").into(),
-        }
-    }
-
-    /// Kubernetes' Toleration.ToleratesTaint: effect and key must match
-    /// unless left empty; Exists ignores the value, Equal compares it.
-    pub fn tolerates(&self, taint: &Taint) -> bool {
-        if !self.effect.is_empty() && self.effect != taint.effect {
-            return false;
-        }
-        if !self.key.is_empty() && self.key != taint.key {
-            return false;
-        }
-        match self.operator.as_str() {
-            "" | "Equal" => self.value == taint.value,
-            "Exists" => true,
-            _ => false,
-        }
+    match toleration.operator.as_deref().unwrap_or_default() {
+        "" | "Equal" => toleration.value.as_deref().unwrap_or_default() == taint_value(taint),
+        "Exists" => true,
+        _ => false,
     }
 }
 
 /// Whether any toleration in the list tolerates the taint.
 pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| t.tolerates(taint))
+    tolerations.iter().any(|t| tolerates(t, taint))
+}
+
+/// A taint's value; absent reads as empty.
+pub fn taint_value(taint: &Taint) -> &str {
+    taint.value.as_deref().unwrap_or_default()
 }
 
 /// Operator of a node selector requirement.
@@ -154,9 +123,10 @@ pub struct RequiredAffinity {
 }
 
 impl RequiredAffinity {
-    /// Parses a `v1.NodeSelector` JSON object.
-    pub fn from_json(v: &Value) -> RequiredAffinity {
-        let terms = list(v, "nodeSelectorTerms").iter().map(term).collect();
+    /// Parses the pod's `v1.NodeSelector` once, so matching a node does
+    /// no string parsing.
+    pub fn from_selector(selector: &NodeSelector) -> RequiredAffinity {
+        let terms = selector.node_selector_terms.iter().map(term).collect();
         RequiredAffinity { terms }
     }
 
@@ -165,9 +135,9 @@ impl RequiredAffinity {
     }
 }
 
-fn term(v: &Value) -> Option<Term> {
-    let exprs = list(v, "matchExpressions");
-    let fields = list(v, "matchFields");
+fn term(t: &NodeSelectorTerm) -> Option<Term> {
+    let exprs = t.match_expressions.as_deref().unwrap_or_default();
+    let fields = t.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
         return None;
     }
@@ -179,17 +149,13 @@ fn term(v: &Value) -> Option<Term> {
 
 /// A label requirement, checked as Kubernetes' NewRequirement would
 /// (value counts; Gt/Lt take one integer). None when invalid.
-fn expression(v: &Value) -> Option<Requirement> {
-    let key = str_at(v, "key");
-    let values: Vec<String> = list(v, "values")
-        .iter()
-        .map(|x| x.as_str().map(str::to_string))
-        .collect::<Option<_>>()?;
+fn expression(r: &NodeSelectorRequirement) -> Option<Requirement> {
+    let values = r.values.clone().unwrap_or_default();
     let one_int = || match values.as_slice() {
         [x] => x.parse::<i64>().ok(),
         _ => None,
     };
-    let op = match str_at(v, "operator") {
+    let op = match r.operator.as_str() {
         "In" if !values.is_empty() => Op::In,
         "NotIn" if !values.is_empty() => Op::NotIn,
         "Exists" if values.is_empty() => Op::Exists,
@@ -198,23 +164,23 @@ fn expression(v: &Value) -> Option<Requirement> {
         "Lt" => Op::Lt(one_int()?),
         _ => return None,
     };
-    (!key.is_empty()).then(|| Requirement {
-        key: key.into(),
+    (!r.key.is_empty()).then(|| Requirement {
+        key: r.key.clone(),
         op,
         values,
     })
 }
 
 /// A field requirement: In or NotIn with exactly one value.
-fn field(v: &Value) -> Option<Requirement> {
-    let r = expression(v)?;
+fn field(r: &NodeSelectorRequirement) -> Option<Requirement> {
+    let r = expression(r)?;
     let ok = matches!(r.op, Op::In | Op::NotIn) && r.values.len() == 1;
     ok.then_some(r)
 }
 
 /// Why a node cannot take the pod. `reasons()` words it as the Kubernetes
 /// plugin does in the PodScheduled=False condition message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Unfit {
     /// Cordoned and not tolerating `node.kubernetes.io/unschedulable`.
     Unschedulable,
@@ -238,7 +204,7 @@ impl Unfit {
         let taint = |k: &str, v: &str| format!("node(s) had untolerated taint {{{k}: {v}}}");
         match self {
             Unfit::Unschedulable => vec!["node(s) were unschedulable".into()],
-            Unfit::Taint(t) => vec![taint(&t.key, &t.value)],
+            Unfit::Taint(t) => vec![taint(&t.key, taint_value(t))],
             Unfit::NotReady { taint: key } => vec![taint(key, "")],
             Unfit::NodeSelector | Unfit::Affinity => {
                 vec!["node(s) didn't match Pod's node affinity/selector".into()]
@@ -285,7 +251,7 @@ pub fn taints(pod: &PodRequest, node: &NodeInfo) -> Result<(), Unfit> {
     let untolerated = node
         .taints
         .iter()
-        .find(|t| t.blocks_scheduling() && !tolerated(&pod.tolerations, t));
+        .find(|t| blocks_scheduling(t) && !tolerated(&pod.tolerations, t));
     match untolerated {
         Some(t) => Err(Unfit::Taint(t.clone())),
         None => Ok(()),
@@ -341,33 +307,29 @@ pub fn resources(pod: &PodRequest, node: &NodeInfo) -> Result<(), Unfit> {
 fn no_schedule(key: &str) -> Taint {
     Taint {
         key: key.into(),
-        value: String::new(),
         effect: "NoSchedule".into(),
+        ..Taint::default()
     }
-}
-
-fn str_at<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
-    v.get(k)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::scheduler::tests::{node, pod, with_spec};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn taint(key: &str, value: &str, effect: &str) -> Taint {
-        Taint::from_json(&json!({"key": key, "value": value, "effect": effect}))
+    pub(crate) fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            ..Taint::default()
+        }
     }
 
-    fn tol(v: Value) -> Toleration {
-        Toleration::from_json(&v)
+    /// A toleration from its JSON form (absent fields stay None).
+    pub(crate) fn tol(v: Value) -> Toleration {
+        serde_json::from_value(v).expect("a valid toleration")
     }
 
     #[test]
@@ -399,7 +361,7 @@ mod tests {
             ),
         ];
         for (t_json, want) in cases {
-            assert_eq!(tol(t_json.clone()).tolerates(&t), want, "{t_json}");
+            assert_eq!(tolerates(&tol(t_json.clone()), &t), want, "{t_json}");
         }
     }
 

@@ -21,12 +21,13 @@ pub mod resources;
 pub mod run;
 pub mod score;
 
-use filter::{RequiredAffinity, Taint, Toleration, Unfit};
-use rand::Rng;
-use resources::Resources;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+use filter::{RequiredAffinity, Unfit};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
+use rand::Rng;
+use resources::Resources;
 
 /// A node's Ready condition as the scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +43,14 @@ pub enum Readiness {
 
 impl Readiness {
     /// Reads `status.conditions[type=Ready].status`.
-    pub fn from_node(node: &Value) -> Readiness {
-        let conditions = node.pointer("/status/conditions").and_then(Value::as_array);
+    pub fn from_node(node: &Node) -> Readiness {
+        let status = node.status.as_ref();
+        let conditions = status.and_then(|s| s.conditions.as_deref());
         let ready = conditions
-            .into_iter()
-            .flatten()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"));
-        match ready.and_then(|c| c.get("status")).and_then(Value::as_str) {
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == "Ready");
+        match ready.map(|c| c.status.as_str()) {
             Some("True") => Readiness::Ready,
             Some("Unknown") => Readiness::Unknown,
             _ => Readiness::NotReady,
@@ -68,7 +70,7 @@ impl Readiness {
 
 /// What the scheduler knows about one node: its capacity and constraints
 /// from the Node object, and the sum of what its pods request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeInfo {
     pub name: String,
     /// `status.allocatable` cpu and memory (absent or malformed = 0).
@@ -95,25 +97,23 @@ impl NodeInfo {
     /// `spec.nodeName` is this node) accounted. Succeeded and Failed pods
     /// are skipped, as the Kubernetes scheduler's cache never holds them;
     /// pods whose quantities do not parse still count as a pod.
-    pub fn from_node(node: &Value, pods_on_node: &[&Value]) -> NodeInfo {
-        let allocatable = node.pointer("/status/allocatable");
+    pub fn from_node(node: &Node, pods_on_node: &[&Pod]) -> NodeInfo {
+        let spec = node.spec.as_ref();
+        let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
         let quantity = |k: &str, parse: fn(&str) -> Option<i64>| {
-            let q = allocatable.and_then(|a| a.get(k)).and_then(Value::as_str);
-            q.and_then(parse).unwrap_or(0)
+            let q = allocatable.and_then(|a| a.get(k));
+            q.and_then(|q| parse(&q.0)).unwrap_or(0)
         };
         let mut info = NodeInfo {
-            name: str_at(node, "/metadata/name").into(),
+            name: node.metadata.name.clone().unwrap_or_default(),
             allocatable: Resources {
                 cpu_millis: quantity("cpu", resources::cpu_millis),
                 memory: quantity("memory", resources::value),
             },
             allowed_pods: quantity("pods", resources::value),
-            labels: string_map(node.pointer("/metadata/labels")),
-            taints: list(node, "/spec/taints")
-                .iter()
-                .map(Taint::from_json)
-                .collect(),
-            unschedulable: node.pointer("/spec/unschedulable") == Some(&Value::Bool(true)),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+            unschedulable: spec.and_then(|s| s.unschedulable) == Some(true),
             ready: Readiness::from_node(node),
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
@@ -128,8 +128,12 @@ impl NodeInfo {
 
     /// Takes in a changed Node object (capacity, labels, taints, cordon,
     /// readiness) and keeps the pods already accounted on it.
-    pub fn update_node(&mut self, node: &Value) {
+    pub fn update_node(&mut self, node: &Node) {
         let fresh = NodeInfo::from_node(node, &[]);
+        assert_eq!(
+            fresh.name, self.name,
+            "a node view is updated by its own node"
+        );
         *self = NodeInfo {
             requested: self.requested,
             non_zero_requested: self.non_zero_requested,
@@ -168,7 +172,7 @@ impl NodeInfo {
 }
 
 /// What the scheduler needs from a pod, parsed once per decision.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodRequest {
     /// Effective declared request (see [`resources::pod_requests`]).
     pub requests: Resources,
@@ -186,30 +190,38 @@ pub struct PodRequest {
 impl PodRequest {
     /// Parses a Pod. Err only when a resource quantity is malformed (the
     /// API server rejects those, so this means a corrupt object); a
-    /// malformed affinity term just matches no node, as in Kubernetes.
-    pub fn from_pod(pod: &Value) -> Result<PodRequest, String> {
-        let spec = pod.get("spec").unwrap_or(&Value::Null);
+    /// malformed affinity term just matches no node, as in Kubernetes. A
+    /// pod without a spec requests nothing.
+    pub fn from_pod(pod: &Pod) -> Result<PodRequest, String> {
+        let Some(spec) = pod.spec.as_ref() else {
+            return Ok(PodRequest {
+                owner: controller_uid(pod),
+                ..PodRequest::default()
+            });
+        };
         let r = resources::pod_requests(spec)?;
         let affinity = spec
-            .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
-            .filter(|v| !v.is_null())
-            .map(RequiredAffinity::from_json);
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(RequiredAffinity::from_selector);
         Ok(PodRequest {
             requests: r.requests,
             non_zero: r.non_zero,
-            node_selector: string_map(spec.get("nodeSelector")),
+            node_selector: spec.node_selector.clone().unwrap_or_default(),
             affinity,
-            tolerations: list(spec, "/tolerations")
-                .iter()
-                .map(Toleration::from_json)
-                .collect(),
+            tolerations: spec.tolerations.clone().unwrap_or_default(),
             owner: controller_uid(pod),
         })
     }
 
     /// For accounting a pod already on a node: never fails, a pod with bad
     /// quantities counts with no requests.
-    fn accounted(pod: &Value) -> PodRequest {
+    fn accounted(pod: &Pod) -> PodRequest {
         PodRequest::from_pod(pod).unwrap_or_else(|_| PodRequest {
             owner: controller_uid(pod),
             ..PodRequest::default()
@@ -217,18 +229,16 @@ impl PodRequest {
     }
 }
 
-fn controller_uid(pod: &Value) -> Option<String> {
-    list(pod, "/metadata/ownerReferences")
-        .iter()
-        .find(|r| r.get("controller") == Some(&Value::Bool(true)))
-        .and_then(|r| r.get("uid"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+/// The uid of the pod's ownerReference with `controller: true`.
+fn controller_uid(pod: &Pod) -> Option<String> {
+    let refs = pod.metadata.owner_references.as_deref().unwrap_or_default();
+    let controller = refs.iter().find(|r| r.controller == Some(true))?;
+    Some(controller.uid.clone())
 }
 
 /// No node fits: per-node reasons, and the message Kubernetes puts in the
 /// PodScheduled=False condition and the FailedScheduling event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FitError {
     pub num_nodes: usize,
     /// (node name, why it was rejected), in `nodes` order.
@@ -291,33 +301,23 @@ pub fn schedule<R: Rng + ?Sized>(
     Ok(score::best(pod, nodes, &feasible, rng))
 }
 
-fn terminated(pod: &Value) -> bool {
-    matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-fn list<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    let items = v.pointer(pointer).and_then(Value::as_array);
-    items.map_or(&[], Vec::as_slice)
-}
-
-/// A JSON string map (labels, nodeSelector); non-string values are dropped.
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    let entries = v.and_then(Value::as_object).into_iter().flatten();
-    entries
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect()
+/// Succeeded or Failed: the pod's containers are gone and hold no room.
+pub fn terminated(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::scheduler::resources::tests::quantities;
+    use k8s_openapi::api::core::v1::{
+        Container, NodeCondition, NodeSpec, NodeStatus, PodSpec, PodStatus, ResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::time::Instant;
 
     /// A seeded rng, so tie-breaks are the same on every run.
@@ -325,50 +325,94 @@ pub(crate) mod tests {
         StdRng::seed_from_u64(7)
     }
 
-    pub(crate) fn node_json(name: &str, cpu: &str, memory: &str) -> Value {
-        json!({
-            "metadata": {"name": name},
-            "status": {
-                "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
-                "conditions": [{"type": "Ready", "status": "True"}],
+    /// A typed object from its JSON form, for fixtures with deep nesting.
+    pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).expect("a valid fixture")
+    }
+
+    /// A Ready node with room for 110 pods.
+    pub(crate) fn node_obj(name: &str, cpu: &str, memory: &str) -> Node {
+        let allocatable = quantities(&[("cpu", cpu), ("memory", memory), ("pods", "110")]);
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
             },
-        })
+            status: Some(NodeStatus {
+                allocatable: Some(allocatable),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..NodeCondition::default()
+                }]),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
     }
 
     /// A Ready node with no pods.
     pub(crate) fn node(name: &str, cpu: &str, memory: &str) -> NodeInfo {
-        NodeInfo::from_node(&node_json(name, cpu, memory), &[])
+        NodeInfo::from_node(&node_obj(name, cpu, memory), &[])
     }
 
-    pub(crate) fn pod_json(name: &str, cpu: &str, memory: &str) -> Value {
-        json!({
-            "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "resources": {
-                "requests": {"cpu": cpu, "memory": memory}
-            }}]},
-        })
+    /// A pod of one container requesting `cpu` and `memory`.
+    pub(crate) fn pod_obj(name: &str, cpu: &str, memory: &str) -> Pod {
+        let container = Container {
+            name: "c".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities(&[("cpu", cpu), ("memory", memory)])),
+                ..ResourceRequirements::default()
+            }),
+            ..Container::default()
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![container],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        }
     }
 
     pub(crate) fn pod(name: &str, cpu: &str, memory: &str) -> PodRequest {
-        PodRequest::from_pod(&pod_json(name, cpu, memory)).unwrap()
+        PodRequest::from_pod(&pod_obj(name, cpu, memory)).unwrap()
     }
 
     /// A pod controlled by the owner with uid `owner`.
     pub(crate) fn owned_pod(name: &str, owner: &str, cpu: &str, memory: &str) -> PodRequest {
-        let mut p = pod_json(name, cpu, memory);
-        p["metadata"]["ownerReferences"] = json!([
-            {"kind": "ReplicaSet", "name": "rs", "uid": owner, "controller": true}
-        ]);
+        let mut p = pod_obj(name, cpu, memory);
+        p.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "rs".into(),
+            uid: owner.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }]);
         PodRequest::from_pod(&p).unwrap()
     }
 
+    /// A pod with `spec` given in its JSON form.
     pub(crate) fn with_spec(spec: Value) -> PodRequest {
-        PodRequest::from_pod(&json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()
+        let p = Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(from_json(spec)),
+            ..Pod::default()
+        };
+        PodRequest::from_pod(&p).unwrap()
     }
 
     #[test]
     fn node_info_from_node_object() {
-        let node = json!({
+        let node: Node = from_json(json!({
             "metadata": {"name": "n1", "labels": {"zone": "a"}},
             "spec": {
                 "unschedulable": true,
@@ -378,10 +422,13 @@ pub(crate) mod tests {
                 "allocatable": {"cpu": "3500m", "memory": "2Gi", "pods": "10"},
                 "conditions": [{"type": "Ready", "status": "False"}],
             },
+        }));
+        let mut finished = pod_obj("done", "1", "1Gi");
+        finished.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..PodStatus::default()
         });
-        let mut finished = pod_json("done", "1", "1Gi");
-        finished["status"] = json!({"phase": "Succeeded"});
-        let running = pod_json("run", "500m", "1Mi");
+        let running = pod_obj("run", "500m", "1Mi");
         let info = NodeInfo::from_node(&node, &[&running, &finished]);
         assert_eq!(info.name, "n1");
         assert_eq!(info.allocatable.cpu_millis, 3500);
@@ -397,16 +444,18 @@ pub(crate) mod tests {
 
     #[test]
     fn readiness_from_conditions() {
-        let with = |s: &str| json!({"status": {"conditions": [{"type": "Ready", "status": s}]}});
+        let with = |s: &str| -> Node {
+            from_json(json!({"status": {"conditions": [{"type": "Ready", "status": s}]}}))
+        };
         assert_eq!(Readiness::from_node(&with("True")), Readiness::Ready);
         assert_eq!(Readiness::from_node(&with("False")), Readiness::NotReady);
         assert_eq!(Readiness::from_node(&with("Unknown")), Readiness::Unknown);
-        assert_eq!(Readiness::from_node(&json!({})), Readiness::NotReady);
+        assert_eq!(Readiness::from_node(&Node::default()), Readiness::NotReady);
     }
 
     #[test]
     fn pod_request_from_pod_object() {
-        let p = json!({
+        let p: Pod = from_json(json!({
             "metadata": {"ownerReferences": [
                 {"uid": "not-controller"},
                 {"uid": "rs-1", "controller": true},
@@ -419,7 +468,7 @@ pub(crate) mod tests {
                         [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
                 "containers": [{"name": "c", "resources": {"requests": {"cpu": "250m"}}}],
             },
-        });
+        }));
         let r = PodRequest::from_pod(&p).unwrap();
         assert_eq!(r.owner.as_deref(), Some("rs-1"));
         assert_eq!(r.node_selector["disk"], "ssd");
@@ -427,7 +476,7 @@ pub(crate) mod tests {
         assert!(r.affinity.is_some());
         assert_eq!(r.requests.cpu_millis, 250);
         assert_eq!(r.non_zero.memory, resources::DEFAULT_MEMORY);
-        let bad = pod_json("bad", "x", "1Mi");
+        let bad = pod_obj("bad", "x", "1Mi");
         assert!(PodRequest::from_pod(&bad).is_err());
     }
 
@@ -448,8 +497,11 @@ pub(crate) mod tests {
     fn update_node_keeps_the_accounted_pods() {
         let mut n = node("n", "2", "2Gi");
         n.add_pod(&owned_pod("p", "o", "500m", "1Gi"));
-        let mut changed = node_json("n", "4", "8Gi");
-        changed["spec"] = json!({"unschedulable": true});
+        let mut changed = node_obj("n", "4", "8Gi");
+        changed.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..NodeSpec::default()
+        });
         n.update_node(&changed);
         assert_eq!(n.allocatable.cpu_millis, 4000);
         assert!(n.unschedulable);
@@ -480,9 +532,9 @@ pub(crate) mod tests {
         let mut cordoned = node("a", "1", "1Gi");
         cordoned.unschedulable = true;
         let mut tainted = node("b", "1", "1Gi");
-        tainted.taints.push(Taint::from_json(
-            &json!({"key": "role", "value": "db", "effect": "NoExecute"}),
-        ));
+        tainted
+            .taints
+            .push(filter::tests::taint("role", "db", "NoExecute"));
         let mut not_ready = node("c", "1", "1Gi");
         not_ready.ready = Readiness::NotReady;
         let nodes = [

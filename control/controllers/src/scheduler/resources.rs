@@ -5,8 +5,12 @@
 //! Quantity syntax is parsed by the admission validator's parser, so the
 //! scheduler accepts exactly what the API server stored.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::quantity::quantity_nanos;
-use serde_json::Value;
 
 /// CPU a container is assumed to use when scoring if it requests none
 /// (Kubernetes' `DefaultMilliCPURequest`): without it, best-effort pods
@@ -97,15 +101,16 @@ fn scaled(q: &str, per_unit: i128) -> Option<i64> {
 /// run together and add up; each ordinary init container runs alone beside
 /// the sidecars started before it; the pod needs the larger of the two
 /// peaks, plus `spec.overhead`.
-pub fn pod_requests(spec: &Value) -> Result<PodResources, String> {
+pub fn pod_requests(spec: &PodSpec) -> Result<PodResources, String> {
     let mut total = PodResources::default();
-    for (i, c) in list(spec, "containers").iter().enumerate() {
+    for (i, c) in spec.containers.iter().enumerate() {
         total = total.plus(container(c, &format!("spec.containers[{i}]"))?);
     }
     let (mut sidecars, mut init_peak) = (PodResources::default(), PodResources::default());
-    for (i, c) in list(spec, "initContainers").iter().enumerate() {
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    for (i, c) in init_containers.iter().enumerate() {
         let r = container(c, &format!("spec.initContainers[{i}]"))?;
-        let peak = if c.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
+        let peak = if c.restart_policy.as_deref() == Some("Always") {
             total = total.plus(r);
             sidecars = sidecars.plus(r);
             sidecars
@@ -114,7 +119,7 @@ pub fn pod_requests(spec: &Value) -> Result<PodResources, String> {
         };
         init_peak = init_peak.max(peak);
     }
-    let overhead = resource_list(spec.get("overhead"), "spec.overhead")?;
+    let overhead = resource_list(spec.overhead.as_ref(), "spec.overhead")?;
     let overhead = PodResources {
         requests: overhead,
         non_zero: overhead,
@@ -125,11 +130,11 @@ pub fn pod_requests(spec: &Value) -> Result<PodResources, String> {
 /// One container's request; the non-zero variant substitutes the defaults
 /// only for a resource that is absent (an explicit "0" stays 0, as in
 /// Kubernetes' GetNonzeroRequests).
-fn container(c: &Value, path: &str) -> Result<PodResources, String> {
-    let requests = c.get("resources").and_then(|r| r.get("requests"));
+fn container(c: &Container, path: &str) -> Result<PodResources, String> {
+    let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
     let path = format!("{path}.resources.requests");
     let declared = resource_list(requests, &path)?;
-    let has = |k: &str| requests.and_then(|r| r.get(k)).is_some();
+    let has = |k: &str| requests.is_some_and(|r| r.contains_key(k));
     let non_zero = Resources {
         cpu_millis: if has("cpu") {
             declared.cpu_millis
@@ -148,15 +153,16 @@ fn container(c: &Value, path: &str) -> Result<PodResources, String> {
     })
 }
 
-/// Reads cpu and memory from a ResourceList (absent = 0).
-pub fn resource_list(list: Option<&Value>, path: &str) -> Result<Resources, String> {
+/// Reads cpu and memory from a ResourceList (absent = 0); Err names the
+/// field (`path.cpu`) of a malformed quantity.
+pub fn resource_list(
+    list: Option<&BTreeMap<String, Quantity>>,
+    path: &str,
+) -> Result<Resources, String> {
     let get = |k: &str, parse: fn(&str) -> Option<i64>| -> Result<i64, String> {
         match list.and_then(|l| l.get(k)) {
-            None | Some(Value::Null) => Ok(0),
-            Some(q) => q
-                .as_str()
-                .and_then(parse)
-                .ok_or_else(|| format!("{path}.{k}: invalid quantity {q}")),
+            None => Ok(0),
+            Some(q) => parse(&q.0).ok_or_else(|| format!("{path}.{k}: invalid quantity {:?}", q.0)),
         }
     };
     Ok(Resources {
@@ -165,16 +171,10 @@ pub fn resource_list(list: Option<&Value>, path: &str) -> Result<Resources, Stri
     })
 }
 
-fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
-    v.get(k)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use serde_json::json;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
 
     #[test]
     fn cpu_quantities() {
@@ -198,8 +198,29 @@ mod tests {
         assert_eq!(value("12Zi"), None);
     }
 
-    fn c(cpu: &str, mem: &str) -> Value {
-        json!({"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}})
+    /// A ResourceList of (resource, quantity) pairs.
+    pub(crate) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+        let q = |(k, v): &(&str, &str)| (k.to_string(), Quantity(v.to_string()));
+        pairs.iter().map(q).collect()
+    }
+
+    fn c(cpu: &str, mem: &str) -> Container {
+        Container {
+            name: "c".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities(&[("cpu", cpu), ("memory", mem)])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn spec(init_containers: Vec<Container>, containers: Vec<Container>) -> PodSpec {
+        PodSpec {
+            init_containers: Some(init_containers),
+            containers,
+            ..Default::default()
+        }
     }
 
     fn req(cpu: i64, memory: i64) -> Resources {
@@ -211,7 +232,7 @@ mod tests {
 
     #[test]
     fn containers_add_up() {
-        let spec = json!({"containers": [c("100m", "1Mi"), c("200m", "2Mi")]});
+        let spec = spec(vec![], vec![c("100m", "1Mi"), c("200m", "2Mi")]);
         let r = pod_requests(&spec).unwrap();
         assert_eq!(r.requests, req(300, 3 << 20));
         assert_eq!(r.non_zero, r.requests);
@@ -221,10 +242,10 @@ mod tests {
     fn init_containers_take_the_max() {
         // Sum of app containers 300m/3Mi; the big init container runs alone
         // and needs 1 cpu, so cpu comes from it, memory from the app.
-        let spec = json!({
-            "initContainers": [c("1", "1Mi"), c("50m", "2Mi")],
-            "containers": [c("100m", "1Mi"), c("200m", "2Mi")],
-        });
+        let spec = spec(
+            vec![c("1", "1Mi"), c("50m", "2Mi")],
+            vec![c("100m", "1Mi"), c("200m", "2Mi")],
+        );
         let r = pod_requests(&spec).unwrap().requests;
         assert_eq!(r, req(1000, 3 << 20));
     }
@@ -232,29 +253,39 @@ mod tests {
     #[test]
     fn sidecars_run_beside_everything_after_them() {
         let mut sidecar = c("100m", "10Mi");
-        sidecar["restartPolicy"] = json!("Always");
+        sidecar.restart_policy = Some("Always".into());
         // init1 runs alone (500m); the sidecar then runs beside init2
         // (100m + 450m = 550m) and beside the app (100m + 200m = 300m).
-        let spec = json!({
-            "initContainers": [c("500m", "1Mi"), sidecar, c("450m", "1Mi")],
-            "containers": [c("200m", "1Mi")],
-        });
+        let spec = spec(
+            vec![c("500m", "1Mi"), sidecar, c("450m", "1Mi")],
+            vec![c("200m", "1Mi")],
+        );
         let r = pod_requests(&spec).unwrap().requests;
         assert_eq!(r, req(550, 11 << 20));
     }
 
     #[test]
     fn overhead_is_added() {
-        let spec = json!({"containers": [c("100m", "1Mi")], "overhead": {"cpu": "10m"}});
+        let mut spec = spec(vec![], vec![c("100m", "1Mi")]);
+        spec.overhead = Some(quantities(&[("cpu", "10m")]));
         assert_eq!(pod_requests(&spec).unwrap().requests, req(110, 1 << 20));
     }
 
     #[test]
     fn missing_requests_get_scoring_defaults_only() {
-        let spec = json!({"containers": [
-            {"name": "a"},
-            {"name": "b", "resources": {"requests": {"cpu": "0"}}},
-        ]});
+        let bare = Container {
+            name: "a".into(),
+            ..Default::default()
+        };
+        let zero_cpu = Container {
+            name: "b".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities(&[("cpu", "0")])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = spec(vec![], vec![bare, zero_cpu]);
         let r = pod_requests(&spec).unwrap();
         assert_eq!(r.requests, req(0, 0));
         assert_eq!(r.non_zero, req(100, 2 * DEFAULT_MEMORY));
@@ -262,7 +293,7 @@ mod tests {
 
     #[test]
     fn malformed_quantity_names_the_field() {
-        let spec = json!({"containers": [c("lots", "1Mi")]});
+        let spec = spec(vec![], vec![c("lots", "1Mi")]);
         let err = pod_requests(&spec).unwrap_err();
         assert!(
             err.contains("spec.containers[0].resources.requests.cpu"),

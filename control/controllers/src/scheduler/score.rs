@@ -10,7 +10,7 @@
 
 use rand::Rng;
 
-use super::{NodeInfo, PodRequest};
+use super::{filter, NodeInfo, PodRequest};
 
 /// Highest score one scorer gives.
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -54,8 +54,8 @@ pub fn prefer_no_schedule_count(pod: &PodRequest, node: &NodeInfo) -> i64 {
     let tolerates = |t| {
         pod.tolerations
             .iter()
-            .filter(|tol| tol.effect.is_empty() || tol.effect == "PreferNoSchedule")
-            .any(|tol| tol.tolerates(t))
+            .filter(|tol| matches!(tol.effect.as_deref(), None | Some("" | "PreferNoSchedule")))
+            .any(|tol| filter::tolerates(tol, t))
     };
     let n = node
         .taints
@@ -127,7 +127,7 @@ pub fn best<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::filter::{Taint, Toleration};
+    use crate::scheduler::filter::tests::{taint, tol};
     use crate::scheduler::tests::{node, owned_pod, pod, rng};
     use crate::scheduler::{schedule, NodeInfo};
     use rand::rngs::StdRng;
@@ -265,11 +265,7 @@ mod tests {
 
     #[test]
     fn prefer_no_schedule_is_avoided_but_not_forbidden() {
-        let soft = Taint {
-            key: "spot".into(),
-            value: String::new(),
-            effect: "PreferNoSchedule".into(),
-        };
+        let soft = taint("spot", "", "PreferNoSchedule");
         let mut a = node("a", "4", "8Gi");
         a.taints.push(soft.clone());
         let b = node("b", "4", "8Gi");
@@ -279,12 +275,11 @@ mod tests {
         assert_eq!(nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name, "b");
         assert_eq!(schedule(&p, &[a.clone()], &mut rng()), Ok(0));
         // A NoSchedule-only toleration does not cancel PreferNoSchedule.
-        let tol = |effect: &str| {
-            Toleration::from_json(&json!({"key": "spot", "operator": "Exists", "effect": effect}))
-        };
-        p.tolerations.push(tol("NoSchedule"));
+        let exists =
+            |effect: &str| tol(json!({"key": "spot", "operator": "Exists", "effect": effect}));
+        p.tolerations.push(exists("NoSchedule"));
         assert_eq!(prefer_no_schedule_count(&p, &a), 1);
-        p.tolerations.push(tol(""));
+        p.tolerations.push(exists(""));
         assert_eq!(prefer_no_schedule_count(&p, &a), 0);
     }
 
