@@ -213,7 +213,15 @@ fn a_deployment_runs_scales_rolls_out_and_rolls_back() {
     wait_for("2 echo pods", 120, || two(&k), || up.log());
 
     // Rolling update with the defaults (maxSurge 25% → 1, maxUnavailable
-    // 25% → 0 of 2): ready pods must never drop below 2.
+    // 25% → 0 of 2): ready pods must never drop below 2. minReadySeconds
+    // (not part of the pod template, so no rollout by itself) keeps each
+    // step long enough for the sampler to see the rollout on a busy machine.
+    k.ok(&[
+        "patch",
+        "deployment/echo",
+        "-p",
+        r#"{"spec":{"minReadySeconds":2}}"#,
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
     let min_ready = Arc::new(AtomicUsize::new(usize::MAX));
     let sampler = {
