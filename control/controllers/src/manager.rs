@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::cache::Caches;
 use crate::client::Client;
 use crate::leader::{self, ElectionConfig};
 use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
@@ -73,6 +74,7 @@ pub fn spawn(clients: Clients, cfg: ManagerConfig) -> JoinHandle<()> {
 
 fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
     let client = |name: &str| Client::new(clients(name));
+    let caches = Caches::new(clients("keel-controller-manager"));
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         grace: cfg.node_monitor_grace,
         default_eviction_s: cfg.default_eviction_s,
@@ -82,7 +84,10 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         tokio::spawn(replicaset::run(client("replicaset-controller"))),
         tokio::spawn(deployment::run(client("deployment-controller"))),
         tokio::spawn(nodelifecycle::run(client("node-controller"), lifecycle)),
-        tokio::spawn(gc::run(client("generic-garbage-collector"))),
+        tokio::spawn(gc::run(
+            clients("generic-garbage-collector"),
+            caches.clone(),
+        )),
         tokio::spawn(namespace::run(client("namespace-controller"))),
     ]
 }
