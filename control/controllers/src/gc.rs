@@ -90,7 +90,7 @@ impl Watched {
 }
 
 /// The dynamic type of a served resource, from its registry row.
-fn api_resource(info: &ResourceInfo) -> ApiResource {
+pub(crate) fn api_resource(info: &ResourceInfo) -> ApiResource {
     ApiResource {
         group: info.group.to_string(),
         version: info.version.to_string(),

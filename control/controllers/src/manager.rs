@@ -88,6 +88,9 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("generic-garbage-collector"),
             caches.clone(),
         )),
-        tokio::spawn(namespace::run(client("namespace-controller"))),
+        tokio::spawn(namespace::run(
+            clients("namespace-controller"),
+            caches.clone(),
+        )),
     ]
 }

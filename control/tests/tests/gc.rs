@@ -24,6 +24,14 @@ async fn setup() -> (TestServer, Client) {
     with_in_process_client("gc-test").await
 }
 
+/// The namespace controller, on caches of its own.
+fn start_namespace(c: &Client) -> Bg {
+    bg(namespace::run(
+        c.kube().clone(),
+        Caches::new(c.kube().clone()),
+    ))
+}
+
 /// The garbage collector, on caches of its own, as a manager runs it.
 fn start_gc(c: &Client) -> Bg {
     bg(gc::run(c.kube().clone(), Caches::new(c.kube().clone())))
@@ -293,7 +301,7 @@ async fn the_namespace_controller_finishes_an_abandoned_namespace_deletion() {
         c.get(&cm_uri).await.unwrap().is_some(),
         "nothing but the controller should empty the namespace"
     );
-    let _ns = bg(namespace::run(c.clone()));
+    let _ns = start_namespace(&c);
     wait_for("the namespace to go", 20, || {
         gone(&c, "/api/v1/namespaces/stuck".into())
     })
@@ -304,7 +312,7 @@ async fn the_namespace_controller_finishes_an_abandoned_namespace_deletion() {
 #[tokio::test]
 async fn a_namespace_created_again_right_after_deletion_is_left_alone() {
     let (s, c) = setup().await;
-    let _ns = bg(namespace::run(c.clone()));
+    let _ns = start_namespace(&c);
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "again"}});
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
     let cms = path("v1", "configmaps", Some("again"), None);
