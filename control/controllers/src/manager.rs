@@ -83,7 +83,11 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         tokio::spawn(scheduler::run::run(client("default-scheduler"))),
         tokio::spawn(replicaset::run(client("replicaset-controller"))),
         tokio::spawn(deployment::run(client("deployment-controller"))),
-        tokio::spawn(nodelifecycle::run(client("node-controller"), lifecycle)),
+        tokio::spawn(nodelifecycle::run(
+            clients("node-controller"),
+            caches.clone(),
+            lifecycle,
+        )),
         tokio::spawn(gc::run(
             clients("generic-garbage-collector"),
             caches.clone(),
