@@ -17,9 +17,13 @@
 //!   left.
 //!
 //! The caches hold `PartialObjectMeta`: the collector reads nothing but
-//! metadata, so it asks for metadata only (`Accept: …;as=PartialObjectMetadata`)
-//! and keeps no spec or status of any object. These caches are the
-//! collector's own: no other loop reads every kind, nor metadata alone.
+//! metadata, so it asks for metadata only (kube sends `Accept:
+//! …;as=PartialObjectMetadata` for lists, watches, GETs and patches) and
+//! keeps no spec or status of any object. keel's API server ignores `as=`
+//! and answers with whole objects, which are cut down to their metadata as
+//! they are read; a Kubernetes API server sends metadata alone. These
+//! caches are the collector's own: no other loop reads every kind, nor
+//! metadata alone.
 //!
 //! Guarantee: nothing is deleted on the cache's word alone. An owner
 //! missing from the cache is looked up with a GET (a linearizable read)
