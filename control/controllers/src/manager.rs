@@ -76,6 +76,7 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
     // One cache per kind, shared by every loop; dropped with the loops.
     let caches = Caches::new(clients("keel-controller-manager"));
     let client = |name: &str| Client::new(clients(name));
+    let caches = Caches::new(clients("keel-controller-manager"));
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         grace: cfg.node_monitor_grace,
         default_eviction_s: cfg.default_eviction_s,
@@ -87,8 +88,18 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(replicaset::run(client("replicaset-controller"))),
         tokio::spawn(deployment::run(client("deployment-controller"))),
-        tokio::spawn(nodelifecycle::run(client("node-controller"), lifecycle)),
-        tokio::spawn(gc::run(client("generic-garbage-collector"))),
-        tokio::spawn(namespace::run(client("namespace-controller"))),
+        tokio::spawn(nodelifecycle::run(
+            clients("node-controller"),
+            caches.clone(),
+            lifecycle,
+        )),
+        tokio::spawn(gc::run(
+            clients("generic-garbage-collector"),
+            caches.clone(),
+        )),
+        tokio::spawn(namespace::run(
+            clients("namespace-controller"),
+            caches.clone(),
+        )),
     ]
 }

@@ -14,20 +14,33 @@
 //! that toleration; keel applies the same default here); a shorter
 //! `tolerationSeconds` is honoured. An evicted pod is deleted, and since
 //! its agent cannot confirm, a pod already terminating on an unreachable
-//! node is removed with grace 0 (Kubernetes' pod GC does the same).
+//! node is removed with grace 0 (Kubernetes' pod GC does the same). Both
+//! deletes are pinned to the pod's uid, so a pod recreated under the same
+//! name is never hit.
+//!
+//! Nodes, pods and leases are read from the manager's shared caches; the
+//! taint writes are pinned to the node's resourceVersion, so a node the
+//! agent just updated is judged again on the next pass instead of being
+//! overwritten.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 
-use crate::client::{path, Client};
+use crate::cache::{Caches, Informer};
 use crate::events;
-use crate::informer::Informer;
-use crate::meta;
 
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+/// Where node agents keep their heartbeat Leases (named after the node).
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+const NO_EXECUTE: &str = "NoExecute";
+const NO_SCHEDULE: &str = "NoSchedule";
+const UNKNOWN: &str = "Unknown";
 
 #[derive(Debug, Clone)]
 pub struct NodeLifecycleConfig {
@@ -38,226 +51,399 @@ pub struct NodeLifecycleConfig {
 }
 
 /// When this controller last saw each node's lease change.
+#[derive(Default)]
+struct Heartbeats {
+    seen: HashMap<String, Seen>,
+}
+
 struct Seen {
-    renew_time: String,
+    renew_time: Option<Timestamp>,
     at: Instant,
 }
 
-/// Runs until aborted.
-pub async fn run(client: Client, cfg: NodeLifecycleConfig) {
-    let nodes = Informer::spawn(client.clone(), "/api/v1/nodes", "");
-    let leases = Informer::spawn(
-        client.clone(),
-        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-        "",
-    );
-    let pods = Informer::spawn(client.clone(), "/api/v1/pods", "");
+impl Heartbeats {
+    /// Records the node's lease renewTime as of `now`; true when it has
+    /// not changed for longer than `grace`. A node seen for the first time
+    /// gets a full grace period.
+    fn stale(
+        &mut self,
+        node: &str,
+        renew_time: Option<Timestamp>,
+        now: Instant,
+        grace: Duration,
+    ) -> bool {
+        let s = self.seen.entry(node.to_string()).or_insert(Seen {
+            renew_time,
+            at: now,
+        });
+        if s.renew_time != renew_time {
+            s.renew_time = renew_time;
+            s.at = now;
+        }
+        now.saturating_duration_since(s.at) > grace
+    }
+
+    /// Forgets the nodes for which `exists` is false.
+    fn retain(&mut self, exists: impl Fn(&str) -> bool) {
+        self.seen.retain(|n, _| exists(n));
+    }
+}
+
+/// Runs until aborted (leadership lost).
+pub async fn run(client: kube::Client, caches: Caches, cfg: NodeLifecycleConfig) {
+    let nodes = caches.get::<Node>();
+    let leases = caches.get::<Lease>();
+    let pods = caches.get::<Pod>();
     nodes.wait_synced().await;
     leases.wait_synced().await;
     pods.wait_synced().await;
-    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut heartbeats = Heartbeats::default();
     let period = (cfg.grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         for node in nodes.list() {
-            let name = meta::name(&node).to_string();
-            let renew = leases
-                .get(&format!("kube-node-lease/{name}"))
-                .and_then(|l| l["spec"]["renewTime"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            let s = seen.entry(name.clone()).or_insert_with(|| Seen {
-                renew_time: renew.clone(),
-                at: Instant::now(),
-            });
-            if s.renew_time != renew {
-                s.renew_time = renew;
-                s.at = Instant::now();
-            }
-            let stale = s.at.elapsed() > cfg.grace;
+            let Some(name) = node.metadata.name.as_deref() else {
+                continue;
+            };
+            let renew_time = leases
+                .get(Some(NODE_LEASE_NAMESPACE), name)
+                .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
+            let stale = heartbeats.stale(name, renew_time, Instant::now(), cfg.grace);
             reconcile_node(&client, &node, stale).await;
             if stale {
                 evict(&client, &node, &pods, cfg.default_eviction_s).await;
             }
         }
-        seen.retain(|n, _| nodes.get(n).is_some());
+        heartbeats.retain(|n| nodes.get(None, n).is_some());
         tokio::time::sleep(period).await;
     }
 }
 
-fn has_unreachable_taint(node: &Value) -> bool {
-    taints(node).iter().any(|t| t["key"] == TAINT_UNREACHABLE)
-}
-
-fn taints(node: &Value) -> Vec<Value> {
-    node["spec"]["taints"]
-        .as_array()
-        .cloned()
+fn taints(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
         .unwrap_or_default()
 }
 
+fn has_unreachable_taint(node: &Node) -> bool {
+    taints(node).iter().any(|t| t.key == TAINT_UNREACHABLE)
+}
+
+fn unreachable_taint(effect: &str, now: &Time) -> Taint {
+    Taint {
+        key: TAINT_UNREACHABLE.to_string(),
+        effect: effect.to_string(),
+        time_added: Some(now.clone()),
+        value: None,
+    }
+}
+
 /// Marks a stale node unreachable, or clears the mark once its lease moves.
-async fn reconcile_node(client: &Client, node: &Value, stale: bool) {
-    let name = meta::name(node);
-    let uri = path("v1", "nodes", None, Some(name));
+async fn reconcile_node(client: &kube::Client, node: &Node, stale: bool) {
+    let (Some(name), Some(_)) = (
+        node.metadata.name.as_deref(),
+        node.metadata.resource_version.as_deref(),
+    ) else {
+        return; // the API sets both; an unpinned taint write could lose the agent's
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
     if stale && !has_unreachable_taint(node) {
-        let mut t = taints(node);
-        let now = meta::now_rfc3339();
-        t.push(json!({"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": now}));
-        t.push(json!({"key": TAINT_UNREACHABLE, "effect": "NoSchedule", "timeAdded": now}));
-        let patch = json!({"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                           "spec": {"taints": t}});
-        if client.merge_patch(&uri, &patch).await.is_ok() {
-            mark_unknown(client, node).await;
-            let msg = format!("Node {name} status is now: NodeNotReady");
-            let involved = events::object_ref_value(&json!({
-                "kind": "Node", "apiVersion": "v1",
-                "metadata": {"name": name, "uid": node["metadata"]["uid"], "namespace": "default"}}));
-            events::record(
-                client.kube(),
-                &involved,
-                events::NORMAL,
-                "NodeNotReady",
-                &msg,
-                "node-controller",
-            )
-            .await;
+        let now = Time(Timestamp::now());
+        let mut t = taints(node).to_vec();
+        t.push(unreachable_taint(NO_EXECUTE, &now));
+        t.push(unreachable_taint(NO_SCHEDULE, &now));
+        if let Err(e) = patch_taints(&nodes, node, name, t).await {
+            tracing::debug!(node = %name, error = %e, "tainting an unreachable node failed");
+            return;
         }
+        mark_unknown(&nodes, node, name).await;
+        let msg = format!("Node {name} status is now: NodeNotReady");
+        let involved = events::object_ref(node);
+        events::record(
+            client,
+            &involved,
+            events::NORMAL,
+            "NodeNotReady",
+            &msg,
+            "node-controller",
+        )
+        .await;
     } else if !stale && has_unreachable_taint(node) {
-        let t: Vec<Value> = taints(node)
-            .into_iter()
-            .filter(|t| t["key"] != TAINT_UNREACHABLE)
+        let t: Vec<Taint> = taints(node)
+            .iter()
+            .filter(|t| t.key != TAINT_UNREACHABLE)
+            .cloned()
             .collect();
-        let patch = json!({"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                           "spec": {"taints": t}});
-        if let Err(e) = client.merge_patch(&uri, &patch).await {
+        if let Err(e) = patch_taints(&nodes, node, name, t).await {
             tracing::debug!(node = %name, error = %e, "clearing the unreachable taint failed");
         }
     }
 }
 
-/// Every condition the agent posted becomes Unknown: nobody vouches for it.
-async fn mark_unknown(client: &Client, node: &Value) {
-    let now = meta::now_rfc3339();
-    let conds: Vec<Value> = node["status"]["conditions"]
-        .as_array()
-        .cloned()
+/// Replaces the node's taints, pinned to the resourceVersion judged.
+async fn patch_taints(
+    nodes: &Api<Node>,
+    node: &Node,
+    name: &str,
+    taints: Vec<Taint>,
+) -> Result<Node, kube::Error> {
+    let patch = Node {
+        metadata: ObjectMeta {
+            resource_version: node.metadata.resource_version.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            taints: Some(taints),
+            ..NodeSpec::default()
+        }),
+        status: None,
+    };
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
+/// A condition nobody vouches for any more.
+fn unknown(mut c: NodeCondition, now: &Time) -> NodeCondition {
+    if c.status != UNKNOWN {
+        c.last_transition_time = Some(now.clone());
+    }
+    c.status = UNKNOWN.to_string();
+    c.reason = Some("NodeStatusUnknown".to_string());
+    c.message = Some("Kubelet stopped posting node status.".to_string());
+    c
+}
+
+/// Every condition the agent posted becomes Unknown.
+async fn mark_unknown(nodes: &Api<Node>, node: &Node, name: &str) {
+    let now = Time(Timestamp::now());
+    let conditions: Vec<NodeCondition> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
         .unwrap_or_default()
         .into_iter()
-        .map(|mut c| {
-            if c["status"] != "Unknown" {
-                c["lastTransitionTime"] = json!(now);
-            }
-            c["status"] = json!("Unknown");
-            c["reason"] = json!("NodeStatusUnknown");
-            c["message"] = json!("Kubelet stopped posting node status.");
-            c
-        })
+        .map(|c| unknown(c, &now))
         .collect();
-    let uri = format!(
-        "{}/status",
-        path("v1", "nodes", None, Some(meta::name(node)))
-    );
-    if let Err(e) = client
-        .merge_patch(&uri, &json!({"status": {"conditions": conds}}))
+    let patch = Node {
+        status: Some(NodeStatus {
+            conditions: Some(conditions),
+            ..NodeStatus::default()
+        }),
+        ..Node::default()
+    };
+    let params = PatchParams::default();
+    if let Err(e) = nodes
+        .patch_status(name, &params, &Patch::Merge(&patch))
         .await
     {
-        tracing::debug!(error = %e, "marking the node Unknown failed");
+        tracing::debug!(node = %name, error = %e, "marking the node Unknown failed");
     }
 }
 
 /// Deletes the node's pods whose toleration of the unreachable taint ran
 /// out, and force-removes those already terminating there.
-async fn evict(client: &Client, node: &Value, pods: &Informer, default_s: u64) {
-    let name = meta::name(node);
+async fn evict(client: &kube::Client, node: &Node, pods: &Informer<Pod>, default_s: u64) {
+    let Some(name) = node.metadata.name.as_deref() else {
+        return;
+    };
     let Some(added) = taint_added(node) else {
         return;
     };
-    let on_node = pods.filter(|p| p["spec"]["nodeName"] == name);
+    let on_node =
+        pods.filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name));
     for pod in on_node {
-        let uri = path(
-            "v1",
-            "pods",
-            pod["metadata"]["namespace"].as_str(),
-            pod["metadata"]["name"].as_str(),
-        );
-        if meta::is_deleting(&pod) {
-            let force = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                               "preconditions": {"uid": pod["metadata"]["uid"]}});
-            let _ = client.delete(&uri, Some(&force)).await;
+        let m = &pod.metadata;
+        let (Some(ns), Some(pod_name), Some(uid)) =
+            (m.namespace.as_deref(), m.name.as_deref(), m.uid.as_deref())
+        else {
+            continue; // the API sets all three; an unpinned delete could hit a new pod
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let pinned = Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        });
+        if m.deletion_timestamp.is_some() {
+            let force = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: pinned,
+                ..DeleteParams::default()
+            };
+            if let Err(e) = api.delete(pod_name, &force).await {
+                tracing::debug!(pod = %pod_name, node = %name, error = %e, "force-removing a pod failed");
+            }
             continue;
         }
         let Some(tolerated_s) = toleration_s(&pod, default_s) else {
             continue; // tolerates the taint forever
         };
-        let due = added
-            .checked_add(jiff::SignedDuration::from_secs(tolerated_s as i64))
-            .unwrap_or(added);
+        // Past the end of time it is never due.
+        let tolerated =
+            jiff::SignedDuration::from_secs(i64::try_from(tolerated_s).unwrap_or(i64::MAX));
+        let due = added.checked_add(tolerated).unwrap_or(Timestamp::MAX);
         if Timestamp::now() < due {
             continue;
         }
-        tracing::info!(pod = %uri, node = %name, "evicting a pod from an unreachable node");
-        let opts = json!({"apiVersion": "v1", "kind": "DeleteOptions",
-                          "preconditions": {"uid": pod["metadata"]["uid"]}});
-        let _ = client.delete(&uri, Some(&opts)).await;
+        tracing::info!(namespace = %ns, pod = %pod_name, node = %name, "evicting a pod from an unreachable node");
+        let evict = DeleteParams {
+            preconditions: pinned,
+            ..DeleteParams::default()
+        };
+        if let Err(e) = api.delete(pod_name, &evict).await {
+            tracing::debug!(pod = %pod_name, node = %name, error = %e, "evicting a pod failed");
+        }
     }
 }
 
-fn taint_added(node: &Value) -> Option<Timestamp> {
+/// When the unreachable NoExecute taint was put on the node.
+fn taint_added(node: &Node) -> Option<Timestamp> {
     taints(node)
         .iter()
-        .find(|t| t["key"] == TAINT_UNREACHABLE && t["effect"] == "NoExecute")
-        .and_then(|t| t["timeAdded"].as_str())
-        .and_then(meta::parse_time)
+        .find(|t| t.key == TAINT_UNREACHABLE && t.effect == NO_EXECUTE)
+        .and_then(|t| t.time_added.as_ref())
+        .map(|t| t.0)
 }
 
 /// Seconds the pod tolerates the unreachable NoExecute taint: its own
 /// toleration's `tolerationSeconds`, None for "forever", the default when
 /// it has no such toleration.
-fn toleration_s(pod: &Value, default_s: u64) -> Option<u64> {
-    let tolerations = pod["spec"]["tolerations"]
-        .as_array()
-        .cloned()
+fn toleration_s(pod: &Pod, default_s: u64) -> Option<u64> {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
         .unwrap_or_default();
     let matching = tolerations.iter().find(|t| {
-        let key_ok = match t["operator"].as_str() {
-            Some("Exists") => t["key"].is_null() || t["key"] == TAINT_UNREACHABLE,
-            _ => t["key"] == TAINT_UNREACHABLE,
+        let key = t.key.as_deref().unwrap_or_default();
+        let key_ok = match t.operator.as_deref() {
+            Some("Exists") => key.is_empty() || key == TAINT_UNREACHABLE,
+            _ => key == TAINT_UNREACHABLE,
         };
-        let effect_ok = t["effect"].is_null() || t["effect"] == "" || t["effect"] == "NoExecute";
-        key_ok && effect_ok
+        let effect = t.effect.as_deref().unwrap_or_default();
+        key_ok && (effect.is_empty() || effect == NO_EXECUTE)
     });
     match matching {
         None => Some(default_s),
-        Some(t) => t["tolerationSeconds"].as_i64().map(|s| s.max(0) as u64),
+        Some(t) => t.toleration_seconds.map(|s| s.max(0).unsigned_abs()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, Toleration};
+
+    fn pod(tolerations: Vec<Toleration>) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                tolerations: Some(tolerations),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    fn toleration(key: Option<&str>, effect: Option<&str>, seconds: Option<i64>) -> Toleration {
+        Toleration {
+            key: key.map(str::to_string),
+            operator: Some("Exists".to_string()),
+            effect: effect.map(str::to_string),
+            toleration_seconds: seconds,
+            value: None,
+        }
+    }
 
     #[test]
     fn tolerations_of_the_unreachable_taint() {
-        let pod = |tols: Value| json!({"spec": {"tolerations": tols}});
-        assert_eq!(toleration_s(&pod(json!([])), 300), Some(300));
-        let short = json!([{"key": TAINT_UNREACHABLE, "operator": "Exists",
-                             "effect": "NoExecute", "tolerationSeconds": 5}]);
-        assert_eq!(toleration_s(&pod(short), 300), Some(5));
-        let forever = json!([{"operator": "Exists"}]);
-        assert_eq!(toleration_s(&pod(forever), 300), None);
-        let other = json!([{"key": "x", "operator": "Exists", "tolerationSeconds": 1}]);
-        assert_eq!(toleration_s(&pod(other), 300), Some(300));
-        let schedule_only = json!([{"key": TAINT_UNREACHABLE, "operator": "Exists",
-                                    "effect": "NoSchedule"}]);
-        assert_eq!(toleration_s(&pod(schedule_only), 300), Some(300));
+        assert_eq!(toleration_s(&pod(vec![]), 300), Some(300));
+        assert_eq!(toleration_s(&Pod::default(), 300), Some(300));
+        let short = toleration(Some(TAINT_UNREACHABLE), Some(NO_EXECUTE), Some(5));
+        assert_eq!(toleration_s(&pod(vec![short]), 300), Some(5));
+        let forever = toleration(None, None, None);
+        assert_eq!(toleration_s(&pod(vec![forever]), 300), None);
+        let other = toleration(Some("x"), None, Some(1));
+        assert_eq!(toleration_s(&pod(vec![other]), 300), Some(300));
+        let schedule_only = toleration(Some(TAINT_UNREACHABLE), Some(NO_SCHEDULE), None);
+        assert_eq!(toleration_s(&pod(vec![schedule_only]), 300), Some(300));
+        let negative = toleration(Some(TAINT_UNREACHABLE), None, Some(-3));
+        assert_eq!(toleration_s(&pod(vec![negative]), 300), Some(0));
+        let equal = Toleration {
+            operator: Some("Equal".to_string()),
+            ..toleration(Some(TAINT_UNREACHABLE), None, Some(7))
+        };
+        assert_eq!(toleration_s(&pod(vec![equal]), 300), Some(7));
+    }
+
+    fn node(taints: Vec<Taint>) -> Node {
+        Node {
+            spec: Some(NodeSpec {
+                taints: Some(taints),
+                ..NodeSpec::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    fn at(s: &str) -> Time {
+        Time(s.parse().expect("a valid test timestamp"))
     }
 
     #[test]
     fn taint_time_is_read_from_the_no_execute_taint() {
-        let n = json!({"spec": {"taints": [
-            {"key": TAINT_UNREACHABLE, "effect": "NoSchedule", "timeAdded": "2020-01-01T00:00:00Z"},
-            {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": "2021-01-01T00:00:00Z"}]}});
+        let n = node(vec![
+            unreachable_taint(NO_SCHEDULE, &at("2020-01-01T00:00:00Z")),
+            unreachable_taint(NO_EXECUTE, &at("2021-01-01T00:00:00Z")),
+        ]);
         assert_eq!(taint_added(&n).unwrap().to_string(), "2021-01-01T00:00:00Z");
         assert!(has_unreachable_taint(&n));
-        assert!(taint_added(&json!({})).is_none());
+        assert!(taint_added(&Node::default()).is_none());
+        assert!(!has_unreachable_taint(&Node::default()));
+    }
+
+    #[test]
+    fn conditions_turn_unknown_and_keep_the_transition_time_when_already_unknown() {
+        let now = at("2022-01-01T00:00:00Z");
+        let ready = NodeCondition {
+            type_: "Ready".to_string(),
+            status: "True".to_string(),
+            last_transition_time: Some(at("2020-01-01T00:00:00Z")),
+            ..NodeCondition::default()
+        };
+        let u = unknown(ready, &now);
+        assert_eq!(u.status, UNKNOWN);
+        assert_eq!(u.last_transition_time, Some(now.clone()));
+        assert_eq!(u.reason.as_deref(), Some("NodeStatusUnknown"));
+        let was = at("2021-01-01T00:00:00Z");
+        let already = NodeCondition {
+            last_transition_time: Some(was.clone()),
+            ..u
+        };
+        assert_eq!(unknown(already, &now).last_transition_time, Some(was));
+    }
+
+    #[test]
+    fn a_node_is_stale_after_grace_without_a_lease_change() {
+        let grace = Duration::from_secs(40);
+        let t0 = Instant::now();
+        let renewed = Some(Timestamp::UNIX_EPOCH);
+        let mut h = Heartbeats::default();
+        // First sight: a full grace period, whatever the lease says.
+        assert!(!h.stale("n1", renewed, t0, grace));
+        assert!(!h.stale("n1", renewed, t0 + grace, grace));
+        assert!(h.stale("n1", renewed, t0 + grace + Duration::from_secs(1), grace));
+        // The lease moves: fresh again, from then.
+        let later = Some(Timestamp::now());
+        let t1 = t0 + grace * 2;
+        assert!(!h.stale("n1", later, t1, grace));
+        assert!(h.stale("n1", later, t1 + grace * 2, grace));
+        // A node without any lease goes stale too.
+        assert!(!h.stale("n2", None, t0, grace));
+        assert!(h.stale("n2", None, t1, grace));
+        h.retain(|n| n == "n2");
+        assert!(
+            !h.stale("n1", later, t1 + grace * 2, grace),
+            "forgotten: a new grace period"
+        );
     }
 }

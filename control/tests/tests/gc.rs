@@ -12,15 +12,29 @@ use std::time::Duration;
 
 use keel_apiserver::metrics::Metrics;
 use keel_apiserver::storage::Objects;
+use keel_controllers::cache::Caches;
 use keel_controllers::client::{path, Client};
 use keel_controllers::{deployment, gc, namespace, replicaset};
 use serde_json::{json, Value};
-use support::{bg, wait_for, with_in_process_client, TestServer};
+use support::{bg, wait_for, with_in_process_client, Bg, TestServer};
 
 const NS: &str = "default";
 
 async fn setup() -> (TestServer, Client) {
     with_in_process_client("gc-test").await
+}
+
+/// The namespace controller, on caches of its own.
+fn start_namespace(c: &Client) -> Bg {
+    bg(namespace::run(
+        c.kube().clone(),
+        Caches::new(c.kube().clone()),
+    ))
+}
+
+/// The garbage collector, on caches of its own, as a manager runs it.
+fn start_gc(c: &Client) -> Bg {
+    bg(gc::run(c.kube().clone(), Caches::new(c.kube().clone())))
 }
 
 fn cm_uri(name: &str) -> String {
@@ -63,7 +77,7 @@ fn delete_options(policy: &str) -> Value {
 #[tokio::test]
 async fn dependents_of_a_deleted_owner_go_unless_another_owner_lives() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     let (_, a) = owner(&c, "owner-a").await;
     let (_, b) = owner(&c, "owner-b").await;
     create_cm(&c, &owned_cm("only-a", &[("owner-a", &a, false)])).await;
@@ -88,7 +102,7 @@ async fn dependents_of_a_deleted_owner_go_unless_another_owner_lives() {
 #[tokio::test]
 async fn dangling_references_are_collected_but_unknown_kinds_are_kept() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     // Owner never existed (or died before the dependent was created).
     create_cm(
         &c,
@@ -135,7 +149,7 @@ async fn dangling_references_are_collected_but_unknown_kinds_are_kept() {
 #[tokio::test]
 async fn orphan_propagation_keeps_dependents_and_strips_the_reference() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     // The owner is of another kind than its children, so its deletion and
     // the children's stripped references arrive on different informers:
     // the collector may see the owner gone while its cache still shows
@@ -171,7 +185,7 @@ async fn orphan_propagation_keeps_dependents_and_strips_the_reference() {
 #[tokio::test]
 async fn foreground_deletion_waits_for_blocking_dependents() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     let (_, u) = owner(&c, "parent").await;
     let mut held = owned_cm("held", &[("parent", &u, true)]);
     held["metadata"]["finalizers"] = json!(["example.com/hold"]);
@@ -222,7 +236,7 @@ async fn create_web(c: &Client, replicas: usize) {
 #[tokio::test]
 async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     let _rs = bg(replicaset::run(c.clone()));
     let _d = bg(deployment::run(c.clone()));
     create_web(&c, 3).await;
@@ -238,7 +252,7 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
 #[tokio::test]
 async fn foreground_deletion_of_a_deployment_removes_the_deployment_last() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     let _rs = bg(replicaset::run(c.clone()));
     let _d = bg(deployment::run(c.clone()));
     create_web(&c, 2).await;
@@ -287,7 +301,7 @@ async fn the_namespace_controller_finishes_an_abandoned_namespace_deletion() {
         c.get(&cm_uri).await.unwrap().is_some(),
         "nothing but the controller should empty the namespace"
     );
-    let _ns = bg(namespace::run(c.clone()));
+    let _ns = start_namespace(&c);
     wait_for("the namespace to go", 20, || {
         gone(&c, "/api/v1/namespaces/stuck".into())
     })
@@ -298,7 +312,7 @@ async fn the_namespace_controller_finishes_an_abandoned_namespace_deletion() {
 #[tokio::test]
 async fn a_namespace_created_again_right_after_deletion_is_left_alone() {
     let (s, c) = setup().await;
-    let _ns = bg(namespace::run(c.clone()));
+    let _ns = start_namespace(&c);
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "again"}});
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
     let cms = path("v1", "configmaps", Some("again"), None);
@@ -333,7 +347,7 @@ async fn a_namespace_created_again_right_after_deletion_is_left_alone() {
 #[tokio::test]
 async fn a_pod_keeps_its_grace_period_when_its_finalizer_goes() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "keel/pause"}]}});
     c.create(&path("v1", "pods", Some(NS), None), &pod)
@@ -365,7 +379,7 @@ async fn a_pod_keeps_its_grace_period_when_its_finalizer_goes() {
 #[tokio::test]
 async fn orphaning_a_cluster_scoped_dependent_keeps_it() {
     let (_s, c) = setup().await;
-    let _gc = bg(gc::run(c.clone()));
+    let _gc = start_gc(&c);
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
     let node = c.create("/api/v1/nodes", &node).await.unwrap();
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kid",
