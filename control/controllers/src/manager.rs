@@ -76,7 +76,6 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
     // One cache per kind, shared by every loop; dropped with the loops.
     let caches = Caches::new(clients("keel-controller-manager"));
     let client = |name: &str| Client::new(clients(name));
-    let caches = Caches::new(clients("keel-controller-manager"));
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         grace: cfg.node_monitor_grace,
         default_eviction_s: cfg.default_eviction_s,
