@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod discovery;
 pub mod events;
+pub(crate) mod kinds;
 pub mod local;
 pub mod metrics;
 pub mod nodeservice;

@@ -112,7 +112,7 @@ pub fn table(
     let rows: Vec<Value> = objs
         .iter()
         .map(|o| {
-            let mut row = json!({"cells": table::row_cells(info.resource, o, now)});
+            let mut row = json!({"cells": table::row_cells(info.group, info.resource, o, now)});
             if let Some(obj) = row_object(o, include) {
                 row["object"] = obj;
             }
@@ -127,7 +127,7 @@ pub fn table(
         md["continue"] = json!(c);
     }
     let cols = if columns {
-        table::column_definitions(info.resource)
+        table::column_definitions(info.group, info.resource)
     } else {
         vec![]
     };

@@ -1,5 +1,5 @@
-//! Strict decoding: does a JSON object fit the k8s-openapi type of its
-//! resource, and which of its fields does that type not know?
+//! Strict decoding: does a JSON object fit the k8s-openapi type of its kind,
+//! and which of its fields does that type not know?
 //!
 //! Kubernetes answers both questions while decoding (`fieldValidation=Strict`
 //! rejects unknown fields, `Warn` reports them). We get the unknown fields from
@@ -9,81 +9,16 @@
 
 use std::fmt;
 
-use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2,
-    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
-    policy::v1 as policy,
-};
+use super::errs::child;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, Visitor};
 use serde_json::Value;
 
-/// Decodes `obj` into the k8s-openapi type for `(group, resource)`.
-///
-/// Ok holds the paths of the fields the type does not know, formatted like
-/// Kubernetes (`spec.template.spec.containers[0].imagez`). Err holds a message
-/// naming the field whose JSON does not fit the type, e.g.
-/// `spec.replicas: invalid type: string "x", expected i32`, or says that the
-/// resource is unknown.
-pub fn unknown_fields(group: &str, resource: &str, obj: &Value) -> Result<Vec<String>, String> {
-    match (group, resource) {
-        ("", _) => core_kind(resource, obj),
-        ("apps", _) => apps_kind(resource, obj),
-        ("batch", "jobs") => decode::<batch::Job>(obj),
-        ("batch", "cronjobs") => decode::<batch::CronJob>(obj),
-        ("autoscaling", "horizontalpodautoscalers") => {
-            decode::<autoscaling_v2::HorizontalPodAutoscaler>(obj)
-        }
-        ("autoscaling", "scale") => decode::<autoscaling_v1::Scale>(obj),
-        ("coordination.k8s.io", "leases") => decode::<coordination::Lease>(obj),
-        ("discovery.k8s.io", "endpointslices") => decode::<discovery::EndpointSlice>(obj),
-        ("networking.k8s.io", "ingresses") => decode::<networking::Ingress>(obj),
-        ("networking.k8s.io", "networkpolicies") => decode::<networking::NetworkPolicy>(obj),
-        ("events.k8s.io", "events") => decode::<events::Event>(obj),
-        ("policy", "poddisruptionbudgets") => decode::<policy::PodDisruptionBudget>(obj),
-        ("policy", "evictions") => decode::<policy::Eviction>(obj),
-        _ => Err(unknown_resource(group, resource)),
-    }
-}
-
-fn unknown_resource(group: &str, resource: &str) -> String {
-    format!("no decoder for resource {resource:?} in group {group:?}")
-}
-
-/// The core ("" group) resources, split out to keep the dispatch readable.
-fn core_kind(resource: &str, obj: &Value) -> Result<Vec<String>, String> {
-    match resource {
-        "namespaces" => decode::<core::Namespace>(obj),
-        "nodes" => decode::<core::Node>(obj),
-        "pods" => decode::<core::Pod>(obj),
-        "services" => decode::<core::Service>(obj),
-        "endpoints" => decode::<core::Endpoints>(obj),
-        "configmaps" => decode::<core::ConfigMap>(obj),
-        "secrets" => decode::<core::Secret>(obj),
-        "serviceaccounts" => decode::<core::ServiceAccount>(obj),
-        "events" => decode::<core::Event>(obj),
-        "persistentvolumes" => decode::<core::PersistentVolume>(obj),
-        "persistentvolumeclaims" => decode::<core::PersistentVolumeClaim>(obj),
-        "resourcequotas" => decode::<core::ResourceQuota>(obj),
-        "limitranges" => decode::<core::LimitRange>(obj),
-        "replicationcontrollers" => decode::<core::ReplicationController>(obj),
-        _ => Err(unknown_resource("", resource)),
-    }
-}
-
-fn apps_kind(resource: &str, obj: &Value) -> Result<Vec<String>, String> {
-    match resource {
-        "deployments" => decode::<apps::Deployment>(obj),
-        "replicasets" => decode::<apps::ReplicaSet>(obj),
-        "statefulsets" => decode::<apps::StatefulSet>(obj),
-        "daemonsets" => decode::<apps::DaemonSet>(obj),
-        _ => Err(unknown_resource("apps", resource)),
-    }
-}
-
-/// Decodes into `T`, collecting ignored paths; the decoded value itself is
+/// Decodes into `T`, collecting ignored paths formatted like Kubernetes
+/// (`spec.template.spec.containers[0].imagez`); an error names the field
+/// whose JSON does not fit, e.g.
+/// `spec.replicas: invalid type: string "x", expected i32`; the decoded value itself is
 /// dropped because callers keep working on the JSON they were given.
-fn decode<T: DeserializeOwned>(obj: &Value) -> Result<Vec<String>, String> {
+pub fn decode<T: DeserializeOwned>(obj: &Value) -> Result<Vec<String>, String> {
     let mut unknown = Vec::new();
     let de = PathDe {
         value: obj,
@@ -100,18 +35,10 @@ fn format_path(path: &serde_ignored::Path) -> String {
     match path {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", format_path(parent)),
-        Path::Map { parent, key } => join(&format_path(parent), key),
+        Path::Map { parent, key } => child(&format_path(parent), key),
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => format_path(parent),
-    }
-}
-
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
     }
 }
 
@@ -357,7 +284,7 @@ impl<'de> de::MapAccess<'de> for MapDe<'de> {
         let Some((key, value)) = self.pending.take() else {
             return Err(de::Error::custom("map value requested before its key"));
         };
-        let path = join(&self.path, key);
+        let path = child(&self.path, key);
         seed.deserialize(PathDe { value, path })
     }
 
@@ -368,8 +295,8 @@ impl<'de> de::MapAccess<'de> for MapDe<'de> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use serde_json::json;
+    use crate::admission::unknown_fields;
+    use serde_json::{json, Value};
 
     fn deployment(container: Value) -> Value {
         json!({
@@ -489,99 +416,5 @@ mod tests {
         assert!(unknown_fields("", "secrets", &obj)
             .unwrap_err()
             .starts_with("data.k:"));
-    }
-
-    #[test]
-    fn every_listed_resource_decodes_a_minimal_object() {
-        let cases = [
-            ("", "namespaces", "v1", "Namespace"),
-            ("", "nodes", "v1", "Node"),
-            ("", "pods", "v1", "Pod"),
-            ("", "services", "v1", "Service"),
-            ("", "endpoints", "v1", "Endpoints"),
-            ("", "configmaps", "v1", "ConfigMap"),
-            ("", "secrets", "v1", "Secret"),
-            ("", "serviceaccounts", "v1", "ServiceAccount"),
-            ("", "persistentvolumes", "v1", "PersistentVolume"),
-            ("", "persistentvolumeclaims", "v1", "PersistentVolumeClaim"),
-            ("", "resourcequotas", "v1", "ResourceQuota"),
-            ("", "limitranges", "v1", "LimitRange"),
-            ("", "replicationcontrollers", "v1", "ReplicationController"),
-            ("apps", "replicasets", "apps/v1", "ReplicaSet"),
-            ("apps", "statefulsets", "apps/v1", "StatefulSet"),
-            ("apps", "daemonsets", "apps/v1", "DaemonSet"),
-            ("batch", "jobs", "batch/v1", "Job"),
-            ("batch", "cronjobs", "batch/v1", "CronJob"),
-            (
-                "autoscaling",
-                "horizontalpodautoscalers",
-                "autoscaling/v2",
-                "HorizontalPodAutoscaler",
-            ),
-            ("autoscaling", "scale", "autoscaling/v1", "Scale"),
-            (
-                "coordination.k8s.io",
-                "leases",
-                "coordination.k8s.io/v1",
-                "Lease",
-            ),
-            (
-                "networking.k8s.io",
-                "ingresses",
-                "networking.k8s.io/v1",
-                "Ingress",
-            ),
-            (
-                "networking.k8s.io",
-                "networkpolicies",
-                "networking.k8s.io/v1",
-                "NetworkPolicy",
-            ),
-            (
-                "policy",
-                "poddisruptionbudgets",
-                "policy/v1",
-                "PodDisruptionBudget",
-            ),
-            ("policy", "evictions", "policy/v1", "Eviction"),
-        ];
-        for (group, resource, api_version, kind) in cases {
-            let obj = json!({"apiVersion": api_version, "kind": kind,
-                "metadata": {"name": "x"}, "zzz": 1});
-            assert_eq!(
-                unknown_fields(group, resource, &obj),
-                Ok(vec!["zzz".to_string()]),
-                "{group}/{resource}"
-            );
-        }
-    }
-
-    #[test]
-    fn resources_with_required_top_level_fields() {
-        let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
-            "involvedObject": {"kind": "Pod"}});
-        assert_eq!(unknown_fields("", "events", &ev), Ok(vec![]));
-        let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"name": "e"}, "eventTime": "2024-01-01T00:00:00.000000Z"});
-        assert_eq!(unknown_fields("events.k8s.io", "events", &ev), Ok(vec![]));
-        let es = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "e"}, "addressType": "IPv4", "endpoints": []});
-        assert_eq!(
-            unknown_fields("discovery.k8s.io", "endpointslices", &es),
-            Ok(vec![])
-        );
-    }
-
-    #[test]
-    fn unknown_resource_is_an_error() {
-        assert!(unknown_fields("apps", "widgets", &json!({})).is_err());
-        assert!(unknown_fields("nope.io", "pods", &json!({})).is_err());
-    }
-
-    #[test]
-    fn non_object_input_is_an_error_not_a_panic() {
-        for v in [json!(null), json!(1), json!("x"), json!([1, 2])] {
-            assert!(unknown_fields("", "pods", &v).is_err());
-        }
     }
 }

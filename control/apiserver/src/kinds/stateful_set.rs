@@ -1,0 +1,219 @@
+//! StatefulSets (apps/v1): the replicated-workload rules plus pod
+//! management, update strategy, claim retention and claim templates; the
+//! defaults; which fields an update may change; the READY row.
+
+use super::common::decode::decode;
+use super::common::defaults::{existing, items, object_at, set_default};
+use super::common::errs::{at_least, child, index, syntax, Errs};
+use super::common::json::{at, get, int, list, spec, str_of};
+use super::common::meta::NameRule;
+use super::common::names::{dns1123_label, dns1123_subdomain};
+use super::common::table::{
+    age, container_cells, desired_replicas, name, Col, AGE, CONTAINERS, IMAGES, NAME,
+};
+use super::common::update::{diff_keys, without};
+use super::common::workload::replicated;
+use super::persistent_volume_claim::{self, pvc_spec};
+use super::pod::defaults::template;
+use super::{Admission, KindOps};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use serde_json::{json, Value};
+
+pub static STATEFUL_SETS: KindOps = KindOps {
+    group: "apps",
+    resource: "statefulsets",
+    admission: Some(Admission {
+        name_rule: NameRule::Subdomain,
+        namespaced: true,
+        strict: decode::<StatefulSet>,
+        defaults: Some(defaults),
+        validate: |e, obj| stateful_set(e, spec(obj)),
+        validate_update: Some(|e, new, old| stateful_set_update(e, spec(new), spec(old))),
+    }),
+    columns: COLUMNS,
+    cells,
+};
+
+fn stateful_set(e: &mut Errs, spec: &Value) {
+    replicated(e, spec, "statefulset");
+    let pmp = get(spec, "podManagementPolicy");
+    e.one_of(
+        "spec.podManagementPolicy",
+        pmp,
+        &["OrderedReady", "Parallel"],
+    );
+    if let Some(us) = get(spec, "updateStrategy") {
+        let ty = get(us, "type");
+        e.one_of(
+            "spec.updateStrategy.type",
+            ty,
+            &["RollingUpdate", "OnDelete"],
+        );
+        if let Some(ru) = get(us, "rollingUpdate") {
+            at_least(e, ru, "partition", "spec.updateStrategy.rollingUpdate", 0);
+        }
+    }
+    if let Some(policy) = get(spec, "persistentVolumeClaimRetentionPolicy") {
+        let p = "spec.persistentVolumeClaimRetentionPolicy";
+        for k in ["whenDeleted", "whenScaled"] {
+            e.one_of(&child(p, k), get(policy, k), &["Retain", "Delete"]);
+        }
+    }
+    if let Some(name) = str_of(spec, "serviceName").filter(|s| !s.is_empty()) {
+        syntax(e, "spec.serviceName", name, dns1123_label(name));
+    }
+    for (i, claim) in list(spec, "volumeClaimTemplates").iter().enumerate() {
+        let p = index("spec.volumeClaimTemplates", i);
+        let name = claim.pointer("/metadata/name").and_then(Value::as_str);
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) => syntax(e, &child(&p, "metadata.name"), n, dns1123_subdomain(n)),
+            None => e.required(&child(&p, "metadata.name"), ""),
+        }
+        pvc_spec(
+            e,
+            claim.get("spec").unwrap_or(&Value::Null),
+            &child(&p, "spec"),
+        );
+    }
+}
+
+/// StatefulSets may only change replicas, ordinals, template, updateStrategy,
+/// revisionHistoryLimit, persistentVolumeClaimRetentionPolicy and minReadySeconds.
+fn stateful_set_update(e: &mut Errs, new: &Value, old: &Value) {
+    let mutable = [
+        "replicas",
+        "ordinals",
+        "template",
+        "updateStrategy",
+        "revisionHistoryLimit",
+        "persistentVolumeClaimRetentionPolicy",
+        "minReadySeconds",
+    ];
+    diff_keys(e, &without(new, &mutable), &without(old, &mutable), "spec");
+}
+
+fn defaults(obj: &mut Value) {
+    let Some(spec) = existing(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    if let Some(strategy) = object_at(spec, "updateStrategy") {
+        set_default(strategy, "type", json!("RollingUpdate"));
+        if strategy.get("type") == Some(&json!("RollingUpdate")) {
+            if let Some(ru) = object_at(strategy, "rollingUpdate") {
+                set_default(ru, "partition", json!(0));
+            }
+        }
+    }
+    if let Some(policy) = object_at(spec, "persistentVolumeClaimRetentionPolicy") {
+        set_default(policy, "whenDeleted", json!("Retain"));
+        set_default(policy, "whenScaled", json!("Retain"));
+    }
+    for claim in items(spec, "volumeClaimTemplates") {
+        persistent_volume_claim::defaults(claim);
+    }
+    template(spec);
+}
+
+const COLUMNS: &[Col] = &[
+    NAME,
+    Col(
+        "Ready",
+        "string",
+        false,
+        "Number of the pod with ready state",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+];
+
+fn cells(ss: &Value, now: Timestamp) -> Vec<Value> {
+    let [names, images] = container_cells(at(ss, "spec.template.spec"));
+    vec![
+        name(ss),
+        json!(format!(
+            "{}/{}",
+            int(ss, "status.readyReplicas"),
+            desired_replicas(ss)
+        )),
+        age(ss, now),
+        names,
+        images,
+    ]
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use crate::admission::validate_update;
+    use crate::kinds::common::testing::{bad, defaulted, deployment, fields, ok};
+    use serde_json::json;
+
+    #[test]
+    fn stateful_sets() {
+        let rs = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
+        let mut ss = rs.clone();
+        ss["spec"]["podManagementPolicy"] = json!("Parallel");
+        ok("apps", "statefulsets", &ss);
+        ss["spec"]["podManagementPolicy"] = json!("Random");
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.podManagementPolicy",
+            "FieldValueNotSupported",
+        );
+    }
+
+    #[test]
+    fn stateful_set_update_rules() {
+        let old = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
+        let mut ss = old.clone();
+        ss["spec"]["serviceName"] = json!("x");
+        assert_eq!(
+            fields(&validate_update("apps", "statefulsets", &ss, &old)),
+            vec!["spec.serviceName FieldValueInvalid"]
+        );
+    }
+
+    #[test]
+    fn stateful_set_defaults() {
+        let s = defaulted(
+            "apps",
+            "statefulsets",
+            json!({"spec": {
+            "volumeClaimTemplates": [{"metadata": {"name": "d"}, "spec": {}}]}}),
+        );
+        let spec = &s["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["podManagementPolicy"], "OrderedReady");
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(spec["revisionHistoryLimit"], 10);
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
+        assert_eq!(
+            spec["volumeClaimTemplates"][0]["spec"]["volumeMode"],
+            "Filesystem"
+        );
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::kinds::common::testing::{cell, dated_meta as meta};
+    use serde_json::json;
+
+    #[test]
+    fn stateful_set_ready() {
+        let ss = json!({"metadata": meta("db"), "spec": {"replicas": 3}, "status": {"readyReplicas": 3}});
+        assert_eq!(cell("statefulsets", &ss, "Ready"), "3/3");
+    }
+}
