@@ -8,10 +8,14 @@
 //! Shared here: the [`WorkQueue`] (deduplicated keys, delayed requeues,
 //! back-off), [`run_workers`], [`Expectations`] and the ownership and pod
 //! helpers both the ReplicaSet and the Deployment controller need.
+//!
+//! A poisoned lock here means a worker panicked while holding it, which is
+//! a bug: every lock is taken with `expect`, so the bug fails loudly
+//! instead of silently dropping keys or reporting expectations satisfied.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -68,11 +72,16 @@ impl WorkQueue {
         WorkQueue::default()
     }
 
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.inner
+            .state
+            .lock()
+            .expect("the work queue lock is never poisoned")
+    }
+
     /// Queues `key` unless it is already waiting.
     pub fn add(&self, key: &str) {
-        let Ok(mut s) = self.inner.state.lock() else {
-            return;
-        };
+        let mut s = self.state();
         if !s.dirty.insert(key.to_string()) || s.processing.contains(key) {
             return;
         }
@@ -94,7 +103,8 @@ impl WorkQueue {
     pub async fn next(&self) -> String {
         loop {
             let notified = self.inner.notify.notified();
-            if let Ok(mut s) = self.inner.state.lock() {
+            {
+                let mut s = self.state();
                 if let Some(key) = s.queue.pop_front() {
                     s.dirty.remove(&key);
                     s.processing.insert(key.clone());
@@ -111,10 +121,9 @@ impl WorkQueue {
 
     /// Ends processing of `key`, queueing it again if it was re-added meanwhile.
     pub fn done(&self, key: &str) {
-        let Ok(mut s) = self.inner.state.lock() else {
-            return;
-        };
-        s.processing.remove(key);
+        let mut s = self.state();
+        let was_processing = s.processing.remove(key);
+        assert!(was_processing, "done({key}) without next()");
         if s.dirty.contains(key) {
             s.queue.push_back(key.to_string());
             drop(s);
@@ -124,13 +133,11 @@ impl WorkQueue {
 
     /// Queues `key` again after an exponentially growing delay.
     pub fn retry(&self, key: &str) {
-        let n = match self.inner.state.lock() {
-            Ok(mut s) => {
-                let n = s.failures.entry(key.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            }
-            Err(_) => 1,
+        let n = {
+            let mut s = self.state();
+            let n = s.failures.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
         };
         let factor = 1u32 << (n.saturating_sub(1)).min(16);
         self.add_after(key, (BASE_BACKOFF * factor).min(MAX_BACKOFF));
@@ -138,9 +145,7 @@ impl WorkQueue {
 
     /// Forgets the failures of `key` (it reconciled).
     pub fn forget(&self, key: &str) {
-        if let Ok(mut s) = self.inner.state.lock() {
-            s.failures.remove(key);
-        }
+        self.state().failures.remove(key);
     }
 
     /// Applies a reconcile's outcome and ends processing of `key`.
@@ -163,7 +168,7 @@ impl WorkQueue {
 
     /// Keys queued and not yet handed out.
     pub fn len(&self) -> usize {
-        self.inner.state.lock().map(|s| s.queue.len()).unwrap_or(0)
+        self.state().queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -233,16 +238,21 @@ struct Pending {
 }
 
 impl Expectations {
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending
+            .lock()
+            .expect("the expectations lock is never poisoned")
+    }
+
     fn with(&self, key: &str, f: impl FnOnce(&mut Pending)) {
-        if let Ok(mut m) = self.pending.lock() {
-            let p = m.entry(key.to_string()).or_insert_with(|| Pending {
-                creates: HashSet::new(),
-                deletes: HashSet::new(),
-                since: Instant::now(),
-            });
-            p.since = Instant::now();
-            f(p);
-        }
+        let mut m = self.pending();
+        let p = m.entry(key.to_string()).or_insert_with(|| Pending {
+            creates: HashSet::new(),
+            deletes: HashSet::new(),
+            since: Instant::now(),
+        });
+        p.since = Instant::now();
+        f(p);
     }
 
     /// `owner` created the object `name`.
@@ -262,21 +272,18 @@ impl Expectations {
     /// The informer showed `name`; `gone` when deleted or terminating. Only
     /// that satisfies a delete: an older update may still arrive after it.
     pub fn observe(&self, owner: &str, name: &str, gone: bool) {
-        if let Ok(mut m) = self.pending.lock() {
-            if let Some(p) = m.get_mut(owner) {
-                p.creates.remove(name);
-                if gone {
-                    p.deletes.remove(name);
-                }
+        let mut m = self.pending();
+        if let Some(p) = m.get_mut(owner) {
+            p.creates.remove(name);
+            if gone {
+                p.deletes.remove(name);
             }
         }
     }
 
     /// True when nothing is pending (or what is pending timed out).
     pub fn satisfied(&self, owner: &str) -> bool {
-        let Ok(mut m) = self.pending.lock() else {
-            return true;
-        };
+        let mut m = self.pending();
         let done = match m.get(owner) {
             None => return true,
             Some(p) => {
@@ -292,9 +299,7 @@ impl Expectations {
 
     /// Drops what is pending for `owner` (it was deleted).
     pub fn forget(&self, owner: &str) {
-        if let Ok(mut m) = self.pending.lock() {
-            m.remove(owner);
-        }
+        self.pending().remove(owner);
     }
 }
 
@@ -509,6 +514,19 @@ mod tests {
         assert!(!e.satisfied("ns/rs"));
         e.observe("ns/rs", "p2", true);
         assert!(e.satisfied("ns/rs"));
+    }
+
+    #[test]
+    #[should_panic(expected = "the expectations lock is never poisoned")]
+    fn a_poisoned_expectations_lock_fails_loudly() {
+        let e = Arc::new(Expectations::default());
+        let e2 = e.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = e2.pending();
+            panic!("a worker bug while holding the lock");
+        })
+        .join();
+        e.satisfied("ns/rs");
     }
 
     #[test]
