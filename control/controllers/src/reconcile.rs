@@ -14,11 +14,14 @@
 //! instead of silently dropping keys or reporting expectations satisfied.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use kube::Resource;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -195,6 +198,38 @@ where
         });
     }
     while set.join_next().await.is_some() {}
+}
+
+/// How often a loop waiting for a shared cache's first list looks again
+/// (see [`wait_synced`]).
+const SYNC_POLL: Duration = Duration::from_millis(100);
+
+/// Resolves once `informer` holds its first list, also when other loops
+/// wait for the same shared informer at the same time.
+///
+/// Why not just `informer.wait_synced()`: kube-runtime's
+/// `Store::wait_until_ready` keeps one waker (a oneshot receiver behind
+/// its `DelayedInit`), so of several tasks waiting at once only the last
+/// to poll is woken and the others wait forever. Loops sharing a cache
+/// start together and do wait at once. Polling again every [`SYNC_POLL`]
+/// re-arms this task's waker, so each loop starts at most that long after
+/// the sync. Drop this once `cache::Informer::wait_synced` wakes every
+/// waiter (e.g. through a `tokio::sync::watch`).
+pub async fn wait_synced<K>(informer: &cache::Informer<K>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    wait_ready(|| informer.wait_synced()).await;
+}
+
+/// Awaits `ready()` afresh every [`SYNC_POLL`] until one resolves.
+async fn wait_ready<F, Fut>(ready: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while tokio::time::timeout(SYNC_POLL, ready()).await.is_err() {}
 }
 
 /// Queues every object of `informer` (a resync).
@@ -501,6 +536,33 @@ mod tests {
         assert!(q.is_empty());
         q.done("a");
         assert_eq!(q.next().await, "a");
+    }
+
+    /// Two loops waiting for one store's first list both start, although
+    /// kube-runtime wakes only one of them (see [`wait_synced`]).
+    #[tokio::test]
+    async fn every_loop_waiting_for_a_shared_cache_starts() {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::{reflector, watcher::Event};
+        let (store, mut writer) = reflector::store::<Pod>();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    wait_ready(|| async {
+                        let _ = store.wait_until_ready().await;
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        for w in waiters {
+            let started = tokio::time::timeout(SYNC_POLL * 5, w).await;
+            assert!(matches!(started, Ok(Ok(()))), "a loop never started");
+        }
     }
 
     #[test]
