@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::cache::Caches;
 use crate::client::Client;
 use crate::leader::{self, ElectionConfig};
 use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
@@ -71,7 +72,10 @@ pub fn spawn(clients: Clients, cfg: ManagerConfig) -> JoinHandle<()> {
     })
 }
 
+/// Starts every loop. They share one cache per kind (`caches`), which
+/// stops when the last loop holding it is aborted.
 fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
+    let caches = Caches::new(clients("keel-controller-manager"));
     let client = |name: &str| Client::new(clients(name));
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         grace: cfg.node_monitor_grace,
@@ -79,8 +83,14 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
     };
     vec![
         tokio::spawn(scheduler::run::run(client("default-scheduler"))),
-        tokio::spawn(replicaset::run(client("replicaset-controller"))),
-        tokio::spawn(deployment::run(client("deployment-controller"))),
+        tokio::spawn(replicaset::run(
+            clients("replicaset-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(deployment::run(
+            clients("deployment-controller"),
+            caches.clone(),
+        )),
         tokio::spawn(nodelifecycle::run(client("node-controller"), lifecycle)),
         tokio::spawn(gc::run(client("generic-garbage-collector"))),
         tokio::spawn(namespace::run(client("namespace-controller"))),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use keel_apiserver::metrics::Metrics;
 use keel_apiserver::storage::Objects;
+use keel_controllers::cache::Caches;
 use keel_controllers::client::{path, Client};
 use keel_controllers::{deployment, gc, namespace, replicaset};
 use serde_json::{json, Value};
@@ -223,8 +224,9 @@ async fn create_web(c: &Client, replicas: usize) {
 async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
     let (_s, c) = setup().await;
     let _gc = bg(gc::run(c.clone()));
-    let _rs = bg(replicaset::run(c.clone()));
-    let _d = bg(deployment::run(c.clone()));
+    let caches = Caches::new(c.kube().clone());
+    let _rs = bg(replicaset::run(c.kube().clone(), caches.clone()));
+    let _d = bg(deployment::run(c.kube().clone(), caches.clone()));
     create_web(&c, 3).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
     assert!(c.delete(&uri, None).await.unwrap());
@@ -239,8 +241,9 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
 async fn foreground_deletion_of_a_deployment_removes_the_deployment_last() {
     let (_s, c) = setup().await;
     let _gc = bg(gc::run(c.clone()));
-    let _rs = bg(replicaset::run(c.clone()));
-    let _d = bg(deployment::run(c.clone()));
+    let caches = Caches::new(c.kube().clone());
+    let _rs = bg(replicaset::run(c.kube().clone(), caches.clone()));
+    let _d = bg(deployment::run(c.kube().clone(), caches.clone()));
     create_web(&c, 2).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
     let opts = delete_options("Foreground");
