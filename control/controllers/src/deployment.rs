@@ -5,11 +5,11 @@
 //! strategy's limits, and the Deployment's status reports progress for
 //! `kubectl rollout status`.
 //!
-//! Each reconcile reads the Deployment and its ReplicaSets from the caches
-//! and takes one step: a scaling event, a paused sync, or one rollout step
-//! (Recreate or RollingUpdate). Every ReplicaSet write is a PUT of the
-//! cached object, so a step computed from a stale cache fails with 409 and
-//! is recomputed instead of acting twice.
+//! Each reconcile reads the Deployment and its ReplicaSets from the shared
+//! caches and takes one step: a scaling event, a paused sync, or one
+//! rollout step (Recreate or RollingUpdate). Every ReplicaSet write is a
+//! PUT of the cached object, so a step computed from a stale cache fails
+//! with 409 and is recomputed instead of acting twice.
 
 mod recreate;
 mod revision;
@@ -17,17 +17,19 @@ mod rolling;
 mod scaling;
 mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
 
-use crate::client::{path, Client, ClientResult};
+use crate::cache::{key_of, next_change, Caches, Change, Informer};
 use crate::events;
-use crate::informer::{key_of, next_change, Change, Informer};
-use crate::meta;
 use crate::reconcile::{
-    claim, controller_key, enqueue_all_json, int_at, namespace, run_workers, spec_selector, typed,
-    Reconciled, WorkQueue, RESYNC,
+    claim, controller_key, controller_ref, created_s, enqueue_all, is_deleting, name, namespace,
+    run_workers, selector_of, wait_synced, Reconciled, WorkQueue, RESYNC,
 };
 
 const COMPONENT: &str = "deployment-controller";
@@ -40,48 +42,49 @@ pub(crate) const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 pub(crate) const HASH_LABEL: &str = "pod-template-hash";
 
 struct Controller {
-    client: Client,
-    deployments: Informer,
-    replicasets: Informer,
-    pods: Informer,
+    client: kube::Client,
+    deployments: Informer<Deployment>,
+    replicasets: Informer<ReplicaSet>,
+    pods: Informer<Pod>,
 }
 
 /// One reconcile's view: the Deployment and the ReplicaSets it controls.
 struct State {
-    d: Value,
+    d: Deployment,
     /// The ReplicaSet running the current template, if it exists yet.
-    new_rs: Option<Value>,
+    new_rs: Option<ReplicaSet>,
     /// The others, oldest first.
-    old: Vec<Value>,
+    old: Vec<ReplicaSet>,
     /// Set when this step created the new ReplicaSet (a status condition).
     created_new: bool,
 }
 
 impl State {
-    fn all(&self) -> impl Iterator<Item = &Value> {
+    fn all(&self) -> impl Iterator<Item = &ReplicaSet> {
         self.old.iter().chain(self.new_rs.iter())
     }
 
     fn replicas(&self) -> i64 {
-        int_at(&self.d, "/spec/replicas").max(0)
+        d_replicas(&self.d)
     }
 }
 
-/// Runs the Deployment controller until the future is dropped.
-pub async fn run(client: Client) {
+/// Runs the Deployment controller until the future is dropped, reading
+/// through the shared `caches` and writing through `client`.
+pub async fn run(client: kube::Client, caches: Caches) {
     let ctl = Arc::new(Controller {
-        deployments: Informer::spawn(client.clone(), "/apis/apps/v1/deployments", ""),
-        replicasets: Informer::spawn(client.clone(), "/apis/apps/v1/replicasets", ""),
-        pods: Informer::spawn(client.clone(), "/api/v1/pods", ""),
+        deployments: caches.get::<Deployment>(),
+        replicasets: caches.get::<ReplicaSet>(),
+        pods: caches.get::<Pod>(),
         client,
     });
     let queue = WorkQueue::new();
     // Subscribes when first polled, after the sync; the resync tick that
     // fires at once then queues everything the initial list brought.
     let changes = watch_changes(ctl.clone(), queue.clone());
-    ctl.deployments.wait_synced().await;
-    ctl.replicasets.wait_synced().await;
-    ctl.pods.wait_synced().await;
+    wait_synced(&ctl.deployments).await;
+    wait_synced(&ctl.replicasets).await;
+    wait_synced(&ctl.pods).await;
     let workers = run_workers(queue, WORKERS, move |key| {
         let ctl = ctl.clone();
         async move { ctl.reconcile(&key).await }
@@ -98,133 +101,150 @@ async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
     loop {
         tokio::select! {
             c = next_change(&mut d_rx) => match c {
-                Some(Change::Applied(d) | Change::Deleted(d)) => queue.add(&key_of(&d)),
-                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.deployments),
+                Some(Change::Applied(d) | Change::Deleted(d)) => queue.add(&key_of(d.as_ref())),
+                Some(Change::Resync) => enqueue_all(&queue, &ctl.deployments),
                 None => return,
             },
             c = next_change(&mut rs_rx) => match c {
                 Some(Change::Applied(rs) | Change::Deleted(rs)) => ctl.rs_changed(&queue, &rs),
-                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.deployments),
+                Some(Change::Resync) => enqueue_all(&queue, &ctl.deployments),
                 None => return,
             },
             c = next_change(&mut pod_rx) => match c {
                 // Only a pod going away matters: Recreate waits for it.
                 Some(Change::Deleted(p)) => ctl.pod_deleted(&queue, &p),
                 Some(Change::Applied(_)) => {}
-                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.deployments),
+                Some(Change::Resync) => enqueue_all(&queue, &ctl.deployments),
                 None => return,
             },
-            _ = resync.tick() => enqueue_all_json(&queue, &ctl.deployments),
+            _ = resync.tick() => enqueue_all(&queue, &ctl.deployments),
         }
     }
 }
 
+/// The selector of a Deployment that may control ReplicaSets (see [`selector_of`]).
+fn d_selector(d: &Deployment) -> Option<crate::selector::LabelSelector> {
+    d.spec.as_ref().and_then(|s| selector_of(&s.selector))
+}
+
 impl Controller {
     /// A ReplicaSet changed: its Deployment, or any that could adopt it.
-    fn rs_changed(&self, queue: &WorkQueue, rs: &Value) {
-        if let Some(key) = controller_key(rs, "Deployment") {
+    fn rs_changed(&self, queue: &WorkQueue, rs: &ReplicaSet) {
+        let m = &rs.metadata;
+        if let Some(key) = controller_key(m, "Deployment") {
             queue.add(&key);
             return;
         }
-        if crate::reconcile::controller_ref(rs).is_some() {
+        if controller_ref(m).is_some() {
             return;
         }
-        let ns = namespace(rs);
-        for d in self.deployments.filter(|d| namespace(d) == ns) {
-            if spec_selector(&d).is_some_and(|s| s.matches(meta::labels(rs))) {
-                queue.add(&key_of(&d));
-            }
+        let adopters = self.deployments.filter_in(namespace(m), |d| {
+            d_selector(d).is_some_and(|s| s.matches_labels(m.labels.as_ref()))
+        });
+        for d in adopters {
+            queue.add(&key_of(d.as_ref()));
         }
     }
 
-    fn pod_deleted(&self, queue: &WorkQueue, pod: &Value) {
-        let rs = controller_key(pod, "ReplicaSet").and_then(|k| self.replicasets.get(&k));
-        if let Some(key) = rs.and_then(|rs| controller_key(&rs, "Deployment")) {
+    fn pod_deleted(&self, queue: &WorkQueue, pod: &Pod) {
+        let rs =
+            controller_key(&pod.metadata, "ReplicaSet").and_then(|k| self.replicasets.get_key(&k));
+        if let Some(key) = rs.and_then(|rs| controller_key(&rs.metadata, "Deployment")) {
             queue.add(&key);
         }
     }
 
-    async fn reconcile(&self, key: &str) -> Reconciled {
-        let Some(d) = self.deployments.get(key) else {
+    async fn reconcile(&self, key: &str) -> Reconciled<kube::Error> {
+        let Some(d) = self.deployments.get_key(key) else {
             return Ok(None);
         };
-        let d = typed(d, "apps/v1", "Deployment");
         // Deleting: the garbage collector removes the ReplicaSets.
-        if meta::is_deleting(&d) {
+        if is_deleting(&d.metadata) {
             return Ok(None);
         }
-        let Some(selector) = spec_selector(&d) else {
+        let Some(selector) = d_selector(&d) else {
             return Ok(None);
         };
-        let ns = namespace(&d).to_string();
-        let candidates = self.replicasets.filter(|rs| namespace(rs) == ns);
-        let owned = claim(
-            &self.client,
-            &d,
-            &selector,
-            ("apps/v1", "replicasets"),
-            candidates,
-        )
-        .await?;
-        let mut st = State::new(d, owned);
-        if st.d["spec"]["paused"].as_bool() == Some(true) || self.is_scaling_event(&st) {
+        let candidates = self.replicasets.filter_in(namespace(&d.metadata), |_| true);
+        let owned = claim(&self.client, d.as_ref(), &selector, candidates).await?;
+        let owned = owned.into_iter().map(Arc::unwrap_or_clone).collect();
+        let mut st = State::new(Arc::unwrap_or_clone(d), owned);
+        if is_paused(&st.d) || self.is_scaling_event(&st) {
             self.sync_revision(&mut st, false).await?;
             self.scale(&mut st).await?;
-            if st.d["spec"]["paused"].as_bool() == Some(true) {
+            if is_paused(&st.d) {
                 self.cleanup(&mut st).await?;
             }
             return self.write_status(&st, false).await;
         }
-        if st.d["spec"]["strategy"]["type"].as_str() == Some("Recreate") {
-            self.rollout_recreate(&mut st).await?;
-        } else {
+        if rolling::is_rolling(&st.d) {
             self.rollout_rolling(&mut st).await?;
+        } else {
+            self.rollout_recreate(&mut st).await?;
         }
         self.write_status(&st, true).await
     }
 
     /// Sets `spec.replicas` (and the deployment's desired/max annotations)
     /// on `rs`; true when the size changed.
-    async fn scale_rs(&self, d: &Value, rs: &mut Value, replicas: i64) -> ClientResult<bool> {
-        let from = int_at(rs, "/spec/replicas");
-        let desired = int_at(d, "/spec/replicas").max(0);
+    async fn scale_rs(
+        &self,
+        d: &Deployment,
+        rs: &mut ReplicaSet,
+        replicas: i64,
+    ) -> kube::Result<bool> {
+        assert!(
+            replicas >= 0,
+            "scaling {} to {replicas}",
+            name(&rs.metadata)
+        );
+        let from = rs_replicas(rs);
+        let desired = d_replicas(d);
         let annotations = [
             (DESIRED_REPLICAS, desired.to_string()),
             (MAX_REPLICAS, (desired + rolling::max_surge(d)).to_string()),
         ];
         let stale = annotations
             .iter()
-            .any(|(k, v)| annotation(rs, k) != Some(v.as_str()));
+            .any(|(k, v)| annotation(&rs.metadata, k) != Some(v.as_str()));
         if from == replicas && !stale {
             return Ok(false);
         }
         let mut updated = rs.clone();
-        updated["spec"]["replicas"] = json!(replicas);
+        updated.spec.get_or_insert_with(Default::default).replicas = Some(to_i32(replicas));
         for (k, v) in annotations {
-            set_annotation(&mut updated, k, &v);
+            set_annotation(&mut updated.metadata, k, &v);
         }
-        let uri = rs_path(rs);
-        *rs = typed(
-            self.client.update(&uri, &updated).await?,
-            "apps/v1",
-            "ReplicaSet",
-        );
+        let replaced = self
+            .rs_api(rs)
+            .replace(name(&rs.metadata), &PostParams::default(), &updated)
+            .await?;
+        *rs = replaced;
         if from != replicas {
             let dir = if replicas > from { "up" } else { "down" };
             let msg = format!(
                 "Scaled {dir} replica set {} from {from} to {replicas}",
-                meta::name(rs)
+                name(&rs.metadata)
             );
             self.event(d, "ScalingReplicaSet", msg);
         }
         Ok(from != replicas)
     }
 
-    fn event(&self, d: &Value, reason: &'static str, message: String) {
-        let (client, involved) = (self.client.clone(), events::object_ref_value(d));
+    fn rs_api(&self, rs: &ReplicaSet) -> Api<ReplicaSet> {
+        Api::namespaced(self.client.clone(), namespace(&rs.metadata))
+    }
+
+    fn deployment_api(&self, d: &Deployment) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), namespace(&d.metadata))
+    }
+
+    /// Records an Event about `d` in the background (best effort).
+    fn event(&self, d: &Deployment, reason: &'static str, message: String) {
+        let (client, involved) = (self.client.clone(), events::object_ref(d));
         tokio::spawn(async move {
             events::record(
-                client.kube(),
+                &client,
                 &involved,
                 events::NORMAL,
                 reason,
@@ -239,23 +259,13 @@ impl Controller {
 impl State {
     /// Splits the owned ReplicaSets into new (the oldest whose template is
     /// the Deployment's) and old.
-    fn new(d: Value, mut owned: Vec<Value>) -> State {
-        owned.sort_by_cached_key(|rs| {
-            (
-                meta::str_field(rs, "creationTimestamp")
-                    .and_then(meta::parse_time)
-                    .map(|t| t.as_second()),
-                meta::name(rs).to_string(),
-            )
+    fn new(d: Deployment, mut owned: Vec<ReplicaSet>) -> State {
+        owned.sort_by_cached_key(|rs| (created_s(&rs.metadata), name(&rs.metadata).to_string()));
+        let new_idx = d_template(&d).and_then(|template| {
+            owned.iter().position(|rs| {
+                rs_template(rs).is_some_and(|t| revision::same_template(t, template))
+            })
         });
-        let owned: Vec<Value> = owned
-            .into_iter()
-            .map(|rs| typed(rs, "apps/v1", "ReplicaSet"))
-            .collect();
-        let template = &d["spec"]["template"];
-        let new_idx = owned
-            .iter()
-            .position(|rs| revision::same_template(&rs["spec"]["template"], template));
         let mut old = owned;
         let new_rs = new_idx.map(|i| old.remove(i));
         State {
@@ -267,33 +277,76 @@ impl State {
     }
 }
 
-pub(crate) fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj["metadata"]["annotations"][key].as_str()
+// ---- typed accessors: absent fields read as the API's defaults of 0 ------
+
+/// The Deployment's `spec.replicas` (never negative).
+pub(crate) fn d_replicas(d: &Deployment) -> i64 {
+    let r = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    i64::from(r.max(0))
 }
 
-pub(crate) fn set_annotation(obj: &mut Value, key: &str, value: &str) {
-    let m = meta::meta_mut(obj);
-    let a = m.entry("annotations").or_insert_with(|| json!({}));
-    if !a.is_object() {
-        *a = json!({});
-    }
-    a[key] = json!(value);
+pub(crate) fn d_template(d: &Deployment) -> Option<&PodTemplateSpec> {
+    d.spec.as_ref().map(|s| &s.template)
 }
 
-fn rs_path(rs: &Value) -> String {
-    path(
-        "apps/v1",
-        "replicasets",
-        Some(namespace(rs)),
-        Some(meta::name(rs)),
+pub(crate) fn d_min_ready_s(d: &Deployment) -> i64 {
+    i64::from(
+        d.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0),
     )
 }
 
-fn deployment_path(d: &Value) -> String {
-    path(
-        "apps/v1",
-        "deployments",
-        Some(namespace(d)),
-        Some(meta::name(d)),
+fn is_paused(d: &Deployment) -> bool {
+    d.spec.as_ref().and_then(|s| s.paused) == Some(true)
+}
+
+/// A ReplicaSet's `spec.replicas`.
+pub(crate) fn rs_replicas(rs: &ReplicaSet) -> i64 {
+    i64::from(rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
+}
+
+pub(crate) fn rs_template(rs: &ReplicaSet) -> Option<&PodTemplateSpec> {
+    rs.spec.as_ref().and_then(|s| s.template.as_ref())
+}
+
+/// A ReplicaSet's `status.replicas`.
+pub(crate) fn rs_status_replicas(rs: &ReplicaSet) -> i64 {
+    rs.status.as_ref().map_or(0, |s| i64::from(s.replicas))
+}
+
+/// A ReplicaSet's `status.availableReplicas`.
+pub(crate) fn rs_available_replicas(rs: &ReplicaSet) -> i64 {
+    i64::from(
+        rs.status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0),
     )
+}
+
+/// A ReplicaSet's `status.readyReplicas`.
+pub(crate) fn rs_ready_replicas(rs: &ReplicaSet) -> i64 {
+    i64::from(
+        rs.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    )
+}
+
+/// A replica count as the API's int32, saturating.
+pub(crate) fn to_i32(n: i64) -> i32 {
+    i32::try_from(n.max(0)).unwrap_or(i32::MAX)
+}
+
+pub(crate) fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    m.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+pub(crate) fn set_annotation(m: &mut ObjectMeta, key: &str, value: &str) {
+    m.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.to_string(), value.to_string());
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
-use crate::client::Client;
 use crate::leader::{self, ElectionConfig};
 use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
 
@@ -72,10 +71,10 @@ pub fn spawn(clients: Clients, cfg: ManagerConfig) -> JoinHandle<()> {
     })
 }
 
+/// Starts every loop. They share one cache per kind (`caches`), which
+/// stops when the last loop holding it is aborted.
 fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
-    // One cache per kind, shared by every loop; dropped with the loops.
     let caches = Caches::new(clients("keel-controller-manager"));
-    let client = |name: &str| Client::new(clients(name));
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         grace: cfg.node_monitor_grace,
         default_eviction_s: cfg.default_eviction_s,
@@ -85,8 +84,14 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("default-scheduler"),
             caches.clone(),
         )),
-        tokio::spawn(replicaset::run(client("replicaset-controller"))),
-        tokio::spawn(deployment::run(client("deployment-controller"))),
+        tokio::spawn(replicaset::run(
+            clients("replicaset-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(deployment::run(
+            clients("deployment-controller"),
+            caches.clone(),
+        )),
         tokio::spawn(nodelifecycle::run(
             clients("node-controller"),
             caches.clone(),

@@ -7,20 +7,34 @@
 //!
 //! Shared here: the [`WorkQueue`] (deduplicated keys, delayed requeues,
 //! back-off), [`run_workers`], [`Expectations`] and the ownership and pod
-//! helpers both the ReplicaSet and the Deployment controller need.
+//! helpers both the ReplicaSet and the Deployment controller need, on
+//! typed k8s-openapi objects.
+//!
+//! A poisoned lock here means a worker panicked while holding it, which is
+//! a bug: every lock is taken with `expect`, so the bug fails loudly
+//! instead of silently dropping keys or reporting expectations satisfied.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::{Debug, Display};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as TypedLabelSelector, ObjectMeta, OwnerReference,
+};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Resource;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::cache;
-use crate::client::{path, Client, ClientError, ClientResult};
+use crate::client::{is_status, path, Client, ClientError, ClientResult};
 use crate::informer::{key_of, Informer};
 use crate::meta;
 use crate::selector::LabelSelector;
@@ -28,7 +42,28 @@ use crate::selector::LabelSelector;
 /// What a reconcile asks of the queue: `Ok(None)` done, `Ok(Some(d))`
 /// look again after `d` (e.g. when a pod turns available), `Err` retry
 /// with back-off (a 409 is retried at once, the cache was just stale).
-pub type Reconciled = Result<Option<Duration>, ClientError>;
+///
+/// Typed loops use `Reconciled<kube::Error>`; the default is the JSON
+/// client's error only while the loops on it (gc, namespace) remain.
+pub type Reconciled<E = ClientError> = Result<Option<Duration>, E>;
+
+/// An error a reconcile fails with, as far as the queue cares.
+pub trait ReconcileError: Display + Send + 'static {
+    /// The write lost a race with a newer version (HTTP 409).
+    fn is_conflict(&self) -> bool;
+}
+
+impl ReconcileError for kube::Error {
+    fn is_conflict(&self) -> bool {
+        is_status(self, 409)
+    }
+}
+
+impl ReconcileError for ClientError {
+    fn is_conflict(&self) -> bool {
+        ClientError::is_conflict(self)
+    }
+}
 
 /// First retry delay after a failure; doubles per failure up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(50);
@@ -68,11 +103,16 @@ impl WorkQueue {
         WorkQueue::default()
     }
 
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.inner
+            .state
+            .lock()
+            .expect("the work queue lock is never poisoned")
+    }
+
     /// Queues `key` unless it is already waiting.
     pub fn add(&self, key: &str) {
-        let Ok(mut s) = self.inner.state.lock() else {
-            return;
-        };
+        let mut s = self.state();
         if !s.dirty.insert(key.to_string()) || s.processing.contains(key) {
             return;
         }
@@ -94,7 +134,8 @@ impl WorkQueue {
     pub async fn next(&self) -> String {
         loop {
             let notified = self.inner.notify.notified();
-            if let Ok(mut s) = self.inner.state.lock() {
+            {
+                let mut s = self.state();
                 if let Some(key) = s.queue.pop_front() {
                     s.dirty.remove(&key);
                     s.processing.insert(key.clone());
@@ -111,10 +152,9 @@ impl WorkQueue {
 
     /// Ends processing of `key`, queueing it again if it was re-added meanwhile.
     pub fn done(&self, key: &str) {
-        let Ok(mut s) = self.inner.state.lock() else {
-            return;
-        };
-        s.processing.remove(key);
+        let mut s = self.state();
+        let was_processing = s.processing.remove(key);
+        assert!(was_processing, "done({key}) without next()");
         if s.dirty.contains(key) {
             s.queue.push_back(key.to_string());
             drop(s);
@@ -124,13 +164,11 @@ impl WorkQueue {
 
     /// Queues `key` again after an exponentially growing delay.
     pub fn retry(&self, key: &str) {
-        let n = match self.inner.state.lock() {
-            Ok(mut s) => {
-                let n = s.failures.entry(key.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            }
-            Err(_) => 1,
+        let n = {
+            let mut s = self.state();
+            let n = s.failures.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
         };
         let factor = 1u32 << (n.saturating_sub(1)).min(16);
         self.add_after(key, (BASE_BACKOFF * factor).min(MAX_BACKOFF));
@@ -138,13 +176,11 @@ impl WorkQueue {
 
     /// Forgets the failures of `key` (it reconciled).
     pub fn forget(&self, key: &str) {
-        if let Ok(mut s) = self.inner.state.lock() {
-            s.failures.remove(key);
-        }
+        self.state().failures.remove(key);
     }
 
     /// Applies a reconcile's outcome and ends processing of `key`.
-    pub fn finish(&self, key: &str, outcome: Reconciled) {
+    pub fn finish<E: ReconcileError>(&self, key: &str, outcome: Reconciled<E>) {
         self.done(key);
         match outcome {
             Ok(after) => {
@@ -163,7 +199,7 @@ impl WorkQueue {
 
     /// Keys queued and not yet handed out.
     pub fn len(&self) -> usize {
-        self.inner.state.lock().map(|s| s.queue.len()).unwrap_or(0)
+        self.state().queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -173,10 +209,11 @@ impl WorkQueue {
 
 /// Runs `workers` concurrent workers reconciling keys from `queue` forever.
 /// Dropping the future (leadership lost) aborts them all.
-pub async fn run_workers<F, Fut>(queue: WorkQueue, workers: usize, reconcile: F)
+pub async fn run_workers<F, Fut, E>(queue: WorkQueue, workers: usize, reconcile: F)
 where
     F: Fn(String) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Reconciled> + Send + 'static,
+    Fut: Future<Output = Reconciled<E>> + Send + 'static,
+    E: ReconcileError,
 {
     let mut set = JoinSet::new();
     for _ in 0..workers.max(1) {
@@ -192,10 +229,42 @@ where
     while set.join_next().await.is_some() {}
 }
 
+/// How often a loop waiting for a shared cache's first list looks again
+/// (see [`wait_synced`]).
+const SYNC_POLL: Duration = Duration::from_millis(100);
+
+/// Resolves once `informer` holds its first list, also when other loops
+/// wait for the same shared informer at the same time.
+///
+/// Why not just `informer.wait_synced()`: kube-runtime's
+/// `Store::wait_until_ready` keeps one waker (a oneshot receiver behind
+/// its `DelayedInit`), so of several tasks waiting at once only the last
+/// to poll is woken and the others wait forever. Loops sharing a cache
+/// start together and do wait at once. Polling again every [`SYNC_POLL`]
+/// re-arms this task's waker, so each loop starts at most that long after
+/// the sync. Drop this once `cache::Informer::wait_synced` wakes every
+/// waiter (e.g. through a `tokio::sync::watch`).
+pub async fn wait_synced<K>(informer: &cache::Informer<K>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    wait_ready(|| informer.wait_synced()).await;
+}
+
+/// Awaits `ready()` afresh every [`SYNC_POLL`] until one resolves.
+async fn wait_ready<F, Fut>(ready: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while tokio::time::timeout(SYNC_POLL, ready()).await.is_err() {}
+}
+
 /// Queues every object of `informer` (a resync).
 pub fn enqueue_all<K>(queue: &WorkQueue, informer: &cache::Informer<K>)
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     for obj in informer.list() {
@@ -233,16 +302,21 @@ struct Pending {
 }
 
 impl Expectations {
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending
+            .lock()
+            .expect("the expectations lock is never poisoned")
+    }
+
     fn with(&self, key: &str, f: impl FnOnce(&mut Pending)) {
-        if let Ok(mut m) = self.pending.lock() {
-            let p = m.entry(key.to_string()).or_insert_with(|| Pending {
-                creates: HashSet::new(),
-                deletes: HashSet::new(),
-                since: Instant::now(),
-            });
-            p.since = Instant::now();
-            f(p);
-        }
+        let mut m = self.pending();
+        let p = m.entry(key.to_string()).or_insert_with(|| Pending {
+            creates: HashSet::new(),
+            deletes: HashSet::new(),
+            since: Instant::now(),
+        });
+        p.since = Instant::now();
+        f(p);
     }
 
     /// `owner` created the object `name`.
@@ -262,21 +336,18 @@ impl Expectations {
     /// The informer showed `name`; `gone` when deleted or terminating. Only
     /// that satisfies a delete: an older update may still arrive after it.
     pub fn observe(&self, owner: &str, name: &str, gone: bool) {
-        if let Ok(mut m) = self.pending.lock() {
-            if let Some(p) = m.get_mut(owner) {
-                p.creates.remove(name);
-                if gone {
-                    p.deletes.remove(name);
-                }
+        let mut m = self.pending();
+        if let Some(p) = m.get_mut(owner) {
+            p.creates.remove(name);
+            if gone {
+                p.deletes.remove(name);
             }
         }
     }
 
     /// True when nothing is pending (or what is pending timed out).
     pub fn satisfied(&self, owner: &str) -> bool {
-        let Ok(mut m) = self.pending.lock() else {
-            return true;
-        };
+        let mut m = self.pending();
         let done = match m.get(owner) {
             None => return true,
             Some(p) => {
@@ -292,104 +363,125 @@ impl Expectations {
 
     /// Drops what is pending for `owner` (it was deleted).
     pub fn forget(&self, owner: &str) {
-        if let Ok(mut m) = self.pending.lock() {
-            m.remove(owner);
-        }
+        self.pending().remove(owner);
     }
+}
+
+// ---- metadata -------------------------------------------------------------
+
+/// `metadata.name` ("" when absent, which the API never stores).
+pub fn name(m: &ObjectMeta) -> &str {
+    m.name.as_deref().unwrap_or_default()
+}
+
+/// `metadata.namespace` ("" when cluster-scoped).
+pub fn namespace(m: &ObjectMeta) -> &str {
+    m.namespace.as_deref().unwrap_or_default()
+}
+
+/// `metadata.uid` ("" when absent, which the API never stores).
+pub fn uid(m: &ObjectMeta) -> &str {
+    m.uid.as_deref().unwrap_or_default()
+}
+
+/// The object is terminating (`deletionTimestamp` set).
+pub fn is_deleting(m: &ObjectMeta) -> bool {
+    m.deletion_timestamp.is_some()
+}
+
+/// `metadata.creationTimestamp` in Unix seconds.
+pub fn created_s(m: &ObjectMeta) -> Option<i64> {
+    m.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
 // ---- ownership ------------------------------------------------------------
 
 /// The ownerReference with `controller: true`, if any.
-pub fn controller_ref(obj: &Value) -> Option<&Value> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()?
+pub fn controller_ref(m: &ObjectMeta) -> Option<&OwnerReference> {
+    m.owner_references
         .iter()
-        .find(|r| r["controller"].as_bool() == Some(true))
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
-/// The key of the controller of `obj` when it is of `kind`.
-pub fn controller_key(obj: &Value, kind: &str) -> Option<String> {
-    let r = controller_ref(obj)?;
-    if r["kind"].as_str() != Some(kind) {
-        return None;
+/// The key of the controller of the object with metadata `m` when that
+/// controller is of `kind` (controllers are in their dependents' namespace).
+pub fn controller_key(m: &ObjectMeta, kind: &str) -> Option<String> {
+    let r = controller_ref(m).filter(|r| r.kind == kind)?;
+    Some(format!("{}/{}", namespace(m), r.name))
+}
+
+/// A controller ownerReference to `owner` that blocks its foreground
+/// deletion (what a ReplicaSet sets on its pods, a Deployment on its
+/// ReplicaSets).
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    let m = owner.meta();
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: name(m).to_string(),
+        uid: uid(m).to_string(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
     }
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
-    Some(format!("{ns}/{}", r["name"].as_str()?))
 }
 
-/// `obj` with `apiVersion` and `kind` set: watch events and list items may
-/// lack them, and owner references and events need them.
-pub fn typed(mut obj: Value, api_version: &str, kind: &str) -> Value {
-    if obj.is_object() {
-        obj["apiVersion"] = json!(api_version);
-        obj["kind"] = json!(kind);
-    }
-    obj
+/// A controller's selector; `None` when invalid or empty, which selects
+/// nothing for a controller (Kubernetes refuses to manage "all pods").
+pub fn selector_of(s: &TypedLabelSelector) -> Option<LabelSelector> {
+    LabelSelector::from_typed(s).ok().filter(|s| !s.is_empty())
 }
 
-/// A controller ownerReference to `owner` (see [`typed`]).
-pub fn owner_ref(owner: &Value) -> Value {
-    json!({
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": meta::name(owner),
-        "uid": meta::uid(owner),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    })
-}
-
-/// The selector of `spec.selector`; `None` when invalid or empty, which
-/// selects nothing for a controller (Kubernetes refuses to manage "all pods").
-pub fn spec_selector(obj: &Value) -> Option<LabelSelector> {
-    LabelSelector::from_json(&obj["spec"]["selector"])
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-/// `namespace` of `obj`.
-pub fn namespace(obj: &Value) -> &str {
-    obj["metadata"]["namespace"].as_str().unwrap_or_default()
-}
-
-/// An integer at a JSON pointer, 0 when absent.
-pub fn int_at(obj: &Value, pointer: &str) -> i64 {
-    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
-}
-
-/// Objects of `candidates` that `owner` controls after adoption and
-/// release (client-go's ControllerRefManager): orphans matching the
-/// selector are adopted, owned objects that stopped matching are released.
-/// Both are merge patches pinned to the object's resourceVersion, so a
-/// concurrent change makes them 409 instead of overwriting it.
-pub async fn claim(
-    client: &Client,
-    owner: &Value,
+/// Objects of `candidates` (in `owner`'s namespace) that `owner` controls
+/// after adoption and release (client-go's ControllerRefManager): orphans
+/// matching the selector are adopted, owned objects that stopped matching
+/// are released. Both are merge patches pinned to the object's
+/// resourceVersion and uid, so a concurrent change makes them 409 instead
+/// of overwriting it.
+pub async fn claim<O, K>(
+    client: &kube::Client,
+    owner: &O,
     selector: &LabelSelector,
-    gv_resource: (&str, &str),
-    candidates: Vec<Value>,
-) -> ClientResult<Vec<Value>> {
-    let uid = meta::uid(owner);
-    let owner_deleting = meta::is_deleting(owner);
-    let mut mine = Vec::new();
+    candidates: Vec<Arc<K>>,
+) -> kube::Result<Vec<Arc<K>>>
+where
+    O: Resource<DynamicType = ()>,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let owner_meta = owner.meta();
+    let owner_uid = uid(owner_meta);
+    if owner_uid.is_empty() {
+        // Not from the API (it always sets a uid): nothing can point at it.
+        return Ok(Vec::new());
+    }
+    let owner_deleting = is_deleting(owner_meta);
+    let mut mine = Vec::with_capacity(candidates.len());
     for obj in candidates {
-        let matches = selector.matches(meta::labels(&obj));
-        match controller_ref(&obj) {
-            Some(r) if r["uid"].as_str() == Some(uid) => {
+        let m = obj.meta();
+        assert_eq!(
+            namespace(m),
+            namespace(owner_meta),
+            "claim across namespaces"
+        );
+        let matches = selector.matches_labels(m.labels.as_ref());
+        match controller_ref(m) {
+            Some(r) if r.uid == owner_uid => {
                 if matches {
                     mine.push(obj);
                 } else if !owner_deleting {
-                    set_owner_refs(client, &obj, gv_resource, uid, None).await?;
+                    patch_owner_refs(client, obj.as_ref(), owner_uid, None).await?;
                 }
             }
             Some(_) => {}
-            None if matches && !owner_deleting && !meta::is_deleting(&obj) => {
+            None if matches && !owner_deleting && !is_deleting(m) => {
                 let r = owner_ref(owner);
                 if let Some(adopted) =
-                    set_owner_refs(client, &obj, gv_resource, uid, Some(r)).await?
+                    patch_owner_refs(client, obj.as_ref(), owner_uid, Some(r)).await?
                 {
-                    mine.push(adopted);
+                    mine.push(Arc::new(adopted));
                 }
             }
             None => {}
@@ -398,8 +490,48 @@ pub async fn claim(
     Ok(mine)
 }
 
-/// Replaces the reference to `uid` in `obj`'s ownerReferences by `new`
-/// (or removes it). `None` when the object is gone.
+/// Replaces the reference to `owner_uid` in `obj`'s ownerReferences by
+/// `new` (or removes it), pinned to the version and uid of `obj`. `None`
+/// when the object is gone.
+pub async fn patch_owner_refs<K>(
+    client: &kube::Client,
+    obj: &K,
+    owner_uid: &str,
+    new: Option<OwnerReference>,
+) -> kube::Result<Option<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let m = obj.meta();
+    let mut refs: Vec<&OwnerReference> = m
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.uid != owner_uid)
+        .collect();
+    refs.extend(new.as_ref());
+    // `null` removes the field; an empty list would be stored as one.
+    let patch = json!({"metadata": {
+        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
+        "resourceVersion": m.resource_version,
+        "uid": m.uid,
+    }});
+    let api: Api<K> = Api::namespaced(client.clone(), namespace(m));
+    match api
+        .patch(name(m), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(patched) => Ok(Some(patched)),
+        Err(e) if is_status(&e, 404) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The JSON form of [`patch_owner_refs`], kept only for the garbage
+/// collector until it has its own typed helper; remove it then.
 pub(crate) async fn set_owner_refs(
     client: &Client,
     obj: &Value,
@@ -421,7 +553,9 @@ pub(crate) async fn set_owner_refs(
         "uid": meta::uid(obj),
     }});
     // Cluster-scoped objects (nodes, namespaces) have no namespace segment.
-    let ns = Some(namespace(obj)).filter(|ns| !ns.is_empty());
+    let ns = obj["metadata"]["namespace"]
+        .as_str()
+        .filter(|ns| !ns.is_empty());
     let uri = path(gv, resource, ns, Some(meta::name(obj)));
     match client.merge_patch(&uri, &patch).await {
         Ok(v) => Ok(Some(v)),
@@ -432,37 +566,40 @@ pub(crate) async fn set_owner_refs(
 
 // ---- pods -----------------------------------------------------------------
 
-/// Counts toward replicas: not terminating and not finished.
-pub fn pod_is_active(pod: &Value) -> bool {
-    !meta::is_deleting(pod)
-        && !matches!(
-            pod["status"]["phase"].as_str(),
-            Some("Succeeded") | Some("Failed")
-        )
+/// `status.phase`, if reported.
+pub fn pod_phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
 }
 
-fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod["status"]["conditions"]
-        .as_array()?
+/// Counts toward replicas: not terminating and not finished.
+pub fn pod_is_active(pod: &Pod) -> bool {
+    !is_deleting(&pod.metadata) && !matches!(pod_phase(pod), Some("Succeeded" | "Failed"))
+}
+
+fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
         .iter()
-        .find(|c| c["type"] == "Ready")
+        .find(|c| c.type_ == "Ready")
 }
 
 /// The pod's Ready condition is True.
-pub fn pod_is_ready(pod: &Value) -> bool {
-    ready_condition(pod).is_some_and(|c| c["status"] == "True")
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    ready_condition(pod).is_some_and(|c| c.status == "True")
 }
 
 /// When the pod last turned Ready (None when not ready).
-pub fn pod_ready_since(pod: &Value) -> Option<Timestamp> {
-    let c = ready_condition(pod).filter(|c| c["status"] == "True")?;
-    c["lastTransitionTime"].as_str().and_then(meta::parse_time)
+pub fn pod_ready_since(pod: &Pod) -> Option<Timestamp> {
+    let c = ready_condition(pod).filter(|c| c.status == "True")?;
+    c.last_transition_time.as_ref().map(|t| t.0)
 }
 
 /// How long until a ready pod counts as available (`Some(0)` when it
 /// already does, `None` when it is not ready). A ready pod without a
 /// transition time counts as available at once.
-pub fn pod_available_in(pod: &Value, min_ready_s: i64, now: Timestamp) -> Option<Duration> {
+pub fn pod_available_in(pod: &Pod, min_ready_s: i64, now: Timestamp) -> Option<Duration> {
     if !pod_is_ready(pod) {
         return None;
     }
@@ -472,15 +609,18 @@ pub fn pod_available_in(pod: &Value, min_ready_s: i64, now: Timestamp) -> Option
     let Some(since) = pod_ready_since(pod) else {
         return Some(Duration::ZERO);
     };
-    let ready_for = now.as_second() - since.as_second();
+    let ready_for_s = now.as_second() - since.as_second();
     Some(Duration::from_secs(
-        (min_ready_s - ready_for).max(0).unsigned_abs(),
+        (min_ready_s - ready_for_s).max(0).unsigned_abs(),
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::core::v1::PodStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[tokio::test]
     async fn queue_dedups_and_requeues_keys_added_while_processing() {
@@ -498,6 +638,32 @@ mod tests {
         assert_eq!(q.next().await, "a");
     }
 
+    /// Two loops waiting for one store's first list both start, although
+    /// kube-runtime wakes only one of them (see [`wait_synced`]).
+    #[tokio::test]
+    async fn every_loop_waiting_for_a_shared_cache_starts() {
+        use kube::runtime::{reflector, watcher::Event};
+        let (store, mut writer) = reflector::store::<Pod>();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    wait_ready(|| async {
+                        let _ = store.wait_until_ready().await;
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        for w in waiters {
+            let started = tokio::time::timeout(SYNC_POLL * 5, w).await;
+            assert!(matches!(started, Ok(Ok(()))), "a loop never started");
+        }
+    }
+
     #[test]
     fn expectations_need_a_gone_event_for_deletes() {
         let e = Expectations::default();
@@ -512,25 +678,99 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "the expectations lock is never poisoned")]
+    fn a_poisoned_expectations_lock_fails_loudly() {
+        let e = Arc::new(Expectations::default());
+        let e2 = e.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = e2.pending();
+            panic!("a worker bug while holding the lock");
+        })
+        .join();
+        e.satisfied("ns/rs");
+    }
+
+    fn ready_pod(since: Option<Timestamp>) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: since.map(Time),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
     fn availability_waits_min_ready_seconds() {
         let now = Timestamp::now();
         let t = Timestamp::from_second(now.as_second() - 3).unwrap_or(now);
-        let pod = json!({"status": {"conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": t.to_string()}]}});
+        let pod = ready_pod(Some(t));
         assert_eq!(pod_available_in(&pod, 0, now), Some(Duration::ZERO));
         assert_eq!(
             pod_available_in(&pod, 10, now),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(pod_available_in(&json!({}), 0, now), None);
+        assert_eq!(pod_available_in(&Pod::default(), 0, now), None);
+        assert_eq!(
+            pod_available_in(&ready_pod(None), 10, now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    fn reference(kind: &str, name: &str, uid: &str, controller: Option<bool>) -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller,
+            block_owner_deletion: None,
+        }
     }
 
     #[test]
     fn controller_keys() {
-        let pod = json!({"metadata": {"namespace": "d", "ownerReferences": [
-            {"kind": "ReplicaSet", "name": "x", "uid": "1"},
-            {"kind": "ReplicaSet", "name": "web", "uid": "2", "controller": true}]}});
-        assert_eq!(controller_key(&pod, "ReplicaSet").as_deref(), Some("d/web"));
-        assert_eq!(controller_key(&pod, "Deployment"), None);
+        let m = ObjectMeta {
+            namespace: Some("d".into()),
+            owner_references: Some(vec![
+                reference("ReplicaSet", "x", "1", None),
+                reference("ReplicaSet", "web", "2", Some(true)),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(controller_key(&m, "ReplicaSet").as_deref(), Some("d/web"));
+        assert_eq!(controller_key(&m, "Deployment"), None);
+        assert_eq!(controller_key(&ObjectMeta::default(), "ReplicaSet"), None);
+    }
+
+    #[test]
+    fn owner_refs_name_the_type_and_block_deletion() {
+        let rs = ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = owner_ref(&rs);
+        assert_eq!(
+            (
+                r.api_version.as_str(),
+                r.kind.as_str(),
+                r.name.as_str(),
+                r.uid.as_str()
+            ),
+            ("apps/v1", "ReplicaSet", "web", "u")
+        );
+        assert_eq!(
+            (r.controller, r.block_owner_deletion),
+            (Some(true), Some(true))
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! them again. Why the deletion ranking: removing the pods that serve
 //! least (unscheduled, not running, not ready, youngest) first keeps a
 //! scale-down from hurting availability.
+//!
+//! It reads ReplicaSets and pods from the manager's shared caches (the
+//! pod cache is the scheduler's and the other controllers' too) and writes
+//! through `kube::Api`, as the client's user agent (its field manager).
 
 use std::cmp::Reverse;
 use std::collections::HashSet;
@@ -16,16 +20,19 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
-use crate::client::{path, Client, ClientResult};
+use crate::cache::{key_of, next_change, Caches, Change, Informer};
+use crate::client::is_status;
 use crate::events;
-use crate::informer::{key_of, next_change, Change, Informer};
 use crate::meta;
 use crate::reconcile::{
-    claim, controller_key, enqueue_all_json, int_at, namespace, owner_ref, pod_available_in,
-    pod_is_active, pod_is_ready, pod_ready_since, run_workers, spec_selector, typed, Expectations,
-    Reconciled, WorkQueue, RESYNC,
+    claim, controller_key, controller_ref, created_s, enqueue_all, is_deleting, name, namespace,
+    owner_ref, pod_available_in, pod_is_active, pod_is_ready, pod_phase, pod_ready_since,
+    run_workers, selector_of, wait_synced, Expectations, Reconciled, WorkQueue, RESYNC,
 };
 
 const COMPONENT: &str = "replicaset-controller";
@@ -34,17 +41,18 @@ const BURST: usize = 500;
 const WORKERS: usize = 4;
 
 struct Controller {
-    client: Client,
-    replicasets: Informer,
-    pods: Informer,
+    client: kube::Client,
+    replicasets: Informer<ReplicaSet>,
+    pods: Informer<Pod>,
     expectations: Expectations,
 }
 
-/// Runs the ReplicaSet controller until the future is dropped.
-pub async fn run(client: Client) {
+/// Runs the ReplicaSet controller until the future is dropped, reading
+/// through the shared `caches` and writing through `client`.
+pub async fn run(client: kube::Client, caches: Caches) {
     let ctl = Arc::new(Controller {
-        replicasets: Informer::spawn(client.clone(), "/apis/apps/v1/replicasets", ""),
-        pods: Informer::spawn(client.clone(), "/api/v1/pods", ""),
+        replicasets: caches.get::<ReplicaSet>(),
+        pods: caches.get::<Pod>(),
         client,
         expectations: Expectations::default(),
     });
@@ -52,8 +60,8 @@ pub async fn run(client: Client) {
     // Subscribes when first polled, after the sync; the resync tick that
     // fires at once then queues everything the initial list brought.
     let changes = watch_changes(ctl.clone(), queue.clone());
-    ctl.replicasets.wait_synced().await;
-    ctl.pods.wait_synced().await;
+    wait_synced(&ctl.replicasets).await;
+    wait_synced(&ctl.pods).await;
     let workers = run_workers(queue, WORKERS, move |key| {
         let ctl = ctl.clone();
         async move { ctl.reconcile(&key).await }
@@ -69,62 +77,67 @@ async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
     loop {
         tokio::select! {
             c = next_change(&mut rs_rx) => match c {
-                Some(Change::Applied(rs) | Change::Deleted(rs)) => queue.add(&key_of(&rs)),
-                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.replicasets),
+                Some(Change::Applied(rs) | Change::Deleted(rs)) => queue.add(&key_of(rs.as_ref())),
+                Some(Change::Resync) => enqueue_all(&queue, &ctl.replicasets),
                 None => return,
             },
             c = next_change(&mut pod_rx) => match c {
                 Some(Change::Applied(p)) => ctl.pod_changed(&queue, &p, false),
                 Some(Change::Deleted(p)) => ctl.pod_changed(&queue, &p, true),
-                Some(Change::Resync) => enqueue_all_json(&queue, &ctl.replicasets),
+                Some(Change::Resync) => enqueue_all(&queue, &ctl.replicasets),
                 None => return,
             },
-            _ = resync.tick() => enqueue_all_json(&queue, &ctl.replicasets),
+            _ = resync.tick() => enqueue_all(&queue, &ctl.replicasets),
         }
     }
+}
+
+/// The selector of a ReplicaSet that may control pods (see [`selector_of`]).
+fn rs_selector(rs: &ReplicaSet) -> Option<crate::selector::LabelSelector> {
+    rs.spec.as_ref().and_then(|s| selector_of(&s.selector))
 }
 
 impl Controller {
     /// A pod changed: its controller must look, or, for an orphan, every
     /// ReplicaSet that could adopt it.
-    fn pod_changed(&self, queue: &WorkQueue, pod: &Value, deleted: bool) {
-        let gone = deleted || meta::is_deleting(pod);
-        if let Some(key) = controller_key(pod, "ReplicaSet") {
-            self.expectations.observe(&key, meta::name(pod), gone);
+    fn pod_changed(&self, queue: &WorkQueue, pod: &Pod, deleted: bool) {
+        let m = &pod.metadata;
+        let gone = deleted || is_deleting(m);
+        if let Some(key) = controller_key(m, "ReplicaSet") {
+            self.expectations.observe(&key, name(m), gone);
             queue.add(&key);
             return;
         }
-        if gone || crate::reconcile::controller_ref(pod).is_some() {
+        if gone || controller_ref(m).is_some() {
             return;
         }
-        let ns = namespace(pod);
-        for rs in self.replicasets.filter(|rs| namespace(rs) == ns) {
-            if spec_selector(&rs).is_some_and(|s| s.matches(meta::labels(pod))) {
-                queue.add(&key_of(&rs));
-            }
+        let adopters = self.replicasets.filter_in(namespace(m), |rs| {
+            rs_selector(rs).is_some_and(|s| s.matches_labels(m.labels.as_ref()))
+        });
+        for rs in adopters {
+            queue.add(&key_of(rs.as_ref()));
         }
     }
 
-    async fn reconcile(&self, key: &str) -> Reconciled {
-        let Some(rs) = self.replicasets.get(key) else {
+    async fn reconcile(&self, key: &str) -> Reconciled<kube::Error> {
+        let Some(rs) = self.replicasets.get_key(key) else {
             self.expectations.forget(key);
             return Ok(None);
         };
-        let rs = typed(rs, "apps/v1", "ReplicaSet");
-        let Some(selector) = spec_selector(&rs) else {
+        let Some(selector) = rs_selector(&rs) else {
             return Ok(None);
         };
-        let ns = namespace(&rs).to_string();
-        let candidates = self.pods.filter(|p| namespace(p) == ns && pod_is_active(p));
-        let owned = claim(&self.client, &rs, &selector, ("v1", "pods"), candidates).await?;
-        let managed = match self.expectations.satisfied(key) && !meta::is_deleting(&rs) {
+        let candidates = self.pods.filter_in(namespace(&rs.metadata), pod_is_active);
+        let owned = claim(&self.client, rs.as_ref(), &selector, candidates).await?;
+        let managed = match self.expectations.satisfied(key) && !is_deleting(&rs.metadata) {
             true => self.manage(key, &rs, &owned).await,
             false => Ok(HashSet::new()),
         };
         let deleted = managed.as_ref().cloned().unwrap_or_default();
-        let alive: Vec<&Value> = owned
+        let alive: Vec<&Pod> = owned
             .iter()
-            .filter(|p| !deleted.contains(meta::name(p)))
+            .map(Arc::as_ref)
+            .filter(|p| !deleted.contains(name(&p.metadata)))
             .collect();
         let recheck = self.write_status(&rs, &alive).await?;
         managed.map(|_| recheck)
@@ -134,16 +147,16 @@ impl Controller {
     async fn manage(
         &self,
         key: &str,
-        rs: &Value,
-        owned: &[Value],
-    ) -> ClientResult<HashSet<String>> {
-        let want = int_at(rs, "/spec/replicas").max(0) as usize;
+        rs: &ReplicaSet,
+        owned: &[Arc<Pod>],
+    ) -> kube::Result<HashSet<String>> {
+        let want = usize::try_from(spec_replicas(rs)).unwrap_or(0);
         let have = owned.len();
         if have < want {
             self.create_pods(key, rs, (want - have).min(BURST)).await?;
             return Ok(HashSet::new());
         }
-        let mut victims: Vec<&Value> = owned.iter().collect();
+        let mut victims: Vec<&Pod> = owned.iter().map(Arc::as_ref).collect();
         victims.sort_by_cached_key(|p| deletion_rank(p));
         victims.truncate((have - want).min(BURST));
         self.delete_pods(key, rs, &victims).await
@@ -152,13 +165,13 @@ impl Controller {
     /// Creates `count` pods in batches of 1, 2, 4, ... (Kubernetes' slow
     /// start): a quota or admission failure then costs one request, not
     /// hundreds.
-    async fn create_pods(&self, key: &str, rs: &Value, count: usize) -> ClientResult<()> {
+    async fn create_pods(&self, key: &str, rs: &ReplicaSet, count: usize) -> kube::Result<()> {
         let mut left = count;
         let mut batch = 1;
         while left > 0 {
             let n = batch.min(left);
             let results = join_all((0..n).map(|_| self.create_pod(key, rs))).await;
-            results.into_iter().collect::<ClientResult<Vec<()>>>()?;
+            results.into_iter().collect::<kube::Result<Vec<()>>>()?;
             left -= n;
             batch *= 2;
         }
@@ -167,45 +180,64 @@ impl Controller {
 
     /// Names the pod here (not with generateName on the server) so the
     /// expectation exists before the informer can possibly see the pod.
-    async fn create_pod(&self, key: &str, rs: &Value) -> ClientResult<()> {
-        let name = meta::generated_name(&format!("{}-", meta::name(rs)));
-        let pod = pod_from_template(rs, &name);
-        self.expectations.expect_create(key, &name);
-        let coll = path("v1", "pods", Some(namespace(rs)), None);
-        if let Err(e) = self.client.create(&coll, &pod).await {
-            self.expectations.observe(key, &name, true);
+    async fn create_pod(&self, key: &str, rs: &ReplicaSet) -> kube::Result<()> {
+        let pod_name = meta::generated_name(&format!("{}-", name(&rs.metadata)));
+        let pod = pod_from_template(rs, &pod_name);
+        self.expectations.expect_create(key, &pod_name);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace(&rs.metadata));
+        if let Err(e) = pods.create(&PostParams::default(), &pod).await {
+            self.expectations.observe(key, &pod_name, true);
             return Err(e);
         }
-        self.event(rs, "SuccessfulCreate", format!("Created pod: {name}"));
+        self.event(rs, "SuccessfulCreate", format!("Created pod: {pod_name}"));
         Ok(())
     }
 
+    /// Deletes `victims`, each pinned to the uid judged (a pod recreated
+    /// under the same name is not ours to delete); the names deleted.
     async fn delete_pods(
         &self,
         key: &str,
-        rs: &Value,
-        victims: &[&Value],
-    ) -> ClientResult<HashSet<String>> {
+        rs: &ReplicaSet,
+        victims: &[&Pod],
+    ) -> kube::Result<HashSet<String>> {
         let deletes = victims.iter().map(|p| async move {
-            let name = meta::name(p).to_string();
-            self.expectations.expect_delete(key, &name);
-            let uri = path("v1", "pods", Some(namespace(p)), Some(&name));
-            let result = self.client.delete(&uri, None).await;
-            match &result {
-                Ok(true) => self.event(rs, "SuccessfulDelete", format!("Deleted pod: {name}")),
-                // Already gone (its event may have passed) or failed: expect nothing.
-                _ => self.expectations.observe(key, &name, true),
+            let pod_name = name(&p.metadata).to_string();
+            self.expectations.expect_delete(key, &pod_name);
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace(&p.metadata));
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: p.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&pod_name, &params).await {
+                Ok(_) => {
+                    let msg = format!("Deleted pod: {pod_name}");
+                    self.event(rs, "SuccessfulDelete", msg);
+                    Ok(pod_name)
+                }
+                // Already gone: its event may have passed, expect nothing.
+                Err(e) if is_status(&e, 404) => {
+                    self.expectations.observe(key, &pod_name, true);
+                    Ok(pod_name)
+                }
+                Err(e) => {
+                    self.expectations.observe(key, &pod_name, true);
+                    Err(e)
+                }
             }
-            result.map(|_| name)
         });
         join_all(deletes).await.into_iter().collect()
     }
 
-    fn event(&self, rs: &Value, reason: &'static str, message: String) {
-        let (client, involved) = (self.client.clone(), events::object_ref_value(rs));
+    /// Records an Event about `rs` in the background (best effort).
+    fn event(&self, rs: &ReplicaSet, reason: &'static str, message: String) {
+        let (client, involved) = (self.client.clone(), events::object_ref(rs));
         tokio::spawn(async move {
             events::record(
-                client.kube(),
+                &client,
                 &involved,
                 events::NORMAL,
                 reason,
@@ -218,27 +250,27 @@ impl Controller {
 
     /// Writes the status when it changed; when to look again for pods
     /// that are ready but not yet available.
-    async fn write_status(&self, rs: &Value, pods: &[&Value]) -> ClientResult<Option<Duration>> {
-        let (status, recheck) = calculate_status(rs, pods, Timestamp::now());
-        if !status_differs(&rs["status"], &status) {
+    async fn write_status(&self, rs: &ReplicaSet, pods: &[&Pod]) -> kube::Result<Option<Duration>> {
+        let (counts, recheck) = calculate_status(rs, pods, Timestamp::now());
+        if !status_differs(rs.status.as_ref(), &counts) {
             return Ok(recheck);
         }
-        let uri = path(
-            "apps/v1",
-            "replicasets",
-            Some(namespace(rs)),
-            Some(meta::name(rs)),
-        ) + "/status";
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace(&rs.metadata));
+        let rs_name = name(&rs.metadata);
         let mut updated = rs.clone();
-        merge_status(&mut updated, &status);
-        match self.client.update(&uri, &updated).await {
-            Err(e) if e.is_conflict() => {
+        merge_status(&mut updated, &counts);
+        match api
+            .replace_status(rs_name, &PostParams::default(), &updated)
+            .await
+        {
+            Err(e) if is_status(&e, 409) => {
                 // Stale cache: apply the same counts to the current object.
-                let Some(mut fresh) = self.client.get(&uri).await? else {
+                let Some(mut fresh) = api.get_opt(rs_name).await? else {
                     return Ok(None);
                 };
-                merge_status(&mut fresh, &status);
-                self.client.update(&uri, &fresh).await?;
+                merge_status(&mut fresh, &counts);
+                api.replace_status(rs_name, &PostParams::default(), &fresh)
+                    .await?;
             }
             other => {
                 other?;
@@ -248,129 +280,182 @@ impl Controller {
     }
 }
 
-/// The fields of `status` this controller owns.
-const STATUS_FIELDS: [&str; 5] = [
-    "replicas",
-    "fullyLabeledReplicas",
-    "readyReplicas",
-    "availableReplicas",
-    "observedGeneration",
-];
+/// `spec.replicas` (0 when absent: the API server defaults it to 1).
+fn spec_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0)
+        .max(0)
+}
 
-fn status_differs(old: &Value, new: &Value) -> bool {
-    STATUS_FIELDS
-        .iter()
-        .any(|f| old[*f].as_i64().unwrap_or(0) != new[*f].as_i64().unwrap_or(0))
+/// A count as the API's int32, saturating (a namespace never holds 2^31 pods).
+fn count_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The owned fields of `status` as (replicas, fullyLabeled, ready,
+/// available, observedGeneration), absent counting as 0.
+fn owned_fields(s: &ReplicaSetStatus) -> (i32, i32, i32, i32, i64) {
+    (
+        s.replicas,
+        s.fully_labeled_replicas.unwrap_or(0),
+        s.ready_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+        s.observed_generation.unwrap_or(0),
+    )
+}
+
+fn status_differs(old: Option<&ReplicaSetStatus>, new: &ReplicaSetStatus) -> bool {
+    let old = old.map_or((0, 0, 0, 0, 0), owned_fields);
+    old != owned_fields(new)
 }
 
 /// Sets the owned fields, omitting zeros as Kubernetes does (`omitempty`)
-/// except `replicas`, which is always present.
-fn merge_status(rs: &mut Value, status: &Value) {
-    if !rs["status"].is_object() {
-        rs["status"] = json!({});
-    }
-    for f in STATUS_FIELDS {
-        let v = status[f].as_i64().unwrap_or(0);
-        if let Some(s) = rs["status"].as_object_mut() {
-            if v == 0 && f != "replicas" {
-                s.remove(f);
-            } else {
-                s.insert(f.to_string(), json!(v));
-            }
-        }
-    }
+/// except `replicas`, which is always present; other fields (conditions)
+/// are kept.
+fn merge_status(rs: &mut ReplicaSet, counts: &ReplicaSetStatus) {
+    let nonzero = |v: Option<i32>| v.filter(|v| *v != 0);
+    let s = rs.status.get_or_insert_with(ReplicaSetStatus::default);
+    s.replicas = counts.replicas;
+    s.fully_labeled_replicas = nonzero(counts.fully_labeled_replicas);
+    s.ready_replicas = nonzero(counts.ready_replicas);
+    s.available_replicas = nonzero(counts.available_replicas);
+    s.observed_generation = counts.observed_generation.filter(|g| *g != 0);
 }
 
-/// The counts of `pods` (the active pods the ReplicaSet owns) and when a
-/// ready pod will next turn available.
-fn calculate_status(rs: &Value, pods: &[&Value], now: Timestamp) -> (Value, Option<Duration>) {
-    let min_ready = int_at(rs, "/spec/minReadySeconds");
-    let template_labels = rs
-        .pointer("/spec/template/metadata/labels")
-        .and_then(Value::as_object);
+/// The counts of `pods` (the active pods the ReplicaSet owns), zeros
+/// omitted, and when a ready pod will next turn available.
+fn calculate_status(
+    rs: &ReplicaSet,
+    pods: &[&Pod],
+    now: Timestamp,
+) -> (ReplicaSetStatus, Option<Duration>) {
+    let spec = rs.spec.as_ref();
+    let min_ready_s = i64::from(spec.and_then(|s| s.min_ready_seconds).unwrap_or(0));
+    let template_labels = spec
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref());
     let fully_labeled = pods
         .iter()
         .filter(|p| {
             template_labels.is_none_or(|t| {
+                let labels = p.metadata.labels.as_ref();
                 t.iter()
-                    .all(|(k, v)| meta::labels(p).and_then(|l| l.get(k)) == Some(v))
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
             })
         })
         .count();
     let ready = pods.iter().filter(|p| pod_is_ready(p)).count();
     let waits: Vec<Duration> = pods
         .iter()
-        .filter_map(|p| pod_available_in(p, min_ready, now))
+        .filter_map(|p| pod_available_in(p, min_ready_s, now))
         .collect();
     let available = waits.iter().filter(|d| d.is_zero()).count();
     let recheck = waits.into_iter().filter(|d| !d.is_zero()).min();
-    let status = json!({
-        "replicas": pods.len(),
-        "fullyLabeledReplicas": fully_labeled,
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "observedGeneration": int_at(rs, "/metadata/generation"),
-    });
+    let nonzero = |n: usize| Some(count_i32(n)).filter(|n| *n != 0);
+    let status = ReplicaSetStatus {
+        replicas: count_i32(pods.len()),
+        fully_labeled_replicas: nonzero(fully_labeled),
+        ready_replicas: nonzero(ready),
+        available_replicas: nonzero(available),
+        observed_generation: rs.metadata.generation.filter(|g| *g != 0),
+        ..ReplicaSetStatus::default()
+    };
     (status, recheck.map(|d| d + Duration::from_millis(100)))
 }
 
 /// A new pod from the ReplicaSet's template, controlled by it.
-fn pod_from_template(rs: &Value, name: &str) -> Value {
-    let t = &rs["spec"]["template"];
-    let mut m = json!({
-        "name": name,
-        "generateName": format!("{}-", meta::name(rs)),
-        "namespace": namespace(rs),
-        "ownerReferences": [owner_ref(rs)],
-    });
-    for f in ["labels", "annotations", "finalizers"] {
-        if let Some(v) = t["metadata"].get(f).filter(|v| !v.is_null()) {
-            m[f] = v.clone();
-        }
+fn pod_from_template(rs: &ReplicaSet, pod_name: &str) -> Pod {
+    let template = rs.spec.as_ref().and_then(|s| s.template.as_ref());
+    let tm = template.and_then(|t| t.metadata.as_ref());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name.to_string()),
+            generate_name: Some(format!("{}-", name(&rs.metadata))),
+            namespace: Some(namespace(&rs.metadata).to_string()),
+            owner_references: Some(vec![owner_ref(rs)]),
+            labels: tm.and_then(|m| m.labels.clone()),
+            annotations: tm.and_then(|m| m.annotations.clone()),
+            finalizers: tm.and_then(|m| m.finalizers.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: template.and_then(|t| t.spec.clone()),
+        status: None,
     }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": m, "spec": t["spec"]})
 }
 
 /// Sort key: pods that sort first are deleted first (Kubernetes'
 /// `ActivePodsWithRanks` without the co-location rank).
-fn deletion_rank(pod: &Value) -> impl Ord {
-    let assigned = pod["spec"]["nodeName"]
-        .as_str()
+fn deletion_rank(pod: &Pod) -> impl Ord {
+    let assigned = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
         .is_some_and(|n| !n.is_empty());
-    let phase = match pod["status"]["phase"].as_str() {
+    let phase = match pod_phase(pod) {
         Some("Unknown") => 1,
         Some("Running") => 2,
         _ => 0,
     };
-    let ready_since = pod_ready_since(pod).map(|t| t.as_second());
-    let restarts: i64 = pod["status"]["containerStatuses"]
-        .as_array()
-        .map(|a| a.iter().map(|c| int_at(c, "/restartCount")).sum())
-        .unwrap_or(0);
-    let created = meta::str_field(pod, "creationTimestamp")
-        .and_then(meta::parse_time)
-        .map(|t| t.as_second());
+    let ready_since_s = pod_ready_since(pod).map(|t| t.as_second());
+    let restarts: i64 = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| i64::from(c.restart_count)).sum());
     (
         assigned,
         phase,
         pod_is_ready(pod),
-        Reverse(ready_since),
+        Reverse(ready_since_s),
         Reverse(restarts),
-        Reverse(created),
+        Reverse(created_s(&pod.metadata)),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use k8s_openapi::api::core::v1::{
+        Container, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::collections::BTreeMap;
 
-    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created: &str) -> Value {
-        json!({
-            "metadata": {"name": name, "creationTimestamp": created},
-            "spec": {"nodeName": node},
-            "status": {"phase": phase, "conditions": [
-                {"type": "Ready", "status": if ready { "True" } else { "False" }}]}
-        })
+    fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn pod(pod_name: &str, node: Option<&str>, phase: &str, ready: bool, created: &str) -> Pod {
+        let created: Timestamp = created.parse().expect("a test timestamp");
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(pod_name.into()),
+                creation_timestamp: Some(Time(created)),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node.map(str::to_string),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        }
     }
 
     #[test]
@@ -413,7 +498,7 @@ mod tests {
             ),
         ];
         pods.sort_by_cached_key(deletion_rank);
-        let names: Vec<&str> = pods.iter().map(meta::name).collect();
+        let names: Vec<&str> = pods.iter().map(|p| name(&p.metadata)).collect();
         assert_eq!(
             names,
             [
@@ -426,36 +511,72 @@ mod tests {
         );
     }
 
+    fn replicaset(template_labels: &[(&str, &str)]) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("d".into()),
+                uid: Some("u".into()),
+                generation: Some(3),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(2),
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: labels(template_labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "c".into(),
+                            image: Some("nginx".into()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                }),
+                ..ReplicaSetSpec::default()
+            }),
+            status: None,
+        }
+    }
+
     #[test]
     fn status_counts_ready_available_and_fully_labeled() {
-        let rs = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2,
-            "template": {"metadata": {"labels": {"app": "web", "tier": "fe"}}}}});
+        let rs = replicaset(&[("app", "web"), ("tier", "fe")]);
         let mut a = pod("a", Some("n"), "Running", true, "2024-01-01T00:00:00Z");
-        a["metadata"]["labels"] = json!({"app": "web", "tier": "fe"});
+        a.metadata.labels = labels(&[("app", "web"), ("tier", "fe")]);
         let b = pod("b", None, "Pending", false, "2024-01-01T00:00:00Z");
         let (s, recheck) = calculate_status(&rs, &[&a, &b], Timestamp::now());
         assert_eq!(
             s,
-            json!({"replicas": 2, "fullyLabeledReplicas": 1, "readyReplicas": 1,
-                   "availableReplicas": 1, "observedGeneration": 3})
+            ReplicaSetStatus {
+                replicas: 2,
+                fully_labeled_replicas: Some(1),
+                ready_replicas: Some(1),
+                available_replicas: Some(1),
+                observed_generation: Some(3),
+                ..ReplicaSetStatus::default()
+            }
         );
         assert_eq!(recheck, None);
         let mut rs2 = rs.clone();
         merge_status(&mut rs2, &s);
-        assert!(!status_differs(&rs2["status"], &s));
-        assert!(status_differs(&rs["status"], &s));
+        assert!(!status_differs(rs2.status.as_ref(), &s));
+        assert!(status_differs(rs.status.as_ref(), &s));
     }
 
     #[test]
     fn pods_copy_the_template_and_point_at_their_owner() {
-        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": "web", "namespace": "d", "uid": "u"},
-            "spec": {"template": {"metadata": {"labels": {"app": "web"}},
-                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+        let rs = replicaset(&[("app", "web")]);
         let p = pod_from_template(&rs, "web-abcde");
-        assert_eq!(p["metadata"]["labels"], json!({"app": "web"}));
-        assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], "u");
-        assert_eq!(p["metadata"]["ownerReferences"][0]["controller"], true);
-        assert_eq!(p["spec"]["containers"][0]["image"], "nginx");
+        assert_eq!(p.metadata.labels, labels(&[("app", "web")]));
+        assert_eq!(p.metadata.generate_name.as_deref(), Some("web-"));
+        let refs = p.metadata.owner_references.unwrap_or_default();
+        assert_eq!(refs[0].uid, "u");
+        assert_eq!(refs[0].controller, Some(true));
+        let image = p.spec.and_then(|s| s.containers[0].image.clone());
+        assert_eq!(image.as_deref(), Some("nginx"));
     }
 }

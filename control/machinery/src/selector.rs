@@ -10,7 +10,9 @@
 //!
 //! Everything here is pure: no I/O, no panics on any input.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as TypedLabelSelector;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Longest label name part and label value that Kubernetes accepts.
@@ -89,6 +91,22 @@ impl LabelSelector {
         Ok(LabelSelector { reqs })
     }
 
+    /// From a typed k8s-openapi `LabelSelector`, with exactly the rules of
+    /// [`LabelSelector::from_json`]: the same operators, the same checks of
+    /// keys, values and value counts, the same messages.
+    pub fn from_typed(s: &TypedLabelSelector) -> Result<Self, String> {
+        let labels = s.match_labels.iter().flatten();
+        let mut reqs = labels
+            .map(|(k, v)| Requirement::new(k, Op::Equals, vec![v.clone()]))
+            .collect::<Result<Vec<_>, _>>()?;
+        for e in s.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            reqs.push(expression(&e.key, &e.operator, values)?);
+        }
+        reqs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(LabelSelector { reqs })
+    }
+
     /// True when the selector has no requirement and so matches everything.
     pub fn is_empty(&self) -> bool {
         self.reqs.is_empty()
@@ -98,10 +116,17 @@ impl LabelSelector {
     /// object → no labels).
     pub fn matches(&self, labels: Option<&Value>) -> bool {
         let labels = labels.and_then(Value::as_object);
-        self.reqs.iter().all(|r| {
-            let value = labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str);
-            r.matches(value)
-        })
+        self.matches_with(|key| labels.and_then(|l| l.get(key)).and_then(Value::as_str))
+    }
+
+    /// [`LabelSelector::matches`] on typed `metadata.labels` (None → no labels).
+    pub fn matches_labels(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.matches_with(|key| labels.and_then(|l| l.get(key)).map(String::as_str))
+    }
+
+    /// Every requirement holds for the label values `label` looks up.
+    fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.reqs.iter().all(|r| r.matches(label(&r.key)))
     }
 }
 
@@ -238,17 +263,6 @@ fn match_expressions(v: Option<&Value>) -> Result<Vec<Requirement>, String> {
 fn match_expression(e: &Value) -> Result<Requirement, String> {
     let key = e.get("key").and_then(Value::as_str).unwrap_or("");
     let op_name = e.get("operator").and_then(Value::as_str).unwrap_or("");
-    let op = match op_name {
-        "In" => Op::In,
-        "NotIn" => Op::NotIn,
-        "Exists" => Op::Exists,
-        "DoesNotExist" => Op::DoesNotExist,
-        other => {
-            return Err(format!(
-                "\"{other}\" is not a valid label selector operator"
-            ))
-        }
-    };
     let values = match e.get("values") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
@@ -260,6 +274,22 @@ fn match_expression(e: &Value) -> Result<Requirement, String> {
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("matchExpressions values must be a list".into()),
+    };
+    expression(key, op_name, values)
+}
+
+/// One `matchExpressions` entry, whichever form it came in.
+fn expression(key: &str, operator: &str, values: Vec<String>) -> Result<Requirement, String> {
+    let op = match operator {
+        "In" => Op::In,
+        "NotIn" => Op::NotIn,
+        "Exists" => Op::Exists,
+        "DoesNotExist" => Op::DoesNotExist,
+        other => {
+            return Err(format!(
+                "\"{other}\" is not a valid label selector operator"
+            ))
+        }
     };
     Requirement::new(key, op, values)
 }
@@ -953,6 +983,58 @@ mod tests {
         ];
         for b in bad {
             assert!(LabelSelector::from_json(&b).is_err(), "{b}");
+        }
+    }
+
+    fn typed(v: Value) -> Result<LabelSelector, String> {
+        let t: TypedLabelSelector = serde_json::from_value(v.clone()).expect("a typed selector");
+        let from_typed = LabelSelector::from_typed(&t);
+        assert_eq!(from_typed, LabelSelector::from_json(&v), "{v}");
+        from_typed
+    }
+
+    fn label_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn from_typed_selector_agrees_with_from_json() {
+        let s = typed(json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["b", "a"]},
+                {"key": "gone", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "NotIn", "values": ["prod"]},
+                {"key": "has", "operator": "Exists"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            s.to_string(),
+            "app=web,env notin (prod),!gone,has,tier in (a,b)"
+        );
+        let good = label_map(&[("app", "web"), ("tier", "a"), ("has", "")]);
+        assert!(s.matches_labels(Some(&good)));
+        assert!(!s.matches_labels(Some(&label_map(&[("app", "web"), ("tier", "a")]))));
+        assert!(!s.matches_labels(None));
+        assert!(typed(json!({})).unwrap().is_empty());
+        assert!(LabelSelector::default().matches_labels(None));
+    }
+
+    #[test]
+    fn from_typed_errors_like_from_json() {
+        let bad = [
+            json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}),
+            json!({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}),
+            json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+            json!({"matchLabels": {"-a": "b"}}),
+            json!({"matchLabels": {"a": "-b"}}),
+        ];
+        for b in bad {
+            assert!(typed(b.clone()).is_err(), "{b}");
         }
     }
 

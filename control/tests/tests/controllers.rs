@@ -9,6 +9,7 @@ use keel_control_tests as support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_controllers::cache::Caches;
 use keel_controllers::client::{path, Client};
 use keel_controllers::{deployment, replicaset};
 use serde_json::{json, Value};
@@ -18,6 +19,27 @@ const NS: &str = "default";
 
 async fn setup() -> (TestServer, Client) {
     with_in_process_client("controllers-test").await
+}
+
+/// The shared caches the controllers read, as the controller manager makes them.
+fn caches(server: &TestServer) -> Caches {
+    Caches::new(server.in_process("keel-controller-manager"))
+}
+
+/// Runs the ReplicaSet controller on `caches`, as the manager does.
+fn run_replicaset(server: &TestServer, caches: &Caches) -> Bg {
+    bg(replicaset::run(
+        server.in_process("replicaset-controller"),
+        caches.clone(),
+    ))
+}
+
+/// Runs the Deployment controller on `caches`, as the manager does.
+fn run_deployment(server: &TestServer, caches: &Caches) -> Bg {
+    bg(deployment::run(
+        server.in_process("deployment-controller"),
+        caches.clone(),
+    ))
 }
 
 async fn list(c: &Client, gv: &str, resource: &str) -> Vec<Value> {
@@ -116,8 +138,9 @@ async fn patch(c: &Client, gv: &str, resource: &str, name: &str, p: Value) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicaset_keeps_replicas_adopts_and_reports_status() {
-    let (_server, c) = setup().await;
-    let _ctl = bg(replicaset::run(c.clone()));
+    let (server, c) = setup().await;
+    let caches = caches(&server);
+    let _ctl = run_replicaset(&server, &caches);
     let orphan = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "orphan", "labels": {"app": "web"}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
@@ -293,9 +316,10 @@ async fn rs_by_revision(c: &Client, rev: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_rolls_out_undoes_and_prunes_history() {
-    let (_server, c) = setup().await;
-    let _rs_ctl = bg(replicaset::run(c.clone()));
-    let _d_ctl = bg(deployment::run(c.clone()));
+    let (server, c) = setup().await;
+    let caches = caches(&server);
+    let _rs_ctl = run_replicaset(&server, &caches);
+    let _d_ctl = run_deployment(&server, &caches);
     let _kubelet = mark_pods_ready_after(c.clone(), Duration::from_millis(150));
     let strategy = json!({"type": "RollingUpdate",
                           "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}});
@@ -405,9 +429,10 @@ async fn deployment_rolls_out_undoes_and_prunes_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_removes_old_pods_before_creating_new_ones() {
-    let (_server, c) = setup().await;
-    let _rs_ctl = bg(replicaset::run(c.clone()));
-    let _d_ctl = bg(deployment::run(c.clone()));
+    let (server, c) = setup().await;
+    let caches = caches(&server);
+    let _rs_ctl = run_replicaset(&server, &caches);
+    let _d_ctl = run_deployment(&server, &caches);
     // Slow starts keep the rollout long enough to be sampled many times.
     let _kubelet = mark_pods_ready_after(c.clone(), Duration::from_millis(300));
     c.create(
@@ -443,9 +468,10 @@ async fn recreate_removes_old_pods_before_creating_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_deployments_do_not_roll_and_stuck_ones_time_out() {
-    let (_server, c) = setup().await;
-    let _rs_ctl = bg(replicaset::run(c.clone()));
-    let _d_ctl = bg(deployment::run(c.clone()));
+    let (server, c) = setup().await;
+    let caches = caches(&server);
+    let _rs_ctl = run_replicaset(&server, &caches);
+    let _d_ctl = run_deployment(&server, &caches);
     let mut d = deployment(json!({"type": "RollingUpdate"}), 2, 10);
     d["spec"]["progressDeadlineSeconds"] = json!(1);
     c.create(&path("apps/v1", "deployments", Some(NS), None), &d)
@@ -504,9 +530,10 @@ async fn paused_deployments_do_not_roll_and_stuck_ones_time_out() {
 /// the new ReplicaSet in proportion to their sizes (Kubernetes' rule).
 #[tokio::test]
 async fn scaling_mid_rollout_is_proportional() {
-    let (_server, c) = setup().await;
-    let _rs_ctl = bg(replicaset::run(c.clone()));
-    let _d_ctl = bg(deployment::run(c.clone()));
+    let (server, c) = setup().await;
+    let caches = caches(&server);
+    let _rs_ctl = run_replicaset(&server, &caches);
+    let _d_ctl = run_deployment(&server, &caches);
     // busybox:2 never starts, so the rollout stops at maxSurge new pods.
     let _kubelet = mark_ready_where(c.clone(), Duration::ZERO, |p| {
         p["spec"]["containers"][0]["image"] == "busybox:1"

@@ -236,9 +236,10 @@ async fn create_web(c: &Client, replicas: usize) {
 #[tokio::test]
 async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
     let (_s, c) = setup().await;
-    let _gc = start_gc(&c);
-    let _rs = bg(replicaset::run(c.clone()));
-    let _d = bg(deployment::run(c.clone()));
+    let caches = Caches::new(c.kube().clone());
+    let _gc = bg(gc::run(c.kube().clone(), caches.clone()));
+    let _rs = bg(replicaset::run(c.kube().clone(), caches.clone()));
+    let _d = bg(deployment::run(c.kube().clone(), caches.clone()));
     create_web(&c, 3).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
     assert!(c.delete(&uri, None).await.unwrap());
@@ -252,9 +253,10 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
 #[tokio::test]
 async fn foreground_deletion_of_a_deployment_removes_the_deployment_last() {
     let (_s, c) = setup().await;
-    let _gc = start_gc(&c);
-    let _rs = bg(replicaset::run(c.clone()));
-    let _d = bg(deployment::run(c.clone()));
+    let caches = Caches::new(c.kube().clone());
+    let _gc = bg(gc::run(c.kube().clone(), caches.clone()));
+    let _rs = bg(replicaset::run(c.kube().clone(), caches.clone()));
+    let _d = bg(deployment::run(c.kube().clone(), caches.clone()));
     create_web(&c, 2).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
     let opts = delete_options("Foreground");

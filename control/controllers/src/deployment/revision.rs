@@ -3,15 +3,20 @@
 //! create of it is a harmless AlreadyExists), and numbered by revision so
 //! `kubectl rollout history/undo` can list and return to old templates.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
 
 use super::{
-    annotation, deployment_path, rolling, set_annotation, Controller, State, DESIRED_REPLICAS,
-    HASH_LABEL, MAX_REPLICAS, REVISION, REVISION_HISTORY,
+    annotation, d_min_ready_s, d_replicas, d_template, rolling, rs_replicas, rs_template,
+    set_annotation, to_i32, Controller, State, DESIRED_REPLICAS, HASH_LABEL, MAX_REPLICAS,
+    REVISION, REVISION_HISTORY,
 };
-use crate::client::{path, ClientResult};
-use crate::meta;
-use crate::reconcile::{int_at, namespace, owner_ref, typed};
+use crate::reconcile::{controller_ref, name, namespace, owner_ref, uid};
 
 /// Deployment annotations that are not copied to its ReplicaSets.
 const NOT_COPIED: [&str; 6] = [
@@ -29,7 +34,12 @@ const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// The pod-template-hash of `template` (FNV-1a 32 over its canonical JSON,
 /// plus the collision count), spelled like Kubernetes' (`SafeEncodeString`
 /// of the decimal value, up to 10 characters).
-pub(super) fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
+pub(super) fn template_hash(
+    template: &PodTemplateSpec,
+    collision_count: Option<i32>,
+) -> serde_json::Result<String> {
+    // Through a Value: its maps are sorted, so this text is canonical.
+    let canonical = serde_json::to_value(without_hash(template))?.to_string();
     let mut h: u32 = 0x811c_9dc5;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -37,38 +47,39 @@ pub(super) fn template_hash(template: &Value, collision_count: Option<i64>) -> S
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    // serde_json maps are sorted, so this text is canonical.
-    feed(without_hash(template).to_string().as_bytes());
+    feed(canonical.as_bytes());
     if let Some(c) = collision_count {
-        feed(&c.to_le_bytes());
+        feed(&i64::from(c).to_le_bytes());
     }
-    h.to_string()
+    Ok(h.to_string()
         .bytes()
         .map(|b| SAFE[usize::from(b) % SAFE.len()] as char)
-        .collect()
+        .collect())
 }
 
-fn without_hash(template: &Value) -> Value {
+fn without_hash(template: &PodTemplateSpec) -> PodTemplateSpec {
     let mut t = template.clone();
-    if let Some(labels) = t
-        .pointer_mut("/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
     }
     t
 }
 
 /// Equal pod templates, ignoring the pod-template-hash label.
-pub(super) fn same_template(a: &Value, b: &Value) -> bool {
+pub(super) fn same_template(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     without_hash(a) == without_hash(b)
 }
 
 /// The revision annotation of `rs` (0 when absent or not a number).
-pub(super) fn revision_of(rs: &Value) -> i64 {
-    annotation(rs, REVISION)
+pub(super) fn revision_of(rs: &ReplicaSet) -> i64 {
+    annotation(&rs.metadata, REVISION)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
+}
+
+/// The API answered with this Status reason (e.g. `AlreadyExists`).
+fn is_reason(e: &kube::Error, reason: &str) -> bool {
+    matches!(e, kube::Error::Api(s) if s.reason == reason)
 }
 
 impl Controller {
@@ -76,7 +87,7 @@ impl Controller {
     /// date, creating it first when `create` (Kubernetes'
     /// `getAllReplicaSetsAndSyncRevision`), then records the revision on
     /// the Deployment.
-    pub(super) async fn sync_revision(&self, st: &mut State, create: bool) -> ClientResult<()> {
+    pub(super) async fn sync_revision(&self, st: &mut State, create: bool) -> kube::Result<()> {
         let next = st.old.iter().map(revision_of).max().unwrap_or(0) + 1;
         match st.new_rs.take() {
             Some(rs) => st.new_rs = Some(self.update_new_rs(&st.d, rs, next).await?),
@@ -89,13 +100,16 @@ impl Controller {
         let Some(rev) = st.new_rs.as_ref().map(|rs| revision_of(rs).to_string()) else {
             return Ok(());
         };
-        if annotation(&st.d, REVISION) != Some(rev.as_str()) {
+        if annotation(&st.d.metadata, REVISION) != Some(rev.as_str()) {
             let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
-            let d = self
-                .client
-                .merge_patch(&deployment_path(&st.d), &patch)
+            st.d = self
+                .deployment_api(&st.d)
+                .patch(
+                    name(&st.d.metadata),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await?;
-            st.d = typed(d, "apps/v1", "Deployment");
         }
         Ok(())
     }
@@ -103,58 +117,63 @@ impl Controller {
     /// Sets the revision (when an old template comes back it gets the next
     /// number, the previous one going to revision-history) and copies the
     /// Deployment's annotations and minReadySeconds.
-    async fn update_new_rs(&self, d: &Value, rs: Value, next: i64) -> ClientResult<Value> {
+    async fn update_new_rs(
+        &self,
+        d: &Deployment,
+        rs: ReplicaSet,
+        next: i64,
+    ) -> kube::Result<ReplicaSet> {
         let mut updated = rs.clone();
         let current = revision_of(&rs);
         if current < next {
             if current > 0 {
-                let history = match annotation(&rs, REVISION_HISTORY) {
+                let history = match annotation(&rs.metadata, REVISION_HISTORY) {
                     Some(h) if !h.is_empty() => format!("{h},{current}"),
                     _ => current.to_string(),
                 };
-                set_annotation(&mut updated, REVISION_HISTORY, &history);
+                set_annotation(&mut updated.metadata, REVISION_HISTORY, &history);
             }
-            set_annotation(&mut updated, REVISION, &next.to_string());
+            set_annotation(&mut updated.metadata, REVISION, &next.to_string());
         }
-        copy_annotations(d, &mut updated);
-        let min_ready = int_at(d, "/spec/minReadySeconds");
-        if int_at(&rs, "/spec/minReadySeconds") != min_ready {
-            updated["spec"]["minReadySeconds"] = json!(min_ready);
+        copy_annotations(d, &mut updated.metadata);
+        let min_ready_s = d_min_ready_s(d);
+        let spec = updated.spec.get_or_insert_with(ReplicaSetSpec::default);
+        if i64::from(spec.min_ready_seconds.unwrap_or(0)) != min_ready_s {
+            spec.min_ready_seconds = Some(to_i32(min_ready_s));
         }
         if updated == rs {
             return Ok(rs);
         }
-        let uri = super::rs_path(&rs);
-        Ok(typed(
-            self.client.update(&uri, &updated).await?,
-            "apps/v1",
-            "ReplicaSet",
-        ))
+        self.rs_api(&rs)
+            .replace(name(&rs.metadata), &PostParams::default(), &updated)
+            .await
     }
 
     /// Creates the ReplicaSet of the current template, already sized for
     /// the first rollout step. `None` after a hash collision (retried with
     /// a bumped `status.collisionCount`).
-    async fn create_new_rs(&self, st: &State, revision: i64) -> ClientResult<Option<Value>> {
+    async fn create_new_rs(&self, st: &State, revision: i64) -> kube::Result<Option<ReplicaSet>> {
         let d = &st.d;
-        let collisions = d["status"]["collisionCount"].as_i64();
-        let hash = template_hash(&d["spec"]["template"], collisions);
-        let old_total: i64 = st.old.iter().map(|rs| int_at(rs, "/spec/replicas")).sum();
+        let Some(template) = d_template(d) else {
+            return Ok(None);
+        };
+        let collisions = d.status.as_ref().and_then(|s| s.collision_count);
+        let hash = template_hash(template, collisions).map_err(kube::Error::SerdeError)?;
+        let old_total: i64 = st.old.iter().map(rs_replicas).sum();
         let replicas = rolling::new_rs_replicas(d, old_total, 0);
-        let rs = new_rs_object(d, &hash, revision, replicas);
-        let coll = path("apps/v1", "replicasets", Some(namespace(d)), None);
-        match self.client.create(&coll, &rs).await {
+        let rs = new_rs_object(d, template, &hash, revision, replicas);
+        match self.rs_api(&rs).create(&PostParams::default(), &rs).await {
             Ok(created) => {
                 if replicas > 0 {
                     let msg = format!(
                         "Scaled up replica set {} from 0 to {replicas}",
-                        meta::name(&created)
+                        name(&created.metadata)
                     );
                     self.event(d, "ScalingReplicaSet", msg);
                 }
-                Ok(Some(typed(created, "apps/v1", "ReplicaSet")))
+                Ok(Some(created))
             }
-            Err(e) if e.reason == "AlreadyExists" => self.existing_or_collision(d, &rs).await,
+            Err(e) if is_reason(&e, "AlreadyExists") => self.existing_or_collision(d, &rs).await,
             Err(e) => Err(e),
         }
     }
@@ -162,20 +181,27 @@ impl Controller {
     /// The ReplicaSet named like ours exists: ours if it is controlled by
     /// the Deployment with the same template (our cache lagged), otherwise
     /// a hash collision, resolved by bumping `status.collisionCount`.
-    async fn existing_or_collision(&self, d: &Value, rs: &Value) -> ClientResult<Option<Value>> {
-        let uri = super::rs_path(rs);
-        if let Some(existing) = self.client.get(&uri).await? {
-            let ours = crate::reconcile::controller_ref(&existing)
-                .is_some_and(|r| r["uid"].as_str() == Some(meta::uid(d)));
-            if ours && same_template(&existing["spec"]["template"], &d["spec"]["template"]) {
-                return Ok(Some(typed(existing, "apps/v1", "ReplicaSet")));
+    async fn existing_or_collision(
+        &self,
+        d: &Deployment,
+        rs: &ReplicaSet,
+    ) -> kube::Result<Option<ReplicaSet>> {
+        if let Some(existing) = self.rs_api(rs).get_opt(name(&rs.metadata)).await? {
+            let ours =
+                controller_ref(&existing.metadata).is_some_and(|r| r.uid == uid(&d.metadata));
+            let same = match (rs_template(&existing), d_template(d)) {
+                (Some(a), Some(b)) => same_template(a, b),
+                _ => false,
+            };
+            if ours && same {
+                return Ok(Some(existing));
             }
         }
         let mut bumped = d.clone();
-        let count = d["status"]["collisionCount"].as_i64().unwrap_or(0) + 1;
-        bumped["status"]["collisionCount"] = json!(count);
-        self.client
-            .update(&(deployment_path(d) + "/status"), &bumped)
+        let status = bumped.status.get_or_insert_with(Default::default);
+        status.collision_count = Some(status.collision_count.unwrap_or(0).saturating_add(1));
+        self.deployment_api(d)
+            .replace_status(name(&d.metadata), &PostParams::default(), &bumped)
             .await?;
         Ok(None)
     }
@@ -183,99 +209,193 @@ impl Controller {
 
 /// Copies the Deployment's annotations (kubernetes.io/change-cause, ...)
 /// onto its new ReplicaSet, as `kubectl rollout history` shows them.
-fn copy_annotations(d: &Value, rs: &mut Value) {
-    let Some(from) = d["metadata"]["annotations"].as_object() else {
+fn copy_annotations(d: &Deployment, rs: &mut ObjectMeta) {
+    let Some(from) = d.metadata.annotations.as_ref() else {
         return;
     };
     for (k, v) in from {
-        if NOT_COPIED.contains(&k.as_str()) {
-            continue;
-        }
-        if let Some(v) = v.as_str() {
+        if !NOT_COPIED.contains(&k.as_str()) {
             set_annotation(rs, k, v);
         }
     }
 }
 
-/// The new ReplicaSet for the Deployment's template with `hash`.
-fn new_rs_object(d: &Value, hash: &str, revision: i64, replicas: i64) -> Value {
-    let mut template = d["spec"]["template"].clone();
-    template["metadata"]["labels"][HASH_LABEL] = json!(hash);
-    let mut selector = d["spec"]["selector"].clone();
-    selector["matchLabels"][HASH_LABEL] = json!(hash);
-    let desired = int_at(d, "/spec/replicas").max(0);
-    let mut rs = json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": format!("{}-{hash}", meta::name(d)),
-            "namespace": namespace(d),
-            "labels": template["metadata"]["labels"],
-            "annotations": {
-                REVISION: revision.to_string(),
-                DESIRED_REPLICAS: desired.to_string(),
-                MAX_REPLICAS: (desired + rolling::max_surge(d)).to_string(),
-            },
-            "ownerReferences": [owner_ref(d)],
+/// The new ReplicaSet for the Deployment's `template` with `hash`.
+fn new_rs_object(
+    d: &Deployment,
+    template: &PodTemplateSpec,
+    hash: &str,
+    revision: i64,
+    replicas: i64,
+) -> ReplicaSet {
+    let mut template = template.clone();
+    let labels = template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .labels
+        .get_or_insert_with(BTreeMap::new);
+    labels.insert(HASH_LABEL.to_string(), hash.to_string());
+    let labels = labels.clone();
+    let mut selector = d
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.to_string(), hash.to_string());
+    let desired = d_replicas(d);
+    let annotations = BTreeMap::from([
+        (REVISION.to_string(), revision.to_string()),
+        (DESIRED_REPLICAS.to_string(), desired.to_string()),
+        (
+            MAX_REPLICAS.to_string(),
+            (desired + rolling::max_surge(d)).to_string(),
+        ),
+    ]);
+    let mut rs = ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{hash}", name(&d.metadata))),
+            namespace: Some(namespace(&d.metadata).to_string()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_ref(d)]),
+            ..ObjectMeta::default()
         },
-        "spec": {"replicas": replicas, "selector": selector, "template": template},
-    });
-    copy_annotations(d, &mut rs);
-    if let Some(m) = d["spec"]["minReadySeconds"].as_i64() {
-        rs["spec"]["minReadySeconds"] = json!(m);
-    }
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(to_i32(replicas)),
+            selector,
+            template: Some(template),
+            min_ready_seconds: d.spec.as_ref().and_then(|s| s.min_ready_seconds),
+        }),
+        status: None,
+    };
+    copy_annotations(d, &mut rs.metadata);
     rs
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-    fn deployment() -> Value {
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "d", "uid": "u",
-                         "annotations": {"kubernetes.io/change-cause": "v2",
-                                         REVISION: "4"}},
-            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
-                     "strategy": {"type": "RollingUpdate",
-                                  "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
-                     "template": {"metadata": {"labels": {"app": "web"}},
-                                  "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
-        })
+    fn app_web() -> BTreeMap<String, String> {
+        BTreeMap::from([("app".to_string(), "web".to_string())])
+    }
+
+    fn template(image: &str) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(app_web()),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some(image.into()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    fn deployment() -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("d".into()),
+                uid: Some("u".into()),
+                annotations: Some(BTreeMap::from([
+                    ("kubernetes.io/change-cause".to_string(), "v2".to_string()),
+                    (REVISION.to_string(), "4".to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(4),
+                selector: LabelSelector {
+                    match_labels: Some(app_web()),
+                    match_expressions: None,
+                },
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::String("25%".into())),
+                        max_unavailable: Some(IntOrString::Int(1)),
+                    }),
+                }),
+                template: template("nginx"),
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn hash(t: &PodTemplateSpec, collisions: Option<i32>) -> String {
+        template_hash(t, collisions).expect("a template serializes")
     }
 
     #[test]
     fn hash_is_stable_short_and_ignores_its_own_label() {
-        let t = deployment()["spec"]["template"].clone();
-        let h = template_hash(&t, None);
+        let t = template("nginx");
+        let h = hash(&t, None);
         assert!(!h.is_empty() && h.len() <= 10, "{h}");
         assert!(h.bytes().all(|b| SAFE.contains(&b)), "{h}");
         let mut labelled = t.clone();
-        labelled["metadata"]["labels"][HASH_LABEL] = json!(h);
-        assert_eq!(template_hash(&labelled, None), h);
+        if let Some(l) = labelled.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            l.insert(HASH_LABEL.to_string(), h.clone());
+        }
+        assert_eq!(hash(&labelled, None), h);
         assert!(same_template(&labelled, &t));
-        assert_ne!(template_hash(&t, Some(1)), h);
-        let mut other = t.clone();
-        other["spec"]["containers"][0]["image"] = json!("nginx:2");
-        assert_ne!(template_hash(&other, None), h);
+        assert_ne!(hash(&t, Some(1)), h);
+        let other = template("nginx:2");
+        assert_ne!(hash(&other, None), h);
         assert!(!same_template(&other, &t));
     }
 
     #[test]
-    fn new_replica_set_is_labelled_annotated_and_owned() {
-        let rs = new_rs_object(&deployment(), "abc", 5, 1);
-        assert_eq!(rs["metadata"]["name"], "web-abc");
-        assert_eq!(rs["spec"]["selector"]["matchLabels"][HASH_LABEL], "abc");
+    fn hash_is_the_one_of_the_canonical_json() {
+        // The same text the JSON controller hashed, so existing ReplicaSet
+        // names keep matching their templates.
+        let t = template("nginx");
+        let text = serde_json::to_value(&t)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         assert_eq!(
-            rs["spec"]["template"]["metadata"]["labels"][HASH_LABEL],
-            "abc"
+            text,
+            r#"{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"image":"nginx","name":"c"}]}}"#
         );
-        let a = &rs["metadata"]["annotations"];
-        assert_eq!(a[REVISION], "5");
-        assert_eq!(a[DESIRED_REPLICAS], "4");
-        assert_eq!(a[MAX_REPLICAS], "5");
-        assert_eq!(a["kubernetes.io/change-cause"], "v2");
-        assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    }
+
+    #[test]
+    fn new_replica_set_is_labelled_annotated_and_owned() {
+        let d = deployment();
+        let rs = new_rs_object(&d, &template("nginx"), "abc", 5, 1);
+        assert_eq!(rs.metadata.name.as_deref(), Some("web-abc"));
+        let spec = rs.spec.clone().unwrap_or_default();
+        let hash_of =
+            |l: Option<&BTreeMap<String, String>>| l.and_then(|l| l.get(HASH_LABEL)).cloned();
+        assert_eq!(
+            hash_of(spec.selector.match_labels.as_ref()).as_deref(),
+            Some("abc")
+        );
+        let template_labels = spec
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref());
+        assert_eq!(hash_of(template_labels).as_deref(), Some("abc"));
+        let a = |k: &str| annotation(&rs.metadata, k).map(str::to_string);
+        assert_eq!(a(REVISION).as_deref(), Some("5"));
+        assert_eq!(a(DESIRED_REPLICAS).as_deref(), Some("4"));
+        assert_eq!(a(MAX_REPLICAS).as_deref(), Some("5"));
+        assert_eq!(a("kubernetes.io/change-cause").as_deref(), Some("v2"));
+        let owner = rs.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owner[0].kind, "Deployment");
     }
 }

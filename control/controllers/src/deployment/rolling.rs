@@ -7,23 +7,22 @@
 //! still count the pods being removed, and trusting it would let the next
 //! step remove more than `maxUnavailable` allows.
 
-use serde_json::Value;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Controller, State};
-use crate::client::ClientResult;
-use crate::reconcile::int_at;
+use super::{d_replicas, rs_available_replicas, rs_replicas, Controller, State};
+
+/// The default of both maxSurge and maxUnavailable.
+const DEFAULT_FENCEPOST: &str = "25%";
 
 /// An int-or-percent of `total` (`25%` of 10 is 3 when rounding up, 2
 /// when down); anything unparsable counts as 0.
-pub(super) fn resolve(v: &Value, total: i64, round_up: bool) -> i64 {
-    if let Some(n) = v.as_i64() {
-        return n.max(0);
-    }
-    let Some(pct) = v
-        .as_str()
-        .and_then(|s| s.strip_suffix('%'))
-        .and_then(|p| p.parse::<i64>().ok())
-    else {
+pub(super) fn resolve(v: &IntOrString, total: i64, round_up: bool) -> i64 {
+    let s = match v {
+        IntOrString::Int(n) => return i64::from(*n).max(0),
+        IntOrString::String(s) => s,
+    };
+    let Some(pct) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
         return 0;
     };
     let scaled = pct.max(0).saturating_mul(total.max(0));
@@ -33,24 +32,26 @@ pub(super) fn resolve(v: &Value, total: i64, round_up: bool) -> i64 {
     }
 }
 
-fn is_rolling(d: &Value) -> bool {
-    d["spec"]["strategy"]["type"].as_str() != Some("Recreate")
+/// Not Recreate (RollingUpdate is the default strategy).
+pub(super) fn is_rolling(d: &Deployment) -> bool {
+    let strategy = d.spec.as_ref().and_then(|s| s.strategy.as_ref());
+    strategy.and_then(|s| s.type_.as_deref()) != Some("Recreate")
 }
 
 /// (maxSurge, maxUnavailable) of a rolling Deployment; both zero would
 /// never progress, so unavailable becomes 1 (Kubernetes' `ResolveFenceposts`).
-fn fenceposts(d: &Value) -> (i64, i64) {
-    let replicas = int_at(d, "/spec/replicas").max(0);
-    let ru = &d["spec"]["strategy"]["rollingUpdate"];
-    let pct25 = Value::String("25%".into());
-    let surge_v = ru
-        .get("maxSurge")
-        .filter(|v| !v.is_null())
-        .unwrap_or(&pct25);
+fn fenceposts(d: &Deployment) -> (i64, i64) {
+    let replicas = d_replicas(d);
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
+    let default = IntOrString::String(DEFAULT_FENCEPOST.into());
+    let surge_v = ru.and_then(|r| r.max_surge.as_ref()).unwrap_or(&default);
     let unavail_v = ru
-        .get("maxUnavailable")
-        .filter(|v| !v.is_null())
-        .unwrap_or(&pct25);
+        .and_then(|r| r.max_unavailable.as_ref())
+        .unwrap_or(&default);
     let surge = resolve(surge_v, replicas, true);
     let unavailable = resolve(unavail_v, replicas, false);
     match (surge, unavailable) {
@@ -60,7 +61,7 @@ fn fenceposts(d: &Value) -> (i64, i64) {
 }
 
 /// Extra pods allowed above `replicas` (0 for Recreate).
-pub(super) fn max_surge(d: &Value) -> i64 {
+pub(super) fn max_surge(d: &Deployment) -> i64 {
     match is_rolling(d) {
         true => fenceposts(d).0,
         false => 0,
@@ -68,8 +69,8 @@ pub(super) fn max_surge(d: &Value) -> i64 {
 }
 
 /// Pods that may be unavailable during a rollout, at most `replicas`.
-pub(super) fn max_unavailable(d: &Value) -> i64 {
-    let replicas = int_at(d, "/spec/replicas").max(0);
+pub(super) fn max_unavailable(d: &Deployment) -> i64 {
+    let replicas = d_replicas(d);
     if !is_rolling(d) || replicas == 0 {
         return 0;
     }
@@ -78,8 +79,8 @@ pub(super) fn max_unavailable(d: &Value) -> i64 {
 
 /// The size the new ReplicaSet may grow to, given the other ReplicaSets'
 /// total `others` (Kubernetes' `NewRSNewReplicas`).
-pub(super) fn new_rs_replicas(d: &Value, others: i64, current: i64) -> i64 {
-    let replicas = int_at(d, "/spec/replicas").max(0);
+pub(super) fn new_rs_replicas(d: &Deployment, others: i64, current: i64) -> i64 {
+    let replicas = d_replicas(d);
     if !is_rolling(d) {
         return replicas;
     }
@@ -92,25 +93,23 @@ pub(super) fn new_rs_replicas(d: &Value, others: i64, current: i64) -> i64 {
 }
 
 /// Available pods of `rs` that can be relied on (see the module doc).
-pub(super) fn available(rs: &Value) -> i64 {
-    int_at(rs, "/status/availableReplicas")
-        .min(int_at(rs, "/spec/replicas"))
-        .max(0)
+pub(super) fn available(rs: &ReplicaSet) -> i64 {
+    rs_available_replicas(rs).min(rs_replicas(rs)).max(0)
 }
 
-fn spec_total<'a>(rses: impl Iterator<Item = &'a Value>) -> i64 {
-    rses.map(|rs| int_at(rs, "/spec/replicas")).sum()
+fn spec_total<'a>(rses: impl Iterator<Item = &'a ReplicaSet>) -> i64 {
+    rses.map(rs_replicas).sum()
 }
 
 impl Controller {
     /// One rolling step: grow the new ReplicaSet, else shrink old ones,
     /// else (complete) prune history.
-    pub(super) async fn rollout_rolling(&self, st: &mut State) -> ClientResult<()> {
+    pub(super) async fn rollout_rolling(&self, st: &mut State) -> kube::Result<()> {
         self.sync_revision(st, true).await?;
         if self.reconcile_new_rs(st).await? || self.reconcile_old_rses(st).await? {
             return Ok(());
         }
-        if super::status::is_complete(&st.d, &st.d["status"]) {
+        if super::status::is_complete(&st.d, st.d.status.as_ref()) {
             self.cleanup(st).await?;
         }
         Ok(())
@@ -118,13 +117,13 @@ impl Controller {
 
     /// Moves the new ReplicaSet toward `replicas` within the surge limit;
     /// true when it was scaled.
-    pub(super) async fn reconcile_new_rs(&self, st: &mut State) -> ClientResult<bool> {
+    pub(super) async fn reconcile_new_rs(&self, st: &mut State) -> kube::Result<bool> {
         let want = st.replicas();
         let others = spec_total(st.old.iter());
         let Some(rs) = st.new_rs.as_mut() else {
             return Ok(false);
         };
-        let current = int_at(rs, "/spec/replicas");
+        let current = rs_replicas(rs);
         let target = match current.cmp(&want) {
             std::cmp::Ordering::Equal => return Ok(false),
             std::cmp::Ordering::Greater => want,
@@ -135,7 +134,7 @@ impl Controller {
 
     /// Shrinks old ReplicaSets as far as availability allows, unhealthy
     /// replicas first; true when any was scaled.
-    async fn reconcile_old_rses(&self, st: &mut State) -> ClientResult<bool> {
+    async fn reconcile_old_rses(&self, st: &mut State) -> kube::Result<bool> {
         if spec_total(st.old.iter()) == 0 {
             return Ok(false);
         }
@@ -143,7 +142,7 @@ impl Controller {
         let new_unavailable = st
             .new_rs
             .as_ref()
-            .map_or(0, |rs| int_at(rs, "/spec/replicas") - available(rs));
+            .map_or(0, |rs| rs_replicas(rs) - available(rs));
         let max_scaled_down = spec_total(st.all()) - min_available - new_unavailable;
         if max_scaled_down <= 0 {
             return Ok(false);
@@ -155,13 +154,13 @@ impl Controller {
 
     /// Removes old replicas that are not available anyway (they cost no
     /// availability), oldest ReplicaSet first, at most `max`.
-    async fn cleanup_unhealthy(&self, st: &mut State, max: i64) -> ClientResult<i64> {
+    async fn cleanup_unhealthy(&self, st: &mut State, max: i64) -> kube::Result<i64> {
         let mut total = 0;
         for rs in st.old.iter_mut() {
             if total >= max {
                 break;
             }
-            let spec = int_at(rs, "/spec/replicas");
+            let spec = rs_replicas(rs);
             let unhealthy = spec - available(rs);
             if spec == 0 || unhealthy <= 0 {
                 continue;
@@ -174,7 +173,7 @@ impl Controller {
     }
 
     /// Removes available old replicas down to `min_available` overall.
-    async fn scale_down_old(&self, st: &mut State, min_available: i64) -> ClientResult<i64> {
+    async fn scale_down_old(&self, st: &mut State, min_available: i64) -> kube::Result<i64> {
         let available_now: i64 = st.all().map(available).sum();
         let budget = available_now - min_available;
         let mut total = 0;
@@ -182,7 +181,7 @@ impl Controller {
             if total >= budget {
                 break;
             }
-            let spec = int_at(rs, "/spec/replicas");
+            let spec = rs_replicas(rs);
             if spec == 0 {
                 continue;
             }
@@ -197,29 +196,63 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use k8s_openapi::api::apps::v1::{
+        DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus,
+        RollingUpdateDeployment,
+    };
 
-    fn d(replicas: i64, surge: Value, unavailable: Value) -> Value {
-        json!({"spec": {"replicas": replicas, "strategy": {"type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}})
+    fn int(n: i32) -> IntOrString {
+        IntOrString::Int(n)
+    }
+
+    fn pct(s: &str) -> IntOrString {
+        IntOrString::String(s.into())
+    }
+
+    fn with_strategy(replicas: i32, strategy: DeploymentStrategy) -> Deployment {
+        Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                strategy: Some(strategy),
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        }
+    }
+
+    fn d(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
+        with_strategy(
+            replicas,
+            DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(surge),
+                    max_unavailable: Some(unavailable),
+                }),
+            },
+        )
     }
 
     #[test]
     fn percentages_round_surge_up_and_unavailable_down() {
-        let x = d(10, json!("25%"), json!("25%"));
+        let x = d(10, pct("25%"), pct("25%"));
         assert_eq!((max_surge(&x), max_unavailable(&x)), (3, 2));
-        let x = d(4, json!(0), json!(0));
+        let x = d(4, int(0), int(0));
         assert_eq!((max_surge(&x), max_unavailable(&x)), (0, 1));
-        let x = d(2, json!(1), json!(5));
+        let x = d(2, int(1), int(5));
         assert_eq!(max_unavailable(&x), 2);
-        let r = json!({"spec": {"replicas": 3, "strategy": {"type": "Recreate"}}});
+        let recreate = DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        };
+        let r = with_strategy(3, recreate);
         assert_eq!((max_surge(&r), max_unavailable(&r)), (0, 0));
-        assert_eq!(resolve(&json!("x%"), 10, true), 0);
+        assert_eq!(resolve(&pct("x%"), 10, true), 0);
     }
 
     #[test]
     fn new_replica_set_grows_within_the_surge() {
-        let x = d(4, json!(1), json!(1));
+        let x = d(4, int(1), int(1));
         assert_eq!(new_rs_replicas(&x, 4, 0), 1);
         assert_eq!(new_rs_replicas(&x, 3, 1), 2);
         assert_eq!(new_rs_replicas(&x, 5, 0), 0);
@@ -228,7 +261,17 @@ mod tests {
 
     #[test]
     fn availability_is_capped_by_spec() {
-        let rs = json!({"spec": {"replicas": 3}, "status": {"availableReplicas": 4}});
+        let rs = ReplicaSet {
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(3),
+                ..ReplicaSetSpec::default()
+            }),
+            status: Some(ReplicaSetStatus {
+                available_replicas: Some(4),
+                ..ReplicaSetStatus::default()
+            }),
+            ..ReplicaSet::default()
+        };
         assert_eq!(available(&rs), 3);
     }
 }

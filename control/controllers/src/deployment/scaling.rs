@@ -9,12 +9,18 @@
 //! So scaling 10 → 20 halfway through a rollout doubles both halves, and
 //! the rollout then continues from the new sizes.
 
-use serde_json::Value;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{DeleteParams, Preconditions};
 
-use super::{revision::revision_of, rolling, Controller, State, DESIRED_REPLICAS, MAX_REPLICAS};
-use crate::client::ClientResult;
-use crate::meta;
-use crate::reconcile::int_at;
+use super::{
+    annotation, revision::revision_of, rolling, rs_replicas, rs_status_replicas, Controller, State,
+    DESIRED_REPLICAS, MAX_REPLICAS,
+};
+use crate::client::is_status;
+use crate::reconcile::{created_s, is_deleting, name};
+
+/// Kubernetes' default `revisionHistoryLimit`.
+const DEFAULT_HISTORY: i64 = 10;
 
 impl Controller {
     /// An active ReplicaSet was sized for another `spec.replicas` than the
@@ -22,27 +28,25 @@ impl Controller {
     pub(super) fn is_scaling_event(&self, st: &State) -> bool {
         let replicas = st.replicas().to_string();
         st.all().any(|rs| {
-            int_at(rs, "/spec/replicas") > 0
-                && super::annotation(rs, DESIRED_REPLICAS).is_some_and(|d| d != replicas)
+            rs_replicas(rs) > 0
+                && annotation(&rs.metadata, DESIRED_REPLICAS).is_some_and(|d| d != replicas)
         })
     }
 
     /// Resizes the ReplicaSets to the Deployment's `spec.replicas`.
-    pub(super) async fn scale(&self, st: &mut State) -> ClientResult<()> {
+    pub(super) async fn scale(&self, st: &mut State) -> kube::Result<()> {
         let replicas = st.replicas();
-        let active = st
-            .all()
-            .filter(|rs| int_at(rs, "/spec/replicas") > 0)
-            .count();
+        let active = st.all().filter(|rs| rs_replicas(rs) > 0).count();
         if active <= 1 {
             return self.scale_active_or_latest(st, replicas).await;
         }
-        let saturated = st.new_rs.as_ref().is_some_and(|rs| {
-            int_at(rs, "/spec/replicas") == replicas && rolling::available(rs) == replicas
-        });
+        let saturated = st
+            .new_rs
+            .as_ref()
+            .is_some_and(|rs| rs_replicas(rs) == replicas && rolling::available(rs) == replicas);
         if saturated {
             for rs in st.old.iter_mut() {
-                if int_at(rs, "/spec/replicas") > 0 {
+                if rs_replicas(rs) > 0 {
                     self.scale_rs(&st.d, rs, 0).await?;
                 }
             }
@@ -53,10 +57,9 @@ impl Controller {
 
     /// With at most one active ReplicaSet it simply takes all replicas;
     /// with none, the new (or newest) one does.
-    async fn scale_active_or_latest(&self, st: &mut State, replicas: i64) -> ClientResult<()> {
-        let d = st.d.clone();
+    async fn scale_active_or_latest(&self, st: &mut State, replicas: i64) -> kube::Result<()> {
         let old_len = st.old.len();
-        let active = st.all().position(|rs| int_at(rs, "/spec/replicas") > 0);
+        let active = st.all().position(|rs| rs_replicas(rs) > 0);
         let target = match active {
             Some(i) if i < old_len => st.old.get_mut(i),
             Some(_) => st.new_rs.as_mut(),
@@ -64,57 +67,87 @@ impl Controller {
             None => st.old.last_mut(),
         };
         if let Some(rs) = target {
-            self.scale_rs(&d, rs, replicas).await?;
+            self.scale_rs(&st.d, rs, replicas).await?;
         }
         Ok(())
     }
 
     /// Proportional scaling (see the module doc).
-    async fn scale_during_rollout(&self, st: &mut State, replicas: i64) -> ClientResult<()> {
+    async fn scale_during_rollout(&self, st: &mut State, replicas: i64) -> kube::Result<()> {
         let allowed = match replicas {
             0 => 0,
             r => r + rolling::max_surge(&st.d),
         };
-        let d = st.d.clone();
-        let status_replicas = int_at(&d, "/status/replicas");
-        let mut active: Vec<&mut Value> = st
+        let status_replicas =
+            st.d.status
+                .as_ref()
+                .map_or(0, |s| i64::from(s.replicas.unwrap_or(0)));
+        let mut active: Vec<&mut ReplicaSet> = st
             .old
             .iter_mut()
             .chain(st.new_rs.iter_mut())
-            .filter(|rs| int_at(rs, "/spec/replicas") > 0)
+            .filter(|rs| rs_replicas(rs) > 0)
             .collect();
         let sizing: Vec<Sizing> = active.iter().map(|rs| Sizing::of(rs)).collect();
         let sizes = proportional_sizes(&sizing, allowed, status_replicas);
         for (rs, size) in active.iter_mut().zip(sizes) {
-            self.scale_rs(&d, rs, size).await?;
+            self.scale_rs(&st.d, rs, size).await?;
         }
         Ok(())
     }
 
     /// Deletes the oldest fully scaled-down old ReplicaSets beyond
-    /// `revisionHistoryLimit`.
-    pub(super) async fn cleanup(&self, st: &mut State) -> ClientResult<()> {
-        let limit = st.d["spec"]["revisionHistoryLimit"]
-            .as_i64()
-            .unwrap_or(10)
-            .max(0);
-        let mut cleanable: Vec<&serde_json::Value> =
-            st.old.iter().filter(|rs| !meta::is_deleting(rs)).collect();
+    /// `revisionHistoryLimit`, each pinned to the uid judged.
+    pub(super) async fn cleanup(&self, st: &mut State) -> kube::Result<()> {
+        let limit =
+            st.d.spec
+                .as_ref()
+                .and_then(|s| s.revision_history_limit)
+                .map_or(DEFAULT_HISTORY, i64::from)
+                .max(0);
+        let mut cleanable: Vec<&ReplicaSet> = st
+            .old
+            .iter()
+            .filter(|rs| !is_deleting(&rs.metadata))
+            .collect();
         let excess = cleanable.len() as i64 - limit;
         if excess <= 0 {
             return Ok(());
         }
         cleanable.sort_by_key(|rs| revision_of(rs));
         for rs in cleanable.into_iter().take(excess as usize) {
-            let drained = int_at(rs, "/status/replicas") == 0
-                && int_at(rs, "/spec/replicas") == 0
-                && int_at(rs, "/metadata/generation") <= int_at(rs, "/status/observedGeneration");
-            if drained {
-                self.client.delete(&super::rs_path(rs), None).await?;
+            if is_drained(rs) {
+                self.delete_rs(rs).await?;
             }
         }
         Ok(())
     }
+
+    async fn delete_rs(&self, rs: &ReplicaSet) -> kube::Result<()> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: rs.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.rs_api(rs).delete(name(&rs.metadata), &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// No replicas wanted or running, and the status describes the current spec.
+fn is_drained(rs: &ReplicaSet) -> bool {
+    let generation = rs.metadata.generation.unwrap_or(0);
+    let observed = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    rs_status_replicas(rs) == 0 && rs_replicas(rs) == 0 && generation <= observed
 }
 
 /// What proportional scaling needs of one active ReplicaSet.
@@ -128,14 +161,14 @@ struct Sizing {
 }
 
 impl Sizing {
-    fn of(rs: &Value) -> Sizing {
-        let created = meta::str_field(rs, "creationTimestamp")
-            .and_then(meta::parse_time)
-            .map_or(0, |t| t.as_second());
+    fn of(rs: &ReplicaSet) -> Sizing {
         Sizing {
-            replicas: int_at(rs, "/spec/replicas"),
-            sized_for: super::annotation(rs, MAX_REPLICAS).and_then(|v| v.parse().ok()),
-            age: (created, meta::name(rs).to_string()),
+            replicas: rs_replicas(rs),
+            sized_for: annotation(&rs.metadata, MAX_REPLICAS).and_then(|v| v.parse().ok()),
+            age: (
+                created_s(&rs.metadata).unwrap_or(0),
+                name(&rs.metadata).to_string(),
+            ),
         }
     }
 }

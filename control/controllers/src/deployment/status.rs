@@ -6,11 +6,15 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
 
-use super::{deployment_path, rolling, Controller, State};
-use crate::meta;
-use crate::reconcile::{int_at, Reconciled};
+use super::{
+    d_replicas, rolling, rs_available_replicas, rs_ready_replicas, rs_replicas, rs_status_replicas,
+    to_i32, Controller, State,
+};
+use crate::reconcile::{name, Reconciled};
 
 const PROGRESSING: &str = "Progressing";
 const AVAILABLE: &str = "Available";
@@ -18,101 +22,124 @@ const NEW_RS_AVAILABLE: &str = "NewReplicaSetAvailable";
 const TIMED_OUT: &str = "ProgressDeadlineExceeded";
 const PAUSED: &str = "DeploymentPaused";
 
+/// The counts of a status that progress and completion are judged on,
+/// absent counting as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    observed_generation: i64,
+    replicas: i64,
+    updated: i64,
+    ready: i64,
+    available: i64,
+}
+
+impl Counts {
+    fn of(s: Option<&DeploymentStatus>) -> Counts {
+        let n = |f: fn(&DeploymentStatus) -> Option<i32>| i64::from(s.and_then(f).unwrap_or(0));
+        Counts {
+            observed_generation: s.and_then(|s| s.observed_generation).unwrap_or(0),
+            replicas: n(|s| s.replicas),
+            updated: n(|s| s.updated_replicas),
+            ready: n(|s| s.ready_replicas),
+            available: n(|s| s.available_replicas),
+        }
+    }
+}
+
 /// Every replica is updated and available and the status describes the
 /// current generation (Kubernetes' `DeploymentComplete`).
-pub(super) fn is_complete(d: &Value, status: &Value) -> bool {
-    let replicas = int_at(d, "/spec/replicas").max(0);
-    int_at(status, "/updatedReplicas") == replicas
-        && int_at(status, "/replicas") == replicas
-        && int_at(status, "/availableReplicas") == replicas
-        && int_at(status, "/observedGeneration") >= int_at(d, "/metadata/generation")
+pub(super) fn is_complete(d: &Deployment, status: Option<&DeploymentStatus>) -> bool {
+    let replicas = d_replicas(d);
+    let c = Counts::of(status);
+    c.updated == replicas
+        && c.replicas == replicas
+        && c.available == replicas
+        && c.observed_generation >= d.metadata.generation.unwrap_or(0)
 }
 
 /// Something moved since `old` (Kubernetes' `DeploymentProgressing`).
-fn is_progressing(old: &Value, new: &Value) -> bool {
-    let n = |s: &Value, f: &str| int_at(s, &format!("/{f}"));
-    let old_old = n(old, "replicas") - n(old, "updatedReplicas");
-    let new_old = n(new, "replicas") - n(new, "updatedReplicas");
-    n(new, "updatedReplicas") > n(old, "updatedReplicas")
+fn is_progressing(old: Option<&DeploymentStatus>, new: &DeploymentStatus) -> bool {
+    let (old, new) = (Counts::of(old), Counts::of(Some(new)));
+    let old_old = old.replicas - old.updated;
+    let new_old = new.replicas - new.updated;
+    new.updated > old.updated
         || new_old < old_old
-        || n(new, "readyReplicas") > n(old, "readyReplicas")
-        || n(new, "availableReplicas") > n(old, "availableReplicas")
+        || new.ready > old.ready
+        || new.available > old.available
 }
 
 /// `progressDeadlineSeconds`, unless unset or "never" (MaxInt32).
-fn progress_deadline(d: &Value) -> Option<i64> {
-    d["spec"]["progressDeadlineSeconds"]
-        .as_i64()
-        .filter(|s| *s != i64::from(i32::MAX))
+fn progress_deadline_s(d: &Deployment) -> Option<i64> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .filter(|s| *s != i32::MAX)
+        .map(i64::from)
 }
 
-fn condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
-    status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
+fn condition<'a>(status: &'a DeploymentStatus, kind: &str) -> Option<&'a DeploymentCondition> {
+    status.conditions.as_ref()?.iter().find(|c| c.type_ == kind)
 }
 
-fn new_condition(kind: &str, status: &str, reason: &str, message: &str) -> Value {
-    let now = meta::now_rfc3339();
-    json!({"type": kind, "status": status, "lastUpdateTime": now,
-           "lastTransitionTime": now, "reason": reason, "message": message})
+/// Now, to the second, as Kubernetes writes `metav1.Time`.
+fn now_s() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-fn remove_condition(status: &mut Value, kind: &str) {
-    if let Some(a) = status["conditions"].as_array_mut() {
-        a.retain(|c| c["type"] != kind);
+fn new_condition(kind: &str, status: &str, reason: &str, message: &str) -> DeploymentCondition {
+    let now = now_s();
+    DeploymentCondition {
+        type_: kind.to_string(),
+        status: status.to_string(),
+        last_update_time: Some(now.clone()),
+        last_transition_time: Some(now),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+    }
+}
+
+fn remove_condition(status: &mut DeploymentStatus, kind: &str) {
+    if let Some(conditions) = status.conditions.as_mut() {
+        conditions.retain(|c| c.type_ != kind);
     }
 }
 
 /// Kubernetes' `SetDeploymentCondition`: nothing changes when status and
 /// reason are the same; the transition time survives a same-status change.
-fn set_condition(status: &mut Value, mut cond: Value) {
-    let kind = cond["type"].as_str().unwrap_or_default().to_string();
-    if let Some(cur) = condition(status, &kind) {
-        if cur["status"] == cond["status"] && cur["reason"] == cond["reason"] {
+fn set_condition(status: &mut DeploymentStatus, mut cond: DeploymentCondition) {
+    if let Some(cur) = condition(status, &cond.type_) {
+        if cur.status == cond.status && cur.reason == cond.reason {
             return;
         }
-        if cur["status"] == cond["status"] {
-            cond["lastTransitionTime"] = cur["lastTransitionTime"].clone();
+        if cur.status == cond.status {
+            cond.last_transition_time = cur.last_transition_time.clone();
         }
     }
-    remove_condition(status, &kind);
-    if !status["conditions"].is_array() {
-        status["conditions"] = json!([]);
-    }
-    if let Some(a) = status["conditions"].as_array_mut() {
-        a.push(cond);
-    }
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != cond.type_);
+    conditions.push(cond);
 }
 
 /// The counts and the Available condition (Kubernetes' `calculateStatus`);
 /// zero counts are omitted as the API omits them.
-fn calculate(st: &State) -> Value {
-    let sum = |f: &str| -> i64 { st.all().map(|rs| int_at(rs, f)).sum() };
-    let available = sum("/status/availableReplicas");
-    let unavailable = (sum("/spec/replicas") - available).max(0);
-    let counts = [
-        ("observedGeneration", int_at(&st.d, "/metadata/generation")),
-        ("replicas", sum("/status/replicas")),
-        (
-            "updatedReplicas",
-            st.new_rs
-                .as_ref()
-                .map_or(0, |rs| int_at(rs, "/status/replicas")),
-        ),
-        ("readyReplicas", sum("/status/readyReplicas")),
-        ("availableReplicas", available),
-        ("unavailableReplicas", unavailable),
-        ("collisionCount", int_at(&st.d, "/status/collisionCount")),
-    ];
-    let mut status = json!({});
-    for (k, v) in counts.into_iter().filter(|(_, v)| *v != 0) {
-        status[k] = json!(v);
-    }
-    if let Some(c) = st.d["status"]["conditions"].as_array() {
-        status["conditions"] = json!(c);
-    }
+fn calculate(st: &State) -> DeploymentStatus {
+    let sum = |f: fn(&ReplicaSet) -> i64| -> i64 { st.all().map(f).sum() };
+    let available = sum(rs_available_replicas);
+    let unavailable = (sum(rs_replicas) - available).max(0);
+    let nonzero = |n: i64| Some(to_i32(n)).filter(|n| *n != 0);
+    let old = st.d.status.as_ref();
+    let mut status = DeploymentStatus {
+        observed_generation: st.d.metadata.generation.filter(|g| *g != 0),
+        replicas: nonzero(sum(rs_status_replicas)),
+        updated_replicas: nonzero(st.new_rs.as_ref().map_or(0, rs_status_replicas)),
+        ready_replicas: nonzero(sum(rs_ready_replicas)),
+        available_replicas: nonzero(available),
+        unavailable_replicas: nonzero(unavailable),
+        collision_count: old.and_then(|s| s.collision_count).filter(|c| *c != 0),
+        conditions: old.and_then(|s| s.conditions.clone()),
+        terminating_replicas: None,
+    };
     let cond = match available >= st.replicas() - rolling::max_unavailable(&st.d) {
         true => new_condition(
             AVAILABLE,
@@ -131,18 +158,21 @@ fn calculate(st: &State) -> Value {
     status
 }
 
+fn progressing_reason(status: &DeploymentStatus) -> Option<&str> {
+    condition(status, PROGRESSING)?.reason.as_deref()
+}
+
 /// The pause/resume and new-ReplicaSet notes Kubernetes writes before a
 /// step (`checkPausedConditions`, `getNewReplicaSet`).
-fn note_progress(st: &State, status: &mut Value) {
-    let paused = st.d["spec"]["paused"].as_bool() == Some(true);
-    let reason =
-        condition(status, PROGRESSING).and_then(|c| c["reason"].as_str().map(str::to_string));
-    if paused && reason.as_deref() != Some(PAUSED) {
+fn note_progress(st: &State, status: &mut DeploymentStatus) {
+    let paused = st.d.spec.as_ref().and_then(|s| s.paused) == Some(true);
+    let was_paused = progressing_reason(status) == Some(PAUSED);
+    if paused && !was_paused {
         set_condition(
             status,
             new_condition(PROGRESSING, "Unknown", PAUSED, "Deployment is paused"),
         );
-    } else if !paused && reason.as_deref() == Some(PAUSED) {
+    } else if !paused && was_paused {
         set_condition(
             status,
             new_condition(
@@ -153,7 +183,7 @@ fn note_progress(st: &State, status: &mut Value) {
             ),
         );
     }
-    let Some(rs) = st.new_rs.as_ref().map(meta::name) else {
+    let Some(rs) = st.new_rs.as_ref().map(|rs| name(&rs.metadata)) else {
         return;
     };
     if st.created_new {
@@ -173,29 +203,30 @@ fn note_progress(st: &State, status: &mut Value) {
 
 /// Kubernetes' `syncRolloutStatus` Progressing logic: complete, progressing
 /// (refreshing lastUpdateTime) or timed out.
-fn note_rollout(st: &State, status: &mut Value, now: Timestamp) {
+fn note_rollout(st: &State, status: &mut DeploymentStatus, now: Timestamp) {
     let cur = condition(status, PROGRESSING).cloned();
-    let reason = cur
-        .as_ref()
-        .and_then(|c| c["reason"].as_str())
-        .unwrap_or_default();
-    let already_complete = int_at(status, "/replicas") == int_at(status, "/updatedReplicas")
-        && reason == NEW_RS_AVAILABLE;
+    let counts = Counts::of(Some(status));
+    let already_complete = counts.replicas == counts.updated
+        && cur.as_ref().and_then(|c| c.reason.as_deref()) == Some(NEW_RS_AVAILABLE);
     if already_complete {
         return;
     }
-    let rs = st.new_rs.as_ref().map(meta::name).unwrap_or_default();
-    if is_complete(&st.d, status) {
+    let rs = st
+        .new_rs
+        .as_ref()
+        .map(|rs| name(&rs.metadata))
+        .unwrap_or_default();
+    if is_complete(&st.d, Some(status)) {
         let msg = format!("ReplicaSet {rs:?} has successfully progressed.");
         set_condition(
             status,
             new_condition(PROGRESSING, "True", NEW_RS_AVAILABLE, &msg),
         );
-    } else if is_progressing(&st.d["status"], status) {
+    } else if is_progressing(st.d.status.as_ref(), status) {
         let msg = format!("ReplicaSet {rs:?} is progressing.");
         let mut cond = new_condition(PROGRESSING, "True", "ReplicaSetUpdated", &msg);
-        if let Some(c) = cur.as_ref().filter(|c| c["status"] == "True") {
-            cond["lastTransitionTime"] = c["lastTransitionTime"].clone();
+        if let Some(c) = cur.filter(|c| c.status == "True") {
+            cond.last_transition_time = c.last_transition_time;
         }
         remove_condition(status, PROGRESSING);
         set_condition(status, cond);
@@ -206,28 +237,25 @@ fn note_rollout(st: &State, status: &mut Value, now: Timestamp) {
 }
 
 /// Time until the progress deadline passes (`None`: no deadline running).
-fn time_left(st: &State, status: &Value, now: Timestamp) -> Option<Duration> {
-    let deadline = progress_deadline(&st.d)?;
+fn time_left(st: &State, status: &DeploymentStatus, now: Timestamp) -> Option<Duration> {
+    let deadline_s = progress_deadline_s(&st.d)?;
     let c = condition(status, PROGRESSING)?;
-    if matches!(
-        c["reason"].as_str(),
-        Some(NEW_RS_AVAILABLE) | Some(TIMED_OUT)
-    ) {
+    if matches!(c.reason.as_deref(), Some(NEW_RS_AVAILABLE | TIMED_OUT)) {
         return None;
     }
-    let updated = c["lastUpdateTime"].as_str().and_then(meta::parse_time)?;
-    let left = updated.as_second() + deadline - now.as_second();
-    Some(Duration::from_secs(left.max(0).unsigned_abs()))
+    let updated = c.last_update_time.as_ref()?.0;
+    let left_s = updated.as_second() + deadline_s - now.as_second();
+    Some(Duration::from_secs(left_s.max(0).unsigned_abs()))
 }
 
 impl Controller {
     /// Writes the status when it changed. `rollout`: this was a rollout
     /// step, so Progressing is updated too; then a reconcile is asked for
     /// when the progress deadline would pass.
-    pub(super) async fn write_status(&self, st: &State, rollout: bool) -> Reconciled {
+    pub(super) async fn write_status(&self, st: &State, rollout: bool) -> Reconciled<kube::Error> {
         let now = Timestamp::now();
         let mut status = calculate(st);
-        if progress_deadline(&st.d).is_none() {
+        if progress_deadline_s(&st.d).is_none() {
             remove_condition(&mut status, PROGRESSING);
         } else {
             note_progress(st, &mut status);
@@ -235,14 +263,14 @@ impl Controller {
                 note_rollout(st, &mut status, now);
             }
         }
-        if status != st.d["status"] {
+        if st.d.status.as_ref() != Some(&status) {
             let mut updated = st.d.clone();
-            updated["status"] = status.clone();
-            self.client
-                .update(&(deployment_path(&st.d) + "/status"), &updated)
+            updated.status = Some(status.clone());
+            self.deployment_api(&st.d)
+                .replace_status(name(&st.d.metadata), &PostParams::default(), &updated)
                 .await?;
         }
-        let recheck = match rollout && !is_complete(&st.d, &status) {
+        let recheck = match rollout && !is_complete(&st.d, Some(&status)) {
             true => time_left(st, &status, now).map(|d| d + Duration::from_secs(1)),
             false => None,
         };
@@ -253,48 +281,75 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn t2020() -> Option<Time> {
+        Some(Time(
+            "2020-01-01T00:00:00Z".parse().expect("a test timestamp"),
+        ))
+    }
 
     #[test]
     fn conditions_keep_transition_time_and_skip_no_ops() {
-        let mut s = json!({});
+        let mut s = DeploymentStatus::default();
         let mut c = new_condition(AVAILABLE, "True", "A", "m");
-        c["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
+        c.last_transition_time = t2020();
         set_condition(&mut s, c);
         set_condition(&mut s, new_condition(AVAILABLE, "True", "B", "m2"));
         let got = condition(&s, AVAILABLE).cloned().unwrap_or_default();
-        assert_eq!(got["reason"], "B");
-        assert_eq!(got["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        assert_eq!(got.reason.as_deref(), Some("B"));
+        assert_eq!(got.last_transition_time, t2020());
         set_condition(&mut s, new_condition(AVAILABLE, "False", "C", "m3"));
         let got = condition(&s, AVAILABLE).cloned().unwrap_or_default();
-        assert_ne!(got["lastTransitionTime"], "2020-01-01T00:00:00Z");
-        assert_eq!(s["conditions"].as_array().map(Vec::len), Some(1));
+        assert_ne!(got.last_transition_time, t2020());
+        assert_eq!(s.conditions.as_ref().map(Vec::len), Some(1));
+    }
+
+    fn status(replicas: i32, updated: i32, available: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            available_replicas: Some(available),
+            ..DeploymentStatus::default()
+        }
     }
 
     #[test]
     fn complete_needs_every_count_and_the_generation() {
-        let d = json!({"metadata": {"generation": 2}, "spec": {"replicas": 3}});
-        let s = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
-                       "availableReplicas": 3});
-        assert!(is_complete(&d, &s));
-        let mut stale = s.clone();
-        stale["observedGeneration"] = json!(1);
-        assert!(!is_complete(&d, &stale));
-        let mut old_left = s.clone();
-        old_left["replicas"] = json!(4);
-        assert!(!is_complete(&d, &old_left));
+        let d = Deployment {
+            metadata: ObjectMeta {
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(3),
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        };
+        let s = DeploymentStatus {
+            observed_generation: Some(2),
+            ..status(3, 3, 3)
+        };
+        assert!(is_complete(&d, Some(&s)));
+        let stale = DeploymentStatus {
+            observed_generation: Some(1),
+            ..s.clone()
+        };
+        assert!(!is_complete(&d, Some(&stale)));
+        let old_left = DeploymentStatus {
+            replicas: Some(4),
+            ..s.clone()
+        };
+        assert!(!is_complete(&d, Some(&old_left)));
     }
 
     #[test]
     fn progress_is_any_count_moving_forward() {
-        let old = json!({"replicas": 4, "updatedReplicas": 1, "availableReplicas": 3});
-        assert!(is_progressing(
-            &old,
-            &json!({"replicas": 4, "updatedReplicas": 2, "availableReplicas": 3})
-        ));
-        assert!(is_progressing(
-            &old,
-            &json!({"replicas": 3, "updatedReplicas": 1, "availableReplicas": 3})
-        ));
-        assert!(!is_progressing(&old, &old));
+        let old = status(4, 1, 3);
+        assert!(is_progressing(Some(&old), &status(4, 2, 3)));
+        assert!(is_progressing(Some(&old), &status(3, 1, 3)));
+        assert!(!is_progressing(Some(&old), &old));
     }
 }
