@@ -26,7 +26,7 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
 
 /// How many changes a subscriber may fall behind before it gets a resync.
@@ -90,6 +90,10 @@ where
     store: Store<K>,
     dyntype: K::DynamicType,
     changes: broadcast::Sender<Change<K>>,
+    /// Turns true on the first complete list. A watch channel wakes every
+    /// waiter; kube-runtime's `Store::wait_until_ready` wakes only the last
+    /// of several concurrent ones, and loops sharing a cache wait at once.
+    synced: watch::Receiver<bool>,
     _task: Arc<Task>,
 }
 
@@ -103,6 +107,7 @@ where
             store: self.store.clone(),
             dyntype: self.dyntype.clone(),
             changes: self.changes.clone(),
+            synced: self.synced.clone(),
             _task: self._task.clone(),
         }
     }
@@ -131,29 +136,20 @@ where
         dyntype: K::DynamicType,
         config: watcher::Config,
     ) -> Informer<K> {
-        let writer = reflector::store::Writer::new(dyntype.clone());
-        let store = writer.as_reader();
-        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
-        let feed = Feed {
-            writer,
-            store: store.clone(),
-            dyntype: dyntype.clone(),
-            changes: changes.clone(),
-            relisting: None,
-        };
+        let (feed, parts) = Feed::new(dyntype);
         let task = tokio::spawn(feed.run(api, config));
-        Informer {
-            store,
-            dyntype,
-            changes,
-            _task: Arc::new(Task(task.abort_handle())),
-        }
+        parts.into_informer(task.abort_handle())
     }
 
-    /// Resolves once the first list is in the cache.
+    /// Resolves once the first list is in the cache; every concurrent
+    /// waiter is woken. Never resolves if the informer's task is gone
+    /// before its first list (the loop waiting is then aborted with it).
     pub async fn wait_synced(&self) {
-        // Fails only when the writer is gone, and then nothing will come.
-        let _ = self.store.wait_until_ready().await;
+        let mut synced = self.synced.clone();
+        // An error means the feed is gone: nothing will ever come.
+        if synced.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The object named `name` in `namespace` (None for cluster-scoped).
@@ -214,8 +210,38 @@ where
     store: Store<K>,
     dyntype: K::DynamicType,
     changes: broadcast::Sender<Change<K>>,
+    synced: watch::Sender<bool>,
     /// The cache as it was when a relist began, to announce differences.
     relisting: Option<Vec<Arc<K>>>,
+}
+
+/// The reading side of a new [`Feed`], made into an [`Informer`] once the
+/// feed's task runs.
+struct Parts<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash,
+{
+    store: Store<K>,
+    dyntype: K::DynamicType,
+    changes: broadcast::Sender<Change<K>>,
+    synced: watch::Receiver<bool>,
+}
+
+impl<K> Parts<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash,
+{
+    fn into_informer(self, task: AbortHandle) -> Informer<K> {
+        Informer {
+            store: self.store,
+            dyntype: self.dyntype,
+            changes: self.changes,
+            synced: self.synced,
+            _task: Arc::new(Task(task)),
+        }
+    }
 }
 
 impl<K> Feed<K>
@@ -223,6 +249,28 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
+    fn new(dyntype: K::DynamicType) -> (Feed<K>, Parts<K>) {
+        let writer = reflector::store::Writer::new(dyntype.clone());
+        let store = writer.as_reader();
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let (synced_tx, synced) = watch::channel(false);
+        let feed = Feed {
+            writer,
+            store: store.clone(),
+            dyntype: dyntype.clone(),
+            changes: changes.clone(),
+            synced: synced_tx,
+            relisting: None,
+        };
+        let parts = Parts {
+            store,
+            dyntype,
+            changes,
+            synced,
+        };
+        (feed, parts)
+    }
+
     async fn run(mut self, api: Api<K>, config: watcher::Config) {
         let events = watcher(api, config).default_backoff();
         futures::pin_mut!(events);
@@ -260,6 +308,7 @@ where
                 self.writer.apply_watcher_event(&event);
                 let before = self.relisting.take().unwrap_or_default();
                 self.announce_relist(before);
+                self.synced.send_replace(true);
             }
         }
     }
@@ -335,5 +384,109 @@ impl Caches {
             .downcast_ref::<Informer<K>>()
             .expect("informers are stored under their own type id")
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::time::Duration;
+
+    fn cm(name: &str, rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("d".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn informer_and_feed() -> (Informer<ConfigMap>, Feed<ConfigMap>) {
+        let (feed, parts) = Feed::new(());
+        let idle = tokio::spawn(std::future::pending::<()>());
+        (parts.into_informer(idle.abort_handle()), feed)
+    }
+
+    fn list(feed: &mut Feed<ConfigMap>, objs: &[ConfigMap]) {
+        feed.apply(Event::Init);
+        for o in objs {
+            feed.apply(Event::InitApply(o.clone()));
+        }
+        feed.apply(Event::InitDone);
+    }
+
+    /// Loops sharing a cache wait for it at the same time; each must start.
+    #[tokio::test]
+    async fn every_loop_waiting_for_a_shared_cache_starts() {
+        let (informer, mut feed) = informer_and_feed();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let i = informer.clone();
+                tokio::spawn(async move { i.wait_synced().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        list(&mut feed, &[cm("a", "1")]);
+        for w in waiters {
+            let started = tokio::time::timeout(Duration::from_secs(2), w).await;
+            assert!(matches!(started, Ok(Ok(()))), "a loop never started");
+        }
+        assert_eq!(
+            informer.get_key("d/a").map(|c| key_of(c.as_ref())),
+            Some("d/a".into())
+        );
+    }
+
+    /// A relist announces what changed while the watch was down: gone
+    /// objects as deleted, new or changed ones as applied, the rest not.
+    #[tokio::test]
+    async fn a_relist_announces_the_differences() {
+        let (informer, mut feed) = informer_and_feed();
+        list(
+            &mut feed,
+            &[cm("same", "1"), cm("changed", "1"), cm("gone", "1")],
+        );
+        let mut rx = informer.subscribe();
+        list(
+            &mut feed,
+            &[cm("same", "1"), cm("changed", "2"), cm("new", "3")],
+        );
+        let mut applied = vec![];
+        let mut deleted = vec![];
+        while let Ok(c) = rx.try_recv() {
+            match c {
+                Change::Applied(o) => applied.push(key_of(o.as_ref())),
+                Change::Deleted(o) => deleted.push(key_of(o.as_ref())),
+                Change::Resync => panic!("no lag here"),
+            }
+        }
+        applied.sort();
+        assert_eq!(applied, ["d/changed", "d/new"]);
+        assert_eq!(deleted, ["d/gone"]);
+        assert_eq!(informer.list().len(), 3);
+    }
+
+    /// A delete hands subscribers the last cached object and removes it.
+    #[tokio::test]
+    async fn watch_events_update_the_store_and_tell_subscribers() {
+        let (informer, mut feed) = informer_and_feed();
+        list(&mut feed, &[]);
+        let mut rx = informer.subscribe();
+        feed.apply(Event::Apply(cm("a", "5")));
+        feed.apply(Event::Delete(cm("a", "6")));
+        match rx.try_recv() {
+            Ok(Change::Applied(o)) => assert_eq!(o.metadata.resource_version.as_deref(), Some("5")),
+            other => panic!("{other:?}"),
+        }
+        match rx.try_recv() {
+            Ok(Change::Deleted(o)) => assert_eq!(o.metadata.resource_version.as_deref(), Some("5")),
+            other => panic!("{other:?}"),
+        }
+        assert!(informer.get(Some("d"), "a").is_none());
     }
 }

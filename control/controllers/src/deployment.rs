@@ -29,7 +29,7 @@ use crate::cache::{key_of, next_change, Caches, Change, Informer};
 use crate::events;
 use crate::reconcile::{
     claim, controller_key, controller_ref, created_s, enqueue_all, is_deleting, name, namespace,
-    run_workers, selector_of, wait_synced, Reconciled, WorkQueue, RESYNC,
+    run_workers, selector_of, Reconciled, WorkQueue, RESYNC,
 };
 
 const COMPONENT: &str = "deployment-controller";
@@ -82,9 +82,9 @@ pub async fn run(client: kube::Client, caches: Caches) {
     // Subscribes when first polled, after the sync; the resync tick that
     // fires at once then queues everything the initial list brought.
     let changes = watch_changes(ctl.clone(), queue.clone());
-    wait_synced(&ctl.deployments).await;
-    wait_synced(&ctl.replicasets).await;
-    wait_synced(&ctl.pods).await;
+    ctl.deployments.wait_synced().await;
+    ctl.replicasets.wait_synced().await;
+    ctl.pods.wait_synced().await;
     let workers = run_workers(queue, WORKERS, move |key| {
         let ctl = ctl.clone();
         async move { ctl.reconcile(&key).await }

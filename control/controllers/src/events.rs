@@ -101,19 +101,3 @@ async fn bump(events: &Api<Event>, name: &str, now: Time, reason: &str) {
         }
     }
 }
-
-/// The `involvedObject` reference of a JSON object (which carries kind and
-/// apiVersion), for loops that still read JSON.
-pub fn object_ref_value(obj: &serde_json::Value) -> ObjectReference {
-    let m = &obj["metadata"];
-    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    ObjectReference {
-        kind: s(&obj["kind"]),
-        api_version: s(&obj["apiVersion"]),
-        name: s(&m["name"]),
-        namespace: s(&m["namespace"]),
-        uid: s(&m["uid"]),
-        resource_version: s(&m["resourceVersion"]),
-        field_path: None,
-    }
-}

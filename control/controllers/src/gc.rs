@@ -50,8 +50,8 @@ use kube::runtime::watcher;
 use serde::Serialize;
 
 use crate::cache::{key_of, next_change, split_key, Caches, Change, Informer};
-use crate::client::{is_status, ClientError};
-use crate::reconcile::{run_workers, Reconciled, WorkQueue, RESYNC};
+use crate::client::{api_resource, is_status};
+use crate::reconcile::{run_workers, WorkQueue, RESYNC};
 use crate::resources::{ResourceInfo, RESOURCES};
 use graph::{uid_of, Graph, ObjRef};
 
@@ -90,17 +90,6 @@ impl Watched {
             api_resource,
             cache,
         }
-    }
-}
-
-/// The dynamic type of a served resource, from its registry row.
-pub(crate) fn api_resource(info: &ResourceInfo) -> ApiResource {
-    ApiResource {
-        group: info.group.to_string(),
-        version: info.version.to_string(),
-        api_version: info.api_version(),
-        kind: info.kind.to_string(),
-        plural: info.resource.to_string(),
     }
 }
 
@@ -183,27 +172,10 @@ pub async fn run(client: kube::Client, caches: Caches) {
         let gc = gc.clone();
         run_workers(gc.queue.clone(), WORKERS, move |key| {
             let gc = gc.clone();
-            async move { to_reconciled(gc.reconcile(&key).await) }
+            async move { gc.reconcile(&key).await }
         })
     };
     tokio::join!(resync, workers);
-}
-
-/// The work queue's view of an outcome: a 409 is retried soon, any other
-/// error with back-off.
-fn to_reconciled(judged: Judged) -> Reconciled {
-    judged.map_err(|e| match e {
-        kube::Error::Api(s) => ClientError {
-            code: s.code,
-            reason: s.reason,
-            message: s.message,
-        },
-        other => ClientError {
-            code: 500,
-            reason: "InternalError".into(),
-            message: other.to_string(),
-        },
-    })
 }
 
 fn owner_refs(m: &ObjectMeta) -> &[OwnerReference] {

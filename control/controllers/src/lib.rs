@@ -17,7 +17,6 @@ pub mod client;
 pub mod deployment;
 pub mod events;
 pub mod gc;
-pub mod informer;
 pub mod leader;
 pub mod manager;
 pub mod namespace;

@@ -20,8 +20,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::core::DynamicObject;
 
 use crate::cache::{next_change, Caches, Change, Informer};
+use crate::client::api_resource;
 use crate::client::is_status;
-use crate::gc::api_resource;
 use crate::reconcile::{enqueue_all, run_workers, Reconciled, WorkQueue, RESYNC};
 use crate::resources::RESOURCES;
 

@@ -34,18 +34,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::cache;
-use crate::client::{is_status, path, Client, ClientError, ClientResult};
-use crate::informer::{key_of, Informer};
-use crate::meta;
+use crate::client::is_status;
 use crate::selector::LabelSelector;
 
 /// What a reconcile asks of the queue: `Ok(None)` done, `Ok(Some(d))`
 /// look again after `d` (e.g. when a pod turns available), `Err` retry
 /// with back-off (a 409 is retried at once, the cache was just stale).
-///
-/// Typed loops use `Reconciled<kube::Error>`; the default is the JSON
-/// client's error only while the loops on it (gc, namespace) remain.
-pub type Reconciled<E = ClientError> = Result<Option<Duration>, E>;
+pub type Reconciled<E = kube::Error> = Result<Option<Duration>, E>;
 
 /// An error a reconcile fails with, as far as the queue cares.
 pub trait ReconcileError: Display + Send + 'static {
@@ -56,12 +51,6 @@ pub trait ReconcileError: Display + Send + 'static {
 impl ReconcileError for kube::Error {
     fn is_conflict(&self) -> bool {
         is_status(self, 409)
-    }
-}
-
-impl ReconcileError for ClientError {
-    fn is_conflict(&self) -> bool {
-        ClientError::is_conflict(self)
     }
 }
 
@@ -229,38 +218,6 @@ where
     while set.join_next().await.is_some() {}
 }
 
-/// How often a loop waiting for a shared cache's first list looks again
-/// (see [`wait_synced`]).
-const SYNC_POLL: Duration = Duration::from_millis(100);
-
-/// Resolves once `informer` holds its first list, also when other loops
-/// wait for the same shared informer at the same time.
-///
-/// Why not just `informer.wait_synced()`: kube-runtime's
-/// `Store::wait_until_ready` keeps one waker (a oneshot receiver behind
-/// its `DelayedInit`), so of several tasks waiting at once only the last
-/// to poll is woken and the others wait forever. Loops sharing a cache
-/// start together and do wait at once. Polling again every [`SYNC_POLL`]
-/// re-arms this task's waker, so each loop starts at most that long after
-/// the sync. Drop this once `cache::Informer::wait_synced` wakes every
-/// waiter (e.g. through a `tokio::sync::watch`).
-pub async fn wait_synced<K>(informer: &cache::Informer<K>)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    wait_ready(|| informer.wait_synced()).await;
-}
-
-/// Awaits `ready()` afresh every [`SYNC_POLL`] until one resolves.
-async fn wait_ready<F, Fut>(ready: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    while tokio::time::timeout(SYNC_POLL, ready()).await.is_err() {}
-}
-
 /// Queues every object of `informer` (a resync).
 pub fn enqueue_all<K>(queue: &WorkQueue, informer: &cache::Informer<K>)
 where
@@ -269,14 +226,6 @@ where
 {
     for obj in informer.list() {
         queue.add(&cache::key_of(obj.as_ref()));
-    }
-}
-
-/// Queues every object of a JSON `informer` (a resync), for the loops not
-/// yet on the typed caches.
-pub fn enqueue_all_json(queue: &WorkQueue, informer: &Informer) {
-    for obj in informer.list() {
-        queue.add(&key_of(&obj));
     }
 }
 
@@ -530,40 +479,6 @@ where
     }
 }
 
-/// The JSON form of [`patch_owner_refs`], kept only for the garbage
-/// collector until it has its own typed helper; remove it then.
-pub(crate) async fn set_owner_refs(
-    client: &Client,
-    obj: &Value,
-    (gv, resource): (&str, &str),
-    uid: &str,
-    new: Option<Value>,
-) -> ClientResult<Option<Value>> {
-    let mut refs: Vec<Value> = obj["metadata"]["ownerReferences"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r["uid"].as_str() != Some(uid))
-        .collect();
-    refs.extend(new);
-    let patch = json!({"metadata": {
-        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
-        "resourceVersion": meta::resource_version(obj),
-        "uid": meta::uid(obj),
-    }});
-    // Cluster-scoped objects (nodes, namespaces) have no namespace segment.
-    let ns = obj["metadata"]["namespace"]
-        .as_str()
-        .filter(|ns| !ns.is_empty());
-    let uri = path(gv, resource, ns, Some(meta::name(obj)));
-    match client.merge_patch(&uri, &patch).await {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 // ---- pods -----------------------------------------------------------------
 
 /// `status.phase`, if reported.
@@ -636,32 +551,6 @@ mod tests {
         assert!(q.is_empty());
         q.done("a");
         assert_eq!(q.next().await, "a");
-    }
-
-    /// Two loops waiting for one store's first list both start, although
-    /// kube-runtime wakes only one of them (see [`wait_synced`]).
-    #[tokio::test]
-    async fn every_loop_waiting_for_a_shared_cache_starts() {
-        use kube::runtime::{reflector, watcher::Event};
-        let (store, mut writer) = reflector::store::<Pod>();
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    wait_ready(|| async {
-                        let _ = store.wait_until_ready().await;
-                    })
-                    .await
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitDone);
-        for w in waiters {
-            let started = tokio::time::timeout(SYNC_POLL * 5, w).await;
-            assert!(matches!(started, Ok(Ok(()))), "a loop never started");
-        }
     }
 
     #[test]

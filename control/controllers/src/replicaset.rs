@@ -32,7 +32,7 @@ use crate::meta;
 use crate::reconcile::{
     claim, controller_key, controller_ref, created_s, enqueue_all, is_deleting, name, namespace,
     owner_ref, pod_available_in, pod_is_active, pod_is_ready, pod_phase, pod_ready_since,
-    run_workers, selector_of, wait_synced, Expectations, Reconciled, WorkQueue, RESYNC,
+    run_workers, selector_of, Expectations, Reconciled, WorkQueue, RESYNC,
 };
 
 const COMPONENT: &str = "replicaset-controller";
@@ -60,8 +60,8 @@ pub async fn run(client: kube::Client, caches: Caches) {
     // Subscribes when first polled, after the sync; the resync tick that
     // fires at once then queues everything the initial list brought.
     let changes = watch_changes(ctl.clone(), queue.clone());
-    wait_synced(&ctl.replicasets).await;
-    wait_synced(&ctl.pods).await;
+    ctl.replicasets.wait_synced().await;
+    ctl.pods.wait_synced().await;
     let workers = run_workers(queue, WORKERS, move |key| {
         let ctl = ctl.clone();
         async move { ctl.reconcile(&key).await }

@@ -2,6 +2,8 @@
 //! a loopback port over plain HTTP, plus a kube-rs client and raw requests.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -241,11 +243,9 @@ pub fn bg(f: impl std::future::Future<Output = ()> + Send + 'static) -> Bg {
 
 /// A test server and an in-process client of its API (the way the
 /// controllers reach it in a replica), with `user_agent` as the field manager.
-pub async fn with_in_process_client(
-    user_agent: &str,
-) -> (TestServer, keel_controllers::client::Client) {
+pub async fn with_in_process_client(user_agent: &str) -> (TestServer, client::Client) {
     let server = TestServer::start().await;
-    let client = keel_controllers::client::Client::new(server.in_process(user_agent));
+    let client = client::Client::new(server.in_process(user_agent));
     (server, client)
 }
 

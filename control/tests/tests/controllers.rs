@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_controllers::cache::Caches;
-use keel_controllers::client::{path, Client};
 use keel_controllers::{deployment, replicaset};
 use serde_json::{json, Value};
+use support::client::{path, Client};
 use support::{bg, wait_for, with_in_process_client, Bg, TestServer};
 
 const NS: &str = "default";

@@ -13,9 +13,9 @@ use std::time::Duration;
 use keel_apiserver::metrics::Metrics;
 use keel_apiserver::storage::Objects;
 use keel_controllers::cache::Caches;
-use keel_controllers::client::{path, Client};
 use keel_controllers::{deployment, gc, namespace, replicaset};
 use serde_json::{json, Value};
+use support::client::{path, Client};
 use support::{bg, wait_for, with_in_process_client, Bg, TestServer};
 
 const NS: &str = "default";
