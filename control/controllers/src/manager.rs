@@ -4,6 +4,10 @@
 //!
 //! Losing the lease aborts every loop at once (they are idempotent
 //! reconcilers, so the next holder simply starts from what the store says).
+//! A loop runs until aborted; one that ends anyway (a panic: a broken
+//! invariant) is a bug, logged as an error, and every loop is started
+//! again on fresh caches after [`RESTART_DELAY`], so a cluster never goes
+//! on silently without, say, its scheduler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,9 @@ use tokio::task::JoinHandle;
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
 use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
+
+/// How long after a loop died the loops start again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// Makes the `kube::Client` each loop uses, given the loop's name (sent as
 /// its user agent, which the API server records as the field manager).
@@ -58,17 +65,37 @@ pub fn spawn(clients: Clients, cfg: ManagerConfig) -> JoinHandle<()> {
                 return;
             }
             tracing::info!(identity = %cfg.identity, "leading: starting the scheduler and controllers");
-            let loops = start(&clients, &cfg);
-            let lost = leading.wait_for(|l| !*l).await.is_err();
-            tracing::info!(identity = %cfg.identity, "lost the controller-manager lease: stopping loops");
+            let mut loops = start(&clients, &cfg);
+            let ended = tokio::select! {
+                lost = leading.wait_for(|l| !*l) => Ended::Lease { closed: lost.is_err() },
+                (died, i, _) = futures::future::select_all(loops.iter_mut()) => Ended::Loop {
+                    index: i,
+                    error: died.err().map(|e| e.to_string()),
+                },
+            };
             for l in &loops {
                 l.abort();
             }
-            if lost {
-                return;
+            match ended {
+                Ended::Lease { closed: true } => return,
+                Ended::Lease { closed: false } => {
+                    tracing::info!(identity = %cfg.identity, "lost the controller-manager lease: stopped the loops");
+                }
+                Ended::Loop { index, error } => {
+                    tracing::error!(loop_index = index, error = ?error, "a control loop ended; restarting every loop");
+                    tokio::time::sleep(RESTART_DELAY).await;
+                }
             }
         }
     })
+}
+
+/// Why the loops of one leadership term stopped.
+enum Ended {
+    /// Leadership lost (`closed`: the election itself is gone).
+    Lease { closed: bool },
+    /// Loop `index` of [`start`] returned or panicked.
+    Loop { index: usize, error: Option<String> },
 }
 
 /// Starts every loop. They share one cache per kind (`caches`), which
