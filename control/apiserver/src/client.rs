@@ -1,5 +1,7 @@
 //! The node service's in-process client: what an agent reports (node and
 //! pod status, events) is written as API requests on the agent's behalf.
+//! The control-plane integration tests use it too, to write and read raw
+//! JSON.
 //!
 //! Why not write through [`crate::storage::Objects`] directly: every object
 //! written for an agent (a pod's status, an Event) must be admitted,

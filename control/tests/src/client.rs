@@ -1,274 +1,35 @@
-//! A small JSON client for the integration tests: paths, `Status` errors
-//! and line-delimited watch over a `kube::Client`, so a test can write any
-//! object (even one a typed client would refuse to build) and read back
-//! exactly what the API server stored.
+//! The tests' client: the API server's own in-process JSON client (paths,
+//! `Status` errors, line-delimited watch), so a test can write any object,
+//! even one a typed client would refuse to build, and read back exactly
+//! what was stored; plus a `kube::Client` over the same API for starting
+//! controllers, as a replica hands them one.
 
-use futures::{Stream, StreamExt};
-use http::{header, Method, Request};
-use http_body_util::BodyExt;
-use serde_json::Value;
+use std::ops::Deref;
 
-/// A failed request: the `Status` the API server answered.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code} {reason}: {message}")]
-pub struct ClientError {
-    pub code: u16,
-    pub reason: String,
-    pub message: String,
-}
+pub use keel_apiserver::client::{path, ClientError, ClientResult, WatchEvent};
 
-impl ClientError {
-    pub fn is_not_found(&self) -> bool {
-        self.code == 404
-    }
-    pub fn is_conflict(&self) -> bool {
-        self.code == 409
-    }
-    pub fn is_gone(&self) -> bool {
-        self.code == 410
-    }
-    fn local(message: impl Into<String>) -> ClientError {
-        ClientError {
-            code: 500,
-            reason: "InternalError".into(),
-            message: message.into(),
-        }
-    }
-}
-
-pub type ClientResult<T> = Result<T, ClientError>;
-
-/// One watch event: `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
-#[derive(Debug, Clone)]
-pub struct WatchEvent {
-    pub kind: String,
-    pub object: Value,
-}
-
-/// The REST path of a collection or object, e.g.
-/// `path("apps/v1", "replicasets", Some("default"), Some("web"))` =
-/// `/apis/apps/v1/namespaces/default/replicasets/web`.
-pub fn path(group_version: &str, resource: &str, ns: Option<&str>, name: Option<&str>) -> String {
-    let mut p = match group_version {
-        "v1" => "/api/v1".to_string(),
-        gv => format!("/apis/{gv}"),
-    };
-    if let Some(ns) = ns {
-        p.push_str("/namespaces/");
-        p.push_str(ns);
-    }
-    p.push('/');
-    p.push_str(resource);
-    if let Some(n) = name {
-        p.push('/');
-        p.push_str(n);
-    }
-    p
-}
-
-/// keel's JSON helpers over a `kube::Client`. Cheap to clone.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
+    json: keel_apiserver::client::Client,
     kube: kube::Client,
 }
 
 impl Client {
-    pub fn new(kube: kube::Client) -> Client {
-        Client { kube }
+    pub fn new(json: keel_apiserver::client::Client, kube: kube::Client) -> Client {
+        Client { json, kube }
     }
 
+    /// The `kube::Client` to hand a control loop.
     pub fn kube(&self) -> &kube::Client {
         &self.kube
     }
-
-    /// Sends one request; a 2xx answer's JSON body, or its `Status` as an error.
-    pub async fn request(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Option<&Value>,
-        content_type: &str,
-    ) -> ClientResult<Value> {
-        let resp = self.send(method, uri, body, content_type).await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::local(format!("reading the answer to {uri}: {e}")))?
-            .to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(v);
-        }
-        Err(ClientError {
-            code: status.as_u16(),
-            reason: v["reason"].as_str().unwrap_or("Unknown").to_string(),
-            message: v["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
-        })
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Option<&Value>,
-        content_type: &str,
-    ) -> ClientResult<http::Response<kube::client::Body>> {
-        let body = match body {
-            Some(v) => kube::client::Body::from(v.to_string().into_bytes()),
-            None => kube::client::Body::empty(),
-        };
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::ACCEPT, "application/json");
-        if !content_type.is_empty() {
-            req = req.header(header::CONTENT_TYPE, content_type);
-        }
-        let req = req
-            .body(body)
-            .map_err(|e| ClientError::local(format!("bad request {uri}: {e}")))?;
-        self.kube
-            .send(req)
-            .await
-            .map_err(|e| ClientError::local(format!("{uri}: {e}")))
-    }
-
-    /// The object, or `None` when it does not exist.
-    pub async fn get(&self, uri: &str) -> ClientResult<Option<Value>> {
-        match self.request(Method::GET, uri, None, "").await {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn list(&self, uri: &str) -> ClientResult<Value> {
-        self.request(Method::GET, uri, None, "").await
-    }
-
-    pub async fn create(&self, collection: &str, obj: &Value) -> ClientResult<Value> {
-        self.request(Method::POST, collection, Some(obj), "application/json")
-            .await
-    }
-
-    /// PUT: fails with 409 when `obj`'s resourceVersion is stale.
-    pub async fn update(&self, uri: &str, obj: &Value) -> ClientResult<Value> {
-        self.request(Method::PUT, uri, Some(obj), "application/json")
-            .await
-    }
-
-    /// A JSON merge patch (RFC 7386).
-    pub async fn merge_patch(&self, uri: &str, patch: &Value) -> ClientResult<Value> {
-        self.request(
-            Method::PATCH,
-            uri,
-            Some(patch),
-            "application/merge-patch+json",
-        )
-        .await
-    }
-
-    /// Deletes with `options` (a DeleteOptions body, or none). `Ok(false)`
-    /// when the object was already gone.
-    pub async fn delete(&self, uri: &str, options: Option<&Value>) -> ClientResult<bool> {
-        let ct = if options.is_some() {
-            "application/json"
-        } else {
-            ""
-        };
-        match self.request(Method::DELETE, uri, options, ct).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Watches `collection` from `resource_version` (exclusive). `query`
-    /// adds selectors, e.g. `fieldSelector=spec.nodeName%3Dn1`. The stream
-    /// ends when the server ends the watch; a compacted revision arrives as
-    /// an `ERROR` event with a 410 Status.
-    pub async fn watch(
-        &self,
-        collection: &str,
-        query: &str,
-        resource_version: &str,
-    ) -> ClientResult<impl Stream<Item = WatchEvent> + Send + 'static> {
-        let sep = if query.is_empty() { "" } else { "&" };
-        let uri = format!(
-            "{collection}?watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}{sep}{query}"
-        );
-        let resp = self.send(Method::GET, &uri, None, "").await?;
-        if !resp.status().is_success() {
-            let code = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(ClientError {
-                code,
-                reason: v["reason"].as_str().unwrap_or("Unknown").to_string(),
-                message: v["message"].as_str().unwrap_or_default().to_string(),
-            });
-        }
-        Ok(lines(resp.into_body()).filter_map(|line| async move {
-            let v: Value = serde_json::from_slice(&line).ok()?;
-            Some(WatchEvent {
-                kind: v["type"].as_str().unwrap_or_default().to_string(),
-                object: v["object"].clone(),
-            })
-        }))
-    }
 }
 
-/// Splits a streamed body into newline-terminated lines.
-fn lines(body: kube::client::Body) -> impl Stream<Item = Vec<u8>> + Send + 'static {
-    let frames = body.into_data_stream();
-    futures::stream::unfold(
-        (frames, Vec::<u8>::new(), false),
-        |(mut frames, mut buf, mut done)| async move {
-            loop {
-                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    return Some((line, (frames, buf, done)));
-                }
-                if done {
-                    if buf.is_empty() {
-                        return None;
-                    }
-                    let line = std::mem::take(&mut buf);
-                    return Some((line, (frames, buf, done)));
-                }
-                match frames.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                    Some(Err(_)) | None => done = true,
-                }
-            }
-        },
-    )
-}
+impl Deref for Client {
+    type Target = keel_apiserver::client::Client;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths() {
-        assert_eq!(
-            path("apps/v1", "replicasets", Some("default"), Some("web")),
-            "/apis/apps/v1/namespaces/default/replicasets/web"
-        );
-        assert_eq!(path("v1", "nodes", None, None), "/api/v1/nodes");
-        assert_eq!(
-            path("v1", "pods", Some("a"), None),
-            "/api/v1/namespaces/a/pods"
-        );
+    fn deref(&self) -> &Self::Target {
+        &self.json
     }
 }

@@ -81,18 +81,21 @@ impl TestServer {
     /// A `kube::Client` over this server's in-process API (as a replica's
     /// controllers reach it), sending `user_agent`.
     pub fn in_process(&self, user_agent: &str) -> kube::Client {
-        use keel_apiserver::api::Api;
-        use keel_apiserver::local::LocalApi;
+        let local = keel_apiserver::local::LocalApi::new(self.api());
+        keel_controllers::client::in_process(local, user_agent)
+    }
+
+    /// An in-process API over this server's store (the handler the
+    /// server itself runs, without a socket).
+    pub fn api(&self) -> std::sync::Arc<keel_apiserver::api::Api> {
         use keel_apiserver::metrics::Metrics;
         use keel_apiserver::storage::Objects;
-        use std::sync::Arc;
-        let metrics = Arc::new(Metrics::new());
-        let api = Arc::new(Api {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        std::sync::Arc::new(keel_apiserver::api::Api {
             objects: Objects::new(self.store.clone(), metrics.clone()),
             metrics,
             cfg: ApiConfig::default(),
-        });
-        keel_controllers::client::in_process(LocalApi::new(api), user_agent)
+        })
     }
 
     async fn wait_ready(&self) {
@@ -245,7 +248,8 @@ pub fn bg(f: impl std::future::Future<Output = ()> + Send + 'static) -> Bg {
 /// controllers reach it in a replica), with `user_agent` as the field manager.
 pub async fn with_in_process_client(user_agent: &str) -> (TestServer, client::Client) {
     let server = TestServer::start().await;
-    let client = client::Client::new(server.in_process(user_agent));
+    let json = keel_apiserver::client::Client::new(server.api(), user_agent);
+    let client = client::Client::new(json, server.in_process(user_agent));
     (server, client)
 }
 
