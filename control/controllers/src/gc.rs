@@ -564,29 +564,10 @@ impl Gc {
 
 #[cfg(test)]
 mod tests {
+    use super::graph::tests::meta;
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
-
-    fn meta(uid: &str, owners: &[&str]) -> ObjectMeta {
-        let refs = owners
-            .iter()
-            .map(|o| OwnerReference {
-                api_version: "v1".into(),
-                kind: "ConfigMap".into(),
-                name: format!("name-of-{o}"),
-                uid: o.to_string(),
-                ..OwnerReference::default()
-            })
-            .collect();
-        ObjectMeta {
-            name: Some(uid.into()),
-            uid: Some(uid.into()),
-            resource_version: Some("7".into()),
-            owner_references: Some(refs),
-            ..ObjectMeta::default()
-        }
-    }
 
     fn deleting(mut m: ObjectMeta, finalizers: &[&str]) -> ObjectMeta {
         m.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));

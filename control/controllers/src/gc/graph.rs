@@ -125,12 +125,14 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
-    fn meta(uid: &str, owners: &[&str]) -> ObjectMeta {
+    /// Metadata named and identified by `uid`, at resourceVersion 7, owned
+    /// by ConfigMaps with the given uids (also the collector's fixture).
+    pub(crate) fn meta(uid: &str, owners: &[&str]) -> ObjectMeta {
         let refs = owners
             .iter()
             .map(|o| OwnerReference {
@@ -144,6 +146,7 @@ mod tests {
         ObjectMeta {
             name: Some(uid.into()),
             uid: Some(uid.into()),
+            resource_version: Some("7".into()),
             owner_references: Some(refs),
             ..Default::default()
         }
