@@ -5,142 +5,14 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::{free_port, kill_processes_under, processes_under, tail, wait_for};
-
-/// One `keel up` process and its data dir; killed (with its pods) on drop.
-struct Up {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    /// Kept across restarts: the cluster's raft membership names them.
-    ports: (u16, u16),
-}
-
-impl Up {
-    fn start(agents: usize, extra: &[&str]) -> Up {
-        let dir = tempfile::tempdir().unwrap();
-        let mut up = Up {
-            child: None,
-            dir,
-            ports: (free_port(), free_port()),
-        };
-        up.spawn(agents, extra);
-        up
-    }
-
-    fn spawn(&mut self, agents: usize, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("up.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg("up")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["--agents", &agents.to_string()])
-            .args(["--listen-client", &format!("127.0.0.1:{}", self.ports.0)])
-            .args(["--listen-peer", &format!("127.0.0.1:{}", self.ports.1)])
-            .args(["--listen-api", "127.0.0.1:0"])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start keel up");
-        self.child = Some(child);
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("keel-data")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
-    }
-
-    /// Waits for the kubeconfig `keel up` writes.
-    fn kubectl(&self) -> Kubectl {
-        let path = self.data_dir().join("kubeconfig");
-        wait_for("the kubeconfig", 60, || path.exists(), || self.log());
-        Kubectl::new(path)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        self.stop();
-        kill_processes_under(self.dir.path());
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-fn live(pod: &Value) -> bool {
-    pod["metadata"]["deletionTimestamp"].is_null()
-}
-
-fn pods(k: &Kubectl, selector: &str) -> Vec<Value> {
-    let o = k.run(&["get", "pods", "-l", selector, "-o", "json"]);
-    if !o.status.success() {
-        return vec![];
-    }
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    v["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn ready_nodes(k: &Kubectl) -> usize {
-    let o = k.run(&["get", "nodes", "-o", "json"]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| is_ready(n))
-        .count()
-}
-
-/// GET http://<ip>:<port>/<path> with a plain socket (no proxy can interfere).
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
+use util::up::{http_get, is_ready, live, pods, ready_nodes, write, Up};
+use util::{processes_under, tail, wait_for};
 
 const ECHO: &str = r#"
 apiVersion: apps/v1

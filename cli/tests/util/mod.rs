@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kubectl;
+pub mod up;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
