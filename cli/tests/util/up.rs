@@ -15,7 +15,7 @@ use super::{free_port, kill_processes_under, wait_for};
 
 /// One `keel up` process and its data dir; killed (with its pods) on drop.
 pub struct Up {
-    child: Option<Child>,
+    pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     /// Kept across restarts: the cluster's raft membership names them.
     pub ports: (u16, u16),
