@@ -12,6 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::ReplicationController;
 use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
@@ -111,8 +113,12 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("default-scheduler"),
             caches.clone(),
         )),
-        tokio::spawn(replicaset::run(
+        tokio::spawn(replicaset::run::<ReplicaSet>(
             clients("replicaset-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(replicaset::run::<ReplicationController>(
+            clients("replication-controller"),
             caches.clone(),
         )),
         tokio::spawn(deployment::run(

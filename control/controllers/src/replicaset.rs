@@ -12,6 +12,14 @@
 //! It reads ReplicaSets and pods from the manager's shared caches (the
 //! pod cache is the scheduler's and the other controllers' too) and writes
 //! through `kube::Api`, as the client's user agent (its field manager).
+//!
+//! The same controller runs ReplicationControllers (core/v1): `run` is
+//! generic over [`Replicated`], which hides the selector's shape and the
+//! status type.
+
+mod replicated;
+
+pub use replicated::{Counts, Replicated};
 
 use std::cmp::Reverse;
 use std::collections::HashSet;
@@ -20,7 +28,6 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -32,26 +39,26 @@ use crate::meta;
 use crate::reconcile::{
     claim, controller_key, controller_ref, created_s, enqueue_all, is_deleting, name, namespace,
     owner_ref, pod_available_in, pod_is_active, pod_is_ready, pod_phase, pod_ready_since,
-    run_workers, selector_of, Expectations, Reconciled, WorkQueue, RESYNC,
+    run_workers, Expectations, Reconciled, WorkQueue, RESYNC,
 };
 
-const COMPONENT: &str = "replicaset-controller";
 /// Kubernetes' `burstReplicas`: at most this many creates or deletes per sync.
 const BURST: usize = 500;
 const WORKERS: usize = 4;
 
-struct Controller {
+struct Controller<K: Replicated> {
     client: kube::Client,
-    replicasets: Informer<ReplicaSet>,
+    replicasets: Informer<K>,
     pods: Informer<Pod>,
     expectations: Expectations,
 }
 
-/// Runs the ReplicaSet controller until the future is dropped, reading
-/// through the shared `caches` and writing through `client`.
-pub async fn run(client: kube::Client, caches: Caches) {
+/// Runs the controller of `K` (ReplicaSets or ReplicationControllers)
+/// until the future is dropped, reading through the shared `caches` and
+/// writing through `client`.
+pub async fn run<K: Replicated>(client: kube::Client, caches: Caches) {
     let ctl = Arc::new(Controller {
-        replicasets: caches.get::<ReplicaSet>(),
+        replicasets: caches.get::<K>(),
         pods: caches.get::<Pod>(),
         client,
         expectations: Expectations::default(),
@@ -70,7 +77,7 @@ pub async fn run(client: kube::Client, caches: Caches) {
 }
 
 /// Maps every ReplicaSet and pod change to the ReplicaSets to reconcile.
-async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
+async fn watch_changes<K: Replicated>(ctl: Arc<Controller<K>>, queue: WorkQueue) {
     let mut rs_rx = ctl.replicasets.subscribe();
     let mut pod_rx = ctl.pods.subscribe();
     let mut resync = tokio::time::interval(RESYNC);
@@ -92,18 +99,13 @@ async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
     }
 }
 
-/// The selector of a ReplicaSet that may control pods (see [`selector_of`]).
-fn rs_selector(rs: &ReplicaSet) -> Option<crate::selector::LabelSelector> {
-    rs.spec.as_ref().and_then(|s| selector_of(&s.selector))
-}
-
-impl Controller {
+impl<K: Replicated> Controller<K> {
     /// A pod changed: its controller must look, or, for an orphan, every
     /// ReplicaSet that could adopt it.
     fn pod_changed(&self, queue: &WorkQueue, pod: &Pod, deleted: bool) {
         let m = &pod.metadata;
         let gone = deleted || is_deleting(m);
-        if let Some(key) = controller_key(m, "ReplicaSet") {
+        if let Some(key) = controller_key(m, &K::kind(&())) {
             self.expectations.observe(&key, name(m), gone);
             queue.add(&key);
             return;
@@ -112,7 +114,8 @@ impl Controller {
             return;
         }
         let adopters = self.replicasets.filter_in(namespace(m), |rs| {
-            rs_selector(rs).is_some_and(|s| s.matches_labels(m.labels.as_ref()))
+            rs.selector()
+                .is_some_and(|s| s.matches_labels(m.labels.as_ref()))
         });
         for rs in adopters {
             queue.add(&key_of(rs.as_ref()));
@@ -124,12 +127,12 @@ impl Controller {
             self.expectations.forget(key);
             return Ok(None);
         };
-        let Some(selector) = rs_selector(&rs) else {
+        let Some(selector) = rs.selector() else {
             return Ok(None);
         };
-        let candidates = self.pods.filter_in(namespace(&rs.metadata), pod_is_active);
+        let candidates = self.pods.filter_in(namespace(rs.meta()), pod_is_active);
         let owned = claim(&self.client, rs.as_ref(), &selector, candidates).await?;
-        let managed = match self.expectations.satisfied(key) && !is_deleting(&rs.metadata) {
+        let managed = match self.expectations.satisfied(key) && !is_deleting(rs.meta()) {
             true => self.manage(key, &rs, &owned).await,
             false => Ok(HashSet::new()),
         };
@@ -144,13 +147,8 @@ impl Controller {
     }
 
     /// Creates or deletes pods toward `spec.replicas`; the names deleted.
-    async fn manage(
-        &self,
-        key: &str,
-        rs: &ReplicaSet,
-        owned: &[Arc<Pod>],
-    ) -> kube::Result<HashSet<String>> {
-        let want = usize::try_from(spec_replicas(rs)).unwrap_or(0);
+    async fn manage(&self, key: &str, rs: &K, owned: &[Arc<Pod>]) -> kube::Result<HashSet<String>> {
+        let want = usize::try_from(rs.replicas()).unwrap_or(0);
         let have = owned.len();
         if have < want {
             self.create_pods(key, rs, (want - have).min(BURST)).await?;
@@ -165,7 +163,7 @@ impl Controller {
     /// Creates `count` pods in batches of 1, 2, 4, ... (Kubernetes' slow
     /// start): a quota or admission failure then costs one request, not
     /// hundreds.
-    async fn create_pods(&self, key: &str, rs: &ReplicaSet, count: usize) -> kube::Result<()> {
+    async fn create_pods(&self, key: &str, rs: &K, count: usize) -> kube::Result<()> {
         let mut left = count;
         let mut batch = 1;
         while left > 0 {
@@ -180,11 +178,11 @@ impl Controller {
 
     /// Names the pod here (not with generateName on the server) so the
     /// expectation exists before the informer can possibly see the pod.
-    async fn create_pod(&self, key: &str, rs: &ReplicaSet) -> kube::Result<()> {
-        let pod_name = meta::generated_name(&format!("{}-", name(&rs.metadata)));
+    async fn create_pod(&self, key: &str, rs: &K) -> kube::Result<()> {
+        let pod_name = meta::generated_name(&format!("{}-", name(rs.meta())));
         let pod = pod_from_template(rs, &pod_name);
         self.expectations.expect_create(key, &pod_name);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace(&rs.metadata));
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace(rs.meta()));
         if let Err(e) = pods.create(&PostParams::default(), &pod).await {
             self.expectations.observe(key, &pod_name, true);
             return Err(e);
@@ -198,7 +196,7 @@ impl Controller {
     async fn delete_pods(
         &self,
         key: &str,
-        rs: &ReplicaSet,
+        rs: &K,
         victims: &[&Pod],
     ) -> kube::Result<HashSet<String>> {
         let deletes = victims.iter().map(|p| async move {
@@ -233,7 +231,7 @@ impl Controller {
     }
 
     /// Records an Event about `rs` in the background (best effort).
-    fn event(&self, rs: &ReplicaSet, reason: &'static str, message: String) {
+    fn event(&self, rs: &K, reason: &'static str, message: String) {
         let (client, involved) = (self.client.clone(), events::object_ref(rs));
         tokio::spawn(async move {
             events::record(
@@ -242,7 +240,7 @@ impl Controller {
                 events::NORMAL,
                 reason,
                 &message,
-                COMPONENT,
+                K::COMPONENT,
             )
             .await;
         });
@@ -250,15 +248,15 @@ impl Controller {
 
     /// Writes the status when it changed; when to look again for pods
     /// that are ready but not yet available.
-    async fn write_status(&self, rs: &ReplicaSet, pods: &[&Pod]) -> kube::Result<Option<Duration>> {
+    async fn write_status(&self, rs: &K, pods: &[&Pod]) -> kube::Result<Option<Duration>> {
         let (counts, recheck) = calculate_status(rs, pods, Timestamp::now());
-        if !status_differs(rs.status.as_ref(), &counts) {
+        if rs.counts() == counts {
             return Ok(recheck);
         }
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace(&rs.metadata));
-        let rs_name = name(&rs.metadata);
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace(rs.meta()));
+        let rs_name = name(rs.meta());
         let mut updated = rs.clone();
-        merge_status(&mut updated, &counts);
+        updated.set_counts(&counts);
         match api
             .replace_status(rs_name, &PostParams::default(), &updated)
             .await
@@ -268,7 +266,7 @@ impl Controller {
                 let Some(mut fresh) = api.get_opt(rs_name).await? else {
                     return Ok(None);
                 };
-                merge_status(&mut fresh, &counts);
+                fresh.set_counts(&counts);
                 api.replace_status(rs_name, &PostParams::default(), &fresh)
                     .await?;
             }
@@ -280,61 +278,21 @@ impl Controller {
     }
 }
 
-/// `spec.replicas` (0 when absent: the API server defaults it to 1).
-fn spec_replicas(rs: &ReplicaSet) -> i32 {
-    rs.spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(0)
-        .max(0)
-}
-
 /// A count as the API's int32, saturating (a namespace never holds 2^31 pods).
 fn count_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The owned fields of `status` as (replicas, fullyLabeled, ready,
-/// available, observedGeneration), absent counting as 0.
-fn owned_fields(s: &ReplicaSetStatus) -> (i32, i32, i32, i32, i64) {
-    (
-        s.replicas,
-        s.fully_labeled_replicas.unwrap_or(0),
-        s.ready_replicas.unwrap_or(0),
-        s.available_replicas.unwrap_or(0),
-        s.observed_generation.unwrap_or(0),
-    )
-}
-
-fn status_differs(old: Option<&ReplicaSetStatus>, new: &ReplicaSetStatus) -> bool {
-    let old = old.map_or((0, 0, 0, 0, 0), owned_fields);
-    old != owned_fields(new)
-}
-
-/// Sets the owned fields, omitting zeros as Kubernetes does (`omitempty`)
-/// except `replicas`, which is always present; other fields (conditions)
-/// are kept.
-fn merge_status(rs: &mut ReplicaSet, counts: &ReplicaSetStatus) {
-    let nonzero = |v: Option<i32>| v.filter(|v| *v != 0);
-    let s = rs.status.get_or_insert_with(ReplicaSetStatus::default);
-    s.replicas = counts.replicas;
-    s.fully_labeled_replicas = nonzero(counts.fully_labeled_replicas);
-    s.ready_replicas = nonzero(counts.ready_replicas);
-    s.available_replicas = nonzero(counts.available_replicas);
-    s.observed_generation = counts.observed_generation.filter(|g| *g != 0);
-}
-
-/// The counts of `pods` (the active pods the ReplicaSet owns), zeros
-/// omitted, and when a ready pod will next turn available.
-fn calculate_status(
-    rs: &ReplicaSet,
+/// The counts of `pods` (the active pods `rs` owns), and when a ready pod
+/// will next turn available.
+fn calculate_status<K: Replicated>(
+    rs: &K,
     pods: &[&Pod],
     now: Timestamp,
-) -> (ReplicaSetStatus, Option<Duration>) {
-    let spec = rs.spec.as_ref();
-    let min_ready_s = i64::from(spec.and_then(|s| s.min_ready_seconds).unwrap_or(0));
-    let template_labels = spec
-        .and_then(|s| s.template.as_ref())
+) -> (Counts, Option<Duration>) {
+    let min_ready_s = i64::from(rs.min_ready_seconds());
+    let template_labels = rs
+        .template()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.as_ref());
     let fully_labeled = pods
@@ -354,27 +312,25 @@ fn calculate_status(
         .collect();
     let available = waits.iter().filter(|d| d.is_zero()).count();
     let recheck = waits.into_iter().filter(|d| !d.is_zero()).min();
-    let nonzero = |n: usize| Some(count_i32(n)).filter(|n| *n != 0);
-    let status = ReplicaSetStatus {
+    let counts = Counts {
         replicas: count_i32(pods.len()),
-        fully_labeled_replicas: nonzero(fully_labeled),
-        ready_replicas: nonzero(ready),
-        available_replicas: nonzero(available),
-        observed_generation: rs.metadata.generation.filter(|g| *g != 0),
-        ..ReplicaSetStatus::default()
+        fully_labeled: count_i32(fully_labeled),
+        ready: count_i32(ready),
+        available: count_i32(available),
+        observed_generation: rs.meta().generation.unwrap_or(0),
     };
-    (status, recheck.map(|d| d + Duration::from_millis(100)))
+    (counts, recheck.map(|d| d + Duration::from_millis(100)))
 }
 
-/// A new pod from the ReplicaSet's template, controlled by it.
-fn pod_from_template(rs: &ReplicaSet, pod_name: &str) -> Pod {
-    let template = rs.spec.as_ref().and_then(|s| s.template.as_ref());
+/// A new pod from the template of `rs`, controlled by it.
+fn pod_from_template<K: Replicated>(rs: &K, pod_name: &str) -> Pod {
+    let template = rs.template();
     let tm = template.and_then(|t| t.metadata.as_ref());
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name.to_string()),
-            generate_name: Some(format!("{}-", name(&rs.metadata))),
-            namespace: Some(namespace(&rs.metadata).to_string()),
+            generate_name: Some(format!("{}-", name(rs.meta()))),
+            namespace: Some(namespace(rs.meta()).to_string()),
             owner_references: Some(vec![owner_ref(rs)]),
             labels: tm.and_then(|m| m.labels.clone()),
             annotations: tm.and_then(|m| m.annotations.clone()),
@@ -418,7 +374,7 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
     use k8s_openapi::api::core::v1::{
         Container, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
     };
@@ -551,20 +507,19 @@ mod tests {
         let (s, recheck) = calculate_status(&rs, &[&a, &b], Timestamp::now());
         assert_eq!(
             s,
-            ReplicaSetStatus {
+            Counts {
                 replicas: 2,
-                fully_labeled_replicas: Some(1),
-                ready_replicas: Some(1),
-                available_replicas: Some(1),
-                observed_generation: Some(3),
-                ..ReplicaSetStatus::default()
+                fully_labeled: 1,
+                ready: 1,
+                available: 1,
+                observed_generation: 3,
             }
         );
         assert_eq!(recheck, None);
         let mut rs2 = rs.clone();
-        merge_status(&mut rs2, &s);
-        assert!(!status_differs(rs2.status.as_ref(), &s));
-        assert!(status_differs(rs.status.as_ref(), &s));
+        rs2.set_counts(&s);
+        assert_eq!(rs2.counts(), s);
+        assert_ne!(rs.counts(), s);
     }
 
     #[test]

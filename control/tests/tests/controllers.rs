@@ -9,6 +9,8 @@ use keel_control_tests as support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::ReplicationController;
 use keel_controllers::cache::Caches;
 use keel_controllers::{deployment, replicaset};
 use serde_json::{json, Value};
@@ -28,7 +30,7 @@ fn caches(server: &TestServer) -> Caches {
 
 /// Runs the ReplicaSet controller on `caches`, as the manager does.
 fn run_replicaset(server: &TestServer, caches: &Caches) -> Bg {
-    bg(replicaset::run(
+    bg(replicaset::run::<ReplicaSet>(
         server.in_process("replicaset-controller"),
         caches.clone(),
     ))
@@ -247,6 +249,71 @@ async fn replicaset_keeps_replicas_adopts_and_reports_status() {
             .is_some_and(|m| m.starts_with("Created pod: web-"))
         && e["source"]["component"] == "replicaset-controller"));
     assert!(events.iter().any(|e| e["reason"] == "SuccessfulDelete"));
+}
+
+/// ReplicationControllers run through the same controller: a plain label
+/// map selects, orphans are adopted with a core/v1 controller reference,
+/// the scale subresource (what `kubectl scale rc` sends) resizes, and the
+/// status always carries `replicas`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_controller_adopts_scales_and_reports_status() {
+    let (server, c) = setup().await;
+    let caches = caches(&server);
+    let _ctl = bg(replicaset::run::<ReplicationController>(
+        server.in_process("replication-controller"),
+        caches.clone(),
+    ));
+    let orphan = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orphan", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    c.create(&path("v1", "pods", Some(NS), None), &orphan)
+        .await
+        .unwrap();
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"app": "web"}, "template": template("busybox")}});
+    let rc = c
+        .create(&path("v1", "replicationcontrollers", Some(NS), None), &rc)
+        .await
+        .unwrap();
+    let owned = wait_for("2 owned pods", 10, || async {
+        let ps = pods(&c).await;
+        (owned_by(&ps, &rc).len() == 2 && ps.len() == 2).then_some(ps)
+    })
+    .await;
+    let adopted = owned.iter().find(|p| p["metadata"]["name"] == "orphan");
+    let r = &adopted.expect("the orphan is adopted")["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (
+            r["apiVersion"].as_str(),
+            r["kind"].as_str(),
+            r["controller"].as_bool()
+        ),
+        (Some("v1"), Some("ReplicationController"), Some(true))
+    );
+
+    let scale = path("v1", "replicationcontrollers", Some(NS), Some("web")) + "/scale";
+    let s = c
+        .merge_patch(&scale, &json!({"spec": {"replicas": 4}}))
+        .await
+        .unwrap();
+    assert_eq!(s["status"]["selector"], "app=web");
+    let _kubelet = mark_pods_ready(c.clone());
+    wait_for("4 ready in status", 10, || async {
+        let s = get(&c, "v1", "replicationcontrollers", "web").await?["status"].clone();
+        (s["replicas"] == 4 && s["readyReplicas"] == 4 && s["availableReplicas"] == 4).then_some(())
+    })
+    .await;
+
+    c.merge_patch(&scale, &json!({"spec": {"replicas": 0}}))
+        .await
+        .unwrap();
+    let s = wait_for("scaled to 0", 10, || async {
+        let rc = get(&c, "v1", "replicationcontrollers", "web").await?;
+        (pods(&c).await.is_empty() && rc["status"]["replicas"] == 0).then_some(rc["status"].clone())
+    })
+    .await;
+    assert_eq!(s["replicas"], 0, "Go emits replicas: 0");
 }
 
 /// Records, every ~50 ms, what `sample` says about the pods.

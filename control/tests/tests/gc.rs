@@ -10,6 +10,7 @@ use keel_control_tests as support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use keel_apiserver::metrics::Metrics;
 use keel_apiserver::storage::Objects;
 use keel_controllers::cache::Caches;
@@ -238,7 +239,10 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
     let (_s, c) = setup().await;
     let caches = Caches::new(c.kube().clone());
     let _gc = bg(gc::run(c.kube().clone(), caches.clone()));
-    let _rs = bg(replicaset::run(c.kube().clone(), caches.clone()));
+    let _rs = bg(replicaset::run::<ReplicaSet>(
+        c.kube().clone(),
+        caches.clone(),
+    ));
     let _d = bg(deployment::run(c.kube().clone(), caches.clone()));
     create_web(&c, 3).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
@@ -255,7 +259,10 @@ async fn foreground_deletion_of_a_deployment_removes_the_deployment_last() {
     let (_s, c) = setup().await;
     let caches = Caches::new(c.kube().clone());
     let _gc = bg(gc::run(c.kube().clone(), caches.clone()));
-    let _rs = bg(replicaset::run(c.kube().clone(), caches.clone()));
+    let _rs = bg(replicaset::run::<ReplicaSet>(
+        c.kube().clone(),
+        caches.clone(),
+    ));
     let _d = bg(deployment::run(c.kube().clone(), caches.clone()));
     create_web(&c, 2).await;
     let uri = path("apps/v1", "deployments", Some(NS), Some("web"));
