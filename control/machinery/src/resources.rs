@@ -119,6 +119,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "",
         "v1",
+        "replicationcontrollers",
+        "ReplicationController",
+        "replicationcontroller",
+        true,
+        &["rc"],
+        ALL,
+        SCALABLE
+    ),
+    res!(
+        "",
+        "v1",
         "services",
         "Service",
         "service",

@@ -19,9 +19,7 @@ const MAX_RETRIES: usize = 8;
 /// The Scale of a stored workload.
 fn scale_of(obj: &Value) -> Value {
     let m = meta::meta(obj).cloned().unwrap_or_default();
-    let selector = LabelSelector::from_json(&obj["spec"]["selector"])
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let selector = selector_of(obj);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -32,6 +30,19 @@ fn scale_of(obj: &Value) -> Value {
         "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
         "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
     })
+}
+
+/// The workload's selector in label-query form; a ReplicationController's
+/// is a plain label map, every other workload's a `LabelSelector`.
+fn selector_of(obj: &Value) -> String {
+    let selector = &obj["spec"]["selector"];
+    let selector = match obj["kind"].as_str() {
+        Some("ReplicationController") => json!({ "matchLabels": selector }),
+        _ => selector.clone(),
+    };
+    LabelSelector::from_json(&selector)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
 }
 
 pub async fn get(api: &Arc<Api>, t: &Target) -> ApiResult<Reply> {
@@ -102,5 +113,19 @@ fn check_scale(t: &Target, scale: &Value, cur: &Stored) -> ApiResult<i64> {
                 ),
             }],
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_selector_reads_both_selector_shapes() {
+        let rc = json!({"kind": "ReplicationController", "spec": {"selector": {"app": "web"}}});
+        assert_eq!(selector_of(&rc), "app=web");
+        let rs =
+            json!({"kind": "ReplicaSet", "spec": {"selector": {"matchLabels": {"app": "web"}}}});
+        assert_eq!(selector_of(&rs), "app=web");
     }
 }

@@ -125,6 +125,7 @@ pub struct Admission {
 /// `RESOURCES` and then the rest. `(group, resource)` is unique.
 pub static KINDS: &[&KindOps] = &[
     &pod::PODS,
+    &replication_controller::REPLICATION_CONTROLLERS,
     &service::SERVICES,
     &namespace::NAMESPACES,
     &node::NODES,
@@ -150,7 +151,6 @@ pub static KINDS: &[&KindOps] = &[
     &network_policy::NETWORK_POLICIES,
     &event::EVENTS,
     &pod_disruption_budget::POD_DISRUPTION_BUDGETS,
-    &replication_controller::REPLICATION_CONTROLLERS,
     &scale::SCALE,
     &eviction::EVICTIONS,
     &pod_template::POD_TEMPLATES,
