@@ -349,6 +349,7 @@ async fn create_object(
     stamp_new(&mut obj)?;
     initial_status(info, &mut obj);
     admission::apply_defaults(info.group, info.resource, &mut obj);
+    admission::fill_zero_values(info.group, info.resource, &mut obj);
     invalid(
         info,
         &obj,
@@ -416,6 +417,7 @@ pub async fn finish_update(
         services::carry_over(&cur.obj, &mut out);
     }
     admission::apply_defaults(info.group, info.resource, &mut out);
+    admission::fill_zero_values(info.group, info.resource, &mut out);
     let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
     invalid(info, &out, causes)?;
     bump_generation(&cur.obj, &mut out);
