@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::read::fetch;
-use super::{decode_body, services, Api, Reply, Req, Target};
+use super::{decode_body, service_accounts, services, Api, Reply, Req, Target};
 use crate::admission::{self, Cause};
 use crate::meta;
 use crate::patch::{self, apply, PatchType};
@@ -356,6 +356,7 @@ async fn create_object(
         admission::validate(info.group, info.resource, &obj),
     )?;
     check_namespace(api, t).await?;
+    service_accounts::admit_pod(api, t, &mut obj).await?;
     match owner {
         Owner::Update(m) => apply::record_update(info.kind, None, &mut obj, m, None),
         Owner::Apply(m, config) => apply::take_apply_ownership(info.kind, &mut obj, config, m),
