@@ -263,6 +263,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "apps",
         "v1",
+        "controllerrevisions",
+        "ControllerRevision",
+        "controllerrevision",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "apps",
+        "v1",
         "statefulsets",
         "StatefulSet",
         "statefulset",

@@ -1,14 +1,44 @@
-//! ControllerRevisions (apps/v1), printed only: the owning controller and
-//! the revision number.
+//! ControllerRevisions (apps/v1): the StatefulSet and DaemonSet history
+//! (`kubectl rollout history/undo` reads them). `revision` is required and
+//! not negative; `data` is the snapshot and never changes (Kubernetes'
+//! validation); printed with the owning controller and the revision number.
 
-use super::common::json::{at, int, list, text};
+use super::common::decode::decode;
+use super::common::errs::{at_least, Errs};
+use super::common::json::{at, get, int, list, text};
+use super::common::meta::NameRule;
 use super::common::table::{age, name, Col, AGE, NAME};
-use super::KindOps;
+use super::common::update::immutable;
+use super::{Admission, KindOps};
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use serde_json::{json, Value};
 
-pub static CONTROLLER_REVISIONS: KindOps =
-    KindOps::printed_only("apps", "controllerrevisions", COLUMNS, cells);
+pub static CONTROLLER_REVISIONS: KindOps = KindOps {
+    group: "apps",
+    resource: "controllerrevisions",
+    admission: Some(Admission {
+        name_rule: NameRule::Subdomain,
+        namespaced: true,
+        strict: decode::<ControllerRevision>,
+        defaults: None,
+        validate: controller_revision,
+        validate_update: Some(data_is_immutable),
+    }),
+    columns: COLUMNS,
+    cells,
+};
+
+fn controller_revision(e: &mut Errs, cr: &Value) {
+    if get(cr, "revision").is_none() {
+        e.required("revision", "");
+    }
+    at_least(e, cr, "revision", "", 0);
+}
+
+fn data_is_immutable(e: &mut Errs, new: &Value, old: &Value) {
+    immutable(e, new, old, "data", "data");
+}
 
 const COLUMNS: &[Col] = &[
     NAME,
@@ -40,6 +70,37 @@ fn cells(cr: &Value, now: Timestamp) -> Vec<Value> {
         json!(int(cr, "revision")),
         age(cr, now),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::admission::validate_update;
+    use crate::kinds::common::testing::{bad, fields, meta, ok};
+    use serde_json::{json, Value};
+
+    fn cr(revision: Value, data: Value) -> Value {
+        json!({"metadata": meta("web-5d"), "revision": revision, "data": data})
+    }
+
+    #[test]
+    fn a_revision_needs_a_number_and_keeps_its_data() {
+        let good = cr(json!(1), json!({"spec": {"template": {}}}));
+        ok("apps", "controllerrevisions", &good);
+        bad(
+            "apps",
+            "controllerrevisions",
+            &cr(json!(-1), json!({})),
+            "revision",
+            "FieldValueInvalid",
+        );
+        let mut changed = good.clone();
+        changed["data"] = json!({"spec": {"template": {"x": 1}}});
+        let causes = validate_update("apps", "controllerrevisions", &changed, &good);
+        assert_eq!(fields(&causes), ["data FieldValueInvalid"]);
+        let mut renumbered = good.clone();
+        renumbered["revision"] = json!(4);
+        assert!(validate_update("apps", "controllerrevisions", &renumbered, &good).is_empty());
+    }
 }
 
 #[cfg(test)]
