@@ -1,5 +1,6 @@
 //! Objects every cluster has from its first start: the `default`,
-//! `kube-system`, `kube-public` and `kube-node-lease` namespaces.
+//! `kube-system`, `kube-public` and `kube-node-lease` namespaces, each with
+//! its `default` ServiceAccount.
 
 use serde_json::json;
 
@@ -29,6 +30,30 @@ pub async fn ensure_namespaces(objects: &Objects) {
         });
         if let Err(e) = objects.create(&info.key(None, ns), &obj).await {
             tracing::warn!(namespace = ns, error = %e.message, "could not create a system namespace");
+        }
+    }
+}
+
+/// Creates the `default` ServiceAccount of each system namespace when it
+/// does not exist yet. The serviceaccounts controller does the same for
+/// every namespace, but only once a replica leads the controllers; pods
+/// need the account to be admitted, and the first ones (in `default`) may
+/// come before that. Create-if-absent, like the namespaces.
+pub async fn ensure_default_service_accounts(objects: &Objects) {
+    let info = resources::find("", "v1", "serviceaccounts").expect("serviceaccounts are served");
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": "default",
+                "namespace": ns,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": meta::now_rfc3339(),
+            },
+        });
+        if let Err(e) = objects.create(&info.key(Some(ns), "default"), &obj).await {
+            tracing::warn!(namespace = ns, error = %e.message, "could not create a default service account");
         }
     }
 }

@@ -138,5 +138,9 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("namespace-controller"),
             caches.clone(),
         )),
+        tokio::spawn(crate::serviceaccount::run(
+            clients("service-account-controller"),
+            caches.clone(),
+        )),
     ]
 }

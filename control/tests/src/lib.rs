@@ -16,6 +16,8 @@ pub struct TestServer {
     pub url: String,
     pub store: Store,
     pub client: kube::Client,
+    /// The API server's configuration, shared by [`TestServer::api`].
+    api_cfg: ApiConfig,
     stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -33,8 +35,16 @@ pub struct Reply {
 }
 
 impl TestServer {
+    /// A server without ServiceAccount admission: no serviceaccounts
+    /// controller runs here to create the accounts new pods need (as
+    /// Kubernetes' integration tests run with
+    /// `--disable-admission-plugins=ServiceAccount`).
     pub async fn start() -> TestServer {
-        TestServer::start_with(ApiConfig::default()).await
+        TestServer::start_with(ApiConfig {
+            service_account_admission: false,
+            ..ApiConfig::default()
+        })
+        .await
     }
 
     pub async fn start_with(api: ApiConfig) -> TestServer {
@@ -53,7 +63,7 @@ impl TestServer {
             insecure_http: true,
             tls_sans: vec![],
             extra_tokens: vec![],
-            api,
+            api: api.clone(),
             pod_cidrs: Default::default(),
         };
         let s = store.clone();
@@ -71,6 +81,7 @@ impl TestServer {
             url,
             store,
             client,
+            api_cfg: api,
             stop,
             _dir: dir,
         };
@@ -94,7 +105,7 @@ impl TestServer {
         std::sync::Arc::new(keel_apiserver::api::Api {
             objects: Objects::new(self.store.clone(), metrics.clone()),
             metrics,
-            cfg: ApiConfig::default(),
+            cfg: self.api_cfg.clone(),
         })
     }
 

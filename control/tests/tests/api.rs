@@ -632,3 +632,96 @@ async fn binding_eviction_and_deletecollection() {
         .collect();
     assert_eq!(names, vec!["b1"]);
 }
+
+/// Typed clients (Python's `kubernetes`) send no apiVersion or kind: the
+/// URL's are taken on create, update and server-side apply; a body that
+/// states other ones is still a 400. Every object comes back with the
+/// fields Go always emits (a fresh DaemonSet's counts are 0).
+#[tokio::test]
+async fn writes_without_kind_take_the_urls_and_come_back_complete() {
+    let s = TestServer::start().await;
+    let ns = s
+        .post(
+            "/api/v1/namespaces",
+            &json!({"metadata": {"name": "typed"}}),
+        )
+        .await;
+    assert_eq!(ns.code, 201, "{}", ns.body);
+    assert_eq!(
+        (ns.body["apiVersion"].as_str(), ns.body["kind"].as_str()),
+        (Some("v1"), Some("Namespace"))
+    );
+    assert_eq!(ns.body["status"]["phase"], "Active");
+
+    let cms = "/api/v1/namespaces/typed/configmaps";
+    let cm = s
+        .post(cms, &json!({"metadata": {"name": "c"}, "data": {"a": "1"}}))
+        .await;
+    assert_eq!(cm.code, 201, "{}", cm.body);
+    let put = s
+        .put(
+            &format!("{cms}/c"),
+            &json!({"metadata": {"name": "c"}, "data": {"a": "2"}}),
+        )
+        .await;
+    assert_eq!(put.code, 200, "{}", put.body);
+    assert_eq!(put.body["kind"], "ConfigMap");
+    assert_eq!(put.body["data"]["a"], "2");
+    let stored = s.get(&format!("{cms}/c")).await;
+    assert_eq!(stored.body["apiVersion"], "v1");
+
+    let dss = "/apis/apps/v1/namespaces/typed/daemonsets";
+    let ds = json!({"metadata": {"name": "d"}, "spec": {
+        "selector": {"matchLabels": {"app": "d"}},
+        "template": {"metadata": {"labels": {"app": "d"}},
+                     "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let applied = s
+        .patch(
+            &format!("{dss}/d?fieldManager=typed"),
+            "application/apply-patch+yaml",
+            &ds,
+        )
+        .await;
+    assert_eq!(applied.code, 201, "{}", applied.body);
+    assert_eq!(applied.body["kind"], "DaemonSet");
+    assert_eq!(applied.body["apiVersion"], "apps/v1");
+    for count in [
+        "currentNumberScheduled",
+        "desiredNumberScheduled",
+        "numberMisscheduled",
+        "numberReady",
+    ] {
+        assert_eq!(
+            applied.body["status"][count], 0,
+            "{count}: {}",
+            applied.body
+        );
+    }
+    // A status write that leaves the counts out gets them back as 0.
+    let st = s
+        .put(
+            &format!("{dss}/d/status"),
+            &json!({"metadata": {"name": "d"}, "status": {"numberReady": 0, "observedGeneration": 1}}),
+        )
+        .await;
+    assert_eq!(st.code, 200, "{}", st.body);
+    assert_eq!(
+        st.body["status"]["desiredNumberScheduled"], 0,
+        "{}",
+        st.body
+    );
+    assert_eq!(st.body["status"]["observedGeneration"], 1);
+
+    let wrong = s
+        .post(cms, &json!({"kind": "Secret", "metadata": {"name": "w"}}))
+        .await;
+    assert_eq!(wrong.code, 400, "{}", wrong.body);
+    let wrong = s
+        .post(
+            dss,
+            &json!({"apiVersion": "apps/v2", "metadata": {"name": "w"}}),
+        )
+        .await;
+    assert_eq!(wrong.code, 400, "{}", wrong.body);
+    assert_eq!(s.get(&format!("{cms}/w")).await.code, 404);
+}

@@ -245,12 +245,12 @@ fn rows() -> Vec<Row> {
             (BAD, "BadRequest", "the kind in the data (Secret)"),
         ),
         row(
-            "missing kind",
+            "wrong kind without an apiVersion",
             "POST",
             CMS,
             JSON,
-            j(json!({"apiVersion": "v1", "metadata": {"name": "c"}})),
-            (BAD, "BadRequest", "'Kind' is missing"),
+            j(json!({"kind": "Secret", "metadata": {"name": "c"}})),
+            (BAD, "BadRequest", "the kind in the data (Secret)"),
         ),
         row(
             "kind of the wrong type",
@@ -349,12 +349,12 @@ fn rows() -> Vec<Row> {
             (BAD, "BadRequest", "apps/v1"),
         ),
         row(
-            "server-side apply without kind",
+            "server-side apply of another kind without apiVersion",
             "PATCH",
             format!("{CMS}/cm1?fieldManager=t"),
             APPLY,
-            "apiVersion: v1\nmetadata:\n  name: cm1\ndata:\n  a: c\n",
-            (BAD, "BadRequest", "Kind"),
+            "kind: Secret\nmetadata:\n  name: cm1\ndata:\n  a: c\n",
+            (BAD, "BadRequest", "the kind in the data (Secret)"),
         ),
         row(
             "server-side apply with another name",

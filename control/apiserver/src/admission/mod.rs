@@ -56,6 +56,14 @@ pub fn apply_defaults(group: &str, resource: &str, obj: &mut Value) {
     }
 }
 
+/// Fills the fields Kubernetes always emits for `(group, resource)` (Go's
+/// non-omitempty zero values, see [`kinds::common::zero`]) that `obj`
+/// lacks. The API server runs it after the defaults on every write, status
+/// writes included, so stored objects decode with strict typed clients.
+pub fn fill_zero_values(group: &str, resource: &str, obj: &mut Value) {
+    kinds::common::zero::fill(group, resource, obj);
+}
+
 /// Create-time validation of `obj` as a `(group, resource)`; empty = valid.
 pub fn validate(group: &str, resource: &str, obj: &Value) -> Vec<Cause> {
     let mut e = Errs::default();

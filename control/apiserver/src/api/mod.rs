@@ -12,6 +12,7 @@ pub(crate) mod output;
 pub(crate) mod read;
 pub mod route;
 mod scale;
+pub mod service_accounts;
 pub mod services;
 mod watch;
 pub(crate) mod write;
@@ -39,6 +40,10 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Where service cluster IPs come from.
     pub service_range: services::ServiceRange,
+    /// Kubernetes' ServiceAccount admission ([`service_accounts`]): new
+    /// pods need their service account to exist. On by default; off only
+    /// where no serviceaccounts controller runs.
+    pub service_account_admission: bool,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +52,7 @@ impl Default for ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             service_range: services::ServiceRange::default(),
+            service_account_admission: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::read::fetch;
-use super::{decode_body, services, Api, Reply, Req, Target};
+use super::{decode_body, service_accounts, services, Api, Reply, Req, Target};
 use crate::admission::{self, Cause};
 use crate::meta;
 use crate::patch::{self, apply, PatchType};
@@ -42,35 +42,43 @@ fn dry_run(r: &Req) -> bool {
     r.query.get("dryRun").is_some_and(|d| d == "All")
 }
 
-/// apiVersion and kind must be the URL's.
-fn check_kind(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
-    if !obj.is_object() {
+/// apiVersion and kind must be the URL's. A body that leaves either out
+/// gets the URL's, as Kubernetes' decoder defaults the group, version and
+/// kind from the request (typed clients such as Python's `kubernetes` send
+/// neither); one that states a different one is a 400.
+fn check_kind(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    let Some(fields) = obj.as_object_mut() else {
         return Err(ApiError::bad_request(format!(
             "the body must be a {} object, not {}",
             info.kind,
             short(obj)
         )));
-    }
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            short(obj)
-        )));
-    }
-    if av != info.api_version() {
+    };
+    let given = |f: &str| match fields.get(f) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "couldn't get version/kind: Object '{}' must be a string, not {}",
+            if f == "kind" { "Kind" } else { f },
+            short(other)
+        ))),
+    };
+    let (av, kind) = (given("apiVersion")?, given("kind")?);
+    if let Some(av) = av.filter(|av| *av != info.api_version()) {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({av}) does not match the expected API version ({})",
             info.api_version()
         )));
     }
-    if kind != info.kind {
+    if let Some(kind) = kind.filter(|k| k != info.kind) {
         return Err(ApiError::bad_request(format!(
             "the kind in the data ({kind}) does not match the expected kind ({})",
             info.kind
         )));
     }
+    fields.insert("apiVersion".into(), json!(info.api_version()));
+    fields.insert("kind".into(), json!(info.kind));
     Ok(())
 }
 
@@ -327,7 +335,7 @@ async fn create_object(
     owner: Owner<'_>,
 ) -> ApiResult<(Value, Vec<String>)> {
     let info = t.info;
-    check_kind(info, &obj)?;
+    check_kind(info, &mut obj)?;
     check_identity(t, &mut obj, None)?;
     let warnings = field_validation(info, &mut obj, r)?;
     let generate = meta::str_field(&obj, "generateName")
@@ -341,12 +349,14 @@ async fn create_object(
     stamp_new(&mut obj)?;
     initial_status(info, &mut obj);
     admission::apply_defaults(info.group, info.resource, &mut obj);
+    admission::fill_zero_values(info.group, info.resource, &mut obj);
     invalid(
         info,
         &obj,
         admission::validate(info.group, info.resource, &obj),
     )?;
     check_namespace(api, t).await?;
+    service_accounts::admit_pod(api, t, &mut obj).await?;
     match owner {
         Owner::Update(m) => apply::record_update(info.kind, None, &mut obj, m, None),
         Owner::Apply(m, config) => apply::take_apply_ownership(info.kind, &mut obj, config, m),
@@ -399,7 +409,7 @@ pub async fn finish_update(
     manager: &str,
 ) -> ApiResult<(Updated, Vec<String>)> {
     let info = t.info;
-    check_kind(info, &new)?;
+    check_kind(info, &mut new)?;
     check_identity(t, &mut new, t.name.as_deref())?;
     let warnings = field_validation(info, &mut new, r)?;
     // Server-side apply (no manager here) computed managedFields itself.
@@ -408,6 +418,7 @@ pub async fn finish_update(
         services::carry_over(&cur.obj, &mut out);
     }
     admission::apply_defaults(info.group, info.resource, &mut out);
+    admission::fill_zero_values(info.group, info.resource, &mut out);
     let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
     invalid(info, &out, causes)?;
     bump_generation(&cur.obj, &mut out);
@@ -566,8 +577,8 @@ pub async fn patch(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
 /// otherwise merges the configuration with field ownership; a field owned
 /// by another manager with a different value is a 409 unless `force`.
 async fn server_side_apply(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
-    let config = decode_body(r)?;
-    check_kind(t.info, &config)?;
+    let mut config = decode_body(r)?;
+    check_kind(t.info, &mut config)?;
     check_metadata_types(t, &config)?;
     let mgr = r
         .query
@@ -731,15 +742,51 @@ mod tests {
     #[test]
     fn kind_checks_name_the_problem() {
         let info = crate::resources::find("apps", "v1", "deployments").unwrap();
-        let e = check_kind(info, &json!({"apiVersion": "v1", "kind": "Deployment"})).unwrap_err();
+        let mut wrong_version = json!({"apiVersion": "v1", "kind": "Deployment"});
+        let e = check_kind(info, &mut wrong_version).unwrap_err();
+        assert_eq!(e.code, 400);
         assert!(
             e.message.contains("expected API version (apps/v1)"),
             "{}",
             e.message
         );
-        let e = check_kind(info, &json!({"apiVersion": "apps/v1"})).unwrap_err();
-        assert!(e.message.contains("Kind' is missing"));
-        assert_eq!(check_kind(info, &json!([1])).unwrap_err().code, 400);
+        let mut wrong_kind = json!({"kind": "ReplicaSet"});
+        let e = check_kind(info, &mut wrong_kind).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message.contains("the kind in the data (ReplicaSet)"),
+            "{}",
+            e.message
+        );
+        assert_eq!(check_kind(info, &mut json!([1])).unwrap_err().code, 400);
+        let e = check_kind(info, &mut json!({"kind": 7})).unwrap_err();
+        assert!(
+            e.message.contains("'Kind' must be a string"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn missing_kind_and_version_come_from_the_url() {
+        let info = crate::resources::find("apps", "v1", "deployments").unwrap();
+        for body in [
+            json!({"metadata": {"name": "d"}}),
+            json!({"apiVersion": "apps/v1", "metadata": {"name": "d"}}),
+            json!({"kind": "Deployment", "metadata": {"name": "d"}}),
+            json!({"apiVersion": "", "kind": null, "metadata": {"name": "d"}}),
+        ] {
+            let mut obj = body.clone();
+            check_kind(info, &mut obj).unwrap_or_else(|e| panic!("{body}: {}", e.message));
+            assert_eq!(obj["apiVersion"], "apps/v1", "{body}");
+            assert_eq!(obj["kind"], "Deployment", "{body}");
+            assert_eq!(obj["metadata"]["name"], "d");
+        }
+        let core = crate::resources::find("", "v1", "namespaces").unwrap();
+        let mut ns = json!({"metadata": {"name": "x"}});
+        check_kind(core, &mut ns).unwrap();
+        assert_eq!(ns["apiVersion"], "v1");
+        assert_eq!(ns["kind"], "Namespace");
     }
 
     #[test]

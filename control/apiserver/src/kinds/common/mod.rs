@@ -4,7 +4,8 @@
 //! quantities ([`quantities`]), ports ([`ports`]), immutability rules
 //! ([`update`]), defaulting helpers ([`defaults`]), the path-aware strict
 //! decoder ([`decode`]), what the workload kinds share ([`workload`]),
-//! table helpers ([`table`]) and human durations ([`duration`]).
+//! table helpers ([`table`]), human durations ([`duration`]) and the
+//! fields Go always emits ([`zero`]).
 
 pub mod decode;
 pub mod defaults;
@@ -21,3 +22,4 @@ pub mod table;
 pub mod testing;
 pub mod update;
 pub mod workload;
+pub mod zero;
