@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
-use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
+use crate::{cronjob, deployment, gc, job, namespace, nodelifecycle, replicaset, scheduler};
 
 /// How long after a loop died the loops start again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -132,5 +132,7 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("namespace-controller"),
             caches.clone(),
         )),
+        tokio::spawn(job::run(clients("job-controller"), caches.clone())),
+        tokio::spawn(cronjob::run(clients("cronjob-controller"), caches.clone())),
     ]
 }
