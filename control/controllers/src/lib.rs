@@ -14,9 +14,11 @@
 
 pub mod cache;
 pub mod client;
+pub mod cronjob;
 pub mod deployment;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod manager;
 pub mod namespace;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
-use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
+use crate::{cronjob, deployment, gc, job, namespace, nodelifecycle, replicaset, scheduler};
 
 /// How long after a loop died the loops start again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -142,5 +142,7 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("service-account-controller"),
             caches.clone(),
         )),
+        tokio::spawn(job::run(clients("job-controller"), caches.clone())),
+        tokio::spawn(cronjob::run(clients("cronjob-controller"), caches.clone())),
     ]
 }

@@ -10,6 +10,7 @@
 //! network crate: both the API server and the controllers build on it, and
 //! it stays cheap to compile.
 
+pub mod cron;
 pub mod events;
 pub mod meta;
 pub mod quantity;

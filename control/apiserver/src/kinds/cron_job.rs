@@ -51,6 +51,7 @@ fn cron_job(e: &mut Errs, obj: &Value, spec: &Value) {
             }
         }
     }
+    time_zone(e, spec);
     let policy = get(spec, "concurrencyPolicy");
     e.one_of(
         "spec.concurrencyPolicy",
@@ -68,81 +69,23 @@ fn cron_job(e: &mut Errs, obj: &Value, spec: &Value) {
     job_spec(e, job, "spec.jobTemplate.spec");
 }
 
-/// Standard five-field cron syntax (or an `@` macro), which is what the
-/// CronJob controller's parser accepts; time zones belong in `timeZone`.
+/// The schedule as the CronJob controller parses it (one parser, in
+/// keel-apimachinery, so whatever is admitted can run).
 fn cron_schedule(s: &str) -> Result<(), String> {
-    if s.contains("TZ=") {
-        return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
-    }
-    if let Some(m) = s.strip_prefix('@') {
-        let macros = [
-            "yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly",
-        ];
-        return if macros.contains(&m) || m.starts_with("every ") {
-            Ok(())
-        } else {
-            Err(format!("unrecognized descriptor: {s}"))
-        };
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "expected exactly 5 fields, found {}: {s}",
-            fields.len()
-        ));
-    }
-    const MONTHS: &[&str] = &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-    let bounds: [(u32, u32, &[&str]); 5] = [
-        (0, 59, &[]),
-        (0, 23, &[]),
-        (1, 31, &[]),
-        (1, 12, MONTHS),
-        (0, 7, DAYS),
-    ];
-    for (field, (lo, hi, names)) in fields.iter().zip(bounds) {
-        cron_field(field, lo, hi, names).map_err(|m| format!("{m}: {field}"))?;
-    }
-    Ok(())
+    keel_apimachinery::cron::Schedule::parse(s).map(|_| ())
 }
 
-fn cron_field(field: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(), String> {
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, st)) => (r, Some(st)),
-            None => (item, None),
+/// `spec.timeZone`: an IANA name the controller can load.
+fn time_zone(e: &mut Errs, spec: &Value) {
+    if let Some(tz) = get(spec, "timeZone").filter(|v| !v.is_null()) {
+        let checked = match tz.as_str() {
+            Some(name) => keel_apimachinery::cron::time_zone(name).map(|_| ()),
+            None => Err("must be a string".to_string()),
         };
-        if let Some(st) = step {
-            st.parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or("invalid step")?;
-        }
-        if range == "*" || range == "?" {
-            continue;
-        }
-        let (a, b) = range.split_once('-').unwrap_or((range, range));
-        let a = cron_value(a, lo, names)
-            .filter(|v| *v <= hi)
-            .ok_or("value out of range")?;
-        let b = cron_value(b, lo, names)
-            .filter(|v| *v <= hi)
-            .ok_or("value out of range")?;
-        if a > b {
-            return Err("beginning of range after end".into());
+        if let Err(msg) = checked {
+            e.invalid("spec.timeZone", tz, &msg);
         }
     }
-    Ok(())
-}
-
-fn cron_value(s: &str, lo: u32, names: &[&str]) -> Option<u32> {
-    let lower = s.to_ascii_lowercase();
-    if let Some(i) = names.iter().position(|n| *n == lower) {
-        return u32::try_from(i).ok().map(|i| i + lo);
-    }
-    s.parse::<u32>().ok().filter(|v| *v >= lo)
 }
 
 /// CronJob defaults; the job template only gets pod defaults, as upstream

@@ -83,6 +83,7 @@ fn job_update(e: &mut Errs, new: &Value, old: &Value) {
 // ---- defaults ----------------------------------------------------------------
 
 fn defaults(obj: &mut Value) {
+    generate_selector(obj);
     let template_labels = obj.pointer("/spec/template/metadata/labels").cloned();
     if let Some(labels) = template_labels.filter(|l| !is_empty_map(Some(l))) {
         if let Some(meta) = object_at(obj, "metadata") {
@@ -93,6 +94,51 @@ fn defaults(obj: &mut Value) {
     }
     if let Some(spec) = existing(obj, "spec") {
         job_spec_defaults(spec);
+    }
+}
+
+/// The label on a Job's pods naming the Job's uid, which the generated
+/// selector selects.
+pub const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// The label on a Job's pods naming the Job.
+pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// Kubernetes' `generateSelector` (the Job strategy's PrepareForCreate):
+/// unless `spec.manualSelector` is true, the pods are labelled with the
+/// Job's uid and name (new and legacy keys, labels the user set are kept)
+/// and the selector selects the uid, so a Job's pods can only ever be its
+/// own. Needs the uid, so it runs once the server has stamped one; on an
+/// update of a stored Job it changes nothing (same uid, same labels).
+fn generate_selector(obj: &mut Value) {
+    let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) else {
+        return;
+    };
+    let uid = uid.to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(spec) = existing(obj, "spec") else {
+        return;
+    };
+    if get(spec, "manualSelector") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let labels = object_at(spec, "template")
+        .and_then(|t| object_at(t, "metadata"))
+        .and_then(|m| object_at(m, "labels"));
+    if let Some(labels) = labels {
+        if name.len() <= 63 {
+            set_default(labels, "job-name", json!(name));
+            set_default(labels, JOB_NAME, json!(name));
+        }
+        set_default(labels, "controller-uid", json!(uid));
+        set_default(labels, CONTROLLER_UID, json!(uid));
+    }
+    let match_labels = object_at(spec, "selector").and_then(|s| object_at(s, "matchLabels"));
+    if let Some(m) = match_labels {
+        set_default(m, CONTROLLER_UID, json!(uid));
     }
 }
 
@@ -253,6 +299,36 @@ mod admission_tests {
         assert_eq!(j["metadata"]["labels"], json!({"app": "a"}));
         let j = defaulted("batch", "jobs", json!({"spec": {"parallelism": 3}}));
         assert!(j["spec"].get("completions").is_none());
+    }
+
+    #[test]
+    fn job_selectors_are_generated_from_the_uid() {
+        let tpl = json!({"metadata": {"labels": {"app": "a"}},
+            "spec": {"restartPolicy": "Never", "containers": [c("a")]}});
+        let mut m = meta("pi");
+        m["uid"] = json!("u-1");
+        let j = defaulted(
+            "batch",
+            "jobs",
+            json!({"metadata": m, "spec": {"template": tpl}}),
+        );
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        let labels = &j["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(labels["job-name"], "pi");
+        assert_eq!(labels["controller-uid"], "u-1");
+        assert_eq!(labels["app"], "a");
+        ok("batch", "jobs", &j);
+        let mut manual = j.clone();
+        manual["spec"]["manualSelector"] = json!(true);
+        manual["spec"]["selector"] = json!({"matchLabels": {"app": "a"}});
+        assert_eq!(
+            defaulted("batch", "jobs", manual.clone())["spec"]["selector"],
+            manual["spec"]["selector"]
+        );
     }
 }
 
