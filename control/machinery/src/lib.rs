@@ -13,5 +13,6 @@
 pub mod events;
 pub mod meta;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selector;
