@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod client;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod leader;
@@ -23,6 +24,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod reconcile;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod scheduler;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};

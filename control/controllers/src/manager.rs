@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
-use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
+use crate::{
+    deployment, disruption, gc, namespace, nodelifecycle, replicaset, resourcequota, scheduler,
+};
 
 /// How long after a loop died the loops start again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -130,6 +132,14 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(namespace::run(
             clients("namespace-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(disruption::run(
+            clients("disruption-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(resourcequota::run(
+            clients("resourcequota-controller"),
             caches.clone(),
         )),
     ]
