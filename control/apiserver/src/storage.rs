@@ -208,6 +208,31 @@ impl Objects {
         self.write(txn).await
     }
 
+    /// Creates `key` if absent and, in the same transaction, replaces each
+    /// of `updates` if its mod revision is still the one it was read at
+    /// (quota admission charges a quota's `status.used` with the create, so
+    /// a lost race can neither over-admit nor leave a charge without its
+    /// object). Ok(None) when any compare failed: nothing was written.
+    pub async fn create_with(
+        &self,
+        key: &str,
+        obj: &Value,
+        updates: &[Stored],
+    ) -> ApiResult<Option<i64>> {
+        let mut compare = vec![mod_equals(key, 0)];
+        let mut success = vec![put_op(key, encode(obj)?)];
+        for u in updates {
+            compare.push(mod_equals(&u.key, u.mod_revision));
+            success.push(put_op(&u.key, encode(&u.obj)?));
+        }
+        let txn = TxnRequest {
+            compare,
+            success,
+            failure: vec![],
+        };
+        self.write(txn).await
+    }
+
     /// Replaces `key` if its mod revision is still `expected`. Ok(None) on
     /// a lost race (the caller answers 409 or retries).
     pub async fn update(&self, key: &str, obj: &Value, expected: i64) -> ApiResult<Option<i64>> {

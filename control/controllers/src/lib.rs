@@ -16,6 +16,7 @@ pub mod cache;
 pub mod client;
 pub mod cronjob;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod job;
@@ -25,6 +26,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod reconcile;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccount;
 

@@ -18,7 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
-use crate::{cronjob, deployment, gc, job, namespace, nodelifecycle, replicaset, scheduler};
+use crate::{
+    cronjob, deployment, disruption, gc, job, namespace, nodelifecycle, replicaset, resourcequota,
+    scheduler,
+};
 
 /// How long after a loop died the loops start again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -144,5 +147,13 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(job::run(clients("job-controller"), caches.clone())),
         tokio::spawn(cronjob::run(clients("cronjob-controller"), caches.clone())),
+        tokio::spawn(disruption::run(
+            clients("disruption-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(resourcequota::run(
+            clients("resourcequota-controller"),
+            caches.clone(),
+        )),
     ]
 }

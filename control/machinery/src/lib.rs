@@ -14,5 +14,6 @@ pub mod cron;
 pub mod events;
 pub mod meta;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selector;

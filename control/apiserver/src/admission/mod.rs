@@ -102,5 +102,8 @@ fn validate_into(e: &mut Errs, group: &str, resource: &str, obj: &Value) {
     (admission.validate)(e, obj);
 }
 
+pub mod limit_range;
+pub mod quota;
+
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! DELETE, deletecollection and pod eviction.
+//! DELETE and deletecollection (pod eviction, a delete guarded by
+//! disruption budgets, is in `eviction.rs`).
 //!
 //! Kubernetes semantics: an object with finalizers (or a `Foreground` /
 //! `Orphan` propagation policy, recorded as the `foregroundDeletion` /
@@ -23,12 +24,12 @@ const MAX_RETRIES: usize = 8;
 
 /// `DeleteOptions` from the body (kubectl) or the query (client libraries).
 #[derive(Debug, Default)]
-struct DeleteOptions {
-    grace_period_s: Option<i64>,
-    propagation: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    dry_run: bool,
+pub(super) struct DeleteOptions {
+    pub(super) grace_period_s: Option<i64>,
+    pub(super) propagation: Option<String>,
+    pub(super) uid: Option<String>,
+    pub(super) resource_version: Option<String>,
+    pub(super) dry_run: bool,
 }
 
 fn options(r: &Req) -> ApiResult<DeleteOptions> {
@@ -111,7 +112,7 @@ fn check_preconditions(
 }
 
 /// Ok(None) when the compare-and-swap lost (retry).
-async fn delete_one(
+pub(super) async fn delete_one(
     api: &Api,
     info: &ResourceInfo,
     cur: &Stored,
@@ -247,31 +248,6 @@ pub async fn delete_collection(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult
         }
     }
     Ok(Reply::ok(plain_list(t, deleted, listed.revision)))
-}
-
-/// `POST pods/{name}/eviction`: a graceful delete of the pod.
-pub async fn evict(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
-    let body = super::decode_body(r)?;
-    if body["kind"] != "Eviction" {
-        return Err(ApiError::bad_request(
-            "the body of an eviction must be a policy/v1 Eviction",
-        ));
-    }
-    let opts = DeleteOptions {
-        grace_period_s: body["deleteOptions"]["gracePeriodSeconds"].as_i64(),
-        ..Default::default()
-    };
-    let name = t.name.as_deref().unwrap_or("");
-    for _ in 0..MAX_RETRIES {
-        let cur = fetch(api, t).await?;
-        if delete_one(api, t.info, &cur, &opts).await?.is_some() {
-            return Ok(Reply::json(
-                201,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ));
-        }
-    }
-    Err(ApiError::conflict(t.info, name))
 }
 
 /// Deletes everything in a terminating namespace, then the namespace.

@@ -8,6 +8,7 @@
 
 mod delete;
 pub use delete::finish_namespace;
+mod eviction;
 pub(crate) mod output;
 pub(crate) mod read;
 pub mod route;
@@ -286,7 +287,7 @@ async fn verb(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
         (&Method::GET, true, Some(Sub::Log)) => read::log(api, t, r).await,
         (&Method::POST, false, None) => write::create(api, t, r).await,
         (&Method::POST, true, Some(Sub::Binding)) => write::bind(api, t, r).await,
-        (&Method::POST, true, Some(Sub::Eviction)) => delete::evict(api, t, r).await,
+        (&Method::POST, true, Some(Sub::Eviction)) => eviction::evict(api, t, r).await,
         (&Method::PUT, true, None | Some(Sub::Status)) => write::update(api, t, r).await,
         (&Method::PUT, true, Some(Sub::Scale)) => scale::update(api, t, r).await,
         (&Method::PATCH, true, None | Some(Sub::Status)) => write::patch(api, t, r).await,

@@ -349,6 +349,7 @@ async fn create_object(
     stamp_new(&mut obj)?;
     initial_status(info, &mut obj);
     admission::apply_defaults(info.group, info.resource, &mut obj);
+    admission::limit_range::admit(&api.objects, info, &mut obj).await?;
     admission::fill_zero_values(info.group, info.resource, &mut obj);
     invalid(
         info,
@@ -362,6 +363,7 @@ async fn create_object(
         Owner::Apply(m, config) => apply::take_apply_ownership(info.kind, &mut obj, config, m),
     }
     if dry_run(r) {
+        admission::quota::check(&api.objects, info, &obj).await?;
         return Ok((obj, warnings));
     }
     for _ in 0..MAX_RETRIES {
@@ -373,13 +375,16 @@ async fn create_object(
             }
             _ => vec![],
         };
-        if let Some(rev) = api.objects.create(&key, &obj).await? {
+        // Charged against the namespace's quotas in the same write.
+        let created = admission::quota::create(&api.objects, info, &key, &obj).await;
+        if let Ok(Some(rev)) = created {
             crate::storage::set_resource_version(&mut obj, rev);
             return Ok((obj, warnings));
         }
         if !claims.is_empty() {
             services::release(&api.objects, &key, &obj).await;
         }
+        created?;
         match &generate {
             Some(g) if meta::str_field(&obj, "name").is_some_and(|n| n.starts_with(g.as_str())) => {
                 meta::meta_mut(&mut obj).insert("name".into(), json!(meta::generated_name(g)));
