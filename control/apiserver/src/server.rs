@@ -84,6 +84,7 @@ pub async fn serve(
         .unwrap_or_else(|| format!("{scheme}://{local}"));
     boot.write_files(&cfg.data_dir, &url, !cfg.insecure_http)?;
     crate::bootstrap::ensure_namespaces(&objects).await;
+    crate::bootstrap::ensure_storage_class(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {

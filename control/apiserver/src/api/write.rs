@@ -340,6 +340,9 @@ async fn create_object(
     }
     stamp_new(&mut obj)?;
     initial_status(info, &mut obj);
+    if info.group.is_empty() && info.resource == "persistentvolumeclaims" {
+        super::default_class::assign(&api.objects, &mut obj).await?;
+    }
     admission::apply_defaults(info.group, info.resource, &mut obj);
     invalid(
         info,
