@@ -24,5 +24,6 @@ pub mod nodelifecycle;
 pub mod reconcile;
 pub mod replicaset;
 pub mod scheduler;
+pub mod volume;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};

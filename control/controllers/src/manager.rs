@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
-use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
+use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler, volume};
 
 /// How long after a loop died the loops start again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -130,6 +130,18 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(namespace::run(
             clients("namespace-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(volume::binder::run(
+            clients("persistentvolume-binder-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(volume::provisioner::run(
+            clients("local-path-provisioner"),
+            caches.clone(),
+        )),
+        tokio::spawn(volume::protection::run(
+            clients("persistentvolumeclaim-protection-controller"),
             caches.clone(),
         )),
     ]
