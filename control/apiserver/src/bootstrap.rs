@@ -1,6 +1,7 @@
 //! Objects every cluster has from its first start: the `default`,
 //! `kube-system`, `kube-public` and `kube-node-lease` namespaces, each with
-//! its `default` ServiceAccount.
+//! its `default` ServiceAccount, and the default StorageClass `local-path`
+//! (as k3s ships one).
 
 use serde_json::json;
 
@@ -55,5 +56,41 @@ pub async fn ensure_default_service_accounts(objects: &Objects) {
         if let Err(e) = objects.create(&info.key(Some(ns), "default"), &obj).await {
             tracing::warn!(namespace = ns, error = %e.message, "could not create a default service account");
         }
+    }
+}
+
+/// The default StorageClass's name.
+pub const LOCAL_PATH_CLASS: &str = "local-path";
+/// The provisioner of [`LOCAL_PATH_CLASS`]: keel-controllers' local-path
+/// provisioner acts on every class naming it.
+pub const LOCAL_PATH_PROVISIONER: &str = "keel.dev/local-path";
+
+/// Creates the default StorageClass `local-path` when absent: volumes are
+/// directories on the node that first runs a consumer
+/// (WaitForFirstConsumer), deleted with their claim. Every replica runs
+/// this at start (create-if-absent); a class an admin deleted comes back
+/// at the next start, as k3s re-applies its manifests.
+pub async fn ensure_storage_class(objects: &Objects) {
+    let info = resources::find("storage.k8s.io", "v1", "storageclasses")
+        .expect("storage classes are served");
+    let obj = json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": LOCAL_PATH_CLASS,
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": meta::now_rfc3339(),
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "allowVolumeExpansion": false,
+    });
+    if let Err(e) = objects
+        .create(&info.key(None, LOCAL_PATH_CLASS), &obj)
+        .await
+    {
+        tracing::warn!(error = %e.message, "could not create the default storage class");
     }
 }

@@ -207,18 +207,25 @@ impl NodeService for NodeSvc {
         req: Request<GetObjectRequest>,
     ) -> Result<Response<GetObjectResponse>, Status> {
         let r = req.into_inner();
-        let resource = match r.kind.as_str() {
-            "ConfigMap" => "configmaps",
-            "Secret" => "secrets",
+        // PersistentVolumes are cluster-scoped: the namespace is ignored.
+        let (resource, namespaced) = match r.kind.as_str() {
+            "ConfigMap" => ("configmaps", true),
+            "Secret" => ("secrets", true),
+            "PersistentVolumeClaim" => ("persistentvolumeclaims", true),
+            "PersistentVolume" => ("persistentvolumes", false),
             k => {
                 return Err(Status::invalid_argument(format!(
-                    "kind {k:?} cannot be read through the node service (ConfigMap or Secret)"
+                    "kind {k:?} cannot be read through the node service \
+                     (ConfigMap, Secret, PersistentVolumeClaim or PersistentVolume)"
                 )))
             }
         };
-        need(&r.namespace, "namespace")?;
+        if namespaced {
+            need(&r.namespace, "namespace")?;
+        }
         need(&r.name, "name")?;
-        let uri = path("v1", resource, Some(&r.namespace), Some(&r.name));
+        let ns = namespaced.then_some(r.namespace.as_str());
+        let uri = path("v1", resource, ns, Some(&r.name));
         match self.client.get(&uri).await.map_err(to_status)? {
             Some(obj) => Ok(Response::new(GetObjectResponse {
                 object_json: obj.to_string().into_bytes(),
@@ -264,10 +271,18 @@ impl NodeSvc {
                 .map_err(to_status)?;
             return self.put_node_status(name, created, status).await;
         };
-        if let Some(labels) = node["metadata"]["labels"].as_object() {
-            for (k, v) in labels {
-                cur["metadata"]["labels"][k] = v.clone();
+        // The agent's labels and annotations (its local-path root) win over
+        // what is stored; others' are kept.
+        let mut changed = false;
+        for field in ["labels", "annotations"] {
+            if let Some(items) = node["metadata"][field].as_object() {
+                for (k, v) in items {
+                    cur["metadata"][field][k] = v.clone();
+                }
+                changed = true;
             }
+        }
+        if changed {
             cur = self.client.update(&uri, &cur).await.map_err(to_status)?;
         }
         self.put_node_status(name, cur, node.get("status").cloned())

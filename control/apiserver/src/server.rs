@@ -85,6 +85,7 @@ pub async fn serve(
     boot.write_files(&cfg.data_dir, &url, !cfg.insecure_http)?;
     crate::bootstrap::ensure_namespaces(&objects).await;
     crate::bootstrap::ensure_default_service_accounts(&objects).await;
+    crate::bootstrap::ensure_storage_class(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {

@@ -29,5 +29,6 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod volume;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};

@@ -20,7 +20,7 @@ use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
 use crate::{
     cronjob, deployment, disruption, gc, job, namespace, nodelifecycle, replicaset, resourcequota,
-    scheduler,
+    scheduler, volume,
 };
 
 /// How long after a loop died the loops start again.
@@ -153,6 +153,18 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(resourcequota::run(
             clients("resourcequota-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(volume::binder::run(
+            clients("persistentvolume-binder-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(volume::provisioner::run(
+            clients("local-path-provisioner"),
+            caches.clone(),
+        )),
+        tokio::spawn(volume::protection::run(
+            clients("persistentvolumeclaim-protection-controller"),
             caches.clone(),
         )),
     ]

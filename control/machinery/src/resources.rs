@@ -393,6 +393,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &[],
         STATUS
     ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        "storageclass",
+        false,
+        &["sc"],
+        &[],
+        &[]
+    ),
 ];
 
 /// The API groups in discovery order (core first).

@@ -6,6 +6,7 @@
 use keel_control_tests as support;
 
 use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use keel_controllers::cache::Caches;
 use keel_controllers::{disruption, replicaset};
 use serde_json::{json, Value};
@@ -268,7 +269,7 @@ async fn dry_runs_unobserved_and_ambiguous_budgets_and_pending_pods() {
 async fn percentages_follow_the_replicaset_scale() {
     let (server, c) = with_in_process_client("disruption-test").await;
     let caches = Caches::new(server.in_process("keel-controller-manager"));
-    let _rs = bg(replicaset::run(
+    let _rs = bg(replicaset::run::<ReplicaSet>(
         server.in_process("replicaset-controller"),
         caches.clone(),
     ));

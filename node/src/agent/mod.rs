@@ -12,6 +12,7 @@
 //! - [`pod`]: the per-pod sync loop (containers, probes, volumes, status);
 //! - [`events`]: core/v1 Events, sent in the background;
 //! - [`ipam`]: pod IPs from the node's podCIDR, persisted;
+//! - [`storage`]: local-path volumes (published root, reclaim of deleted ones);
 //! - [`logs`]: the `AgentService` log server.
 //!
 //! On-disk layout under [`AgentConfig::root_dir`]:
@@ -21,6 +22,7 @@
 //! pods/<uid>/state.json             restart counts, last exits, init progress
 //! pods/<uid>/volumes/<volume>/      emptyDir, configMap, secret contents
 //! pods/<uid>/logs/<container>/<restartCount>.log
+//! storage/pvc-<uid>_<ns>_<claim>/   local-path persistent volumes
 //! ```
 //!
 //! Shutdown (the `shutdown` future of [`run`]) stops the agent only: the
@@ -36,6 +38,7 @@ pub mod logs;
 pub mod manager;
 pub mod pod;
 pub mod register;
+pub mod storage;
 mod tasks;
 pub(crate) mod time;
 
@@ -225,6 +228,10 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
         ctx.cfg.heartbeat_interval,
         ctx.cfg.status_interval,
         ctx.cfg.lease_duration_s,
+    ));
+    tasks.spawn(storage::cleanup_loop(
+        ctx.client.clone(),
+        storage::volume_root(&ctx.cfg.root_dir),
     ));
     let ctx = Arc::new(ctx);
     let manager = manager::Manager::new(ctx.clone(), tasks);

@@ -23,6 +23,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct NodeBuilder {
     name: String,
     labels: Value,
+    /// The local-path volume root (see [`super::storage`]).
+    annotations: Value,
     capacity: Value,
     addresses: Value,
     node_info: Value,
@@ -52,9 +54,13 @@ impl NodeBuilder {
             "pods": cfg.max_pods.to_string(),
             "ephemeral-storage": "0",
         });
+        let volume_root = super::storage::volume_root(&cfg.root_dir);
         NodeBuilder {
             name: cfg.node_name.clone(),
             labels: Value::Object(labels),
+            annotations: json!({
+                super::storage::ROOT_ANNOTATION: volume_root.to_string_lossy(),
+            }),
             capacity,
             addresses: json!([
                 {"type": "InternalIP", "address": cfg.node_ip.to_string()},
@@ -71,7 +77,11 @@ impl NodeBuilder {
         json!({
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": self.name, "labels": self.labels},
+            "metadata": {
+                "name": self.name,
+                "labels": self.labels,
+                "annotations": self.annotations,
+            },
             "spec": {},
             "status": self.status(),
         })

@@ -6,6 +6,7 @@
 //! changes nothing; a replica without quorum answers 503/504 within the
 //! request timeout instead of stale data; no request can panic the server.
 
+mod default_class;
 mod delete;
 pub use delete::finish_namespace;
 mod eviction;

@@ -348,6 +348,9 @@ async fn create_object(
     }
     stamp_new(&mut obj)?;
     initial_status(info, &mut obj);
+    if info.group.is_empty() && info.resource == "persistentvolumeclaims" {
+        super::default_class::assign(&api.objects, &mut obj).await?;
+    }
     admission::apply_defaults(info.group, info.resource, &mut obj);
     admission::limit_range::admit(&api.objects, info, &mut obj).await?;
     admission::fill_zero_values(info.group, info.resource, &mut obj);

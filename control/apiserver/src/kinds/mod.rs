@@ -53,7 +53,7 @@ mod secret;
 mod service;
 mod service_account;
 mod stateful_set;
-mod storage_class;
+pub(crate) mod storage_class;
 mod webhook_configuration;
 
 use common::errs::Errs;

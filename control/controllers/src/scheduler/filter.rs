@@ -1,7 +1,8 @@
 //! Filters: can this pod run on this node at all?
 //!
 //! Each filter follows the Kubernetes plugin of the same job
-//! (NodeUnschedulable, TaintToleration, NodeAffinity, NodeResourcesFit) and
+//! (NodeUnschedulable, TaintToleration, NodeAffinity, NodeResourcesFit,
+//! VolumeBinding in [`super::volumes`]) and
 //! they run in the default profile's order. As in Kubernetes, a node is
 //! reported with the first filter that rejects it only, so the aggregated
 //! message counts every node once (resources may name several reasons).
@@ -196,6 +197,11 @@ pub enum Unfit {
     /// Which of the node's remaining resources are too small; "Too many
     /// pods" is one of them, as in NodeResourcesFit.
     Resources { pods: bool, cpu: bool, memory: bool },
+    /// A bound volume's node affinity (or a claim's selected node) rules
+    /// the node out.
+    VolumeNodeAffinity,
+    /// No available volume an unbound claim could bind is usable here.
+    VolumeBind,
 }
 
 impl Unfit {
@@ -218,6 +224,10 @@ impl Unfit {
             .filter(|(on, _)| *on)
             .map(|(_, r)| r.to_string())
             .collect(),
+            Unfit::VolumeNodeAffinity => vec!["node(s) had volume node affinity conflict".into()],
+            Unfit::VolumeBind => {
+                vec!["node(s) didn't find available persistent volumes to bind".into()]
+            }
         }
     }
 }
@@ -229,7 +239,8 @@ pub fn check(pod: &PodRequest, node: &NodeInfo) -> Result<(), Unfit> {
     taints(pod, node)?;
     readiness(pod, node)?;
     affinity(pod, node)?;
-    resources(pod, node)
+    resources(pod, node)?;
+    pod.volumes.check(node)
 }
 
 /// NodeUnschedulable: a cordoned node takes only pods tolerating the

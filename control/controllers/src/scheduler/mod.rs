@@ -7,7 +7,8 @@
 //!
 //! - [`filter`]: NodeUnschedulable, TaintToleration (plus the not-ready
 //!   taint implied by a node's Ready condition), NodeAffinity (nodeSelector
-//!   and required node affinity), NodeResourcesFit (cpu, memory, pod count).
+//!   and required node affinity), NodeResourcesFit (cpu, memory, pod count),
+//!   VolumeBinding ([`volumes`]: PersistentVolume node affinity).
 //! - [`score`]: least-allocated resources, spreading pods of one owner,
 //!   avoiding PreferNoSchedule taints; ties are broken at random, so equal
 //!   nodes share a burst of pods instead of the first one taking them all.
@@ -20,6 +21,7 @@ pub mod filter;
 pub mod resources;
 pub mod run;
 pub mod score;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -185,6 +187,9 @@ pub struct PodRequest {
     pub tolerations: Vec<Toleration>,
     /// uid of the ownerReference with `controller: true`.
     pub owner: Option<String>,
+    /// Where the pod's PersistentVolumeClaims let it run; filled by the
+    /// scheduling loop from its claim and volume caches.
+    pub volumes: volumes::VolumeConstraints,
 }
 
 impl PodRequest {
@@ -216,6 +221,7 @@ impl PodRequest {
             affinity,
             tolerations: spec.tolerations.clone().unwrap_or_default(),
             owner: controller_uid(pod),
+            volumes: volumes::VolumeConstraints::default(),
         })
     }
 

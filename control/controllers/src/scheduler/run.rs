@@ -15,6 +15,11 @@
 //!
 //! Node changes are applied to the cache one at a time (a heartbeat or a
 //! new node costs one node's view, not all of them).
+//!
+//! Pods with PersistentVolumeClaims are placed as [`super::volumes`]
+//! says: where their volumes are, and for a claim waiting for its first
+//! consumer, the claim is given the chosen node before the pod is bound.
+//! A change of any claim or volume gives unschedulable pods another try.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::volumes::{self, VolumeCaches};
 use super::{schedule, terminated, NodeInfo, PodRequest};
 use crate::cache::{self, key_of, Caches, Change, Informer};
 use crate::events;
@@ -49,13 +55,17 @@ const RETRY_TICK: Duration = Duration::from_millis(500);
 pub async fn run(client: kube::Client, caches: Caches) {
     let nodes = caches.get::<Node>();
     let pods = caches.get::<Pod>();
+    let volume_caches = VolumeCaches::new(&caches);
     // Subscribe before reading the lists, so no change falls in between.
     let mut node_rx = nodes.subscribe();
     let mut pod_rx = pods.subscribe();
+    let mut claim_rx = volume_caches.claims().subscribe();
+    let mut volume_rx = volume_caches.volumes().subscribe();
     nodes.wait_synced().await;
     pods.wait_synced().await;
+    volume_caches.wait_synced().await;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut s = Scheduler::new(client, nodes, pods.clone(), done_tx);
+    let mut s = Scheduler::new(client, nodes, pods.clone(), volume_caches, done_tx);
     s.cache.rebuild(s.nodes.list());
     for p in pods.list() {
         s.pod_applied(&p);
@@ -70,6 +80,14 @@ pub async fn run(client: kube::Client, caches: Caches) {
             },
             c = cache::next_change(&mut node_rx) => match c {
                 Some(c) => s.on_node(c),
+                None => return,
+            },
+            c = cache::next_change(&mut claim_rx) => match c {
+                Some(_) => s.wake_waiting(),
+                None => return,
+            },
+            c = cache::next_change(&mut volume_rx) => match c {
+                Some(_) => s.wake_waiting(),
                 None => return,
             },
             Some(done) = done_rx.recv() => s.on_bound(done),
@@ -88,6 +106,8 @@ struct Scheduler {
     client: kube::Client,
     nodes: Informer<Node>,
     pods: Informer<Pod>,
+    /// Claims, volumes and storage classes.
+    volumes: VolumeCaches,
     cache: NodeCache,
     /// Bindings written but not yet seen by the informer.
     assumed: HashSet<String>,
@@ -108,12 +128,14 @@ impl Scheduler {
         client: kube::Client,
         nodes: Informer<Node>,
         pods: Informer<Pod>,
+        volumes: VolumeCaches,
         done: mpsc::UnboundedSender<Bound>,
     ) -> Scheduler {
         Scheduler {
             client,
             nodes,
             pods,
+            volumes,
             cache: NodeCache::default(),
             assumed: HashSet::new(),
             queue: VecDeque::new(),
@@ -268,26 +290,35 @@ impl Scheduler {
         if !unbound || !wants_us(&pod) || self.cache.accounts(key) {
             return;
         }
-        let req = match PodRequest::from_pod(&pod) {
+        let mut req = match PodRequest::from_pod(&pod) {
             Ok(r) => r,
             Err(e) => return self.unschedulable(key, pod, format!("invalid pod: {e}")),
         };
+        let pod_volumes = match self.volumes.for_pod(&pod) {
+            Ok(v) => v,
+            Err(why) => {
+                let n = self.cache.infos.len();
+                let msg = format!("0/{n} nodes are available: {why}.");
+                return self.unschedulable(key, pod, msg);
+            }
+        };
+        req.volumes = pod_volumes.constraints;
         match schedule(&req, &self.cache.infos, &mut self.rng) {
             Ok(i) => {
                 let node = self.cache.infos[i].name.clone();
                 self.cache.account(key, &node, req);
                 self.assumed.insert(key.to_string());
                 self.waiting.remove(key);
-                self.bind(pod, node).await;
+                self.bind(pod, node, pod_volumes.to_select).await;
             }
             Err(fit) => self.unschedulable(key, pod, fit.message()),
         }
     }
 
-    /// Writes the binding in the background once one of the
-    /// [`BINDS_IN_FLIGHT`] slots is free; the outcome comes back as a
-    /// [`Bound`].
-    async fn bind(&self, pod: Arc<Pod>, node: String) {
+    /// Gives `claims` the node, then writes the binding, in the background
+    /// once one of the [`BINDS_IN_FLIGHT`] slots is free; the outcome comes
+    /// back as a [`Bound`].
+    async fn bind(&self, pod: Arc<Pod>, node: String, claims: Vec<String>) {
         let Ok(permit) = self.binds.clone().acquire_owned().await else {
             return;
         };
@@ -295,7 +326,9 @@ impl Scheduler {
         let done = self.done.clone();
         tokio::spawn(async move {
             let key = key_of(pod.as_ref());
-            let ok = write_binding(&client, &pod, &node).await;
+            let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+            let ok = volumes::select_node(&client, ns, &claims, &node).await
+                && write_binding(&client, &pod, &node).await;
             drop(permit);
             let _ = done.send(Bound { key, ok });
         });

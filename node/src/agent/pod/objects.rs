@@ -1,9 +1,12 @@
 //! ConfigMaps and Secrets read through the control plane, cached for one
-//! use (a container start or a volume setup) so one object is fetched once.
+//! use (a container start or a volume setup) so one object is fetched once;
+//! PersistentVolumeClaims and their volumes, read fresh each time (binding
+//! changes them).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret};
+use serde::de::DeserializeOwned;
 
 use crate::agent::client::ControlClient;
 
@@ -49,6 +52,27 @@ impl<'a> Objects<'a> {
 
     pub async fn secret(&mut self, name: &str) -> Result<Data, FetchError> {
         self.get("Secret", name).await
+    }
+
+    /// The pod's namespace's claim `name`.
+    pub async fn claim(&self, name: &str) -> Result<PersistentVolumeClaim, FetchError> {
+        self.typed("PersistentVolumeClaim", name).await
+    }
+
+    /// The (cluster-scoped) PersistentVolume `name`.
+    pub async fn volume(&self, name: &str) -> Result<PersistentVolume, FetchError> {
+        self.typed("PersistentVolume", name).await
+    }
+
+    async fn typed<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<T, FetchError> {
+        let what = format!("{} {:?}", kind.to_lowercase(), name);
+        let value = self
+            .client
+            .get_object(kind, &self.namespace, name)
+            .await
+            .map_err(|s| FetchError::Unavailable(format!("{what}: {}", s.message())))?
+            .ok_or_else(|| FetchError::Missing(format!("{what} not found")))?;
+        serde_json::from_value(value).map_err(|e| FetchError::Unavailable(format!("{what}: {e}")))
     }
 
     async fn get(&mut self, kind: &'static str, name: &str) -> Result<Data, FetchError> {

@@ -11,13 +11,18 @@
 //!   key (or per `items` entry, at its `path`), written at setup; a missing
 //!   object is an error unless `optional`. Later changes of the object are
 //!   not propagated;
+//! - persistentVolumeClaim: the directory of the claim's PersistentVolume
+//!   (its `hostPath` or `local` path, created if missing). A claim that is
+//!   missing, not bound yet, being deleted, or bound to a volume that is
+//!   not claimed by it is an error: the pod waits and setup is retried, as
+//!   the kubelet waits for volumes;
 //! - anything else: an empty directory (logged).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, PersistentVolumeSpec, Pod, Volume};
 
 use super::objects::{Data, FetchError, Objects};
 
@@ -63,6 +68,9 @@ async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<P
         }
         return Ok(path);
     }
+    if let Some(c) = &v.persistent_volume_claim {
+        return claim_dir(&c.claim_name, objs).await;
+    }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let (data, items, optional, mode) = if let Some(c) = &v.config_map {
         (
@@ -91,6 +99,43 @@ async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<P
         Err(e) => return Err(e.to_string()),
     }
     Ok(dir.to_path_buf())
+}
+
+/// The directory of the volume bound to claim `name`, created if missing.
+async fn claim_dir(name: &str, objs: &Objects<'_>) -> Result<PathBuf, String> {
+    let pvc = objs.claim(name).await.map_err(|e| e.to_string())?;
+    let what = format!("persistentvolumeclaim {name:?}");
+    if pvc.metadata.deletion_timestamp.is_some() {
+        return Err(format!("{what} is being deleted"));
+    }
+    let spec = pvc.spec.unwrap_or_default();
+    let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+    let volume_name = spec.volume_name.unwrap_or_default();
+    if volume_name.is_empty() || phase != "Bound" {
+        return Err(format!("{what} is not bound yet"));
+    }
+    let pv = objs.volume(&volume_name).await.map_err(|e| e.to_string())?;
+    let claimed_by = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+    if claimed_by.and_then(|r| r.uid.as_deref()) != pvc.metadata.uid.as_deref() {
+        return Err(format!(
+            "persistentvolume {volume_name:?} is not bound to {what}"
+        ));
+    }
+    let path = pv.spec.as_ref().and_then(volume_path).ok_or_else(|| {
+        format!("persistentvolume {volume_name:?}: only hostPath and local volumes can be mounted")
+    })?;
+    std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The host path of a `hostPath` or `local` PersistentVolume.
+fn volume_path(spec: &PersistentVolumeSpec) -> Option<PathBuf> {
+    let path = spec
+        .host_path
+        .as_ref()
+        .map(|h| h.path.as_str())
+        .or(spec.local.as_ref().map(|l| l.path.as_str()))?;
+    (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
 /// Writes each key (or each listed item) as a file, atomically.

@@ -40,6 +40,10 @@ pub enum Signal {
 }
 
 const DEFAULT_GRACE_S: i64 = 30;
+/// Longest wait before volume setup is tried again: a claim binds or a
+/// ConfigMap appears within moments, and the pod should start soon after
+/// (the kubelet's volume manager retries within about 2 s at first).
+const SETUP_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Runs the worker of pod `uid` until the pod is terminated (or the agent
 /// shuts down: then it just stops). Sets `finished` once terminated.
@@ -313,8 +317,7 @@ impl Worker {
                         .pod(&self.pod, None, EventKind::Warning, "FailedMount", &msg);
                 }
                 self.blocked = Some(("ContainerCreating".into(), msg));
-                self.next_setup =
-                    Instant::now() + self.ctx.cfg.backoff_base.min(Duration::from_secs(10));
+                self.next_setup = Instant::now() + self.ctx.cfg.backoff_base.min(SETUP_RETRY_MAX);
                 false
             }
         }
