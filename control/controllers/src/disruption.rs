@@ -11,7 +11,8 @@
 //!
 //! Why the scale lookup: a percentage (or maxUnavailable) is relative to
 //! how many pods *should* exist, which only the pods' controllers know
-//! (ReplicaSet, or the Deployment above it; StatefulSet). When that cannot
+//! (ReplicaSet, or the Deployment above it; StatefulSet;
+//! ReplicationController). When that cannot
 //! be found the budget fails safe: no disruption is allowed.
 //!
 //! Writes are compare-and-swap on the budget as cached: if the eviction API
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -50,6 +51,7 @@ struct Controller {
     replicasets: Informer<ReplicaSet>,
     deployments: Informer<Deployment>,
     statefulsets: Informer<StatefulSet>,
+    replication_controllers: Informer<ReplicationController>,
 }
 
 /// Runs the disruption controller until the future is dropped.
@@ -61,6 +63,7 @@ pub async fn run(client: kube::Client, caches: Caches) {
         replicasets: caches.get(),
         deployments: caches.get(),
         statefulsets: caches.get(),
+        replication_controllers: caches.get(),
     });
     let queue = WorkQueue::new();
     let changes = watch_changes(ctl.clone(), queue.clone());
@@ -69,6 +72,7 @@ pub async fn run(client: kube::Client, caches: Caches) {
     ctl.replicasets.wait_synced().await;
     ctl.deployments.wait_synced().await;
     ctl.statefulsets.wait_synced().await;
+    ctl.replication_controllers.wait_synced().await;
     let workers = run_workers(queue, WORKERS, move |key| {
         let ctl = ctl.clone();
         async move { ctl.reconcile(&key).await }
@@ -172,7 +176,8 @@ impl Controller {
     }
 
     /// (uid, spec.replicas) of the workload that scales `pod`: its
-    /// ReplicaSet, or the Deployment controlling that; its StatefulSet.
+    /// ReplicaSet, or the Deployment controlling that; its StatefulSet or
+    /// ReplicationController.
     fn scale_of(&self, pod: &Pod) -> Result<(String, i32), String> {
         let pod_name = name(&pod.metadata);
         let ns = namespace(&pod.metadata);
@@ -205,6 +210,15 @@ impl Controller {
                     .filter(|s| uid(&s.metadata) == r.uid)
                     .ok_or_else(missing)?;
                 let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                Ok((r.uid.clone(), replicas))
+            }
+            "ReplicationController" => {
+                let rc = self
+                    .replication_controllers
+                    .get(Some(ns), &r.name)
+                    .filter(|c| uid(&c.metadata) == r.uid)
+                    .ok_or_else(missing)?;
+                let replicas = rc.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 Ok((r.uid.clone(), replicas))
             }
             _ => Err(missing()),
