@@ -25,5 +25,6 @@ pub mod nodelifecycle;
 pub mod reconcile;
 pub mod replicaset;
 pub mod scheduler;
+pub mod statefulset;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};
