@@ -19,6 +19,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod events;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod leader;
 pub mod manager;
@@ -29,6 +30,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod volume;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};

@@ -20,7 +20,7 @@ use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
 use crate::{
     cronjob, deployment, disruption, gc, job, namespace, nodelifecycle, replicaset, resourcequota,
-    scheduler, volume,
+    scheduler, statefulset, volume,
 };
 
 /// How long after a loop died the loops start again.
@@ -126,6 +126,10 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(deployment::run(
             clients("deployment-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(statefulset::run(
+            clients("statefulset-controller"),
             caches.clone(),
         )),
         tokio::spawn(nodelifecycle::run(

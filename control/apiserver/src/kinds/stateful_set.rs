@@ -8,6 +8,7 @@ use super::common::errs::{at_least, child, index, syntax, Errs};
 use super::common::json::{at, get, int, list, spec, str_of};
 use super::common::meta::NameRule;
 use super::common::names::{dns1123_label, dns1123_subdomain};
+use super::common::quantities::{at_most_100_percent, int_or_percent};
 use super::common::table::{
     age, container_cells, desired_replicas, name, Col, AGE, CONTAINERS, IMAGES, NAME,
 };
@@ -51,8 +52,11 @@ fn stateful_set(e: &mut Errs, spec: &Value) {
             &["RollingUpdate", "OnDelete"],
         );
         if let Some(ru) = get(us, "rollingUpdate") {
-            at_least(e, ru, "partition", "spec.updateStrategy.rollingUpdate", 0);
+            rolling_update(e, ru, ty);
         }
+    }
+    if let Some(ordinals) = get(spec, "ordinals") {
+        at_least(e, ordinals, "start", "spec.ordinals", 0);
     }
     if let Some(policy) = get(spec, "persistentVolumeClaimRetentionPolicy") {
         let p = "spec.persistentVolumeClaimRetentionPolicy";
@@ -78,19 +82,52 @@ fn stateful_set(e: &mut Errs, spec: &Value) {
     }
 }
 
-/// StatefulSets may only change replicas, ordinals, template, updateStrategy,
-/// revisionHistoryLimit, persistentVolumeClaimRetentionPolicy and minReadySeconds.
+/// `spec.updateStrategy.rollingUpdate` (of strategy type `ty`): only for
+/// RollingUpdate, a partition >= 0, a maxUnavailable > 0 and <= 100%.
+fn rolling_update(e: &mut Errs, ru: &Value, ty: Option<&Value>) {
+    let p = "spec.updateStrategy.rollingUpdate";
+    if ty.and_then(Value::as_str) != Some("RollingUpdate") {
+        e.forbidden(p, "only allowed for updateStrategy 'RollingUpdate'");
+    }
+    at_least(e, ru, "partition", p, 0);
+    let max_path = child(p, "maxUnavailable");
+    let max = get(ru, "maxUnavailable");
+    if int_or_percent(e, max, &max_path) {
+        let v = max.cloned().unwrap_or(Value::Null);
+        e.invalid(&max_path, &v, "must be greater than 0");
+    }
+    at_most_100_percent(e, max, &max_path);
+}
+
+/// The spec fields an update may change; any other change is refused as
+/// a whole, with Kubernetes' message.
+const MUTABLE: [&str; 7] = [
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "revisionHistoryLimit",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
+/// StatefulSets may only change the [`MUTABLE`] spec fields.
 fn stateful_set_update(e: &mut Errs, new: &Value, old: &Value) {
-    let mutable = [
-        "replicas",
-        "ordinals",
-        "template",
-        "updateStrategy",
-        "revisionHistoryLimit",
-        "persistentVolumeClaimRetentionPolicy",
-        "minReadySeconds",
-    ];
-    diff_keys(e, &without(new, &mutable), &without(old, &mutable), "spec");
+    let mut changed = Errs::default();
+    diff_keys(
+        &mut changed,
+        &without(new, &MUTABLE),
+        &without(old, &MUTABLE),
+        "spec",
+    );
+    if !changed.0.is_empty() {
+        e.forbidden(
+            "spec",
+            "updates to statefulset spec for fields other than 'replicas', 'ordinals', \
+             'template', 'updateStrategy', 'revisionHistoryLimit', \
+             'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+        );
+    }
 }
 
 fn defaults(obj: &mut Value) {
@@ -169,14 +206,64 @@ mod admission_tests {
     }
 
     #[test]
+    fn stateful_set_update_strategy_and_ordinals() {
+        let base = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
+        let mut ss = base.clone();
+        ss["spec"]["updateStrategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}});
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+            "FieldValueInvalid",
+        );
+        ss["spec"]["updateStrategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "150%"}});
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+            "FieldValueInvalid",
+        );
+        ss["spec"]["updateStrategy"] =
+            json!({"type": "OnDelete", "rollingUpdate": {"partition": 1}});
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.updateStrategy.rollingUpdate",
+            "FieldValueForbidden",
+        );
+        ss["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "50%", "partition": 1}});
+        ok("apps", "statefulsets", &ss);
+        ss["spec"]["ordinals"] = json!({"start": -1});
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.ordinals.start",
+            "FieldValueInvalid",
+        );
+    }
+
+    #[test]
     fn stateful_set_update_rules() {
         let old = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
         let mut ss = old.clone();
         ss["spec"]["serviceName"] = json!("x");
         assert_eq!(
             fields(&validate_update("apps", "statefulsets", &ss, &old)),
-            vec!["spec.serviceName FieldValueInvalid"]
+            vec!["spec FieldValueForbidden"]
         );
+        let mut ok_update = old.clone();
+        ok_update["spec"]["replicas"] = json!(5);
+        ok_update["spec"]["minReadySeconds"] = json!(3);
+        ok_update["spec"]["ordinals"] = json!({"start": 1});
+        ok_update["spec"]["persistentVolumeClaimRetentionPolicy"] =
+            json!({"whenDeleted": "Delete", "whenScaled": "Retain"});
+        assert!(fields(&validate_update("apps", "statefulsets", &ok_update, &old)).is_empty());
     }
 
     #[test]
