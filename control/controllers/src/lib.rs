@@ -17,6 +17,7 @@ pub mod client;
 pub mod deployment;
 pub mod events;
 pub mod gc;
+pub mod history;
 pub mod leader;
 pub mod manager;
 pub mod namespace;
