@@ -282,6 +282,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         ALL,
         STATUS
     ),
+    res!(
+        "apps",
+        "v1",
+        "controllerrevisions",
+        "ControllerRevision",
+        "controllerrevision",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
     res!("batch", "v1", "jobs", "Job", "job", true, &[], ALL, STATUS),
     res!(
         "batch",
