@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod gc;

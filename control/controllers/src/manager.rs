@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
-use crate::{deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
+use crate::{daemonset, deployment, gc, namespace, nodelifecycle, replicaset, scheduler};
 
 /// How long after a loop died the loops start again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -117,6 +117,10 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(deployment::run(
             clients("deployment-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(daemonset::run(
+            clients("daemonset-controller"),
             caches.clone(),
         )),
         tokio::spawn(nodelifecycle::run(
