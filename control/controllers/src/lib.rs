@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod client;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod events;

@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
 use crate::{
-    cronjob, deployment, disruption, gc, job, namespace, nodelifecycle, replicaset, resourcequota,
-    scheduler, statefulset, volume,
+    cronjob, daemonset, deployment, disruption, gc, job, namespace, nodelifecycle, replicaset,
+    resourcequota, scheduler, statefulset, volume,
 };
 
 /// How long after a loop died the loops start again.
@@ -130,6 +130,10 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(statefulset::run(
             clients("statefulset-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(daemonset::run(
+            clients("daemonset-controller"),
             caches.clone(),
         )),
         tokio::spawn(nodelifecycle::run(
