@@ -586,10 +586,11 @@ async fn on_delete_updates_only_deleted_pods_and_failed_pods_are_replaced() {
     .await;
 
     // A failed daemon pod is deleted and replaced, with a warning event.
-    let mut failed = replaced.clone();
-    failed["status"] = json!({"phase": "Failed"});
+    // A merge patch: the fake kubelet may have just updated the pod.
     let status_uri = path("v1", "pods", Some(NS), Some(name(&replaced))) + "/status";
-    c.update(&status_uri, &failed).await.unwrap();
+    let failed = json!({"status": {"phase": "Failed", "conditions": [
+        {"type": "Ready", "status": "False"}]}});
+    c.merge_patch(&status_uri, &failed).await.unwrap();
     wait_for("the failed pod replaced", 20, || async {
         let ps = pods_of(c, "agent").await;
         ps.iter()
