@@ -162,6 +162,12 @@ impl Controller {
             queue.add(&key);
             return;
         }
+        // No Job controls it (orphaned with --cascade=orphan, or released
+        // by a selector change): nothing will count it, so the tracking
+        // finalizer must go, or the pod could never be deleted.
+        if !deleted && pods::is_tracked(pod) {
+            orphans.add(&key_of(pod));
+        }
         if gone || controller_ref(m).is_some() {
             return;
         }
@@ -185,22 +191,22 @@ impl Controller {
         }
     }
 
-    /// Removes the tracking finalizer of a pod whose Job is gone (asked of
-    /// the API, not the cache), so it can be deleted.
+    /// Removes the tracking finalizer of a pod no Job controls: its Job is
+    /// gone (asked of the API, not the cache) or it has no Job controller
+    /// at all, so it can be deleted.
     async fn release_orphan(&self, key: &str) -> Reconciled<kube::Error> {
         let Some(pod) = self.pods.get_key(key) else {
-            return Ok(None);
-        };
-        let Some(r) = controller_ref(&pod.metadata).filter(|r| r.kind == "Job") else {
             return Ok(None);
         };
         if !pods::is_tracked(&pod) {
             return Ok(None);
         }
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace(&pod.metadata));
-        if let Some(j) = jobs.get_opt(&r.name).await? {
-            if uid(&j.metadata) == r.uid {
-                return Ok(None);
+        if let Some(r) = controller_ref(&pod.metadata).filter(|r| r.kind == "Job") {
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace(&pod.metadata));
+            if let Some(j) = jobs.get_opt(&r.name).await? {
+                if uid(&j.metadata) == r.uid {
+                    return Ok(None);
+                }
             }
         }
         self.release(&pod).await.map(|_| None)
@@ -479,7 +485,11 @@ impl Controller {
                 ranked.sort_by_cached_key(|p| pods::deletion_rank(p));
                 let extra = ranked.len().saturating_sub(want);
                 ranked.truncate(extra);
-                (ranked, vec![None; want.saturating_sub(active.len())])
+                // At most one sync's worth: `parallelism` may be 2^31.
+                (
+                    ranked,
+                    vec![None; want.saturating_sub(active.len()).min(BURST)],
+                )
             };
         let surplus: Vec<&Pod> = surplus.into_iter().take(BURST).collect();
         self.delete_pods(key, job, &surplus).await?;
@@ -717,7 +727,8 @@ fn indexed_plan<'a>(
         }
     }
     let running: BTreeSet<i32> = by_index.keys().copied().collect();
-    let room = parallelism - running.len();
+    // At most one sync's worth: `parallelism` may be 2^31.
+    let room = (parallelism - running.len()).min(BURST);
     let starts = indexed::to_start(completions, completed, &running, room);
     (surplus, starts.into_iter().map(Some).collect())
 }

@@ -385,6 +385,40 @@ async fn work_queue_jobs_stop_starting_pods_after_a_success() {
     assert_eq!(job["status"]["succeeded"], 2);
 }
 
+/// A tracked pod that no Job controls any more (orphaned, as
+/// `--cascade=orphan` leaves it, and out of the selector) loses the
+/// tracking finalizer, so it can still be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_pod_loses_the_tracking_finalizer() {
+    let (_server, c, _ctl) = setup().await;
+    create_job(&c, "orph", json!({"backoffLimit": 3})).await;
+    let p = wait_live(&c, "orph", 1).await;
+    let pod = pod_name(&p[0]);
+    let finalizers = p[0]["metadata"]["finalizers"].to_string();
+    assert!(
+        finalizers.contains("batch.kubernetes.io/job-tracking"),
+        "{finalizers}"
+    );
+    let uri = path("v1", "pods", Some(NS), Some(&pod));
+    c.merge_patch(
+        &uri,
+        &json!({"metadata": {"ownerReferences": null, "labels": null}}),
+    )
+    .await
+    .unwrap();
+    wait_for("the finalizer to go", 10, || async {
+        let p = c.get(&uri).await.unwrap()?;
+        let f = p["metadata"]["finalizers"].to_string();
+        (!f.contains("batch.kubernetes.io/job-tracking")).then_some(())
+    })
+    .await;
+    c.delete(&uri, None).await.unwrap();
+    wait_for("the pod to be deleted", 10, || async {
+        c.get(&uri).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_running_pod_counts_once_as_failed() {
     let (_server, c, _ctl) = setup().await;
