@@ -57,6 +57,16 @@ fn stateful_set(e: &mut Errs, spec: &Value) {
     }
     if let Some(ordinals) = get(spec, "ordinals") {
         at_least(e, ordinals, "start", "spec.ordinals", 0);
+        // Every ordinal `start .. start+replicas` must be an int32.
+        let start = int(ordinals, "start");
+        let last = start.saturating_add(int(spec, "replicas"));
+        if start > 0 && last > i64::from(i32::MAX) {
+            e.invalid(
+                "spec.ordinals.start",
+                &Value::from(start),
+                "start + replicas must not exceed 2147483647",
+            );
+        }
     }
     if let Some(policy) = get(spec, "persistentVolumeClaimRetentionPolicy") {
         let p = "spec.persistentVolumeClaimRetentionPolicy";
@@ -203,6 +213,22 @@ mod admission_tests {
             "spec.podManagementPolicy",
             "FieldValueNotSupported",
         );
+    }
+
+    #[test]
+    fn the_last_ordinal_must_be_an_int32() {
+        let mut ss = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
+        ss["spec"]["replicas"] = json!(2);
+        ss["spec"]["ordinals"] = json!({"start": 2147483647});
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.ordinals.start",
+            "FieldValueInvalid",
+        );
+        ss["spec"]["ordinals"] = json!({"start": 2147483645});
+        ok("apps", "statefulsets", &ss);
     }
 
     #[test]

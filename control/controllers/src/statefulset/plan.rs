@@ -238,7 +238,11 @@ fn replica_steps(input: &Input, replicas: &[Option<Arc<Pod>>]) -> (Vec<Step>, Fl
     let min_ready_s = spec::min_ready_s(set);
     let start = spec::start_ordinal(set);
     let mut steps = Vec::new();
-    for (ordinal, slot) in (start..).zip(replicas) {
+    let ordinals = replicas.iter().enumerate().map(|(i, slot)| {
+        let i = i32::try_from(i).unwrap_or(i32::MAX);
+        (start.saturating_add(i), slot)
+    });
+    for (ordinal, slot) in ordinals {
         let Some(pod) = slot else {
             if !stale_claim(set, ordinal, input.claims) {
                 let at_update = !at_current_revision(set, ordinal);
