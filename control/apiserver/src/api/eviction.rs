@@ -43,7 +43,9 @@ enum Verdict {
 
 pub async fn evict(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let body = decode_body(r)?;
-    if body["kind"] != "Eviction" {
+    // A missing kind is the URL's (typed clients omit it), as for writes.
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !body.is_object() || !matches!(kind, "" | "Eviction") {
         return Err(ApiError::bad_request(
             "the body of an eviction must be a policy/v1 Eviction",
         ));
