@@ -327,6 +327,15 @@ mod tests {
     }
 
     #[test]
+    fn a_schedule_that_never_fires_finds_nothing() {
+        let utc = TimeZone::UTC;
+        let s = Schedule::parse("0 0 30 2 *").expect("valid syntax");
+        assert_eq!(s.next_after(ts("2024-01-01T00:00:00Z"), &utc), None);
+        let t = s.latest_between(ts("2024-01-01T00:00:00Z"), ts("2026-01-01T00:00:00Z"), &utc);
+        assert_eq!(t, None);
+    }
+
+    #[test]
     fn time_zone_names() {
         assert!(time_zone("Europe/Paris").is_ok());
         assert!(time_zone("UTC").is_ok());
