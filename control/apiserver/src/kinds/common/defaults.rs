@@ -5,7 +5,9 @@
 //! so that fields keel does not model survive untouched. Every rule only fills
 //! a field that is missing (or null), which is what makes the whole pass
 //! idempotent. Values the server allocates (clusterIP, ipFamilies, nodePorts,
-//! job selectors, pod priority) are deliberately not invented by any kind.
+//! pod priority) are deliberately not invented by any kind; the one
+//! exception is a Job's generated selector, which `kinds/job.rs` derives
+//! from the uid the server stamps before defaulting.
 
 use serde_json::{json, Map, Value};
 
