@@ -208,6 +208,26 @@ async fn concurrent_evictions_cannot_both_spend_one_disruption() {
 
 /// dryRun checks the budget and writes nothing; a budget not yet observed
 /// is 429; two budgets are a 500; pods not running ignore budgets.
+/// Typed clients send an Eviction without `kind`: it is the URL's, as for
+/// every write; a body of another kind is still a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_takes_its_kind_from_the_url() {
+    let (server, c) = with_in_process_client("disruption-test").await;
+    c.create(
+        &path("v1", "pods", Some(NS), None),
+        &support::pod("p", json!({"app": "web"})),
+    )
+    .await
+    .unwrap();
+    let mut wrong = eviction("p");
+    wrong["kind"] = json!("Pod");
+    assert_eq!(evict(&server, "p", &wrong).await.code, 400);
+    let bare = json!({"metadata": {"name": "p"}});
+    let r = evict(&server, "p", &bare).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert!(c.get(&pod_path("p")).await.unwrap().is_none(), "evicted");
+}
+
 #[tokio::test]
 async fn dry_runs_unobserved_and_ambiguous_budgets_and_pending_pods() {
     let (server, c) = with_in_process_client("disruption-test").await;
