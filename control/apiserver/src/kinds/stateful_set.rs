@@ -37,7 +37,7 @@ pub static STATEFUL_SETS: KindOps = KindOps {
 };
 
 fn stateful_set(e: &mut Errs, spec: &Value) {
-    replicated(e, spec, "statefulset");
+    replicated(e, &with_claim_volumes(spec), "statefulset");
     let pmp = get(spec, "podManagementPolicy");
     e.one_of(
         "spec.podManagementPolicy",
@@ -90,6 +90,30 @@ fn stateful_set(e: &mut Errs, spec: &Value) {
             &child(&p, "spec"),
         );
     }
+}
+
+/// The spec as its pods will have it: each volume claim template is a
+/// volume of that name (the controller adds it), so containers may mount
+/// it. Kubernetes checks mounts against this union too.
+fn with_claim_volumes(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    let claims: Vec<Value> = list(&spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|c| at(c, "metadata.name").and_then(Value::as_str))
+        .map(|n| json!({"name": n, "persistentVolumeClaim": {"claimName": n}}))
+        .collect();
+    let volumes = spec
+        .pointer_mut("/template/spec")
+        .and_then(Value::as_object_mut)
+        .map(|ps| ps.entry("volumes").or_insert_with(|| json!([])));
+    if let Some(Value::Array(volumes)) = volumes {
+        for claim in claims {
+            if !volumes.iter().any(|v| v.get("name") == claim.get("name")) {
+                volumes.push(claim);
+            }
+        }
+    }
+    spec
 }
 
 /// `spec.updateStrategy.rollingUpdate` (of strategy type `ty`): only for
@@ -213,6 +237,23 @@ mod admission_tests {
             "spec.podManagementPolicy",
             "FieldValueNotSupported",
         );
+    }
+
+    #[test]
+    fn containers_may_mount_a_volume_claim_template() {
+        let mut ss = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
+        ss["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
+        bad(
+            "apps",
+            "statefulsets",
+            &ss,
+            "spec.template.spec.containers[0].volumeMounts[0].name",
+            "FieldValueNotFound",
+        );
+        ss["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+        ok("apps", "statefulsets", &ss);
     }
 
     #[test]
