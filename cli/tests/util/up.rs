@@ -48,12 +48,21 @@ impl Up {
             .args(["--listen-peer", &format!("127.0.0.1:{}", self.ports.1)])
             .args(["--listen-api", "127.0.0.1:0"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--cluster-cidr", &self.cluster_cidr()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start keel up");
         self.child = Some(child);
+    }
+
+    /// A loopback pod range of this fixture's own (127.64-223.0.0/16, from
+    /// its random client port, so it survives restarts): concurrent
+    /// clusters would otherwise hand out the same pod IPs, and their pods
+    /// would fight over the same addresses and ports.
+    pub fn cluster_cidr(&self) -> String {
+        format!("127.{}.0.0/16", 64 + self.ports.0 % 160)
     }
 
     pub fn data_dir(&self) -> PathBuf {
