@@ -357,7 +357,7 @@ async fn deadlines_fail_and_ttl_deletes_finished_jobs() {
     create_job(&c, "brief", json!({"ttlSecondsAfterFinished": 1})).await;
     let p = wait_live(&c, "brief", 1).await;
     finish_pod(&c, &pod_name(&p[0]), "Succeeded", 0).await;
-    wait_condition(&c, "brief", "Complete", 10).await;
+    wait_condition(&c, "brief", "Complete", 30).await;
     wait_for("the finished job deleted after its TTL", 10, || async {
         get_job(&c, "brief").await.is_none().then_some(())
     })
