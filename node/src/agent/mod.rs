@@ -7,6 +7,7 @@
 //! - [`client`]: the gRPC channel to the control plane (failover between
 //!   servers, TLS, bearer token);
 //! - [`register`]: the Node object, registration and the heartbeat loop;
+//! - [`api`]: a `kube::Client` for the networking loops (typed watches);
 //! - [`assign`]: the `WatchPods` stream (resume from the last revision);
 //! - [`manager`]: one worker per pod, orphan cleanup after a snapshot;
 //! - [`pod`]: the per-pod sync loop (containers, probes, volumes, status);
@@ -29,6 +30,7 @@
 //! containers keep running and the next agent on the same root directory
 //! re-adopts them, like a kubelet restart.
 
+pub mod api;
 pub mod assign;
 pub mod client;
 pub mod events;
