@@ -49,6 +49,7 @@ impl Up {
             .args(["--listen-api", "127.0.0.1:0"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--cluster-cidr", &self.cluster_cidr()])
+            .args(["--service-cluster-ip-range", &self.service_cidr()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -57,12 +58,23 @@ impl Up {
         self.child = Some(child);
     }
 
-    /// A loopback pod range of this fixture's own (127.64-223.0.0/16, from
-    /// its random client port, so it survives restarts): concurrent
-    /// clusters would otherwise hand out the same pod IPs, and their pods
-    /// would fight over the same addresses and ports.
+    /// A loopback pod range of this fixture's own (the lower half of
+    /// 127.64-223.0.0/16, from its random client port, so it survives
+    /// restarts): concurrent clusters would otherwise hand out the same pod
+    /// IPs, and their pods would fight over the same addresses and ports.
     pub fn cluster_cidr(&self) -> String {
-        format!("127.{}.0.0/16", 64 + self.ports.0 % 160)
+        format!("127.{}.0.0/17", self.own_octet())
+    }
+
+    /// This fixture's loopback Service range: the upper half of the same
+    /// /16, for the same reason (cluster IPs are listening addresses in
+    /// loopback mode).
+    pub fn service_cidr(&self) -> String {
+        format!("127.{}.128.0/17", self.own_octet())
+    }
+
+    fn own_octet(&self) -> u16 {
+        64 + self.ports.0 % 160
     }
 
     pub fn data_dir(&self) -> PathBuf {
