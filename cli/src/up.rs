@@ -36,6 +36,12 @@ pub struct UpArgs {
     /// images) or `docker` (the local Docker Engine's images).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
     runtime: RuntimeKind,
+    /// The first agent's node IP (its InternalIP, where it serves logs and,
+    /// in loopback mode, NodePorts); agent i gets this address plus i, so
+    /// each node of one machine has an address of its own. Must be a
+    /// loopback address unless keel runs in a network namespace of its own.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::Ipv4Addr,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -51,9 +57,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         _ = crate::server::shutdown_signal() => return finish(server).await,
     }
     let names = node_names(a.agents, a.node_name.clone());
+    let ips = node_ips(a.node_ip, names.len())?;
     let mut agents = Vec::new();
     let mut runtimes = Vec::new();
-    for name in &names {
+    for (name, ip) in names.iter().zip(ips) {
         let args = AgentArgs {
             kubeconfig: kubeconfig.clone(),
             server: vec![],
@@ -61,8 +68,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             root_dir: data_dir.join("agents").join(name),
             runtime: a.runtime,
             image_dir: Some(data_dir.join("images")),
-            listen_logs: "127.0.0.1:0".parse().expect("a socket address"),
-            node_ip: "127.0.0.1".parse().expect("an IP"),
+            listen_logs: std::net::SocketAddr::new(ip.into(), 0),
+            node_ip: ip.into(),
             node_labels: vec![],
             heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
             restart_backoff_base_ms: 10_000,
@@ -101,6 +108,17 @@ fn node_names(n: usize, prefix: Option<String>) -> Vec<String> {
         1 => vec![base],
         _ => (0..n).map(|i| format!("{base}-{i}")).collect(),
     }
+}
+
+/// `first`, `first + 1`, ... for `n` agents; an error when the last one
+/// would leave `first`'s /24 (so a range never wraps into another network).
+fn node_ips(first: std::net::Ipv4Addr, n: usize) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    let last_octet = usize::from(first.octets()[3]) + n.saturating_sub(1);
+    if last_octet > 254 {
+        anyhow::bail!("--node-ip {first} leaves no room for {n} agents in its /24");
+    }
+    let base = u32::from(first);
+    Ok((0..n as u32).map(|i| (base + i).into()).collect())
 }
 
 /// Waits until the server has (re)written the kubeconfig in this run, so

@@ -50,6 +50,7 @@ impl Up {
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--cluster-cidr", &self.cluster_cidr()])
             .args(["--service-cluster-ip-range", &self.service_cidr()])
+            .args(["--node-ip", &self.node_ip()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -71,6 +72,13 @@ impl Up {
     /// loopback mode).
     pub fn service_cidr(&self) -> String {
         format!("127.{}.128.0/17", self.own_octet())
+    }
+
+    /// The first agent's node IP (agent i has this plus i): in the pod
+    /// range's last /24, which no test cluster reaches, so NodePorts and
+    /// routers of concurrent clusters listen on addresses of their own.
+    pub fn node_ip(&self) -> String {
+        format!("127.{}.127.1", self.own_octet())
     }
 
     fn own_octet(&self) -> u16 {
