@@ -407,6 +407,23 @@ async fn kube_rs_typed_clients_drive_pods_and_deployments() {
     let scale = deploys.get_scale("web").await.unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(5));
     assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=web"));
+    // A scale patch naming a stale resourceVersion is pinned to it: 409.
+    let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 6}});
+    let err = deploys
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&stale))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 409),
+        "{err:?}"
+    );
+    // Without one, it applies to whatever version is current.
+    let fresh = json!({"spec": {"replicas": 6}});
+    let scale = deploys
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(6));
     deploys
         .delete("web", &DeleteParams::default())
         .await

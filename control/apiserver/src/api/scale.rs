@@ -60,7 +60,19 @@ pub async fn patch(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     if pt == PatchType::Apply {
         return Err(ApiError::unsupported_media_type(&r.content_type));
     }
-    write_scale(api, t, r, |scale| patch::patch("Scale", pt, scale, &r.body)).await
+    write_scale(api, t, r, |scale| {
+        // The patch applies to a Scale without resourceVersion, so the result
+        // carries one only when the client's patch set it: only then is the
+        // write pinned to that version. Otherwise a patch that loses a race
+        // (to a status write, say) is retried on the new object, as in
+        // Kubernetes, instead of answering 409.
+        let mut base = scale.clone();
+        if let Some(m) = base["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        patch::patch("Scale", pt, &base, &r.body)
+    })
+    .await
 }
 
 /// Reads the workload, computes the new Scale from its current one, and
