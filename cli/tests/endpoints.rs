@@ -3,7 +3,7 @@
 //! both pod IPs and the target port in `kubectl get endpoints` and
 //! `endpointslices`, one after a scale to 1; and the `kubernetes` Service
 //! sits at the `.1` of the cluster's Service range, its Endpoints at the
-//! API server's address.
+//! API server's address, whose certificate carries the Service's names.
 
 mod util;
 
@@ -135,6 +135,18 @@ fn endpoints_follow_a_deployment_and_the_kubernetes_service_points_at_the_api() 
     );
     let table = k.ok(&["get", "endpoints", "kubernetes"]);
     assert!(table.contains(&api_addr), "{table}");
+    // Pods verify the API by the Service's names: the certificate has them.
+    for name in [
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        k.ok(&["--tls-server-name", name, "get", "svc", "kubernetes"]);
+    }
+    let other = k.run(&["--tls-server-name", "elsewhere.example", "get", "svc"]);
+    assert!(
+        !other.status.success(),
+        "a name not in the certificate was accepted"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let manifest = write(dir.path(), "echo.yaml", MANIFEST);
