@@ -114,10 +114,14 @@ fn endpoints_follow_a_deployment_and_the_kubernetes_service_points_at_the_api() 
     wait_for("2 Ready nodes", 90, || ready_nodes(&k) == 2, || up.log());
 
     // The kubernetes Service: `.1` of the fixture's range, the API behind it.
-    let svc = json_of(&k, &["get", "svc", "kubernetes", "-o", "json"]);
     let range = up.service_cidr();
-    let base = range.trim_end_matches(".0/17");
-    assert_eq!(svc["spec"]["clusterIP"], format!("{base}.1"), "{svc}");
+    let first = format!("{}.1", range.trim_end_matches(".0/17"));
+    wait_for(
+        "the kubernetes service at the range's .1",
+        30,
+        || json_of(&k, &["get", "svc", "kubernetes", "-o", "json"])["spec"]["clusterIP"] == *first,
+        || up.log(),
+    );
     let kubeconfig = std::fs::read_to_string(up.data_dir().join("kubeconfig")).unwrap();
     let server = kubeconfig
         .lines()

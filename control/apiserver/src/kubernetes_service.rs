@@ -10,7 +10,8 @@
 //! address and port.
 //!
 //! Guarantees: every write goes through the API (admission, defaulting,
-//! the `.1` claim) as the `kube-apiserver` user agent; run at start it
+//! the `.1` claim) as the `kube-apiserver` user agent; run at start (in
+//! the background, retried until it succeeds) it
 //! creates what is missing and replaces addresses and ports that differ,
 //! so a replica restarted on another address fixes them; running it again
 //! with nothing changed writes nothing. Errors are returned, never panics.
@@ -22,6 +23,7 @@
 //! them) before several replicas can all be in the Service.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -69,6 +71,22 @@ impl ApiEndpoint {
             .and_then(|u| u.port_u16())
             .unwrap_or(local.port());
         ApiEndpoint { ip, port }
+    }
+}
+
+/// How long a failed [`ensure`] waits before trying again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// [`ensure`] in the background of a starting replica, retried until it
+/// succeeds (a store without quorum must not delay serving the API).
+pub async fn keep(client: Client, range: ServiceRange, endpoint: ApiEndpoint) {
+    let mut warned = false;
+    while let Err(e) = ensure(&client, range, endpoint).await {
+        if !warned {
+            tracing::warn!(error = %e, "could not keep the default/kubernetes service; retrying");
+            warned = true;
+        }
+        tokio::time::sleep(RETRY).await;
     }
 }
 

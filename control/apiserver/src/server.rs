@@ -115,12 +115,11 @@ pub async fn serve(
         cfg.pod_cidrs,
     ));
     let api_endpoint = ApiEndpoint::new(cfg.advertise_url.as_deref(), local);
-    let kubernetes = Client::new(api.clone(), "kube-apiserver");
-    if let Err(e) =
-        kubernetes_service::ensure(&kubernetes, cfg.api.service_range, api_endpoint).await
-    {
-        tracing::warn!(error = %e, "could not keep the default/kubernetes service");
-    }
+    let _kubernetes = AbortOnDrop(tokio::spawn(kubernetes_service::keep(
+        Client::new(api.clone(), "kube-apiserver"),
+        cfg.api.service_range,
+        api_endpoint,
+    )));
     let _loops = on_serving.map(|start| AbortOnDrop(start(LocalApi::new(api.clone()))));
     tracing::info!(%url, "serving the Kubernetes API");
     loop {

@@ -463,6 +463,11 @@ async fn services_without_selectors_are_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_service_points_at_the_api_server() {
     let (server, c) = with_in_process_client("endpoints-test").await;
+    // Written in the background of the server's start.
+    wait_for("the kubernetes service's slice", WAIT_S, || async {
+        (!slices(&c, "kubernetes").await.is_empty()).then_some(())
+    })
+    .await;
     let svc = c
         .get(&path("v1", "services", Some(NS), Some("kubernetes")))
         .await
