@@ -80,8 +80,11 @@ pub struct ServerArgs {
     /// Kubernetes' format: `token,user,uid[,"groups"]` per line.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
-    /// Service cluster IP range (IPv4 CIDR).
-    #[arg(long, default_value = "10.43.0.0/16")]
+    /// Service cluster IP range (IPv4 CIDR). Loopback by default: in
+    /// loopback mode the service proxy listens on cluster IPs in the host
+    /// network namespace. `.1` is the `kubernetes` Service's, `.10` the
+    /// cluster DNS's.
+    #[arg(long, default_value = "127.43.0.0/16")]
     service_cluster_ip_range: String,
     /// Upper bound on an API request other than a watch, in seconds.
     #[arg(long, default_value_t = 60)]

@@ -374,7 +374,7 @@ fn kubectl_drives_a_three_replica_control_plane() {
         svc["spec"]["clusterIP"]
             .as_str()
             .unwrap()
-            .starts_with("10.43."),
+            .starts_with("127.43."),
         "{svc}"
     );
 

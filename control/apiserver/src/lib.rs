@@ -23,6 +23,7 @@ pub mod client;
 pub mod discovery;
 pub mod events;
 pub(crate) mod kinds;
+pub mod kubernetes_service;
 pub mod local;
 pub mod metrics;
 pub mod nodeservice;

@@ -15,8 +15,10 @@ use keel_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::services::ServiceRange;
 use crate::api::{self, Api, ApiConfig};
 use crate::client::Client;
+use crate::kubernetes_service::{self, ApiEndpoint};
 use crate::local::LocalApi;
 use crate::metrics::Metrics;
 use crate::nodeservice::PodCidrs;
@@ -89,7 +91,12 @@ pub async fn serve(
     let acceptor = if cfg.insecure_http {
         None
     } else {
-        Some(tls_acceptor(&boot, local, &cfg.tls_sans)?)
+        Some(tls_acceptor(
+            &boot,
+            local,
+            &cfg.tls_sans,
+            cfg.api.service_range,
+        )?)
     };
     let mut tokens = cfg.extra_tokens.clone();
     tokens.push(boot.admin_token.clone());
@@ -107,6 +114,12 @@ pub async fn serve(
         api.objects.clone(),
         cfg.pod_cidrs,
     ));
+    let api_endpoint = ApiEndpoint::new(cfg.advertise_url.as_deref(), local);
+    let _kubernetes = AbortOnDrop(tokio::spawn(kubernetes_service::keep(
+        Client::new(api.clone(), "kube-apiserver"),
+        cfg.api.service_range,
+        api_endpoint,
+    )));
     let _loops = on_serving.map(|start| AbortOnDrop(start(LocalApi::new(api.clone()))));
     tracing::info!(%url, "serving the Kubernetes API");
     loop {
@@ -146,12 +159,21 @@ fn tls_acceptor(
     boot: &Bootstrap,
     local: SocketAddr,
     sans: &[String],
+    range: ServiceRange,
 ) -> anyhow::Result<TlsAcceptor> {
     let mut hosts = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         local.ip().to_string(),
     ];
+    // What pods dial: the `kubernetes` Service's names and address. The
+    // certificate is made at every start, so existing clusters get them too.
+    hosts.extend(
+        crate::kubernetes_service::SERVICE_DNS_NAMES
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    hosts.push(range.api_service_ip().to_string());
     hosts.extend(sans.iter().cloned());
     let (chain, key) = boot.server_cert(&hosts)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use crate::cache::Caches;
 use crate::leader::{self, ElectionConfig};
 use crate::{
-    cronjob, daemonset, deployment, disruption, gc, job, namespace, nodelifecycle, replicaset,
-    resourcequota, scheduler, statefulset, volume,
+    cronjob, daemonset, deployment, disruption, endpoints, endpointslice, gc, job, namespace,
+    nodelifecycle, replicaset, resourcequota, scheduler, statefulset, volume,
 };
 
 /// How long after a loop died the loops start again.
@@ -151,6 +151,14 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         )),
         tokio::spawn(crate::serviceaccount::run(
             clients("service-account-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(endpointslice::run(
+            clients("endpointslice-controller"),
+            caches.clone(),
+        )),
+        tokio::spawn(endpoints::run(
+            clients("endpoints-controller"),
             caches.clone(),
         )),
         tokio::spawn(job::run(clients("job-controller"), caches.clone())),

@@ -567,7 +567,7 @@ async fn services_get_unique_cluster_ips_and_node_ports() {
     assert_eq!((a.code, b.code), (201, 201), "{} {}", a.body, b.body);
     let ip_a = a.body["spec"]["clusterIP"].as_str().unwrap().to_string();
     let ip_b = b.body["spec"]["clusterIP"].as_str().unwrap().to_string();
-    assert!(ip_a.starts_with("10.43.") && ip_b.starts_with("10.43.") && ip_a != ip_b);
+    assert!(ip_a.starts_with("127.43.") && ip_b.starts_with("127.43.") && ip_a != ip_b);
     assert_eq!(a.body["spec"]["clusterIPs"], json!([ip_a]));
     let np = b.body["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     assert!((30000..=32767).contains(&np));

@@ -639,7 +639,7 @@ fn rows() -> Vec<Row> {
             "PATCH",
             format!("{SVCS}/svc"),
             MERGE,
-            j(json!({"spec": {"clusterIP": "10.43.0.99", "clusterIPs": ["10.43.0.99"]}})),
+            j(json!({"spec": {"clusterIP": "127.43.0.99", "clusterIPs": ["127.43.0.99"]}})),
             (INVALID, "Invalid", "spec.clusterIP"),
         ),
         row(
@@ -1203,7 +1203,7 @@ async fn fixtures(s: &TestServer) {
     let mut frozen = configmap("frozen", json!({"k": "v"}));
     frozen["immutable"] = json!(true);
     let mut svc = service("svc");
-    svc["spec"]["clusterIP"] = json!("10.43.0.10");
+    svc["spec"]["clusterIP"] = json!("127.43.0.11");
     let mut held = configmap("held", json!({}));
     held["metadata"]["finalizers"] = json!(["example.com/hold"]);
     for (path, obj) in [
@@ -1465,7 +1465,7 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
 
 fn valid_objects() -> Vec<Value> {
     let mut svc = service("fz-s");
-    svc["spec"]["clusterIP"] = json!("10.43.0.20");
+    svc["spec"]["clusterIP"] = json!("127.43.0.20");
     vec![
         configmap("fz-c", json!({"a": "b"})),
         pod("fz-p", json!({"app": "fz"})),

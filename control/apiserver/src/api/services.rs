@@ -25,13 +25,17 @@ const NODE_PORT_MAX: u16 = 32767;
 /// Random probes before scanning (ranges are sparse in practice).
 const PROBES: usize = 64;
 
-/// The service cluster-IP range, e.g. `10.43.0.0/16` (k3s' default).
+/// The service cluster-IP range. The default, `127.43.0.0/16`, is k3s'
+/// `10.43.0.0/16` moved to loopback: in loopback mode the service proxy
+/// listens on cluster IPs in the host's network namespace, where only
+/// 127.0.0.0/8 addresses may be used. It does not overlap the default
+/// pod range (`--cluster-cidr 127.16.0.0/12`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceRange(pub Ipv4Net);
 
 impl Default for ServiceRange {
     fn default() -> Self {
-        ServiceRange(Ipv4Net::new(Ipv4Addr::new(10, 43, 0, 0), 16).expect("/16 is a valid prefix"))
+        ServiceRange(Ipv4Net::new(Ipv4Addr::new(127, 43, 0, 0), 16).expect("/16 is a valid prefix"))
     }
 }
 
@@ -39,9 +43,9 @@ impl std::str::FromStr for ServiceRange {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let net: Ipv4Net = s
-            .parse()
-            .map_err(|_| format!("service range {s:?} is not an IPv4 CIDR such as 10.43.0.0/16"))?;
+        let net: Ipv4Net = s.parse().map_err(|_| {
+            format!("service range {s:?} is not an IPv4 CIDR such as 127.43.0.0/16")
+        })?;
         if !(8..=28).contains(&net.prefix_len()) {
             return Err(format!("service range {s:?}: prefix length must be 8..=28"));
         }
@@ -64,13 +68,38 @@ impl ServiceRange {
         self.0.contains(&ip)
     }
 
-    /// The n-th usable address: the network address and `.1` (kept for the
-    /// `kubernetes` service, as in Kubernetes) are never handed out, nor is
-    /// the broadcast address.
+    /// The `kubernetes` Service's address: the first usable one (`.1`),
+    /// as in Kubernetes.
+    pub fn api_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.0.network()) + API_SERVICE_OFFSET)
+    }
+
+    /// The cluster DNS Service's address (`.10`, as kube-dns' 10.43.0.10
+    /// in k3s): `kube-system/kube-dns` asks for it by name.
+    pub fn dns_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.0.network()) + DNS_SERVICE_OFFSET)
+    }
+
+    /// The n-th address random allocation may hand out: never the network
+    /// address, `.1` ([`Self::api_service_ip`]), `.10`
+    /// ([`Self::dns_service_ip`]) nor the broadcast address, so the
+    /// Services that ask for those by address can always have them.
     fn nth(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.0.network()) + 2 + n % (self.size() - 3))
+        // Offsets 2..=size-2, skipping the DNS offset: size - 4 of them
+        // (a /28, the smallest range, still has 12).
+        let mut offset = 2 + n % (self.size() - 4);
+        if offset >= DNS_SERVICE_OFFSET {
+            offset += 1;
+        }
+        debug_assert!(offset != API_SERVICE_OFFSET && offset < self.size() - 1);
+        Ipv4Addr::from(u32::from(self.0.network()) + offset)
     }
 }
+
+/// Where the `kubernetes` Service's address sits in the range.
+const API_SERVICE_OFFSET: u32 = 1;
+/// Where the cluster DNS Service's address sits in the range.
+const DNS_SERVICE_OFFSET: u32 = 10;
 
 fn ip_key(ip: Ipv4Addr) -> String {
     format!("/keel/alloc/serviceip/{ip}")
@@ -300,11 +329,12 @@ mod tests {
 
     #[test]
     fn ranges_parse_and_skip_reserved_addresses() {
-        let r: ServiceRange = "10.43.7.9/16".parse().unwrap();
-        assert_eq!(r.to_string(), "10.43.0.0/16");
-        assert_eq!(r.nth(0), Ipv4Addr::new(10, 43, 0, 2));
+        let r: ServiceRange = "127.43.7.9/16".parse().unwrap();
+        assert_eq!(r.to_string(), "127.43.0.0/16");
+        assert_eq!(r, ServiceRange::default());
+        assert_eq!(r.nth(0), Ipv4Addr::new(127, 43, 0, 2));
         assert!(r.contains(r.nth(u32::MAX)));
-        assert_ne!(r.nth(65533), Ipv4Addr::new(10, 43, 255, 255));
+        assert_ne!(r.nth(65532), Ipv4Addr::new(127, 43, 255, 255));
         assert!("10.0.0.0".parse::<ServiceRange>().is_err());
         assert!("10.0.0.0/31".parse::<ServiceRange>().is_err());
         let small: ServiceRange = "127.90.0.0/28".parse().unwrap();
@@ -314,17 +344,38 @@ mod tests {
                 small.contains(ip)
                     && ip != Ipv4Addr::new(127, 90, 0, 15)
                     && ip != Ipv4Addr::new(127, 90, 0, 1)
+                    && ip != Ipv4Addr::new(127, 90, 0, 10)
             );
         }
     }
 
+    /// `.1` (the `kubernetes` Service) and `.10` (kube-dns) are asked for
+    /// by address; random allocation never hands them out, and every
+    /// other usable address is reachable.
+    #[test]
+    fn random_allocation_skips_the_api_and_dns_addresses() {
+        let small: ServiceRange = "127.90.0.0/28".parse().unwrap();
+        assert_eq!(small.api_service_ip(), Ipv4Addr::new(127, 90, 0, 1));
+        assert_eq!(small.dns_service_ip(), Ipv4Addr::new(127, 90, 0, 10));
+        let handed: std::collections::BTreeSet<u8> =
+            (0..1000).map(|n| small.nth(n).octets()[3]).collect();
+        let want: std::collections::BTreeSet<u8> = (2..=14).filter(|o| *o != 10).collect();
+        assert_eq!(handed, want);
+        let wide = ServiceRange::default();
+        assert_eq!(wide.dns_service_ip(), Ipv4Addr::new(127, 43, 0, 10));
+        assert!((0..70_000).all(|n| {
+            let ip = wide.nth(n);
+            ip != wide.dns_service_ip() && ip != wide.api_service_ip()
+        }));
+    }
+
     #[test]
     fn updates_keep_allocated_addresses() {
-        let old = json!({"spec": {"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5"],
+        let old = json!({"spec": {"clusterIP": "127.43.0.5", "clusterIPs": ["127.43.0.5"],
                                   "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}});
         let mut new = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
         carry_over(&old, &mut new);
-        assert_eq!(new["spec"]["clusterIP"], "10.43.0.5");
+        assert_eq!(new["spec"]["clusterIP"], "127.43.0.5");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30001);
     }
 }

@@ -63,8 +63,32 @@ fn service(e: &mut Errs, spec: &Value) {
     labels(e, map(spec, "selector"), "spec.selector");
 }
 
+/// Each port: a valid, unique name (required when there are several), a
+/// number, a protocol, a targetPort that is a number or an IANA service
+/// name, and a nodePort only where the type has node ports. Two ports may
+/// not share a port and protocol, nor a nodePort and protocol (Kubernetes'
+/// rules: the proxy could not tell their traffic apart).
 fn service_ports(e: &mut Errs, ports: &[Value], ty: &str) {
     let mut names = HashSet::new();
+    let mut port_protocols = HashSet::new();
+    let mut node_ports = HashSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let pp = index("spec.ports", i);
+        let protocol = str_of(p, "protocol").unwrap_or("TCP");
+        if let Some(port) = get(p, "port").and_then(Value::as_i64) {
+            if !port_protocols.insert((port, protocol)) {
+                e.duplicate(&pp, &json!({"port": port, "protocol": protocol}));
+            }
+        }
+        let node_port = get(p, "nodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0);
+        if let Some(n) = node_port {
+            if !node_ports.insert((n, protocol)) {
+                e.duplicate(&child(&pp, "nodePort"), &Value::from(n));
+            }
+        }
+    }
     for (i, p) in ports.iter().enumerate() {
         let pp = index("spec.ports", i);
         match str_of(p, "name").filter(|n| !n.is_empty()) {
@@ -373,6 +397,51 @@ mod admission_tests {
             &svc(json!({"ports": [{"port": 1, "targetPort": "Not_OK"}]})),
             "spec.ports[0].targetPort",
             "FieldValueInvalid",
+        );
+        bad(
+            "",
+            "services",
+            &svc(json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]})),
+            "spec.ports[1]",
+            "FieldValueDuplicate",
+        );
+        ok(
+            "",
+            "services",
+            &svc(
+                json!({"ports": [{"name": "a", "port": 53, "protocol": "TCP"},
+                {"name": "b", "port": 53, "protocol": "UDP"}]}),
+            ),
+        );
+        bad(
+            "",
+            "services",
+            &svc(json!({"type": "NodePort", "ports": [
+                {"name": "a", "port": 80, "nodePort": 30080},
+                {"name": "b", "port": 81, "nodePort": 30080}]})),
+            "spec.ports[1].nodePort",
+            "FieldValueDuplicate",
+        );
+        for name in [
+            "a-very-long-port-name",
+            "-web",
+            "web-",
+            "we--b",
+            "8080",
+            "Web",
+        ] {
+            bad(
+                "",
+                "services",
+                &svc(json!({"ports": [{"port": 1, "targetPort": name}]})),
+                "spec.ports[0].targetPort",
+                "FieldValueInvalid",
+            );
+        }
+        ok(
+            "",
+            "services",
+            &svc(json!({"ports": [{"port": 1, "targetPort": "http-alt2"}]})),
         );
         bad(
             "",
