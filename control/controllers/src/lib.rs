@@ -21,6 +21,7 @@ pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod history;
+pub mod ingress;
 pub mod job;
 pub mod leader;
 pub mod manager;
