@@ -14,11 +14,13 @@
 //! target/release/keel-bench api            # Kubernetes API of 3 keel replicas
 //! target/release/keel-bench scheduler      # 10,000 pods onto 1,000 fake nodes
 //! target/release/keel-bench e2e            # 100-replica Deployment on keel up
+//! target/release/keel-bench ingress        # Ingress router vs direct, HTTP/1.1
 //! ```
 
 mod api;
 mod cluster;
 mod e2e;
+mod ingress;
 mod report;
 mod scheduler;
 mod workload;
@@ -95,6 +97,9 @@ enum Command {
     /// `keel up --agents N` end to end: time from a Deployment's create to
     /// all its replicas Ready.
     E2e(e2e::E2eArgs),
+    /// keel's Ingress router in process: requests/s and latency through
+    /// the router vs straight to the upstream, HTTP/1.1 keep-alive.
+    Ingress(ingress::IngressArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -121,6 +126,7 @@ async fn main() -> Result<()> {
         Some(Command::Api(a)) => return api::main(a).await,
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
+        Some(Command::Ingress(a)) => return ingress::main(a).await,
         None => {}
     }
     ensure!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use keel_node::agent::AgentConfig;
+use keel_node::ingress::IngressConfig;
 use keel_node::runtime::docker::DockerRuntime;
 use keel_node::runtime::Runtime;
 
@@ -55,6 +56,34 @@ pub struct AgentArgs {
     /// 300 s, as the kubelet's).
     #[arg(long, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
+    #[command(flatten)]
+    pub ingress: IngressArgs,
+}
+
+/// The built-in Ingress router's listeners (class `keel`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct IngressArgs {
+    /// Address of the Ingress router's HTTP listener (default: the node
+    /// IP, port 80). Several agents may share one address.
+    #[arg(long)]
+    pub ingress_http: Option<SocketAddr>,
+    /// Address of the Ingress router's HTTPS listener (default: the node
+    /// IP, port 443).
+    #[arg(long)]
+    pub ingress_https: Option<SocketAddr>,
+    /// Run no Ingress router on this node.
+    #[arg(long)]
+    pub disable_ingress: bool,
+}
+
+impl IngressArgs {
+    /// The router's listeners for a node at `node_ip`; `None` when disabled.
+    pub fn config(&self, node_ip: IpAddr) -> Option<IngressConfig> {
+        (!self.disable_ingress).then(|| IngressConfig {
+            http: Some(self.ingress_http.unwrap_or(SocketAddr::new(node_ip, 80))),
+            https: Some(self.ingress_https.unwrap_or(SocketAddr::new(node_ip, 443))),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -100,6 +129,7 @@ impl AgentArgs {
         cfg.ca_pem = auth.ca_pem;
         cfg.listen_logs = self.listen_logs;
         cfg.node_ip = self.node_ip;
+        cfg.ingress = self.ingress.config(self.node_ip);
         for l in &self.node_labels {
             let Some((k, v)) = l.split_once('=') else {
                 bail!("--node-label {l:?} is not key=value");

@@ -1,7 +1,8 @@
 //! Objects every cluster has from its first start: the `default`,
 //! `kube-system`, `kube-public` and `kube-node-lease` namespaces, each with
-//! its `default` ServiceAccount, and the default StorageClass `local-path`
-//! (as k3s ships one).
+//! its `default` ServiceAccount, the default StorageClass `local-path`
+//! (as k3s ships one), and the default IngressClass `keel` (the router
+//! every agent runs, as k3s ships Traefik's).
 
 use serde_json::json;
 
@@ -92,5 +93,33 @@ pub async fn ensure_storage_class(objects: &Objects) {
         .await
     {
         tracing::warn!(error = %e.message, "could not create the default storage class");
+    }
+}
+
+/// The default IngressClass's name.
+pub const INGRESS_CLASS: &str = "keel";
+/// The controller of [`INGRESS_CLASS`]: the router in every keel agent.
+pub const INGRESS_CONTROLLER: &str = "keel.dev/ingress";
+
+/// Creates the default IngressClass `keel` when absent, so Ingresses
+/// without a class are routed by the agents' built-in router. Every
+/// replica runs this at start (create-if-absent); a class an admin deleted
+/// comes back at the next start, like [`ensure_storage_class`].
+pub async fn ensure_ingress_class(objects: &Objects) {
+    let info = resources::find("networking.k8s.io", "v1", "ingressclasses")
+        .expect("ingress classes are served");
+    let obj = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {
+            "name": INGRESS_CLASS,
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": meta::now_rfc3339(),
+            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+        },
+        "spec": {"controller": INGRESS_CONTROLLER},
+    });
+    if let Err(e) = objects.create(&info.key(None, INGRESS_CLASS), &obj).await {
+        tracing::warn!(error = %e.message, "could not create the default ingress class");
     }
 }

@@ -88,6 +88,7 @@ pub async fn serve(
     crate::bootstrap::ensure_namespaces(&objects).await;
     crate::bootstrap::ensure_default_service_accounts(&objects).await;
     crate::bootstrap::ensure_storage_class(&objects).await;
+    crate::bootstrap::ensure_ingress_class(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {

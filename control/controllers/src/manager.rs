@@ -183,5 +183,9 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("persistentvolumeclaim-protection-controller"),
             caches.clone(),
         )),
+        tokio::spawn(crate::ingress::run(
+            clients("keel-ingress-status"),
+            caches.clone(),
+        )),
     ]
 }

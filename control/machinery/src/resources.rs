@@ -363,6 +363,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!(
         "networking.k8s.io",
         "v1",
+        "ingressclasses",
+        "IngressClass",
+        "ingressclass",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
         "networkpolicies",
         "NetworkPolicy",
         "networkpolicy",

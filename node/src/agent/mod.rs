@@ -14,7 +14,8 @@
 //! - [`events`]: core/v1 Events, sent in the background;
 //! - [`ipam`]: pod IPs from the node's podCIDR, persisted;
 //! - [`storage`]: local-path volumes (published root, reclaim of deleted ones);
-//! - [`logs`]: the `AgentService` log server.
+//! - [`logs`]: the `AgentService` log server;
+//! - the Ingress router ([`crate::ingress`]) when [`AgentConfig::ingress`] is set.
 //!
 //! On-disk layout under [`AgentConfig::root_dir`]:
 //! ```text
@@ -97,6 +98,8 @@ pub struct AgentConfig {
     pub backoff_reset: Duration,
     /// How often each pod worker re-examines its containers.
     pub sync_interval: Duration,
+    /// The Ingress router's listeners; `None` runs no router.
+    pub ingress: Option<crate::ingress::IngressConfig>,
 }
 
 impl AgentConfig {
@@ -128,6 +131,7 @@ impl AgentConfig {
             backoff_cap: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
             sync_interval: Duration::from_millis(500),
+            ingress: None,
         }
     }
 }
@@ -141,6 +145,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("runtime", &self.runtime.name())
             .field("listen_logs", &self.listen_logs)
             .field("node_ip", &self.node_ip)
+            .field("ingress", &self.ingress)
             .finish_non_exhaustive()
     }
 }
@@ -235,6 +240,12 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
         ctx.client.clone(),
         storage::volume_root(&ctx.cfg.root_dir),
     ));
+    if let Some(ingress) = ctx.cfg.ingress {
+        match api::client(&ctx.cfg, "keel-ingress") {
+            Ok(client) => tasks.spawn(crate::ingress::run(ingress, client)),
+            Err(e) => tracing::error!(error = %e, "no API client: the ingress router is off"),
+        }
+    }
     let ctx = Arc::new(ctx);
     let manager = manager::Manager::new(ctx.clone(), tasks);
     assign::watch_loop(ctx, manager).await;

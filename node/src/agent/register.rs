@@ -23,7 +23,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct NodeBuilder {
     name: String,
     labels: Value,
-    /// The local-path volume root (see [`super::storage`]).
+    /// The local-path volume root (see [`super::storage`]) and the Ingress
+    /// router's addresses.
     annotations: Value,
     capacity: Value,
     addresses: Value,
@@ -55,12 +56,27 @@ impl NodeBuilder {
             "ephemeral-storage": "0",
         });
         let volume_root = super::storage::volume_root(&cfg.root_dir);
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            super::storage::ROOT_ANNOTATION.into(),
+            json!(volume_root.to_string_lossy()),
+        );
+        // Where this node's Ingress router listens, for Ingress status.
+        let ingress = cfg.ingress.iter();
+        for (key, addr) in ingress.flat_map(|i| {
+            [
+                (crate::ingress::HTTP_ANNOTATION, i.http),
+                (crate::ingress::HTTPS_ANNOTATION, i.https),
+            ]
+        }) {
+            if let Some(addr) = addr {
+                annotations.insert(key.into(), json!(addr.to_string()));
+            }
+        }
         NodeBuilder {
             name: cfg.node_name.clone(),
             labels: Value::Object(labels),
-            annotations: json!({
-                super::storage::ROOT_ANNOTATION: volume_root.to_string_lossy(),
-            }),
+            annotations: Value::Object(annotations),
             capacity,
             addresses: json!([
                 {"type": "InternalIP", "address": cfg.node_ip.to_string()},

@@ -351,6 +351,9 @@ async fn create_object(
     if info.group.is_empty() && info.resource == "persistentvolumeclaims" {
         super::default_class::assign(&api.objects, &mut obj).await?;
     }
+    if info.group == "networking.k8s.io" && info.resource == "ingresses" {
+        super::default_class::assign_ingress(&api.objects, &mut obj).await?;
+    }
     admission::apply_defaults(info.group, info.resource, &mut obj);
     admission::limit_range::admit(&api.objects, info, &mut obj).await?;
     admission::fill_zero_values(info.group, info.resource, &mut obj);
