@@ -1,7 +1,8 @@
 //! `kubectl exec`, `cp`, `attach` and `port-forward` on `keel up --agents
 //! 1`, with the real kubectl 1.33 (WebSocket `v5.channel.k8s.io` for exec,
-//! SPDY tunneled over a WebSocket for port-forward), and the official
-//! Python client's `stream` / `portforward` (`python/exec_portforward.py`).
+//! SPDY tunneled over a WebSocket, or plain SPDY, for port-forward), and
+//! the official Python client's `stream` / `portforward`
+//! (`python/exec_portforward.py`).
 
 mod util;
 
@@ -88,7 +89,8 @@ fn kubectl_and_python_stream_through_the_agent() {
     exec_tty(&k);
     cp_in_and_out(&k, up.dir.path());
     attach_follows_output(&k);
-    port_forward_reaches_the_pod(&k, &up);
+    port_forward_reaches_the_pod(&k, &up, true);
+    port_forward_reaches_the_pod(&k, &up, false);
     python_client(&up);
 }
 
@@ -213,7 +215,9 @@ fn attach_follows_output(k: &Kubectl) {
     assert!(line.is_some(), "kubectl attach printed no new output");
 }
 
-fn port_forward_reaches_the_pod(k: &Kubectl, up: &Up) {
+/// `websockets: false` makes kubectl use plain SPDY/3.1 (what clients
+/// before 1.31 do) instead of SPDY tunneled in a WebSocket.
+fn port_forward_reaches_the_pod(k: &Kubectl, up: &Up, websockets: bool) {
     let port = free_port();
     let mut child = k
         .cmd(&[
@@ -223,6 +227,7 @@ fn port_forward_reaches_the_pod(k: &Kubectl, up: &Up) {
             "pod/web",
             &format!("{port}:8080"),
         ])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
