@@ -135,6 +135,19 @@ fn exec_errors(k: &Kubectl) {
         text(&o.stderr)
     );
 
+    // Not an upgrade: a 400 Status naming what to do.
+    let o = k.run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/shell/exec?command=true&stdout=true",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("Upgrade request required"),
+        "{}",
+        text(&o.stderr)
+    );
+
     let o = k.run(&["exec", "shell", "--", "/no/such/program"]);
     assert!(!o.status.success());
     assert!(
