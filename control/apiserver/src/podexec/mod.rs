@@ -12,12 +12,10 @@
 //! - portforward: WebSocket `v4.channel.k8s.io` / `portforward.k8s.io`
 //!   (the Python client), SPDY/3.1 tunneled over a WebSocket
 //!   (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+), and plain SPDY/3.1
-//!   (`POST`, `Upgrade: SPDY/3.1`, older clients).
-//!
-//! Exec over plain SPDY is not served: such a request gets, after the same
-//! checks as a WebSocket one, a 400 naming the WebSocket protocols to use
-//! (kubectl 1.30+ falls back to SPDY only when its WebSocket upgrade fails,
-//! so it then shows the error of the checks).
+//!   (`POST`, `Upgrade: SPDY/3.1`, older clients);
+//! - exec/attach also over plain SPDY/3.1 with `v4.channel.k8s.io` /
+//!   `v5.channel.k8s.io` ([`spdyexec`]; older clients, and kubectl when its
+//!   WebSocket upgrade fails).
 //!
 //! Errors found by the API server are `Status` JSON answered before any
 //! upgrade: pod not found 404; container not valid, pod without a node, a
@@ -34,6 +32,7 @@
 mod channels;
 mod portforward;
 mod spdy;
+mod spdyexec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,8 +153,6 @@ fn transport(req: &Request<Body>, sub: Sub) -> ApiResult<Transport> {
             });
     }
     if upgrade.starts_with("spdy/3.1") {
-        // Refused for exec/attach only after the same checks as a
-        // WebSocket: see `spdy_refused`.
         return Ok(Transport::Spdy);
     }
     Err(ApiError::bad_request(format!(
@@ -221,10 +218,6 @@ pub async fn serve(api: &Arc<Api>, t: Target, mut req: Request<Body>) -> ApiResu
                 ));
             }
             let agent = connect_agent(api, node, &name).await?;
-            let Transport::WebSocket(protocol) = transport else {
-                return Err(spdy_refused(sub));
-            };
-            let ws = websocket(&mut req).await?;
             let start = ExecStart {
                 namespace,
                 pod: name,
@@ -238,6 +231,14 @@ pub async fn serve(api: &Arc<Api>, t: Target, mut req: Request<Body>) -> ApiResu
                 attach: sub == Sub::Attach,
                 size: None::<TerminalSize>,
             };
+            let protocol = match transport {
+                Transport::WebSocket(p) => p,
+                Transport::Spdy => {
+                    let proto = spdyexec::negotiate(&req)?;
+                    return Ok(spdyexec::serve(req, proto, agent, start));
+                }
+            };
+            let ws = websocket(&mut req).await?;
             // The agent is called after the upgrade: its refusals
             // (container not running, command not found) go out on the
             // error channel, as the kubelet's do (kubectl would answer an
@@ -248,18 +249,6 @@ pub async fn serve(api: &Arc<Api>, t: Target, mut req: Request<Body>) -> ApiResu
             }))
         }
     }
-}
-
-/// Exec and attach over SPDY: answered only once the request passed every
-/// check a WebSocket request gets, so that a client which retries over
-/// SPDY after a failed WebSocket upgrade (kubectl does) shows the same
-/// error.
-fn spdy_refused(sub: Sub) -> ApiError {
-    ApiError::bad_request(format!(
-        "SPDY is not supported for pods/{}; upgrade to a WebSocket with one of: {}",
-        sub.name(),
-        channels::PROTOCOLS.join(", ")
-    ))
 }
 
 async fn websocket(req: &mut Request<Body>) -> ApiResult<WebSocketUpgrade> {
