@@ -1,7 +1,7 @@
 //! `kubectl exec`, `cp`, `attach` and `port-forward` on `keel up --agents
-//! 1`, with the real kubectl 1.33 (WebSocket `v5.channel.k8s.io` for exec,
-//! SPDY tunneled over a WebSocket, or plain SPDY, for port-forward), and
-//! the official Python client's `stream` / `portforward`
+//! 1`, with the real kubectl 1.33 (exec: WebSocket `v5.channel.k8s.io`, or
+//! plain SPDY; port-forward: SPDY tunneled over a WebSocket, or plain SPDY),
+//! and the official Python client's `stream` / `portforward`
 //! (`python/exec_portforward.py`).
 
 mod util;
@@ -86,6 +86,7 @@ fn kubectl_and_python_stream_through_the_agent() {
 
     exec_streams_and_exit_codes(&k, &up);
     exec_errors(&k);
+    exec_over_plain_spdy(&k);
     exec_tty(&k);
     cp_in_and_out(&k, up.dir.path());
     attach_follows_output(&k);
@@ -120,6 +121,35 @@ fn exec_streams_and_exit_codes(k: &Kubectl, up: &Up) {
         "{}",
         text(&o.stderr)
     );
+}
+
+/// What kubectl before 1.30 speaks (and 1.30+ after a failed WebSocket
+/// upgrade): SPDY/3.1 with `v4`/`v5.channel.k8s.io`.
+fn exec_over_plain_spdy(k: &Kubectl) {
+    let spdy = |args: &[&str], input: &[u8]| {
+        let mut c = k.cmd(args);
+        c.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = spdy(
+        &["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        (text(&o.stdout), text(&o.stderr)),
+        ("out\n".into(), "err\n".into())
+    );
+    let o = spdy(&["exec", "-i", "shell", "--", "cat"], b"over spdy\n");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "over spdy\n");
+    let o = spdy(&["exec", "shell", "--", "sh", "-c", "exit 4"], b"");
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
 }
 
 fn exec_errors(k: &Kubectl) {
