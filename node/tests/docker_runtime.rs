@@ -325,3 +325,88 @@ async fn new_instance_readopts_and_resumes_logs_without_duplicates() {
     rt.remove(&id).await.unwrap();
     drop(dir);
 }
+
+/// Collects an exec session's (stdout, stderr, exit code).
+async fn collect(mut s: keel_node::runtime::ExecSession) -> (String, String, i32) {
+    use keel_node::runtime::ExecOutput;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), s.output.recv())
+            .await
+            .expect("the exec ends")
+            .expect("an exit code before the end");
+        match msg {
+            ExecOutput::Stdout(b) => out.extend(b),
+            ExecOutput::Stderr(b) => err.extend(b),
+            ExecOutput::Exit(code) => {
+                return (
+                    String::from_utf8_lossy(&out).into(),
+                    String::from_utf8_lossy(&err).into(),
+                    code,
+                )
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn exec_streams_stdin_and_exit_codes_through_docker() {
+    use keel_node::runtime::{ExecInput, ExecRequest};
+    let Some(f) = fixture("exec").await else {
+        return;
+    };
+    let id = f.rt.start(&f.spec("main", "sleep 600")).await.unwrap();
+    let req = |cmd: &[&str], stdin: bool, tty: bool| ExecRequest {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        stdin,
+        tty,
+        size: None,
+    };
+    let s =
+        f.rt.exec(
+            &id,
+            req(
+                &["/bin/sh", "-c", "echo out $X; echo err >&2; exit 3"],
+                false,
+                false,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(collect(s).await, ("out world\n".into(), "err\n".into(), 3));
+
+    let s =
+        f.rt.exec(
+            &id,
+            req(&["/bin/sh", "-c", "read l; echo got $l"], true, false),
+        )
+        .await
+        .unwrap();
+    s.input
+        .send(ExecInput::Stdin(b"line\n".to_vec()))
+        .await
+        .unwrap();
+    s.input.send(ExecInput::CloseStdin).await.unwrap();
+    assert_eq!(collect(s).await, ("got line\n".into(), String::new(), 0));
+
+    let s =
+        f.rt.exec(
+            &id,
+            req(
+                &["/bin/sh", "-c", "test -t 1 && echo on-a-tty"],
+                false,
+                true,
+            ),
+        )
+        .await
+        .unwrap();
+    let (out, _, code) = collect(s).await;
+    assert_eq!((out.trim(), code), ("on-a-tty", 0));
+
+    f.rt.stop(&id, 1_000).await.unwrap();
+    assert!(f
+        .rt
+        .exec(&id, req(&["/bin/sh"], false, false))
+        .await
+        .is_err());
+}

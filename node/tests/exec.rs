@@ -342,3 +342,92 @@ async fn lost_supervisor_still_allows_stop_and_reports_unknown_status() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Collects an exec session's (stdout, stderr, exit code).
+async fn collect(mut s: keel_node::runtime::ExecSession) -> (String, String, i32) {
+    use keel_node::runtime::ExecOutput;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let deadline = Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout(deadline, s.output.recv())
+            .await
+            .expect("the exec ends")
+            .expect("an exit code before the end");
+        match msg {
+            ExecOutput::Stdout(b) => out.extend(b),
+            ExecOutput::Stderr(b) => err.extend(b),
+            ExecOutput::Exit(code) => {
+                return (
+                    String::from_utf8_lossy(&out).into(),
+                    String::from_utf8_lossy(&err).into(),
+                    code,
+                )
+            }
+        }
+    }
+}
+
+fn exec_req(cmd: &[&str], stdin: bool, tty: bool) -> keel_node::runtime::ExecRequest {
+    keel_node::runtime::ExecRequest {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        stdin,
+        tty,
+        size: None,
+    }
+}
+
+#[tokio::test]
+async fn exec_runs_in_the_containers_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(&dir.path().join("state"));
+    let mut s = sh(dir.path(), "main", "sleep 600");
+    s.env = vec![("GREETING".into(), "from-spec".into())];
+    s.working_dir = Some(dir.path().to_path_buf());
+    let id = rt.start(&s).await.unwrap();
+
+    let script = "echo $GREETING; pwd; echo to-stderr >&2; exit 3";
+    let session = rt
+        .exec(&id, exec_req(&["sh", "-c", script], false, false))
+        .await
+        .unwrap();
+    let (out, err, code) = collect(session).await;
+    assert_eq!(out, format!("from-spec\n{}\n", dir.path().display()));
+    assert_eq!((err.as_str(), code), ("to-stderr\n", 3));
+
+    let session = rt.exec(&id, exec_req(&["cat"], true, false)).await.unwrap();
+    use keel_node::runtime::ExecInput;
+    session
+        .input
+        .send(ExecInput::Stdin(b"piped\n".to_vec()))
+        .await
+        .unwrap();
+    session.input.send(ExecInput::CloseStdin).await.unwrap();
+    assert_eq!(collect(session).await, ("piped\n".into(), String::new(), 0));
+
+    let session = rt
+        .exec(
+            &id,
+            exec_req(
+                &["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty"],
+                false,
+                true,
+            ),
+        )
+        .await
+        .unwrap();
+    let (out, _, code) = collect(session).await;
+    assert_eq!((out.trim(), code), ("on-a-tty", 0));
+
+    rt.stop(&id, 1_000).await.unwrap();
+    let e = rt
+        .exec(&id, exec_req(&["true"], false, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidSpec(_)), "{e}");
+    let gone = keel_node::runtime::ContainerId("no-such-container".into());
+    let e = rt
+        .exec(&gone, exec_req(&["true"], false, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::NotFound(_)), "{e}");
+}

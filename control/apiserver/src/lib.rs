@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod nodeservice;
 pub mod patch;
 pub mod pki;
+pub mod podexec;
 pub mod podlogs;
 pub mod protobuf;
 pub mod server;

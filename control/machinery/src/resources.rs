@@ -12,6 +12,11 @@ pub enum Sub {
     Binding,
     Eviction,
     Log,
+    /// `pods/exec`, `pods/attach`, `pods/portforward`: streams, upgraded
+    /// to WebSocket (or SPDY) and bridged to the node's agent.
+    Exec,
+    Attach,
+    PortForward,
 }
 
 impl Sub {
@@ -22,6 +27,9 @@ impl Sub {
             Sub::Binding => "binding",
             Sub::Eviction => "eviction",
             Sub::Log => "log",
+            Sub::Exec => "exec",
+            Sub::Attach => "attach",
+            Sub::PortForward => "portforward",
         }
     }
 
@@ -32,6 +40,9 @@ impl Sub {
             Sub::Binding,
             Sub::Eviction,
             Sub::Log,
+            Sub::Exec,
+            Sub::Attach,
+            Sub::PortForward,
         ]
         .into_iter()
         .find(|sub| sub.name() == s)
@@ -45,6 +56,9 @@ impl Sub {
             Sub::Binding => Some(("", "v1", "Binding")),
             Sub::Eviction => Some(("policy", "v1", "Eviction")),
             Sub::Status | Sub::Log => None,
+            Sub::Exec => Some(("", "v1", "PodExecOptions")),
+            Sub::Attach => Some(("", "v1", "PodAttachOptions")),
+            Sub::PortForward => Some(("", "v1", "PodPortForwardOptions")),
         }
     }
 
@@ -53,6 +67,7 @@ impl Sub {
             Sub::Status | Sub::Scale => &["get", "patch", "update"],
             Sub::Binding | Sub::Eviction => &["create"],
             Sub::Log => &["get"],
+            Sub::Exec | Sub::Attach | Sub::PortForward => &["create", "get"],
         }
     }
 }
@@ -114,7 +129,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         &["po"],
         ALL,
-        &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log]
+        &[
+            Sub::Status,
+            Sub::Binding,
+            Sub::Eviction,
+            Sub::Log,
+            Sub::Exec,
+            Sub::Attach,
+            Sub::PortForward
+        ]
     ),
     res!(
         "",

@@ -1,5 +1,6 @@
 //! The agent's log service (`AgentService.Logs`), which the API server
-//! dials for `kubectl logs`.
+//! dials for `kubectl logs`, and the index of pods the whole `AgentService`
+//! shares (its exec and port-forward calls live in [`super::exec`]).
 //!
 //! Logs are the files `pods/<uid>/logs/<container>/<restartCount>.log`: the
 //! current instance is the highest number, `previous` the one below it.
@@ -17,7 +18,7 @@ use std::time::Duration;
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
 use keel_proto::keelnode::agent_service_server::{AgentService, AgentServiceServer};
-use keel_proto::keelnode::{LogChunk, LogsRequest};
+use keel_proto::keelnode::{ExecInput, LogChunk, LogsRequest, PortForwardInput};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -27,8 +28,18 @@ use crate::runtime::Runtime;
 const POLL: Duration = Duration::from_millis(200);
 const CHUNK: usize = 64 * 1024;
 
-/// (namespace, name) → (uid, container names).
-type Entries = HashMap<(String, String), (String, Vec<String>)>;
+/// (namespace, name) → what the agent serves for that pod.
+type Entries = HashMap<(String, String), PodEntry>;
+
+/// One pod, as the agent's streaming services need it.
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    pub uid: String,
+    /// Init containers, then app containers.
+    pub containers: Vec<String>,
+    /// `status.podIP` once reported (the node's IP for hostNetwork pods).
+    pub ip: Option<String>,
+}
 
 /// Pods known to the agent, for finding their log files.
 pub struct PodIndex {
@@ -61,33 +72,59 @@ impl PodIndex {
             })
             .map(|c| c.name.clone())
             .collect();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty());
         if let (Ok(mut pods), Some(uid)) = (self.pods.lock(), m.uid.clone()) {
-            pods.insert(key, (uid, containers));
+            pods.insert(
+                key,
+                PodEntry {
+                    uid,
+                    containers,
+                    ip,
+                },
+            );
         }
     }
 
     pub fn remove(&self, uid: &str) {
         if let Ok(mut pods) = self.pods.lock() {
-            pods.retain(|_, (u, _)| u != uid);
+            pods.retain(|_, e| e.uid != uid);
         }
+    }
+
+    /// The pod `namespace/name`, or NOT_FOUND.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<PodEntry, Status> {
+        self.pods
+            .lock()
+            .map_err(|_| Status::internal("index lock poisoned"))?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "pod {name:?} in namespace {namespace:?} is not on this node"
+                ))
+            })
+    }
+
+    /// The pod's uid and the container a request names (empty: the only
+    /// one), or NOT_FOUND / INVALID_ARGUMENT naming the choices.
+    pub fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<(String, String), Status> {
+        let entry = self.pod(namespace, pod)?;
+        let name = pick_container(pod, container, &entry.containers)?;
+        Ok((entry.uid, name))
     }
 
     /// The log file a request asks for.
     pub fn locate(&self, req: &LogsRequest) -> Result<PathBuf, Status> {
-        let key = (req.namespace.clone(), req.pod.clone());
-        let (uid, containers) = self
-            .pods
-            .lock()
-            .map_err(|_| Status::internal("index lock poisoned"))?
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "pod {:?} in namespace {:?} is not on this node",
-                    req.pod, req.namespace
-                ))
-            })?;
-        let container = pick_container(&req.pod, &req.container, &containers)?;
+        let (uid, container) = self.container(&req.namespace, &req.pod, &req.container)?;
         let dir = self
             .root
             .join("pods")
@@ -156,6 +193,26 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
 #[tonic::async_trait]
 impl AgentService for Svc {
     type LogsStream = LogStream;
+    type ExecStream = super::exec::ExecStream;
+    type PortForwardStream = super::exec::PortForwardStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        super::exec::exec(&self.index, self.runtime.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<tonic::Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        super::exec::port_forward(&self.index, req.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();

@@ -14,7 +14,8 @@
 //! - [`events`]: core/v1 Events, sent in the background;
 //! - [`ipam`]: pod IPs from the node's podCIDR, persisted;
 //! - [`storage`]: local-path volumes (published root, reclaim of deleted ones);
-//! - [`logs`]: the `AgentService` log server;
+//! - [`logs`]: the `AgentService` log server and its pod index;
+//! - [`exec`]: `AgentService` exec, attach and port-forward;
 //! - the Ingress router ([`crate::ingress`]) when [`AgentConfig::ingress`] is set.
 //!
 //! On-disk layout under [`AgentConfig::root_dir`]:
@@ -35,6 +36,7 @@ pub mod api;
 pub mod assign;
 pub mod client;
 pub mod events;
+pub mod exec;
 pub mod ipam;
 pub mod kubeconfig;
 pub mod logs;

@@ -435,6 +435,14 @@ impl Runtime for DockerRuntime {
     fn remove<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.remove_container(id))
     }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        req: super::ExecRequest,
+    ) -> BoxFuture<'a, Result<super::ExecSession>> {
+        Box::pin(super::dockerexec::exec(&self.docker, id, req))
+    }
 }
 
 /// The create request for a spec: Kubernetes command/args semantics, env
@@ -751,7 +759,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn status_of(e: &DockerError) -> Option<u16> {
+pub(super) fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -760,7 +768,7 @@ fn status_of(e: &DockerError) -> Option<u16> {
 
 /// The engine's own message when there is one (e.g. "exec: \"/nope\": no
 /// such file or directory"), else the client error.
-fn message_of(e: &DockerError) -> String {
+pub(super) fn message_of(e: &DockerError) -> String {
     match e {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),

@@ -35,8 +35,8 @@ use super::supervisor::{
     EXIT_FILE, RUNNING_FILE, SPEC_FILE, SUPERVISOR_LOG_FILE,
 };
 use super::{
-    BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Result, Runtime,
-    RuntimeError,
+    BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ExecRequest, ExecSession,
+    Result, Runtime, RuntimeError,
 };
 
 /// How long `start` waits for the supervisor to report the container started.
@@ -270,6 +270,19 @@ impl ExecRuntime {
         Ok(out.into_iter().map(|(_, info)| info).collect())
     }
 
+    /// `exec` in a running container: a host process with its environment
+    /// and working directory (see [`super::hostexec`]).
+    fn exec_in(&self, id: &ContainerId, req: &ExecRequest) -> Result<ExecSession> {
+        let dir = self.container_dir(id)?;
+        if !self.observe(&dir)?.is_running() {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "container {id} is not running"
+            )));
+        }
+        let record: ContainerRecord = read_record(&dir, SPEC_FILE)?;
+        super::hostexec::spawn(&record.process, req)
+    }
+
     fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let dir = self.container_dir(id)?;
         if self.observe(&dir)?.is_running() {
@@ -306,6 +319,14 @@ impl Runtime for ExecRuntime {
 
     fn remove<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.remove_container(id) })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        req: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession>> {
+        Box::pin(async move { self.exec_in(id, &req) })
     }
 }
 

@@ -7,9 +7,12 @@
 //! one (agent restart) and never starts duplicates by itself.
 
 pub mod docker;
+mod dockerexec;
 pub mod exec;
+mod hostexec;
 pub mod images;
 mod procfs;
+pub mod session;
 pub(crate) mod supervisor;
 
 use std::future::Future;
@@ -18,6 +21,8 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+pub use session::{ExecInput, ExecOutput, ExecRequest, ExecSession, TermSize};
 
 /// A boxed, `Send` future: keeps [`Runtime`] object-safe (`Arc<dyn Runtime>`)
 /// without a macro crate.
@@ -128,6 +133,10 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The runtime cannot do what was asked (e.g. exec in a runtime that
+    /// has no way to enter its containers).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0}")]
     Other(String),
 }
@@ -167,4 +176,21 @@ pub trait Runtime: Send + Sync {
     ) -> BoxFuture<'a, Result<ContainerState>>;
     fn list(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>>>;
     fn remove<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<()>>;
+    /// Runs a command in running container `id` (see [`session`] for what
+    /// the session guarantees). [`RuntimeError::StillRunning`] is never
+    /// returned; an exited container is [`RuntimeError::InvalidSpec`].
+    /// Runtimes that cannot exec keep this default, which says so.
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        req: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession>> {
+        let _ = (id, req);
+        Box::pin(async move {
+            Err(RuntimeError::Unsupported(format!(
+                "the {} runtime cannot run commands in containers",
+                self.name()
+            )))
+        })
+    }
 }

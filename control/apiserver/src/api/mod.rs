@@ -167,6 +167,9 @@ async fn dispatch(api: &Arc<Api>, route: Route, req: Request<Body>) -> ApiResult
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             body: api.metrics.render(api.objects.store()),
         }),
+        Route::Resource(t) if crate::podexec::is_stream(&t) => {
+            Ok(Reply::Stream(crate::podexec::serve(api, t, req).await?))
+        }
         Route::Resource(t) => {
             let r = read_request(api, req, accept).await?;
             resource(api, t, r).await
