@@ -12,6 +12,7 @@
 //! (`keel __supervise <dir>`) and as built-in images (`keel image echo`).
 
 pub mod agent;
+pub mod dns;
 pub mod runtime;
 
 pub use runtime::images::run_builtin_image;
