@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 
-use crate::agent::{hostname, AgentArgs, RuntimeKind};
+use crate::agent::{hostname, AgentArgs, DnsArgs, RuntimeKind};
 use crate::server::ServerArgs;
 
 #[derive(Args, Debug)]
@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// loopback address unless keel runs in a network namespace of its own.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::Ipv4Addr,
+    /// The agents' cluster DNS (each agent serves it on the kube-dns
+    /// address, sharing the port).
+    #[command(flatten)]
+    dns: DnsArgs,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -73,6 +77,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             node_labels: vec![],
             heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
             restart_backoff_base_ms: 10_000,
+            dns: a.dns.clone(),
         };
         let cfg = args.config(None).await?;
         runtimes.push(cfg.runtime.clone());
