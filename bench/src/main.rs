@@ -14,10 +14,12 @@
 //! target/release/keel-bench api            # Kubernetes API of 3 keel replicas
 //! target/release/keel-bench scheduler      # 10,000 pods onto 1,000 fake nodes
 //! target/release/keel-bench e2e            # 100-replica Deployment on keel up
+//! target/release/keel-bench dns            # cluster DNS queries/s
 //! ```
 
 mod api;
 mod cluster;
+mod dns;
 mod e2e;
 mod report;
 mod scheduler;
@@ -95,6 +97,9 @@ enum Command {
     /// `keel up --agents N` end to end: time from a Deployment's create to
     /// all its replicas Ready.
     E2e(e2e::E2eArgs),
+    /// Cluster DNS: UDP queries per second of the agents' DNS server
+    /// (cluster names and NXDOMAIN) with N concurrent clients.
+    Dns(dns::DnsArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -121,6 +126,7 @@ async fn main() -> Result<()> {
         Some(Command::Api(a)) => return api::main(a).await,
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
+        Some(Command::Dns(a)) => return dns::main(a).await,
         None => {}
     }
     ensure!(
