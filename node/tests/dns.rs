@@ -201,7 +201,9 @@ async fn other_names_are_forwarded_to_the_upstream() {
 #[tokio::test]
 async fn headless_services_resolve_to_their_endpoints() {
     let services = json!([{"metadata": {"name": "db", "namespace": "data"},
-        "spec": {"clusterIP": "None"}}]);
+        "spec": {"clusterIP": "None"}},
+        {"metadata": {"name": "alias", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "db-0.db.data.svc.cluster.local"}}]);
     let slices = json!([{"metadata": {"name": "db-abc", "namespace": "data",
           "labels": {"kubernetes.io/service-name": "db"}},
         "addressType": "IPv4",
@@ -226,6 +228,10 @@ async fn headless_services_resolve_to_their_endpoints() {
     );
     let r = query(&mut c, "db-1.db.data.svc.cluster.local.", RecordType::A).await;
     assert_eq!(addresses(&r), vec!["127.0.7.2".parse::<IpAddr>().unwrap()]);
+    // An ExternalName aliasing an in-zone name: the CNAME, then its A.
+    let r = query(&mut c, "alias.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(r.answers[0].record_type(), RecordType::CNAME, "{r:?}");
+    assert_eq!(addresses(&r), vec!["127.0.7.1".parse::<IpAddr>().unwrap()]);
     let r = query(&mut c, "127-0-0-9.data.pod.cluster.local.", RecordType::A).await;
     assert_eq!(addresses(&r), vec!["127.0.0.9".parse::<IpAddr>().unwrap()]);
     server.stop().await;

@@ -4,7 +4,8 @@
 //! upstream.
 //!
 //! Answers in the zone: records → NOERROR with the records (SRV answers
-//! carry their in-zone targets' addresses as additional records); a name
+//! carry their in-zone targets' addresses as additional records; an
+//! in-zone CNAME is followed, up to 8 hops); a name
 //! without that type → NOERROR, no answer, SOA in authority; unknown
 //! name → NXDOMAIN with the SOA in authority (as CoreDNS).
 
@@ -77,9 +78,34 @@ struct Reply {
     additionals: Vec<Record>,
 }
 
+/// Most CNAME hops followed inside the zone.
+const MAX_CNAME_HOPS: usize = 8;
+
+/// Appends what an in-zone CNAME target answers (an ExternalName aliasing
+/// another Service, `externalName: db.data.svc.cluster.local`), as CoreDNS
+/// does; a target outside the zone is left to the client's resolver.
+fn follow_cnames(index: &ZoneIndex, qtype: RecordType, answers: &mut Vec<Record>) {
+    if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+        return;
+    }
+    for _ in 0..MAX_CNAME_HOPS {
+        let Some(RData::CNAME(target)) = answers.last().map(|r| r.data.clone()) else {
+            return;
+        };
+        if !index.in_zone(&target.0) {
+            return;
+        }
+        match index.lookup(&target.0, qtype) {
+            Answer::Records(more) => answers.extend(more),
+            _ => return,
+        }
+    }
+}
+
 fn answer(index: &ZoneIndex, name: &Name, qtype: RecordType) -> Reply {
     match index.lookup(name, qtype) {
-        Answer::Records(answers) => {
+        Answer::Records(mut answers) => {
+            follow_cnames(index, qtype, &mut answers);
             let additionals = answers
                 .iter()
                 .filter_map(|r| match &r.data {
