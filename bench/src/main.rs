@@ -15,10 +15,12 @@
 //! target/release/keel-bench scheduler      # 10,000 pods onto 1,000 fake nodes
 //! target/release/keel-bench e2e            # 100-replica Deployment on keel up
 //! target/release/keel-bench ingress        # Ingress router vs direct, HTTP/1.1
+//! target/release/keel-bench dns            # cluster DNS queries/s
 //! ```
 
 mod api;
 mod cluster;
+mod dns;
 mod e2e;
 mod ingress;
 mod report;
@@ -100,6 +102,9 @@ enum Command {
     /// keel's Ingress router in process: requests/s and latency through
     /// the router vs straight to the upstream, HTTP/1.1 keep-alive.
     Ingress(ingress::IngressArgs),
+    /// Cluster DNS: UDP queries per second of the agents' DNS server
+    /// (cluster names and NXDOMAIN) with N concurrent clients.
+    Dns(dns::DnsArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -127,6 +132,7 @@ async fn main() -> Result<()> {
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
         Some(Command::Ingress(a)) => return ingress::main(a).await,
+        Some(Command::Dns(a)) => return dns::main(a).await,
         None => {}
     }
     ensure!(

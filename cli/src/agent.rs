@@ -58,6 +58,8 @@ pub struct AgentArgs {
     pub restart_backoff_base_ms: u64,
     #[command(flatten)]
     pub ingress: IngressArgs,
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 /// The built-in Ingress router's listeners (class `keel`).
@@ -83,6 +85,46 @@ impl IngressArgs {
             http: Some(self.ingress_http.unwrap_or(SocketAddr::new(node_ip, 80))),
             https: Some(self.ingress_https.unwrap_or(SocketAddr::new(node_ip, 443))),
         })
+    }
+}
+
+/// Cluster DNS flags (kubelet's names where it has them).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DnsArgs {
+    /// The cluster's DNS domain, served by every agent and written into
+    /// pods' resolv.conf search lists.
+    #[arg(long, default_value = keel_node::dns::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// The cluster DNS address, where the agent listens (port 53) and pods'
+    /// resolv.conf points (default: the kube-system/kube-dns Service's
+    /// cluster IP, followed as it changes).
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
+    /// Upstream server for names outside the cluster domain, `IP` or
+    /// `IP:PORT` (repeatable; default: the nameservers of the host's
+    /// /etc/resolv.conf, minus the cluster DNS address).
+    #[arg(long = "dns-upstream", value_parser = parse_upstream)]
+    pub dns_upstreams: Vec<SocketAddr>,
+}
+
+/// `IP` (port 53) or `IP:PORT`, as `--dns-upstream` takes it.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, keel_node::dns::DNS_PORT));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+}
+
+impl DnsArgs {
+    /// The agent's DNS configuration.
+    pub fn config(&self) -> keel_node::dns::DnsConfig {
+        keel_node::dns::DnsConfig {
+            cluster_domain: self.cluster_domain.clone(),
+            cluster_dns: self.cluster_dns,
+            upstreams: self.dns_upstreams.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -138,6 +180,7 @@ impl AgentArgs {
         }
         cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(100));
         cfg.backoff_base = Duration::from_millis(self.restart_backoff_base_ms.max(100));
+        cfg.dns = self.dns.config();
         Ok(cfg)
     }
 }

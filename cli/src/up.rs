@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 
-use crate::agent::{hostname, AgentArgs, IngressArgs, RuntimeKind};
+use crate::agent::{hostname, AgentArgs, DnsArgs, IngressArgs, RuntimeKind};
 use crate::server::ServerArgs;
 
 #[derive(Args, Debug)]
@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// and 443; an address given here is shared by every agent).
     #[command(flatten)]
     ingress: IngressArgs,
+    /// The agents' cluster DNS (each agent serves it on the kube-dns
+    /// address, sharing the port).
+    #[command(flatten)]
+    dns: DnsArgs,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -78,6 +82,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
             restart_backoff_base_ms: 10_000,
             ingress: a.ingress.clone(),
+            dns: a.dns.clone(),
         };
         let cfg = args.config(None).await?;
         runtimes.push(cfg.runtime.clone());

@@ -13,6 +13,7 @@
 //! (`keel __supervise <dir>`) and as built-in images (`keel image echo`).
 
 pub mod agent;
+pub mod dns;
 pub mod ingress;
 pub mod runtime;
 

@@ -89,6 +89,7 @@ pub async fn serve(
     crate::bootstrap::ensure_default_service_accounts(&objects).await;
     crate::bootstrap::ensure_storage_class(&objects).await;
     crate::bootstrap::ensure_ingress_class(&objects).await;
+    crate::bootstrap::ensure_kube_dns(&objects, cfg.api.service_range).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {

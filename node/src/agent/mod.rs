@@ -16,13 +16,15 @@
 //! - [`storage`]: local-path volumes (published root, reclaim of deleted ones);
 //! - [`logs`]: the `AgentService` log server and its pod index;
 //! - [`exec`]: `AgentService` exec, attach and port-forward;
-//! - the Ingress router ([`crate::ingress`]) when [`AgentConfig::ingress`] is set.
+//! - the Ingress router ([`crate::ingress`]) when [`AgentConfig::ingress`] is set;
+//! - cluster DNS ([`crate::dns`]), spawned here too.
 //!
 //! On-disk layout under [`AgentConfig::root_dir`]:
 //! ```text
 //! runtime/                          exec runtime state (see [`exec_runtime`])
 //! ipam.json                         pod uid -> IP
 //! pods/<uid>/state.json             restart counts, last exits, init progress
+//! pods/<uid>/resolv.conf            the pod's DNS configuration (env KEEL_RESOLV_CONF)
 //! pods/<uid>/volumes/<volume>/      emptyDir, configMap, secret contents
 //! pods/<uid>/logs/<container>/<restartCount>.log
 //! storage/pvc-<uid>_<ns>_<claim>/   local-path persistent volumes
@@ -102,6 +104,8 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// The Ingress router's listeners; `None` runs no router.
     pub ingress: Option<crate::ingress::IngressConfig>,
+    /// Cluster DNS: the zone, its address, upstreams (see [`crate::dns`]).
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl AgentConfig {
@@ -134,6 +138,7 @@ impl AgentConfig {
             backoff_reset: Duration::from_secs(600),
             sync_interval: Duration::from_millis(500),
             ingress: None,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }
@@ -174,6 +179,8 @@ pub struct Ctx {
     pub events: events::Recorder,
     pub ipam: Mutex<ipam::Ipam>,
     pub index: Arc<logs::PodIndex>,
+    /// The cluster DNS address for pods' resolv.conf.
+    pub dns: crate::dns::DnsInfo,
 }
 
 impl Ctx {
@@ -207,12 +214,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     tasks.spawn(logs::serve(listener, index.clone(), cfg.runtime.clone()));
     let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
+    let dns = start_dns(&cfg, &tasks)?;
     let ctx = Ctx {
         cfg,
         client,
         events,
         ipam: Mutex::new(ipam),
         index,
+        dns,
     };
     let result = tokio::select! {
         () = shutdown => Ok(()),
@@ -220,6 +229,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     };
     tasks.shutdown().await;
     result
+}
+
+/// Starts the cluster DNS loops (watch + server). A client that cannot be
+/// built only costs the cluster zone (logged); a bad domain is an error.
+fn start_dns(cfg: &AgentConfig, tasks: &tasks::Tasks) -> anyhow::Result<crate::dns::DnsInfo> {
+    let client = match api::client(cfg, "keel-dns") {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster DNS: no API client; serving an empty zone");
+            None
+        }
+    };
+    let (info, loops) = crate::dns::start(&cfg.dns, client).context("--cluster-domain")?;
+    for l in loops {
+        tasks.spawn(l);
+    }
+    Ok(info)
 }
 
 async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow::Result<()> {

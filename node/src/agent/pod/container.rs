@@ -342,7 +342,13 @@ impl Run {
         );
         let mounts = volumes::mounts(&self.spec, pc.volumes);
         let env = match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs).await {
-            Ok(env) => env,
+            Ok(mut env) => {
+                if let Some(path) = write_resolv_conf(pc) {
+                    let var = crate::dns::resolv_conf::RESOLV_CONF_ENV.to_string();
+                    env.insert(0, (var, path.display().to_string()));
+                }
+                env
+            }
             Err(msg) => {
                 pc.event(
                     self.name(),
@@ -554,6 +560,24 @@ fn fmt_delay(d: Duration) -> String {
     match s >= 60 {
         true => format!("{}m{}s", s / 60, s % 60),
         false => format!("{s}s"),
+    }
+}
+
+/// (Re)writes the pod's resolv.conf before a container starts, so it
+/// names the cluster DNS as known now (see [`crate::dns::resolv_conf`]).
+/// A spec it cannot honour is a warning event and `None`: the container
+/// runs with the host's resolver, as after the kubelet's
+/// `DNSConfigForming`.
+fn write_resolv_conf(pc: &PodCtx<'_>) -> Option<PathBuf> {
+    let settings = pc.ctx.dns.settings();
+    match crate::dns::resolv_conf::write(pc.pod, pc.pod_dir, &settings) {
+        Ok(path) => Some(path),
+        Err(msg) => {
+            pc.ctx
+                .events
+                .pod(pc.pod, None, EventKind::Warning, "DNSConfigForming", &msg);
+            None
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! A container's environment.
 //!
-//! Order (later wins): `POD_IP` (the exec runtime's pods bind to it, since
+//! Order (later wins): `KEEL_RESOLV_CONF` (the pod's resolv.conf, added by
+//! [`super::container`]; see [`crate::dns::resolv_conf`]), `POD_IP` (the exec runtime's pods bind to it, since
 //! they share the host network stack), `KEEL_VOLUME_<NAME>` for each volume
 //! mount (see [`super::volumes`]), then `envFrom` sources, then `env`.
 //! `$(VAR)` in values expands to variables defined earlier (`$$` escapes),
