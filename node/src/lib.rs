@@ -2,7 +2,7 @@
 //!
 //! [`agent`] is the node agent (registration, heartbeats, the pod watch,
 //! the per-pod sync loop, probes, volumes, status, logs); [`agent::run`] is
-//! its entry point. Below it is the runtime layer ([`runtime`]): the
+//! its entry point; [`proxy`] is the Service proxy it runs. Below it is the runtime layer ([`runtime`]): the
 //! [`runtime::Runtime`] trait and the `exec` runtime, in which containers are
 //! supervised child processes of the agent and image names resolve to built-in
 //! images served by the keel binary itself or to a local image directory.
@@ -12,6 +12,7 @@
 //! (`keel __supervise <dir>`) and as built-in images (`keel image echo`).
 
 pub mod agent;
+pub mod proxy;
 pub mod runtime;
 
 pub use runtime::images::run_builtin_image;

@@ -8,6 +8,8 @@
 //!   servers, TLS, bearer token);
 //! - [`register`]: the Node object, registration and the heartbeat loop;
 //! - [`api`]: a `kube::Client` for the networking loops (typed watches);
+//! - [`cache`]: reflector caches on it (Services for the pod environment
+//!   and the Service proxy, EndpointSlices for the proxy);
 //! - [`assign`]: the `WatchPods` stream (resume from the last revision);
 //! - [`manager`]: one worker per pod, orphan cleanup after a snapshot;
 //! - [`pod`]: the per-pod sync loop (containers, probes, volumes, status);
@@ -32,6 +34,7 @@
 
 pub mod api;
 pub mod assign;
+pub mod cache;
 pub mod client;
 pub mod events;
 pub mod ipam;
@@ -52,6 +55,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::runtime::exec::{ExecConfig, ExecRuntime};
 use crate::runtime::Runtime;
@@ -97,6 +102,8 @@ pub struct AgentConfig {
     pub backoff_reset: Duration,
     /// How often each pod worker re-examines its containers.
     pub sync_interval: Duration,
+    /// Run the Service proxy ([`crate::proxy`]) on this node.
+    pub proxy: bool,
 }
 
 impl AgentConfig {
@@ -128,6 +135,7 @@ impl AgentConfig {
             backoff_cap: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
             sync_interval: Duration::from_millis(500),
+            proxy: true,
         }
     }
 }
@@ -167,6 +175,9 @@ pub struct Ctx {
     pub events: events::Recorder,
     pub ipam: Mutex<ipam::Ipam>,
     pub index: Arc<logs::PodIndex>,
+    /// Every Service of the cluster, for the pods' Service environment
+    /// variables; `None` when no API client could be built.
+    pub services: Option<cache::Cache<Service>>,
 }
 
 impl Ctx {
@@ -200,12 +211,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     tasks.spawn(logs::serve(listener, index.clone(), cfg.runtime.clone()));
     let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
+    let services = start_networking(&cfg, &tasks);
     let ctx = Ctx {
         cfg,
         client,
         events,
         ipam: Mutex::new(ipam),
         index,
+        services,
     };
     let result = tokio::select! {
         () = shutdown => Ok(()),
@@ -213,6 +226,31 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     };
     tasks.shutdown().await;
     result
+}
+
+/// Starts the Service cache and, when configured, the Service proxy on
+/// an EndpointSlice cache of its own. An API client that cannot be built
+/// is logged, not fatal: pods then start without Service variables.
+fn start_networking(cfg: &AgentConfig, tasks: &tasks::Tasks) -> Option<cache::Cache<Service>> {
+    let client = match api::client(cfg, "keel-agent") {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no API client: no Service proxy or Service variables");
+            return None;
+        }
+    };
+    let (services, feed) = cache::Cache::start(kube::Api::<Service>::all(client.clone()));
+    tasks.spawn(feed);
+    if cfg.proxy {
+        let (slices, feed) = cache::Cache::start(kube::Api::<EndpointSlice>::all(client));
+        tasks.spawn(feed);
+        let node = crate::proxy::NodeInfo {
+            name: cfg.node_name.clone(),
+            ip: cfg.node_ip,
+        };
+        tasks.spawn(crate::proxy::run(services.clone(), slices, node));
+    }
+    Some(services)
 }
 
 async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow::Result<()> {
