@@ -341,20 +341,24 @@ impl Run {
             pc.pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
         let mounts = volumes::mounts(&self.spec, pc.volumes);
-        let env = match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs).await {
-            Ok(env) => env,
-            Err(msg) => {
-                pc.event(
-                    self.name(),
-                    EventKind::Warning,
-                    "Failed",
-                    &format!("Error: {msg}"),
-                );
-                self.waiting = Some(("CreateContainerConfigError".into(), msg));
-                self.next_start = Some(Instant::now() + pc.ctx.cfg.backoff_base);
-                return false;
-            }
-        };
+        let services = service_vars(pc).await;
+        let env =
+            match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs, &services)
+                .await
+            {
+                Ok(env) => env,
+                Err(msg) => {
+                    pc.event(
+                        self.name(),
+                        EventKind::Warning,
+                        "Failed",
+                        &format!("Error: {msg}"),
+                    );
+                    self.waiting = Some(("CreateContainerConfigError".into(), msg));
+                    self.next_start = Some(Instant::now() + pc.ctx.cfg.backoff_base);
+                    return false;
+                }
+            };
         let restart_count = match self.id.is_some() {
             true => self.restart_count + 1,
             false => self.restart_count,
@@ -507,6 +511,27 @@ impl Run {
 }
 
 /// `pods/<uid>/logs/<container>/<restartCount>.log`.
+/// How long a container start waits for the agent's first list of
+/// Services (normally milliseconds after the agent starts).
+const SERVICES_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Service variables from the agent's Service cache. The kubelet
+/// refuses to start containers before it has listed Services once; keel
+/// waits for that list too, but when the API cannot be read at all (no
+/// client, or the first list failed) it starts the container without them
+/// rather than never.
+async fn service_vars(pc: &PodCtx<'_>) -> Vec<(String, String)> {
+    let Some(cache) = &pc.ctx.services else {
+        return Vec::new();
+    };
+    if !cache.wait_synced(SERVICES_SYNC_TIMEOUT).await {
+        tracing::warn!(pod = %pc.pod_ref(), "Services not listed yet; starting without Service variables");
+        return Vec::new();
+    }
+    let services = cache.store().state();
+    env::service_env(pc.pod, services.iter().map(AsRef::as_ref))
+}
+
 pub fn log_path(pod_dir: &Path, container: &str, restart_count: u32) -> PathBuf {
     pod_dir
         .join("logs")
