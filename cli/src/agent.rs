@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// 300 s, as the kubelet's).
     #[arg(long, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
+    /// Do not run the Service proxy on this node (cluster IPs and
+    /// NodePorts are then not served by this agent).
+    #[arg(long)]
+    pub disable_proxy: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -108,6 +112,7 @@ impl AgentArgs {
         }
         cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(100));
         cfg.backoff_base = Duration::from_millis(self.restart_backoff_base_ms.max(100));
+        cfg.proxy = !self.disable_proxy;
         Ok(cfg)
     }
 }

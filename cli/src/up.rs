@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// loopback address unless keel runs in a network namespace of its own.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::Ipv4Addr,
+    /// Run the agents without the Service proxy.
+    #[arg(long)]
+    disable_proxy: bool,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             node_labels: vec![],
             heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
             restart_backoff_base_ms: 10_000,
+            disable_proxy: a.disable_proxy,
         };
         let cfg = args.config(None).await?;
         runtimes.push(cfg.runtime.clone());
