@@ -288,3 +288,84 @@ async fn a_taken_port_is_retried_until_it_frees() {
     drop(squatter);
     wait_answer(fe, "a").await;
 }
+
+/// A UDP backend answering each datagram with `<name>:<payload>`.
+async fn udp_backend(addr_ip: IpAddr, name: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(addr_ip, 0))
+        .await
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let name = name.to_string();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+            let _ = socket.send_to(reply.as_bytes(), from).await;
+        }
+    });
+    (addr, task)
+}
+
+fn udp_table(frontend: SocketAddr, backends: Vec<Backend>) -> Table {
+    let mut t = table(frontend, backends, None);
+    let (mut fe, route) = t.routes.pop_first().unwrap();
+    fe.protocol = Protocol::Udp;
+    t.routes.insert(fe, route);
+    t
+}
+
+/// Sends `payload` from `client` to `to` until a reply from `to` arrives
+/// (datagrams sent before the frontend binds are lost); returns it.
+async fn udp_ask(client: &tokio::net::UdpSocket, to: SocketAddr, payload: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut buf = [0u8; 1500];
+    loop {
+        client.send_to(payload.as_bytes(), to).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(1), client.recv_from(&mut buf)).await;
+        if let Ok(Ok((n, from))) = got {
+            assert_eq!(from, to, "the reply comes from the frontend address");
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no UDP reply from {to}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_follow_a_per_client_session_and_move_when_the_backend_goes() {
+    let (a, _ta) = udp_backend(ip(8, 2), "a").await;
+    let (b, _tb) = udp_backend(ip(8, 3), "b").await;
+    let fe = std::net::UdpSocket::bind(SocketAddr::new(ip(8, 1), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut listeners = Listeners::new();
+    listeners.apply(&udp_table(fe, vec![Backend::ready(a), Backend::ready(b)]));
+    let c1 = tokio::net::UdpSocket::bind(SocketAddr::new(ip(8, 10), 0))
+        .await
+        .unwrap();
+    let c2 = tokio::net::UdpSocket::bind(SocketAddr::new(ip(8, 11), 0))
+        .await
+        .unwrap();
+    let first = udp_ask(&c1, fe, "hello").await;
+    let name1 = first.split(':').next().unwrap().to_string();
+    assert_eq!(first, format!("{name1}:hello"));
+    for i in 0..10 {
+        let reply = udp_ask(&c1, fe, &format!("m{i}")).await;
+        assert_eq!(reply, format!("{name1}:m{i}"), "one client, one backend");
+    }
+    // A second client's session goes round-robin to the other backend.
+    let reply2 = udp_ask(&c2, fe, "hi").await;
+    assert_ne!(reply2.split(':').next().unwrap(), name1, "{reply2}");
+
+    // The first client's backend leaves the route: its next datagram moves.
+    let rest = match name1.as_str() {
+        "a" => b,
+        _ => a,
+    };
+    listeners.apply(&udp_table(fe, vec![Backend::ready(rest)]));
+    let moved = udp_ask(&c1, fe, "again").await;
+    assert_ne!(moved.split(':').next().unwrap(), name1, "{moved}");
+}

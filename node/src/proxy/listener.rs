@@ -1,4 +1,4 @@
-//! The listener manager: one listening socket per TCP frontend of the
+//! The listener manager: one listening socket per frontend of the
 //! [`Table`], reconciled on every table change.
 //!
 //! Guarantees:
@@ -19,8 +19,8 @@
 //!   [`MAX_ATTEMPTS`] backends in all; then (or at once, when the route has
 //!   no usable backend) the client connection is reset.
 //!
-//! Only TCP frontends are served; UDP and SCTP ones are logged once and
-//! skipped.
+//! TCP frontends are spliced here; UDP ones are proxied per client by
+//! [`super::udp`]; SCTP ones are logged once and skipped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,10 +70,10 @@ impl Listeners {
             keep
         });
         for (fe, route) in &table.routes {
-            if fe.protocol != Protocol::Tcp {
+            if fe.protocol == Protocol::Sctp {
                 if self.unsupported.insert(*fe) {
-                    tracing::warn!(frontend = %fe.addr, protocol = ?fe.protocol, service = %route.service,
-                        "the proxy serves TCP only; port skipped");
+                    tracing::warn!(frontend = %fe.addr, service = %route.service,
+                        "the proxy serves TCP and UDP only; SCTP port skipped");
                 }
                 continue;
             }
@@ -89,7 +89,10 @@ impl Listeners {
                 }
                 None => {
                     let (tx, rx) = watch::channel(route.clone());
-                    let task = tokio::spawn(serve(fe.addr, rx));
+                    let task = match fe.protocol {
+                        Protocol::Udp => tokio::spawn(serve_udp(fe.addr, rx)),
+                        _ => tokio::spawn(serve(fe.addr, rx)),
+                    };
                     self.active.insert(*fe, Listener { route: tx, task });
                 }
             }
@@ -125,10 +128,16 @@ pub fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// Binds (retrying), then proxies datagrams until aborted.
+async fn serve_udp(addr: SocketAddr, route: watch::Receiver<Arc<Route>>) {
+    let socket = bind_until_ok(addr, &route, super::udp::bind_reusable).await;
+    super::udp::serve(socket, route).await
+}
+
 /// Binds (retrying), then accepts until aborted; connections run in a set
 /// owned by this task, so aborting it ends them too.
 async fn serve(addr: SocketAddr, route: watch::Receiver<Arc<Route>>) {
-    let listener = bind_until_ok(addr, &route).await;
+    let listener = bind_until_ok(addr, &route, bind_reusable).await;
     let picker = Arc::new(Mutex::new(Picker::default()));
     let mut conns = JoinSet::new();
     loop {
@@ -149,10 +158,14 @@ async fn serve(addr: SocketAddr, route: watch::Receiver<Arc<Route>>) {
     }
 }
 
-async fn bind_until_ok(addr: SocketAddr, route: &watch::Receiver<Arc<Route>>) -> TcpListener {
+async fn bind_until_ok<S>(
+    addr: SocketAddr,
+    route: &watch::Receiver<Arc<Route>>,
+    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+) -> S {
     let mut logged = false;
     loop {
-        match bind_reusable(addr) {
+        match bind(addr) {
             Ok(l) => {
                 if logged {
                     tracing::info!(frontend = %addr, "service port bound after retrying");

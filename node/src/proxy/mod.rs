@@ -9,20 +9,22 @@
 //! - [`picker`]: the endpoint for a new connection (ready first, terminating
 //!   fallback, round-robin, ClientIP affinity);
 //! - [`listener`]: the listening sockets, reconciled to the table, and the
-//!   splice;
+//!   TCP splice;
+//! - [`udp`]: UDP frontends, per-client sessions with an idle timeout;
 //! - [`run`] here: the watch wiring, on the agent's reflector caches.
 //!
 //! Guarantees: a change of a Service or EndpointSlice reaches the routes as
 //! soon as the reflector applies its watch event (the table is rebuilt on
 //! every change, then reconciled), so it applies to the next connection well
 //! within a second; no route is served from a partial first list (the proxy
-//! waits until both caches have listed once). What is not done: UDP and SCTP
-//! ports (logged once and skipped), `externalIPs` and load-balancer ingress
+//! waits until both caches have listed once). What is not done: SCTP ports
+//! (logged once and skipped), `externalIPs` and load-balancer ingress
 //! addresses.
 
 pub mod listener;
 pub mod picker;
 pub mod table;
+pub mod udp;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
