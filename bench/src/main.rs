@@ -14,11 +14,13 @@
 //! target/release/keel-bench api            # Kubernetes API of 3 keel replicas
 //! target/release/keel-bench scheduler      # 10,000 pods onto 1,000 fake nodes
 //! target/release/keel-bench e2e            # 100-replica Deployment on keel up
+//! target/release/keel-bench proxy          # Service proxy data path + updates
 //! ```
 
 mod api;
 mod cluster;
 mod e2e;
+mod proxy;
 mod report;
 mod scheduler;
 mod workload;
@@ -95,6 +97,10 @@ enum Command {
     /// `keel up --agents N` end to end: time from a Deployment's create to
     /// all its replicas Ready.
     E2e(e2e::E2eArgs),
+    /// The agents' Service proxy on loopback: throughput, connections/s and
+    /// round-trip latency through a cluster IP vs direct, and the time from
+    /// an EndpointSlice change to the proxy using it.
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -121,6 +127,7 @@ async fn main() -> Result<()> {
         Some(Command::Api(a)) => return api::main(a).await,
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
+        Some(Command::Proxy(a)) => return proxy::main(a).await,
         None => {}
     }
     ensure!(
