@@ -38,6 +38,9 @@ use super::table::{Frontend, Protocol, Route, Table};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Backends tried per client connection before it is reset.
 pub const MAX_ATTEMPTS: usize = 3;
+/// Copy buffer per direction of a spliced connection: 64 KiB moves bulk
+/// data in a quarter of the system calls of tokio's 8 KiB default.
+const SPLICE_BUFFER_BYTES: usize = 64 * 1024;
 /// Pause between bind attempts of a frontend that failed to bind.
 const BIND_RETRY: Duration = Duration::from_secs(1);
 
@@ -206,7 +209,13 @@ async fn forward(
             Ok(Ok(mut upstream)) => {
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    SPLICE_BUFFER_BYTES,
+                    SPLICE_BUFFER_BYTES,
+                )
+                .await;
                 return;
             }
             Ok(Err(e)) => {
