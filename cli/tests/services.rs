@@ -119,7 +119,10 @@ fn client_pod(name: &str, links: bool) -> String {
             "containers": [{
                 "name": "client",
                 "image": "keel/host",
-                "env": [{"name": "EXPLICIT", "value": "$(WEB_SERVICE_PORT)"}],
+                "env": [
+                    {"name": "EXPLICIT", "value": "$(WEB_SERVICE_PORT)"},
+                    {"name": "WEB_PORT", "value": "mine"}
+                ],
                 "command": ["sh", "-c",
                     "env | sort; for i in 1 2 3 4 5 6 7 8 9 10; do curl -sS --max-time 5 http://${WEB_SERVICE_HOST:-none}:${WEB_SERVICE_PORT:-80}/from-pod && exit 0; sleep 1; done; exit 0"]
             }]
@@ -230,12 +233,13 @@ fn cluster_ip_and_node_port_reach_the_pods_spread_and_drain_and_pods_get_service
         format!("WEB_SERVICE_HOST={cluster_ip}"),
         "WEB_SERVICE_PORT=80".to_string(),
         "WEB_SERVICE_PORT_HTTP=80".to_string(),
-        format!("WEB_PORT=tcp://{cluster_ip}:80"),
         format!("WEB_PORT_80_TCP=tcp://{cluster_ip}:80"),
         "WEB_PORT_80_TCP_PROTO=tcp".to_string(),
         "WEB_PORT_80_TCP_PORT=80".to_string(),
         format!("WEB_PORT_80_TCP_ADDR={cluster_ip}"),
         "EXPLICIT=80".to_string(),
+        // Explicit container env wins over a Service variable.
+        "WEB_PORT=mine".to_string(),
     ] {
         assert!(lines.contains(want.as_str()), "{want} missing in:\n{logs}");
     }
@@ -243,6 +247,10 @@ fn cluster_ip_and_node_port_reach_the_pods_spread_and_drain_and_pods_get_service
         logs.lines()
             .any(|l| l.contains("path=/from-pod") && l.contains("pod=web-")),
         "the pod reached no endpoint through the cluster IP:\n{logs}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("WEB_PORT=tcp://")),
+        "{logs}"
     );
     let no_links = k.ok(&["logs", "nolinks"]);
     assert!(!no_links.contains("WEB_SERVICE_HOST"), "{no_links}");

@@ -193,7 +193,9 @@ impl Ctx {
 /// Runs the agent until `shutdown` completes (or a fatal setup error).
 ///
 /// Control-plane outages are not errors: every loop retries with back-off
-/// and moves on to the next server. On shutdown the containers keep running.
+/// and moves on to the next server. On shutdown the containers keep running,
+/// and the Service proxy's listeners close (other agents on the host keep
+/// serving the same cluster IPs).
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(cfg.root_dir.join("pods"))
         .with_context(|| format!("create {}", cfg.root_dir.display()))?;
