@@ -16,6 +16,7 @@
 //! target/release/keel-bench e2e            # 100-replica Deployment on keel up
 //! target/release/keel-bench ingress        # Ingress router vs direct, HTTP/1.1
 //! target/release/keel-bench dns            # cluster DNS queries/s
+//! target/release/keel-bench proxy          # Service proxy data path + updates
 //! ```
 
 mod api;
@@ -23,6 +24,7 @@ mod cluster;
 mod dns;
 mod e2e;
 mod ingress;
+mod proxy;
 mod report;
 mod scheduler;
 mod workload;
@@ -105,6 +107,10 @@ enum Command {
     /// Cluster DNS: UDP queries per second of the agents' DNS server
     /// (cluster names and NXDOMAIN) with N concurrent clients.
     Dns(dns::DnsArgs),
+    /// The agents' Service proxy on loopback: throughput, connections/s and
+    /// round-trip latency through a cluster IP vs direct, and the time from
+    /// an EndpointSlice change to the proxy using it.
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -133,6 +139,7 @@ async fn main() -> Result<()> {
         Some(Command::E2e(a)) => return e2e::main(a).await,
         Some(Command::Ingress(a)) => return ingress::main(a).await,
         Some(Command::Dns(a)) => return dns::main(a).await,
+        Some(Command::Proxy(a)) => return proxy::main(a).await,
         None => {}
     }
     ensure!(

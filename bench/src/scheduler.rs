@@ -689,7 +689,7 @@ pub(crate) async fn post(client: &Client, path: &str, body: &Value) -> Result<()
     }
 }
 
-async fn merge_patch(client: &Client, path: &str, body: &Value) -> Result<(), String> {
+pub(crate) async fn merge_patch(client: &Client, path: &str, body: &Value) -> Result<(), String> {
     let req = Request::patch(path)
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/merge-patch+json")

@@ -60,6 +60,10 @@ pub struct AgentArgs {
     pub ingress: IngressArgs,
     #[command(flatten)]
     pub dns: DnsArgs,
+    /// Do not run the Service proxy on this node (cluster IPs and
+    /// NodePorts are then not served by this agent).
+    #[arg(long)]
+    pub disable_proxy: bool,
 }
 
 /// The built-in Ingress router's listeners (class `keel`).
@@ -181,6 +185,7 @@ impl AgentArgs {
         cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(100));
         cfg.backoff_base = Duration::from_millis(self.restart_backoff_base_ms.max(100));
         cfg.dns = self.dns.config();
+        cfg.proxy = !self.disable_proxy;
         Ok(cfg)
     }
 }

@@ -50,6 +50,9 @@ pub struct UpArgs {
     /// address, sharing the port).
     #[command(flatten)]
     dns: DnsArgs,
+    /// Run the agents without the Service proxy.
+    #[arg(long)]
+    disable_proxy: bool,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -83,6 +86,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             restart_backoff_base_ms: 10_000,
             ingress: a.ingress.clone(),
             dns: a.dns.clone(),
+            disable_proxy: a.disable_proxy,
         };
         let cfg = args.config(None).await?;
         runtimes.push(cfg.runtime.clone());

@@ -2,8 +2,9 @@
 //!
 //! [`agent`] is the node agent (registration, heartbeats, the pod watch,
 //! the per-pod sync loop, probes, volumes, status, logs); [`agent::run`] is
-//! its entry point; [`ingress`] is the built-in Ingress router every agent
-//! runs. Below it is the runtime layer ([`runtime`]): the
+//! its entry point; [`proxy`] is the Service proxy, [`dns`] the cluster DNS
+//! server and [`ingress`] the built-in Ingress router every agent runs.
+//! Below it is the runtime layer ([`runtime`]): the
 //! [`runtime::Runtime`] trait and the `exec` runtime, in which containers are
 //! supervised child processes of the agent and image names resolve to built-in
 //! images served by the keel binary itself or to a local image directory.
@@ -15,6 +16,7 @@
 pub mod agent;
 pub mod dns;
 pub mod ingress;
+pub mod proxy;
 pub mod runtime;
 
 pub use runtime::images::run_builtin_image;

@@ -8,6 +8,8 @@
 //!   servers, TLS, bearer token);
 //! - [`register`]: the Node object, registration and the heartbeat loop;
 //! - [`api`]: a `kube::Client` for the networking loops (typed watches);
+//! - [`cache`]: reflector caches on it (Services for the pod environment
+//!   and the Service proxy, EndpointSlices for the proxy);
 //! - [`assign`]: the `WatchPods` stream (resume from the last revision);
 //! - [`manager`]: one worker per pod, orphan cleanup after a snapshot;
 //! - [`pod`]: the per-pod sync loop (containers, probes, volumes, status);
@@ -36,6 +38,7 @@
 
 pub mod api;
 pub mod assign;
+pub mod cache;
 pub mod client;
 pub mod events;
 pub mod exec;
@@ -57,6 +60,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::runtime::exec::{ExecConfig, ExecRuntime};
 use crate::runtime::Runtime;
@@ -106,6 +111,8 @@ pub struct AgentConfig {
     pub ingress: Option<crate::ingress::IngressConfig>,
     /// Cluster DNS: the zone, its address, upstreams (see [`crate::dns`]).
     pub dns: crate::dns::DnsConfig,
+    /// Run the Service proxy ([`crate::proxy`]) on this node.
+    pub proxy: bool,
 }
 
 impl AgentConfig {
@@ -139,6 +146,7 @@ impl AgentConfig {
             sync_interval: Duration::from_millis(500),
             ingress: None,
             dns: crate::dns::DnsConfig::default(),
+            proxy: true,
         }
     }
 }
@@ -181,6 +189,9 @@ pub struct Ctx {
     pub index: Arc<logs::PodIndex>,
     /// The cluster DNS address for pods' resolv.conf.
     pub dns: crate::dns::DnsInfo,
+    /// Every Service of the cluster, for the pods' Service environment
+    /// variables; `None` when no API client could be built.
+    pub services: Option<cache::Cache<Service>>,
 }
 
 impl Ctx {
@@ -196,7 +207,9 @@ impl Ctx {
 /// Runs the agent until `shutdown` completes (or a fatal setup error).
 ///
 /// Control-plane outages are not errors: every loop retries with back-off
-/// and moves on to the next server. On shutdown the containers keep running.
+/// and moves on to the next server. On shutdown the containers keep running,
+/// and the Service proxy's listeners close (other agents on the host keep
+/// serving the same cluster IPs).
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(cfg.root_dir.join("pods"))
         .with_context(|| format!("create {}", cfg.root_dir.display()))?;
@@ -215,6 +228,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
     let dns = start_dns(&cfg, &tasks)?;
+    let services = start_networking(&cfg, &tasks);
     let ctx = Ctx {
         cfg,
         client,
@@ -222,6 +236,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         ipam: Mutex::new(ipam),
         index,
         dns,
+        services,
     };
     let result = tokio::select! {
         () = shutdown => Ok(()),
@@ -246,6 +261,31 @@ fn start_dns(cfg: &AgentConfig, tasks: &tasks::Tasks) -> anyhow::Result<crate::d
         tasks.spawn(l);
     }
     Ok(info)
+}
+
+/// Starts the Service cache and, when configured, the Service proxy on
+/// an EndpointSlice cache of its own. An API client that cannot be built
+/// is logged, not fatal: pods then start without Service variables.
+fn start_networking(cfg: &AgentConfig, tasks: &tasks::Tasks) -> Option<cache::Cache<Service>> {
+    let client = match api::client(cfg, "keel-agent") {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no API client: no Service proxy or Service variables");
+            return None;
+        }
+    };
+    let (services, feed) = cache::Cache::start(kube::Api::<Service>::all(client.clone()));
+    tasks.spawn(feed);
+    if cfg.proxy {
+        let (slices, feed) = cache::Cache::start(kube::Api::<EndpointSlice>::all(client));
+        tasks.spawn(feed);
+        let node = crate::proxy::NodeInfo {
+            name: cfg.node_name.clone(),
+            ip: cfg.node_ip,
+        };
+        tasks.spawn(crate::proxy::run(services.clone(), slices, node));
+    }
+    Some(services)
 }
 
 async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow::Result<()> {

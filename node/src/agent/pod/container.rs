@@ -341,26 +341,30 @@ impl Run {
             pc.pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
         let mounts = volumes::mounts(&self.spec, pc.volumes);
-        let env = match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs).await {
-            Ok(mut env) => {
-                if let Some(path) = write_resolv_conf(pc) {
-                    let var = crate::dns::resolv_conf::RESOLV_CONF_ENV.to_string();
-                    env.insert(0, (var, path.display().to_string()));
+        let services = service_vars(pc).await;
+        let env =
+            match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs, &services)
+                .await
+            {
+                Ok(mut env) => {
+                    if let Some(path) = write_resolv_conf(pc) {
+                        let var = crate::dns::resolv_conf::RESOLV_CONF_ENV.to_string();
+                        env.insert(0, (var, path.display().to_string()));
+                    }
+                    env
                 }
-                env
-            }
-            Err(msg) => {
-                pc.event(
-                    self.name(),
-                    EventKind::Warning,
-                    "Failed",
-                    &format!("Error: {msg}"),
-                );
-                self.waiting = Some(("CreateContainerConfigError".into(), msg));
-                self.next_start = Some(Instant::now() + pc.ctx.cfg.backoff_base);
-                return false;
-            }
-        };
+                Err(msg) => {
+                    pc.event(
+                        self.name(),
+                        EventKind::Warning,
+                        "Failed",
+                        &format!("Error: {msg}"),
+                    );
+                    self.waiting = Some(("CreateContainerConfigError".into(), msg));
+                    self.next_start = Some(Instant::now() + pc.ctx.cfg.backoff_base);
+                    return false;
+                }
+            };
         let restart_count = match self.id.is_some() {
             true => self.restart_count + 1,
             false => self.restart_count,
@@ -513,6 +517,27 @@ impl Run {
 }
 
 /// `pods/<uid>/logs/<container>/<restartCount>.log`.
+/// How long a container start waits for the agent's first list of
+/// Services (normally milliseconds after the agent starts).
+const SERVICES_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Service variables from the agent's Service cache. The kubelet
+/// refuses to start containers before it has listed Services once; keel
+/// waits for that list too, but when the API cannot be read at all (no
+/// client, or the first list failed) it starts the container without them
+/// rather than never.
+async fn service_vars(pc: &PodCtx<'_>) -> Vec<(String, String)> {
+    let Some(cache) = &pc.ctx.services else {
+        return Vec::new();
+    };
+    if !cache.wait_synced(SERVICES_SYNC_TIMEOUT).await {
+        tracing::warn!(pod = %pc.pod_ref(), "Services not listed yet; starting without Service variables");
+        return Vec::new();
+    }
+    let services = cache.store().state();
+    env::service_env(pc.pod, services.iter().map(AsRef::as_ref))
+}
+
 pub fn log_path(pod_dir: &Path, container: &str, restart_count: u32) -> PathBuf {
     pod_dir
         .join("logs")

@@ -1,7 +1,8 @@
 //! A container's environment.
 //!
 //! Order (later wins): `KEEL_RESOLV_CONF` (the pod's resolv.conf, added by
-//! [`super::container`]; see [`crate::dns::resolv_conf`]), `POD_IP` (the exec runtime's pods bind to it, since
+//! [`super::container`]; see [`crate::dns::resolv_conf`]), the Service
+//! variables (see [`service_env`]), `POD_IP` (the exec runtime's pods bind to it, since
 //! they share the host network stack), `KEEL_VOLUME_<NAME>` for each volume
 //! mount (see [`super::volumes`]), then `envFrom` sources, then `env`.
 //! `$(VAR)` in values expands to variables defined earlier (`$$` escapes),
@@ -19,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, Pod, Service};
 
 use super::objects::{Data, FetchError, Objects};
 
@@ -38,8 +39,10 @@ pub async fn container_env(
     addrs: &Addresses,
     mounts: &BTreeMap<String, PathBuf>,
     objs: &mut Objects<'_>,
+    services: &[(String, String)],
 ) -> Result<Vec<(String, String)>, String> {
-    let mut env: Vec<(String, String)> = vec![("POD_IP".into(), addrs.pod_ip.clone())];
+    let mut env: Vec<(String, String)> = services.to_vec();
+    env.push(("POD_IP".into(), addrs.pod_ip.clone()));
     for (name, dir) in mounts {
         env.push((volume_var(name), dir.display().to_string()));
     }
@@ -64,6 +67,93 @@ pub async fn container_env(
         }
     }
     Ok(env)
+}
+
+/// The namespace and name of the Service whose variables every pod gets.
+const MASTER_SERVICE: (&str, &str) = ("default", "kubernetes");
+
+/// The kubelet's Service environment variables for `pod`, from the
+/// Services that exist now: those of the pod's namespace (unless
+/// `enableServiceLinks: false`) and `default/kubernetes` (always; a
+/// `kubernetes` Service in the pod's own namespace takes its place when
+/// links are on). Services without a cluster IP (headless, ExternalName)
+/// give none. Per Service `<SVC>` (name upper-cased, `-` as `_`):
+/// `<SVC>_SERVICE_HOST`, `<SVC>_SERVICE_PORT` (first port),
+/// `<SVC>_SERVICE_PORT_<PORTNAME>` per named port, and the Docker-link
+/// variables `<SVC>_PORT` (first port's URL) and per port
+/// `<SVC>_PORT_<port>_<PROTO>` with `_PROTO`, `_PORT` and `_ADDR`.
+/// Sorted by Service name, so the result does not depend on cache order.
+pub fn service_env<'a>(
+    pod: &Pod,
+    services: impl IntoIterator<Item = &'a Service>,
+) -> Vec<(String, String)> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut chosen: BTreeMap<&str, &Service> = BTreeMap::new();
+    for svc in services {
+        let (Some(name), svc_ns) = (
+            svc.metadata.name.as_deref(),
+            svc.metadata.namespace.as_deref().unwrap_or("default"),
+        ) else {
+            continue;
+        };
+        if (svc_ns, name) == MASTER_SERVICE {
+            chosen.entry(name).or_insert(svc);
+        } else if svc_ns == ns && links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut env = Vec::new();
+    for (name, svc) in chosen {
+        service_vars(name, svc, &mut env);
+    }
+    env
+}
+
+fn service_vars(name: &str, svc: &Service, env: &mut Vec<(String, String)>) {
+    let Some(spec) = &svc.spec else {
+        return;
+    };
+    let ip = spec.cluster_ip.as_deref().unwrap_or("");
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ip.is_empty() || ip == "None" || ports.is_empty() {
+        return;
+    }
+    let prefix = env_name(name);
+    env.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+    env.push((format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string()));
+    for p in ports {
+        if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            let var = format!("{prefix}_SERVICE_PORT_{}", env_name(port_name));
+            env.push((var, p.port.to_string()));
+        }
+    }
+    let host = match ip.contains(':') {
+        true => format!("[{ip}]"),
+        false => ip.to_string(),
+    };
+    for (i, p) in ports.iter().enumerate() {
+        let proto = p.protocol.as_deref().unwrap_or("TCP");
+        let lower = proto.to_ascii_lowercase();
+        let url = format!("{lower}://{host}:{}", p.port);
+        if i == 0 {
+            env.push((format!("{prefix}_PORT"), url.clone()));
+        }
+        let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_ascii_uppercase());
+        env.push((format!("{pp}_PROTO"), lower));
+        env.push((format!("{pp}_PORT"), p.port.to_string()));
+        env.push((format!("{pp}_ADDR"), ip.to_string()));
+        env.push((pp, url));
+    }
+}
+
+/// The kubelet's variable name of a Service or port name.
+fn env_name(name: &str) -> String {
+    name.replace('-', "_").to_uppercase()
 }
 
 /// `KEEL_VOLUME_<NAME>`: the volume name upper-cased, non-alphanumerics as `_`.
@@ -242,6 +332,101 @@ mod tests {
         assert_eq!(expand("x$(A)y$(B)", &d), "x1y2");
         assert_eq!(expand("$(C) $$(A) $", &d), "$(C) $(A) $");
         assert_eq!(expand("$(A", &d), "$(A");
+    }
+
+    fn service(ns: &str, name: &str, spec: serde_json::Value) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn pod_in(ns: &str, links: Option<bool>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": ns},
+            "spec": {"containers": [], "enableServiceLinks": links}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn service_variables_match_the_kubelet() {
+        let redis = service(
+            "ns",
+            "redis-primary",
+            serde_json::json!({"clusterIP": "127.43.0.9", "ports": [
+                {"port": 6379},
+                {"name": "metrics-port", "port": 9121, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}
+            ]}),
+        );
+        let api = service(
+            "default",
+            "kubernetes",
+            serde_json::json!({"clusterIP": "127.43.0.1", "ports": [{"name": "https", "port": 443}]}),
+        );
+        let headless = service(
+            "ns",
+            "db",
+            serde_json::json!({"clusterIP": "None", "ports": [{"port": 5432}]}),
+        );
+        let elsewhere = service(
+            "other",
+            "web",
+            serde_json::json!({"clusterIP": "127.43.0.3", "ports": [{"port": 80}]}),
+        );
+        let all = [&redis, &api, &headless, &elsewhere];
+        let env: BTreeMap<String, String> =
+            service_env(&pod_in("ns", None), all).into_iter().collect();
+        let expected: BTreeMap<String, String> = [
+            ("KUBERNETES_SERVICE_HOST", "127.43.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://127.43.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://127.43.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "127.43.0.1"),
+            ("REDIS_PRIMARY_SERVICE_HOST", "127.43.0.9"),
+            ("REDIS_PRIMARY_SERVICE_PORT", "6379"),
+            ("REDIS_PRIMARY_SERVICE_PORT_METRICS_PORT", "9121"),
+            ("REDIS_PRIMARY_SERVICE_PORT_DNS", "53"),
+            ("REDIS_PRIMARY_PORT", "tcp://127.43.0.9:6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP", "tcp://127.43.0.9:6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_PROTO", "tcp"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_PORT", "6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_ADDR", "127.43.0.9"),
+            ("REDIS_PRIMARY_PORT_9121_TCP", "tcp://127.43.0.9:9121"),
+            ("REDIS_PRIMARY_PORT_9121_TCP_PROTO", "tcp"),
+            ("REDIS_PRIMARY_PORT_9121_TCP_PORT", "9121"),
+            ("REDIS_PRIMARY_PORT_9121_TCP_ADDR", "127.43.0.9"),
+            ("REDIS_PRIMARY_PORT_53_UDP", "udp://127.43.0.9:53"),
+            ("REDIS_PRIMARY_PORT_53_UDP_PROTO", "udp"),
+            ("REDIS_PRIMARY_PORT_53_UDP_PORT", "53"),
+            ("REDIS_PRIMARY_PORT_53_UDP_ADDR", "127.43.0.9"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, expected);
+
+        // enableServiceLinks: false keeps only the master Service.
+        let env = service_env(&pod_in("ns", Some(false)), all);
+        assert!(
+            env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")),
+            "{env:?}"
+        );
+        assert_eq!(env.len(), 8);
+        // A `kubernetes` Service in the pod's namespace wins over default's.
+        let own = service(
+            "ns",
+            "kubernetes",
+            serde_json::json!({"clusterIP": "127.43.0.77", "ports": [{"port": 1}]}),
+        );
+        let env: BTreeMap<_, _> = service_env(&pod_in("ns", None), [&api, &own])
+            .into_iter()
+            .collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "127.43.0.77");
     }
 
     #[test]
