@@ -109,9 +109,22 @@ impl TestServer {
         })
     }
 
+    /// Waits for the API and for what the server writes in the background
+    /// at start (the `default/kubernetes` Service, Endpoints and
+    /// EndpointSlice), so a test's "nothing was written" revision checks
+    /// never see those writes.
     async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if self.get("/api/v1/namespaces/default").await.code == 200 {
+        const STARTUP_OBJECTS: [&str; 3] = [
+            "/api/v1/namespaces/default/services/kubernetes",
+            "/api/v1/namespaces/default/endpoints/kubernetes",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+        ];
+        for _ in 0..400 {
+            let mut ready = self.get("/api/v1/namespaces/default").await.code == 200;
+            for path in STARTUP_OBJECTS {
+                ready = ready && self.get(path).await.code == 200;
+            }
+            if ready {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
