@@ -577,7 +577,12 @@ async fn deletion_stops_the_containers_and_deletes_the_pod() {
         "containers are stopped and removed"
     );
     assert!(!dir.path().join("pods").join(&uid).exists());
-    assert!(fake.event_reasons().iter().any(|r| r == "Killing"));
+    // Events are sent in the background: the Killing event may land after
+    // the DeletePod call.
+    wait_for("the Killing event", 20, || {
+        fake.event_reasons().iter().any(|r| r == "Killing")
+    })
+    .await;
     cleanup(agent, &rt).await;
 }
 
