@@ -332,10 +332,15 @@ async fn deadline_suspend_history_and_time_zone() {
     wait_jobs(&c, "hist", &[h1.clone(), h2.clone()]).await;
     finish_job(&c, &h2, "Complete").await;
     wait_jobs(&c, "hist", std::slice::from_ref(&h2)).await;
-    let events = events_for(&c, "hist", "SuccessfulDelete").await;
-    assert!(events
-        .iter()
-        .any(|e| e["message"] == format!("Deleted job {h1}")));
+    // Events are recorded in the background, after the deletion itself.
+    wait_for("the SuccessfulDelete event", 30, || async {
+        let events = events_for(&c, "hist", "SuccessfulDelete").await;
+        events
+            .iter()
+            .any(|e| e["message"] == format!("Deleted job {h1}"))
+            .then_some(())
+    })
+    .await;
     assert!(jobs_of(&c, "paused").await.is_empty());
 
     // 09:00 in Tokyo is 00:00 UTC.
