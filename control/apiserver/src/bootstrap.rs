@@ -101,10 +101,11 @@ pub async fn ensure_storage_class(objects: &Objects) {
     }
 }
 
-/// The default IngressClass's name.
-pub const INGRESS_CLASS: &str = "keel";
-/// The controller of [`INGRESS_CLASS`]: the router in every keel agent.
-pub const INGRESS_CONTROLLER: &str = "keel.dev/ingress";
+/// The default IngressClass's name, and its controller: the router in
+/// every keel agent (shared with the router and the status controller).
+pub use keel_apimachinery::ingress_class::{
+    CLASS as INGRESS_CLASS, CONTROLLER as INGRESS_CONTROLLER, DEFAULT_CLASS_ANNOTATION,
+};
 
 /// Creates the default IngressClass `keel` when absent, so Ingresses
 /// without a class are routed by the agents' built-in router. Every
@@ -120,7 +121,7 @@ pub async fn ensure_ingress_class(objects: &Objects) {
             "name": INGRESS_CLASS,
             "uid": uuid::Uuid::new_v4().to_string(),
             "creationTimestamp": meta::now_rfc3339(),
-            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+            "annotations": {DEFAULT_CLASS_ANNOTATION: "true"},
         },
         "spec": {"controller": INGRESS_CONTROLLER},
     });

@@ -25,10 +25,7 @@ use crate::cache::{next_change, Caches, Change, Informer};
 use crate::client::is_status;
 use crate::reconcile::{enqueue_all, run_workers, Reconciled, WorkQueue, RESYNC};
 
-/// The class the routers serve (also in keel-node's ingress table).
-pub const CLASS: &str = "keel";
-const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+pub use keel_apimachinery::ingress_class::{handled, CLASS};
 /// Node annotations with a router's HTTP and HTTPS address (`ip:port`).
 pub const HTTP_ANNOTATION: &str = "keel.dev/ingress-http";
 pub const HTTPS_ANNOTATION: &str = "keel.dev/ingress-https";
@@ -123,33 +120,9 @@ impl Controller {
     }
 
     fn keel_is_default(&self) -> bool {
-        self.classes.get(None, CLASS).is_some_and(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true")
-        })
-    }
-}
-
-/// Whether keel's router handles `ing`: its class (spec, else the old
-/// annotation) is `keel`, or it has none and `keel` is the default.
-pub fn handled(ing: &Ingress, keel_is_default: bool) -> bool {
-    let class = ing
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref())
-        .or_else(|| {
-            ing.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CLASS_ANNOTATION))
-                .map(String::as_str)
-        });
-    match class {
-        Some(c) => c == CLASS,
-        None => keel_is_default,
+        self.classes
+            .get(None, CLASS)
+            .is_some_and(|c| keel_apimachinery::ingress_class::is_keel_default(&c))
     }
 }
 
@@ -233,7 +206,7 @@ mod tests {
         let keel = ing(json!({"metadata": {"name": "a"}, "spec": {"ingressClassName": "keel"}}));
         assert!(handled(&keel, false));
         let nginx = ing(
-            json!({"metadata": {"name": "a", "annotations": {CLASS_ANNOTATION: "nginx"}}, "spec": {}}),
+            json!({"metadata": {"name": "a", "annotations": {keel_apimachinery::ingress_class::CLASS_ANNOTATION: "nginx"}}, "spec": {}}),
         );
         assert!(!handled(&nginx, true));
     }

@@ -12,6 +12,7 @@
 
 pub mod cron;
 pub mod events;
+pub mod ingress_class;
 pub mod meta;
 pub mod quantity;
 pub mod quota;

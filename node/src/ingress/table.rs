@@ -21,14 +21,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use super::backend::{self, Backend};
 use super::matcher::{normalize_host, path_matches, wildcard_of, PathKind};
 
-/// The IngressClass keel handles.
-pub const CLASS: &str = "keel";
-/// The class's `spec.controller`.
-pub const CONTROLLER: &str = "keel.dev/ingress";
-/// The pre-IngressClass annotation naming an Ingress' class.
-pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-/// The annotation that makes an IngressClass the default one.
-pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+pub use keel_apimachinery::ingress_class::{
+    handled, CLASS, CLASS_ANNOTATION, CONTROLLER, DEFAULT_CLASS_ANNOTATION,
+};
 
 /// Everything the table (and the TLS certificates) are built from: the
 /// reflector caches' contents at one moment.
@@ -68,36 +63,11 @@ impl Inputs {
     }
 }
 
-/// Whether keel handles `ing`: its class (`spec.ingressClassName`, else the
-/// old annotation) is `keel`, or it has none and `keel` is the default.
-pub fn handled(ing: &Ingress, keel_is_default: bool) -> bool {
-    let class = ing
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref())
-        .or_else(|| {
-            ing.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CLASS_ANNOTATION))
-                .map(String::as_str)
-        });
-    match class {
-        Some(c) => c == CLASS,
-        None => keel_is_default,
-    }
-}
-
 /// Whether the `keel` class exists and is annotated as the default.
 pub fn keel_is_default(classes: &[Arc<IngressClass>]) -> bool {
-    classes.iter().any(|c| {
-        c.metadata.name.as_deref() == Some(CLASS)
-            && c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true")
-    })
+    classes
+        .iter()
+        .any(|c| keel_apimachinery::ingress_class::is_keel_default(c))
 }
 
 /// Where a request goes.
