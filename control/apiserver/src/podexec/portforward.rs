@@ -213,29 +213,8 @@ where
 
 /// Serves a plain SPDY/3.1 upgrade (`POST`, `Upgrade: SPDY/3.1`).
 pub fn serve_spdy(mut req: Request<Body>, target: Target) -> ApiResult<Response<Body>> {
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => hyper_util::rt::TokioIo::new(u),
-            Err(e) => {
-                tracing::debug!(error = %e, "SPDY upgrade failed");
-                return;
-            }
-        };
-        let (read, mut write) = tokio::io::split(upgraded);
-        let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(64);
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Some(f) = frames_rx.recv().await {
-                if write.write_all(&f).await.is_err() {
-                    return;
-                }
-            }
-            let _ = write.shutdown().await;
-        });
-        let incoming = tokio_util::io::ReaderStream::new(read);
-        spdy_session(Box::pin(incoming), frames_tx, target).await;
-        let _ = writer.await;
+    spdy::on_upgrade(&mut req, move |incoming, frames_tx| {
+        spdy_session(incoming, frames_tx, target)
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -259,11 +238,7 @@ struct Pair {
 
 /// Runs one SPDY session: answers streams, pairs them by request id,
 /// splices each pair to a connection through the agent.
-async fn spdy_session(
-    incoming: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>,
-    out: mpsc::Sender<Bytes>,
-    target: Target,
-) {
+async fn spdy_session(incoming: spdy::Incoming, out: mpsc::Sender<Bytes>, target: Target) {
     let mut reader = spdy::Reader::new(incoming);
     let mut writer = spdy::Writer::default();
     let mut pairs: HashMap<String, Pair> = HashMap::new();

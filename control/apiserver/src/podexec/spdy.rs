@@ -405,6 +405,44 @@ fn control(kind: u16, flags: u8, payload: &[u8]) -> Bytes {
     f.into()
 }
 
+/// The bytes a client sends on an upgraded SPDY connection.
+pub type Incoming = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Runs `session` on `req`'s connection once hyper has upgraded it: the
+/// session reads the client's bytes and sends whole frames to the sender,
+/// which one writer task puts on the wire in order (and shuts down when
+/// the session drops the sender). The caller answers 101 itself.
+pub fn on_upgrade<F, Fut>(req: &mut axum::http::Request<axum::body::Body>, session: F)
+where
+    F: FnOnce(Incoming, tokio::sync::mpsc::Sender<Bytes>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => hyper_util::rt::TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(error = %e, "SPDY upgrade failed");
+                return;
+            }
+        };
+        let (read, mut write) = tokio::io::split(upgraded);
+        let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(f) = frames_rx.recv().await {
+                if write.write_all(&f).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        let incoming = tokio_util::io::ReaderStream::new(read);
+        session(Box::pin(incoming), frames_tx).await;
+        let _ = writer.await;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

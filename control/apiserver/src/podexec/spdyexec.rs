@@ -17,7 +17,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
-use futures::Stream;
 use keel_proto::keelnode::agent_service_client::AgentServiceClient;
 use keel_proto::keelnode::exec_input::Input;
 use keel_proto::keelnode::exec_output::Output;
@@ -26,7 +25,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use super::channels::exit_status;
-use super::spdy::{self, Frame};
+use super::spdy::{self, Frame, Incoming};
 use super::ExecCall;
 use crate::status::{ApiError, ApiResult};
 
@@ -66,29 +65,8 @@ pub fn serve(
     agent: AgentServiceClient<Channel>,
     start: ExecStart,
 ) -> Response<Body> {
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => hyper_util::rt::TokioIo::new(u),
-            Err(e) => {
-                tracing::debug!(error = %e, "SPDY upgrade failed");
-                return;
-            }
-        };
-        let (read, mut write) = tokio::io::split(upgraded);
-        let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(64);
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Some(f) = frames_rx.recv().await {
-                if write.write_all(&f).await.is_err() {
-                    return;
-                }
-            }
-            let _ = write.shutdown().await;
-        });
-        let incoming = tokio_util::io::ReaderStream::new(read);
-        run(Box::pin(incoming), frames_tx, agent, start).await;
-        let _ = writer.await;
+    spdy::on_upgrade(&mut req, move |incoming, frames_tx| {
+        run(incoming, frames_tx, agent, start)
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -101,8 +79,6 @@ pub fn serve(
     );
     resp
 }
-
-type Incoming = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// The stream kinds this request needs.
 fn wanted(start: &ExecStart) -> Vec<&'static str> {
