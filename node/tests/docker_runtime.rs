@@ -96,6 +96,7 @@ impl Fixture {
             ],
             working_dir: Some("/bin".into()),
             log_path: self.dir.path().join(format!("logs/{name}/0.log")),
+            image_root: None,
         }
     }
 }

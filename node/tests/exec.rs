@@ -35,6 +35,7 @@ fn spec(dir: &Path, name: &str, image: &str, command: &[&str]) -> ContainerSpec 
         env: vec![],
         working_dir: None,
         log_path: dir.join("logs").join(format!("{name}.log")),
+        image_root: None,
     }
 }
 

@@ -812,6 +812,7 @@ mod tests {
             env: vec![],
             working_dir: None,
             log_path: "/nonexistent-keel/x.log".into(),
+            image_root: None,
         }
     }
 

@@ -463,6 +463,7 @@ mod tests {
             env: vec![],
             working_dir: None,
             log_path: "/tmp/l".into(),
+            image_root: None,
         };
         let a = new_container_id(&spec);
         assert!(!a.0.contains('/') && !a.0.starts_with('.'), "{a}");

@@ -399,6 +399,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             working_dir: None,
             log_path: "/tmp/x.log".into(),
+            image_root: None,
         }
     }
 

@@ -52,6 +52,52 @@ pub struct ContainerSpec {
     /// File the container's stdout and stderr are appended to; parent
     /// directories are created.
     pub log_path: PathBuf,
+    /// The unpacked OCI image this container runs in, when the image came
+    /// from the agent's image store; `None` for built-in and local-directory
+    /// images. Only a runtime with mount namespaces can honour it: the others
+    /// refuse such a spec with [`RuntimeError::InvalidSpec`].
+    #[serde(default)]
+    pub image_root: Option<ImageRoot>,
+}
+
+/// An image from the image store, ready to run: a shared, read-only rootfs
+/// directory and the image config's process defaults.
+///
+/// Guarantee: `rootfs` stays on disk, unchanged, while any container whose
+/// spec names it exists (the store's garbage collector skips images in use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRoot {
+    /// Content digest of the image manifest, `sha256:<hex>`.
+    pub digest: String,
+    /// Unpacked layers (whiteouts applied); never written to by containers.
+    pub rootfs: PathBuf,
+    /// The config's `Entrypoint`, replaced by the spec's `command`.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// The config's `Cmd`, replaced by the spec's `args`.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// The config's `Env`, before the spec's env (which wins).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// The config's `WorkingDir`; `None` means `/`.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// The config's `User` (`uid[:gid]` or a name), overridden by the pod's
+    /// securityContext.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Resource usage of one container at `timestamp`, as the metrics API and
+/// the kubelet-style `/metrics/resource` endpoint report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// CPU time used since the container started, in nanoseconds (cumulative).
+    pub cpu_usage_ns: u64,
+    /// Memory working set (usage minus inactive file cache), in bytes.
+    pub memory_working_set_bytes: u64,
+    pub timestamp: SystemTime,
 }
 
 /// Opaque, runtime-assigned identity of one container instance (one start).
@@ -176,6 +222,17 @@ pub trait Runtime: Send + Sync {
     ) -> BoxFuture<'a, Result<ContainerState>>;
     fn list(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>>>;
     fn remove<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<()>>;
+    /// Current resource usage of running container `id`. Runtimes that
+    /// cannot measure keep this default, which says so.
+    fn stats<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ContainerStats>> {
+        let _ = id;
+        Box::pin(async move {
+            Err(RuntimeError::Unsupported(format!(
+                "the {} runtime cannot measure containers",
+                self.name()
+            )))
+        })
+    }
     /// Runs a command in running container `id` (see [`session`] for what
     /// the session guarantees). [`RuntimeError::StillRunning`] is never
     /// returned; an exited container is [`RuntimeError::InvalidSpec`].

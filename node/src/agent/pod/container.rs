@@ -402,6 +402,7 @@ impl Run {
             args: expand(&self.spec.args),
             working_dir: self.spec.working_dir.as_ref().map(PathBuf::from),
             log_path: log_path(pc.pod_dir, &self.spec.name, restart_count),
+            image_root: None,
             env,
         }
     }
