@@ -1,6 +1,7 @@
 //! The agent's log service (`AgentService.Logs`), which the API server
 //! dials for `kubectl logs`, and the index of pods the whole `AgentService`
-//! shares (its exec and port-forward calls live in [`super::exec`]).
+//! shares (its exec and port-forward calls live in [`super::exec`], its
+//! resource metrics in [`super::metrics`]).
 //!
 //! Logs are the files `pods/<uid>/logs/<container>/<restartCount>.log`: the
 //! current instance is the highest number, `previous` the one below it.
@@ -18,7 +19,9 @@ use std::time::Duration;
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
 use keel_proto::keelnode::agent_service_server::{AgentService, AgentServiceServer};
-use keel_proto::keelnode::{ExecInput, LogChunk, LogsRequest, PortForwardInput};
+use keel_proto::keelnode::{
+    ExecInput, LogChunk, LogsRequest, PortForwardInput, StatsRequest, StatsResponse,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -186,6 +189,7 @@ fn log_numbers(dir: &Path) -> Vec<u32> {
 struct Svc {
     index: Arc<PodIndex>,
     runtime: Arc<dyn Runtime>,
+    sampler: Arc<super::metrics::Sampler>,
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
@@ -212,6 +216,12 @@ impl AgentService for Svc {
         super::exec::port_forward(&self.index, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        Ok(Response::new(super::metrics::to_proto(
+            &self.sampler.snapshot(),
+        )))
     }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
@@ -334,16 +344,39 @@ fn tail_start(data: &[u8], tail: i64) -> usize {
     }
 }
 
-/// Serves the log service until the task is aborted.
+/// Serves the `AgentService` (gRPC) and, on the same port over HTTP/1 or
+/// HTTP/2, the kubelet-style `GET /metrics/resource`, until the task is
+/// aborted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     index: Arc<PodIndex>,
     runtime: Arc<dyn Runtime>,
+    sampler: Arc<super::metrics::Sampler>,
 ) {
-    let svc = AgentServiceServer::new(Svc { index, runtime });
+    let svc = AgentServiceServer::new(Svc {
+        index,
+        runtime,
+        sampler: sampler.clone(),
+    });
+    let mut routes = tonic::service::Routes::new(svc);
+    let metrics = axum::routing::get(move || {
+        let text = super::metrics::prom::render(&sampler.snapshot());
+        async move {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    super::metrics::prom::CONTENT_TYPE,
+                )],
+                text,
+            )
+        }
+    });
+    let router = std::mem::take(routes.axum_router_mut()).route("/metrics/resource", metrics);
+    *routes.axum_router_mut() = router;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     if let Err(e) = tonic::transport::Server::builder()
-        .add_service(svc)
+        .accept_http1(true)
+        .add_routes(routes)
         .serve_with_incoming(incoming)
         .await
     {

@@ -18,6 +18,8 @@
 //! - [`storage`]: local-path volumes (published root, reclaim of deleted ones);
 //! - [`logs`]: the `AgentService` log server and its pod index;
 //! - [`exec`]: `AgentService` exec, attach and port-forward;
+//! - [`metrics`]: node and container CPU/memory samples, `AgentService.Stats`
+//!   and the kubelet-style `/metrics/resource` on the same port;
 //! - the Ingress router ([`crate::ingress`]) when [`AgentConfig::ingress`] is set;
 //! - cluster DNS ([`crate::dns`]), spawned here too.
 //!
@@ -46,6 +48,7 @@ pub mod ipam;
 pub mod kubeconfig;
 pub mod logs;
 pub mod manager;
+pub mod metrics;
 pub mod pod;
 pub mod register;
 pub mod storage;
@@ -113,6 +116,9 @@ pub struct AgentConfig {
     pub dns: crate::dns::DnsConfig,
     /// Run the Service proxy ([`crate::proxy`]) on this node.
     pub proxy: bool,
+    /// How often node and container usage is sampled; CPU rates served to
+    /// the metrics API span the last two samples.
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -147,6 +153,7 @@ impl AgentConfig {
             ingress: None,
             dns: crate::dns::DnsConfig::default(),
             proxy: true,
+            metrics_interval: Duration::from_secs(5),
         }
     }
 }
@@ -224,7 +231,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     )?);
     let tasks = tasks::Tasks::default();
     let index = Arc::new(logs::PodIndex::new(cfg.root_dir.clone()));
-    tasks.spawn(logs::serve(listener, index.clone(), cfg.runtime.clone()));
+    let sampler = Arc::new(metrics::Sampler::new(cfg.runtime.clone()));
+    tasks.spawn(sampler.clone().run(cfg.metrics_interval));
+    tasks.spawn(logs::serve(
+        listener,
+        index.clone(),
+        cfg.runtime.clone(),
+        sampler,
+    ));
     let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
     let dns = start_dns(&cfg, &tasks)?;

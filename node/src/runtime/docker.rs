@@ -55,15 +55,15 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{
-    BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Result, Runtime,
-    RuntimeError,
+    BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ContainerStats, Result,
+    Runtime, RuntimeError,
 };
 
 /// Label on every keel container; its presence is what makes a container ours.
@@ -436,12 +436,52 @@ impl Runtime for DockerRuntime {
         Box::pin(self.remove_container(id))
     }
 
+    fn stats<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ContainerStats>> {
+        Box::pin(self.container_stats(id))
+    }
+
     fn exec<'a>(
         &'a self,
         id: &'a ContainerId,
         req: super::ExecRequest,
     ) -> BoxFuture<'a, Result<super::ExecSession>> {
         Box::pin(super::dockerexec::exec(&self.docker, id, req))
+    }
+}
+
+impl DockerRuntime {
+    /// One-shot `docker stats`: cumulative CPU from the cgroup, working set as
+    /// usage minus inactive file cache (what `docker stats` and the kubelet show).
+    async fn container_stats(&self, id: &ContainerId) -> Result<ContainerStats> {
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stream = self.docker.stats(&id.0, Some(opts));
+        let resp = match stream.next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(docker_error(id, "stats", e)),
+            None => return Err(RuntimeError::Other(format!("docker stats {id}: no answer"))),
+        };
+        let cpu_usage_ns = resp
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0);
+        let memory_working_set_bytes = resp.memory_stats.as_ref().map_or(0, |m| {
+            let inactive = m.stats.as_ref().and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+                    .copied()
+            });
+            m.usage.unwrap_or(0).saturating_sub(inactive.unwrap_or(0))
+        });
+        Ok(ContainerStats {
+            cpu_usage_ns,
+            memory_working_set_bytes,
+            timestamp: SystemTime::now(),
+        })
     }
 }
 

@@ -35,8 +35,8 @@ use super::supervisor::{
     EXIT_FILE, RUNNING_FILE, SPEC_FILE, SUPERVISOR_LOG_FILE,
 };
 use super::{
-    BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ExecRequest, ExecSession,
-    Result, Runtime, RuntimeError,
+    BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ContainerStats,
+    ExecRequest, ExecSession, Result, Runtime, RuntimeError,
 };
 
 /// How long `start` waits for the supervisor to report the container started.
@@ -283,6 +283,26 @@ impl ExecRuntime {
         super::hostexec::spawn(&record.process, req)
     }
 
+    /// Usage of the container's process group (see [`super::procfs::group_usage`]).
+    fn container_stats(&self, id: &ContainerId) -> Result<ContainerStats> {
+        let dir = self.container_dir(id)?;
+        let running: Option<RunningRecord> = read_opt(&dir, RUNNING_FILE)?;
+        let main = match running {
+            Some(r) if !dir.join(EXIT_FILE).exists() && r.main.is_alive() => r.main,
+            _ => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "container {id} is not running"
+                )))
+            }
+        };
+        let usage = super::procfs::group_usage(main.pid);
+        Ok(ContainerStats {
+            cpu_usage_ns: usage.cpu_ns,
+            memory_working_set_bytes: usage.rss_bytes,
+            timestamp: SystemTime::now(),
+        })
+    }
+
     fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let dir = self.container_dir(id)?;
         if self.observe(&dir)?.is_running() {
@@ -315,6 +335,10 @@ impl Runtime for ExecRuntime {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>>> {
         Box::pin(async move { self.list_containers() })
+    }
+
+    fn stats<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<ContainerStats>> {
+        Box::pin(async move { self.container_stats(id) })
     }
 
     fn remove<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, Result<()>> {

@@ -12,6 +12,7 @@ pub mod exec;
 mod hostexec;
 pub mod images;
 mod procfs;
+pub use procfs::clock_ticks_per_second;
 pub mod session;
 pub(crate) mod supervisor;
 
