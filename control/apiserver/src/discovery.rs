@@ -97,7 +97,11 @@ pub fn aggregated(core: bool) -> Value {
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
         "metadata": {},
-        "items": names.into_iter().map(aggregated_group).collect::<Vec<_>>(),
+        "items": names
+            .into_iter()
+            .map(aggregated_group)
+            .chain((!core).then(crate::metricsapi::aggregated_group))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -131,7 +135,11 @@ pub fn api_group_list() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": names.into_iter().map(legacy_group).collect::<Vec<_>>(),
+        "groups": names
+            .into_iter()
+            .map(legacy_group)
+            .chain(std::iter::once(crate::metricsapi::legacy_group()))
+            .collect::<Vec<_>>(),
     })
 }
 

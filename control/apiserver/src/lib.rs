@@ -26,6 +26,7 @@ pub(crate) mod kinds;
 pub mod kubernetes_service;
 pub mod local;
 pub mod metrics;
+pub mod metricsapi;
 pub mod nodeservice;
 pub mod patch;
 pub mod pki;

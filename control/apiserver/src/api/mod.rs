@@ -167,6 +167,10 @@ async fn dispatch(api: &Arc<Api>, route: Route, req: Request<Body>) -> ApiResult
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             body: api.metrics.render(api.objects.store()),
         }),
+        Route::ResourceMetrics(m) => {
+            let q = route::parse_query(req.uri().query());
+            crate::metricsapi::serve(api, m, req.method(), &q).await
+        }
         Route::Resource(t) if crate::podexec::is_stream(&t) => {
             Ok(Reply::Stream(crate::podexec::serve(api, t, req).await?))
         }

@@ -37,6 +37,8 @@ pub enum Route {
     Readyz,
     Metrics,
     Resource(Target),
+    /// `/apis/metrics.k8s.io/...` ([`crate::metricsapi`]).
+    ResourceMetrics(crate::metricsapi::MetricsRoute),
 }
 
 /// Parses a request path. `Err` is a 404 Status.
@@ -50,6 +52,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         ["metrics"] => Ok(Route::Metrics),
         ["api"] => Ok(Route::CoreGroups),
         ["apis"] => Ok(Route::Groups),
+        ["apis", crate::metricsapi::GROUP, rest @ ..] => crate::metricsapi::parse(rest),
         ["apis", g] => known_group(g).map(|_| Route::Group(g.to_string())),
         ["api", v] => group_version("", v),
         ["apis", g, v] => group_version(g, v),
