@@ -23,6 +23,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod history;
+pub mod hpa;
 pub mod ingress;
 pub mod job;
 pub mod leader;

@@ -41,6 +41,8 @@ pub struct ManagerConfig {
     pub node_monitor_grace: Duration,
     /// Default toleration of pods for unreachable/not-ready nodes.
     pub default_eviction_s: u64,
+    /// The HorizontalPodAutoscaler controller's sync period and windows.
+    pub hpa: crate::hpa::HpaConfig,
 }
 
 impl ManagerConfig {
@@ -52,6 +54,7 @@ impl ManagerConfig {
             retry_period: Duration::from_secs(2),
             node_monitor_grace: Duration::from_secs(40),
             default_eviction_s: 300,
+            hpa: crate::hpa::HpaConfig::default(),
         }
     }
 }
@@ -186,6 +189,11 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         tokio::spawn(crate::ingress::run(
             clients("keel-ingress-status"),
             caches.clone(),
+        )),
+        tokio::spawn(crate::hpa::run(
+            clients("horizontal-pod-autoscaler"),
+            caches.clone(),
+            cfg.hpa,
         )),
     ]
 }
