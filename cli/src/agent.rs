@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// 300 s, as the kubelet's).
     #[arg(long, default_value_t = 10_000)]
     pub restart_backoff_base_ms: u64,
+    /// How often node and container CPU/memory are sampled, in ms; `kubectl
+    /// top` and the HPA see the CPU rate between the last two samples.
+    #[arg(long, default_value_t = 5_000)]
+    pub metrics_interval_ms: u64,
     #[command(flatten)]
     pub ingress: IngressArgs,
     #[command(flatten)]
@@ -184,6 +188,7 @@ impl AgentArgs {
         }
         cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(100));
         cfg.backoff_base = Duration::from_millis(self.restart_backoff_base_ms.max(100));
+        cfg.metrics_interval = Duration::from_millis(self.metrics_interval_ms.max(100));
         cfg.dns = self.dns.config();
         cfg.proxy = !self.disable_proxy;
         Ok(cfg)

@@ -31,6 +31,15 @@ pub struct ManagerArgs {
     /// are evicted, unless they say otherwise (s).
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_s: u64,
+    /// How often every HorizontalPodAutoscaler is reconciled, in seconds
+    /// (kube-controller-manager's --horizontal-pod-autoscaler-sync-period).
+    #[arg(long, default_value_t = 15)]
+    horizontal_pod_autoscaler_sync_period_s: u64,
+    /// Scale-down stabilization window of HPAs that set none, in seconds
+    /// (kube-controller-manager's
+    /// --horizontal-pod-autoscaler-downscale-stabilization).
+    #[arg(long, default_value_t = 300)]
+    horizontal_pod_autoscaler_downscale_stabilization_s: u64,
 }
 
 impl ManagerArgs {
@@ -46,6 +55,10 @@ impl ManagerArgs {
         }
         m.node_monitor_grace = Duration::from_secs(self.node_monitor_grace_period_s.max(1));
         m.default_eviction_s = self.default_unreachable_toleration_s;
+        m.hpa.sync_period =
+            Duration::from_secs(self.horizontal_pod_autoscaler_sync_period_s.max(1));
+        m.hpa.downscale_stabilization =
+            Duration::from_secs(self.horizontal_pod_autoscaler_downscale_stabilization_s);
         Ok(m)
     }
 }

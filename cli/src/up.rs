@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// Agents' node-lease renewal interval, in ms.
     #[arg(long, default_value_t = 10_000)]
     agent_heartbeat_interval_ms: u64,
+    /// Agents' resource-metrics sampling interval, in ms (see `keel agent
+    /// --metrics-interval-ms`).
+    #[arg(long, default_value_t = 5_000)]
+    agent_metrics_interval_ms: u64,
     /// Leave pods running when `keel up` stops (the next `keel up`
     /// re-adopts them); by default they are stopped with it.
     #[arg(long)]
@@ -84,6 +88,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             node_labels: vec![],
             heartbeat_interval_ms: a.agent_heartbeat_interval_ms,
             restart_backoff_base_ms: 10_000,
+            metrics_interval_ms: a.agent_metrics_interval_ms,
             ingress: a.ingress.clone(),
             dns: a.dns.clone(),
             disable_proxy: a.disable_proxy,
