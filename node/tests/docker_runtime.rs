@@ -411,3 +411,23 @@ async fn exec_streams_stdin_and_exit_codes_through_docker() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn stats_report_cpu_and_memory_of_a_running_container() {
+    let Some(f) = fixture("stats").await else {
+        return;
+    };
+    // Spins for a while, then sleeps: CPU time must grow, then hold.
+    let spec = f.spec(
+        "spin",
+        "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo spun; sleep 100",
+    );
+    let id = f.rt.start(&spec).await.unwrap();
+    wait_for_log(&spec.log_path, "spun").await;
+    let s = f.rt.stats(&id).await.unwrap();
+    assert!(s.cpu_usage_ns > 10_000_000, "{s:?}");
+    assert!(s.memory_working_set_bytes > 0, "{s:?}");
+    f.rt.stop(&id, 1_000).await.unwrap();
+    f.rt.remove(&id).await.unwrap();
+    assert!(f.rt.stats(&id).await.is_err());
+}
