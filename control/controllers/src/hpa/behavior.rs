@@ -165,6 +165,20 @@ fn changed_within(events: &[(Instant, i32)], now: Instant, period: Duration) -> 
 }
 
 impl History {
+    /// A history that remembers `desired` as recommended at `now` (the
+    /// last desired count a previous leader stored), as Kubernetes seeds
+    /// it; nothing for 0 (a new HPA).
+    pub fn seeded(now: Instant, desired: i32) -> History {
+        History {
+            recommendations: if desired > 0 {
+                vec![(now, desired)]
+            } else {
+                vec![]
+            },
+            ..History::default()
+        }
+    }
+
     /// The replica count to apply, given the metrics' `desired` count.
     #[allow(clippy::too_many_arguments)]
     pub fn normalize(
@@ -377,6 +391,17 @@ mod tests {
         let d = h.normalize(t0 + secs(61), &b, 5, 1, 1, 10);
         assert_eq!(d.replicas, 1, "the window has passed");
         assert_eq!(d.able_reason, "ReadyForNewScale");
+    }
+
+    #[test]
+    fn a_seeded_history_holds_the_previous_leaders_count() {
+        let b = defaults(60);
+        let t0 = Instant::now();
+        let mut h = History::seeded(t0, 4);
+        assert_eq!(h.normalize(t0 + secs(1), &b, 4, 1, 1, 10).replicas, 4);
+        assert_eq!(h.normalize(t0 + secs(61), &b, 4, 1, 1, 10).replicas, 1);
+        let mut fresh = History::seeded(t0, 0);
+        assert_eq!(fresh.normalize(t0, &b, 4, 1, 1, 10).replicas, 1);
     }
 
     #[test]

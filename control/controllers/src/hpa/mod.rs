@@ -13,8 +13,9 @@
 //! False with `FailedGetResourceMetric`-style reasons naming the type.
 //!
 //! Recommendation and rescale history is kept in memory per HPA, as in
-//! Kubernetes: a new leader starts with an empty history, which can only
-//! make it scale down *later* (the first window refills), never sooner.
+//! Kubernetes: a new leader seeds it with the stored
+//! `status.desiredReplicas`, so a failover never cuts a scale-down
+//! stabilization window short.
 //! A reconcile is idempotent: it writes the scale only when it differs
 //! and the status only when it changed.
 
@@ -104,15 +105,20 @@ pub async fn run(client: kube::Client, caches: Caches, cfg: HpaConfig) {
     tokio::join!(changes, workers);
 }
 
-/// HPA changes queue their HPA; every HPA is also re-queued by its own
-/// reconcile after each sync period.
+/// HPA changes queue their HPA, and every HPA is queued once per sync
+/// period (one timer for all, so requeues never pile up).
 async fn watch_changes(ctl: Arc<Controller>, queue: WorkQueue) {
     let mut rx = ctl.hpas.subscribe();
+    let mut sync = tokio::time::interval(ctl.cfg.sync_period);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match next_change(&mut rx).await {
-            Some(Change::Applied(h) | Change::Deleted(h)) => queue.add(&key_of(h.as_ref())),
-            Some(Change::Resync) => enqueue_all(&queue, &ctl.hpas),
-            None => return,
+        tokio::select! {
+            c = next_change(&mut rx) => match c {
+                Some(Change::Applied(h) | Change::Deleted(h)) => queue.add(&key_of(h.as_ref())),
+                Some(Change::Resync) => enqueue_all(&queue, &ctl.hpas),
+                None => return,
+            },
+            _ = sync.tick() => enqueue_all(&queue, &ctl.hpas),
         }
     }
 }
@@ -166,6 +172,15 @@ fn target_resource(api_version: &str, kind: &str) -> Option<ApiResource> {
     ))
 }
 
+/// The API's own message for an API error (what kubectl would print),
+/// the error itself otherwise.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn quantity_of(resource: &str, milli: i64) -> Quantity {
     if resource == "cpu" {
         Quantity(format!("{milli}m"))
@@ -186,7 +201,7 @@ impl Controller {
             return Ok(None);
         }
         self.sync(key, &hpa).await?;
-        Ok(Some(self.cfg.sync_period))
+        Ok(None)
     }
 
     fn history_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, History>> {
@@ -241,7 +256,10 @@ impl Controller {
         let scale_api = target_resource(&api_version, &target.kind)
             .map(|ar| Api::<DynamicObject>::namespaced_with(self.client.clone(), &ns, &ar));
         let scale = match &scale_api {
-            Some(api) => api.get_scale(&target.name).await.map_err(|e| e.to_string()),
+            Some(api) => api
+                .get_scale(&target.name)
+                .await
+                .map_err(|e| api_message(&e)),
             None => Err(format!(
                 "the server could not find the requested resource ({api_version}, Kind={})",
                 target.kind
@@ -299,10 +317,15 @@ impl Controller {
                     return self.write_status(hpa, &old, status).await;
                 }
                 Ok(computed) => {
-                    let best = computed
-                        .iter()
-                        .max_by_key(|c| c.proposal.replicas)
+                    // The first metric asking for the most replicas names the reason.
+                    let mut best = computed
+                        .first()
                         .expect("compute returns at least one metric");
+                    for c in &computed[1..] {
+                        if c.proposal.replicas > best.proposal.replicas {
+                            best = c;
+                        }
+                    }
                     set_condition(
                         &mut conds,
                         "ScalingActive",
@@ -320,7 +343,7 @@ impl Controller {
                     let decision = self
                         .history_lock()
                         .entry(key.to_string())
-                        .or_default()
+                        .or_insert_with(|| History::seeded(Instant::now(), old.desired_replicas))
                         .normalize(
                             Instant::now(),
                             &behavior,
@@ -395,13 +418,19 @@ impl Controller {
                         "AbleToScale",
                         false,
                         "FailedUpdateScale",
-                        &format!("the HPA controller was unable to update the target scale: {e}"),
+                        &format!(
+                            "the HPA controller was unable to update the target scale: {}",
+                            api_message(&e)
+                        ),
                     );
                     self.event(
                         hpa,
                         true,
                         "FailedRescale",
-                        &format!("New size: {desired}; reason: {reason}; error: {e}"),
+                        &format!(
+                            "New size: {desired}; reason: {reason}; error: {}",
+                            api_message(&e)
+                        ),
                     )
                     .await;
                     status.desired_replicas = current;
@@ -442,7 +471,10 @@ impl Controller {
             .map_err(|e| {
                 (
                     "FailedGetResourceMetric",
-                    format!("unable to get metrics from the metrics API: {e}"),
+                    format!(
+                        "unable to get metrics from the metrics API: {}",
+                        api_message(&e)
+                    ),
                 )
             })?;
         let default_metrics;
