@@ -87,8 +87,9 @@ pub struct AgentConfig {
     /// Agent state (see the module docs); stable across agent restarts.
     pub root_dir: PathBuf,
     pub runtime: Arc<dyn Runtime>,
-    /// Where the `AgentService` (logs) listens; port 0 picks one, which is
-    /// then advertised in the Node's `daemonEndpoints.kubeletEndpoint`.
+    /// Where the `AgentService` (logs, exec, port-forward, stats) and
+    /// `GET /metrics/resource` listen; port 0 picks one, which is then
+    /// advertised in the Node's `daemonEndpoints.kubeletEndpoint`.
     pub listen_logs: SocketAddr,
     /// InternalIP of the node; hostNetwork pods get it as their IP.
     pub node_ip: IpAddr,
