@@ -42,6 +42,21 @@ fn replicas(k: &Kubectl) -> i64 {
         .unwrap_or(-1)
 }
 
+/// The HPA once its status says `desired` (it is written after the scale).
+fn hpa_status(k: &Kubectl, up: &Up, desired: i64) -> Value {
+    let mut last = Value::Null;
+    wait_for(
+        &format!("HPA status desiredReplicas {desired}"),
+        30,
+        || {
+            last = k.json(&["get", "hpa", "burn", "-o", "json"]);
+            last["status"]["desiredReplicas"] == desired
+        },
+        || up.log(),
+    );
+    last
+}
+
 fn condition<'a>(hpa: &'a Value, type_: &str) -> Option<&'a Value> {
     hpa["status"]["conditions"]
         .as_array()?
@@ -150,7 +165,7 @@ fn top_and_the_hpa_scale_up_and_back_down() {
             )
         },
     );
-    let hpa = k.json(&["get", "hpa", "burn", "-o", "json"]);
+    let hpa = hpa_status(&k, &up, 3);
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");
     assert!(hpa["status"]["lastScaleTime"].is_string(), "{hpa}");
     assert_eq!(
@@ -187,8 +202,8 @@ fn top_and_the_hpa_scale_up_and_back_down() {
             )
         },
     );
-    let hpa = k.json(&["get", "hpa", "burn", "-o", "json"]);
-    assert_eq!(hpa["status"]["desiredReplicas"], 1, "{hpa}");
+    let hpa = hpa_status(&k, &up, 1);
+    assert!(hpa["status"]["currentMetrics"].is_array(), "{hpa}");
     let row = k.ok(&["get", "hpa", "burn", "--no-headers"]);
     assert!(row.contains("Deployment/burn"), "{row}");
 }

@@ -317,8 +317,12 @@ async fn hpa_scales_up_to_max_and_back_down_after_the_window() {
         (replicas().await? == 1).then_some(())
     })
     .await;
-    let h = hpas.get("web").await.unwrap();
-    assert_eq!(h.status.unwrap().desired_replicas, 1);
+    // The status is written after the scale.
+    wait_for("desiredReplicas 1", 10, || async {
+        let h = hpas.get("web").await.ok()?;
+        (h.status?.desired_replicas == 1).then_some(())
+    })
+    .await;
 
     // No metrics at all: ScalingActive goes False, the size stays.
     agent.set(&[], 0);
