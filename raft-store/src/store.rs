@@ -271,7 +271,14 @@ impl Store {
         )
         .await
         .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
-        if fresh {
+        // A dir written by a restore or --force-new-cluster holds state but
+        // no raft yet (crate::restore): it bootstraps like a fresh one.
+        let bootstrap = fresh
+            || !raft
+                .is_initialized()
+                .await
+                .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
+        if bootstrap {
             // Every fresh member proposes the same initial membership; raft
             // keeps exactly one.
             if let Err(e) = raft.initialize(members).await {
@@ -725,10 +732,16 @@ impl Store {
         dir_size(&self.inner.cfg.data_dir.join("store")) as i64
     }
 
-    /// A consistent copy of the state as etcd-style snapshot bytes (the
-    /// raft snapshot body with its metadata), for `Maintenance.Snapshot`.
+    /// A consistent copy of the state as a snapshot file (see
+    /// [`crate::snapshot_file`]), for `Maintenance.Snapshot`. With a quorum
+    /// it first waits for a read barrier, so the copy holds every write
+    /// acknowledged before the call; without one (quorum lost) it copies
+    /// what this replica has applied, which is what recovery needs.
     pub async fn snapshot_bytes(&self) -> Result<Vec<u8>, StoreError> {
         use openraft::RaftSnapshotBuilder;
+        if let Err(e) = self.read_barrier().await {
+            tracing::warn!("snapshot without a read barrier ({e}): copying the local state");
+        }
         let mut sm = StateMachine {
             shared: self.inner.sm.clone(),
         };
@@ -736,7 +749,8 @@ impl Store {
             .build_snapshot()
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        encode(&(snap.meta, snap.snapshot)).map_err(|e| StoreError::Internal(e.to_string()))
+        crate::snapshot_file::encode_file(snap.meta, snap.snapshot)
+            .map_err(|e| StoreError::Internal(e.to_string()))
     }
 
     /// etcd's HashKV: `(hash, revision, compact_revision)` at `revision`
