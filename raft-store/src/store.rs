@@ -40,6 +40,9 @@ use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{member_id, Command, CommandOutput, CommandResponse, Member, NodeId, Raft};
 use crate::watch::{run_watcher, WatchCtl, WatchOut, WatchSpec};
 
+#[path = "leader_watch.rs"]
+mod leader_watch;
+
 /// etcd's largest lease TTL.
 pub const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
 
@@ -183,6 +186,9 @@ struct Inner {
     peers: PeerClient,
     cfg: StoreConfig,
     lessor: Lessor,
+    /// The leader whose peer port was found refusing connections (0: none);
+    /// see `leader_watch`.
+    dead_leader: std::sync::atomic::AtomicU64,
 }
 
 /// A handle to this replica's store. Cheap to clone.
@@ -253,6 +259,10 @@ impl Store {
             election_timeout_max: cfg.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
             max_in_snapshot_log_to_keep: cfg.snapshot_logs.min(1000),
+            // A replica that was partitioned away campaigns only if a
+            // quorum would elect it, so it can't depose a healthy leader
+            // when it returns.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
@@ -294,6 +304,7 @@ impl Store {
                 peers,
                 cfg,
                 lessor: Lessor::default(),
+                dead_leader: Default::default(),
             }),
         };
         store.spawn_background();
@@ -524,6 +535,8 @@ impl Store {
                         return r;
                     }
                 }
+                // Never sent: waiting for the next leader cannot apply it twice.
+                Some((leader, _)) if self.leader_known_dead(leader) => {}
                 Some((_, node)) => match self
                     .forward(&node, ForwardRequest::Write(cmd.clone()), left)
                     .await
@@ -774,6 +787,8 @@ impl Store {
         tokio::spawn(async move { s.publish_loop().await });
         let s = self.clone();
         tokio::spawn(async move { s.compactor_loop().await });
+        let s = self.clone();
+        tokio::spawn(async move { s.leader_watch_loop().await });
     }
 
     fn is_running(&self) -> bool {
