@@ -47,3 +47,25 @@ async fn a_dead_leaders_followers_campaign_at_once() {
         c.wait_ready().await;
     }
 }
+
+/// PreVote: a follower frozen for several election timeouts (SIGSTOP)
+/// wakes up with its election timer long expired. Without PreVote it would
+/// bump the term and depose a healthy leader; with it, the others (who
+/// still hear from the leader) refuse the pre-vote and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_back_from_a_freeze_does_not_depose_the_leader() {
+    let c = Cluster::start(3, &["--disable-api"]);
+    c.wait_ready().await;
+    let leader = c.leader().await;
+    let term_before = term(&c, leader).await;
+    let f = (leader + 1) % 3;
+    let pid = c.replicas[f].child.as_ref().unwrap().id() as i32;
+    // SAFETY: signals to a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    c.put_retry(f, "after-freeze", "v").await;
+    assert_eq!(c.leader().await, leader, "{}", c.log(f));
+    assert_eq!(term(&c, leader).await, term_before, "{}", c.log(f));
+}

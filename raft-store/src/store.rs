@@ -163,11 +163,16 @@ pub enum OpenStoreError {
 
 /// Requests a replica sends to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum ForwardRequest {
+pub(crate) enum ForwardRequest {
     Write(Command),
     ReadIndex,
     LeaseKeepAlive(i64),
     LeaseTimeToLive(i64),
+    /// A PreVote round's `VoteRequest` (bincode), answered by any replica.
+    /// It rides on the forward RPC so the peer protocol needs no new
+    /// method; a replica that does not know it refuses, which counts as
+    /// "would not grant".
+    PreVote(Vec<u8>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -925,6 +930,8 @@ impl Store {
                     (ttl, ttl)
                 }))
             }
+            // Answered in `PeerHandler::handle`, never forwarded to here.
+            ForwardRequest::PreVote(_) => ForwardResponse::NotLeader,
             ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::Lease(
                 self.lease_ttl(id)
                     .map(|ttl| (self.inner.lessor.remaining_s(id, ttl, Instant::now()), ttl)),
@@ -1011,10 +1018,13 @@ impl PeerHandler for Store {
                 let snap = openraft::Snapshot { meta, snapshot };
                 encode(&raft.install_full_snapshot(vote, snap).await)
             }
-            PeerMethod::Forward => {
-                let req: ForwardRequest = decode(&data).map_err(bad)?;
-                encode(&self.serve_forward(req).await)
-            }
+            PeerMethod::Forward => match decode(&data).map_err(bad)? {
+                ForwardRequest::PreVote(b) => {
+                    let req: VoteRequest<crate::types::TypeConfig> = decode(&b).map_err(bad)?;
+                    encode(&raft.pre_vote(req).await)
+                }
+                req => encode(&self.serve_forward(req).await),
+            },
         };
         out.map_err(|e| tonic::Status::internal(e.to_string()))
     }
