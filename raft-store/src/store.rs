@@ -523,7 +523,7 @@ impl Store {
     /// Replicates `cmd` and returns what applying it produced.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
         if self.inner.cfg.mutation == Mutation::WedgeAfterElections
-            && self.inner.raft.metrics().borrow_watched().current_term > 3
+            && self.inner.raft.metrics().borrow_watched().current_term > 2
         {
             return Err(StoreError::NoLeader);
         }
