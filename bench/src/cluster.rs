@@ -47,6 +47,8 @@ struct Member {
     data_dir: PathBuf,
     child: Child,
     log: PathBuf,
+    /// How it was started, to restart it on the same data dir.
+    argv: Vec<std::ffi::OsString>,
 }
 
 /// A running cluster; killed on drop.
@@ -63,6 +65,11 @@ impl Cluster {
     /// cluster. Returns as soon as the processes are spawned; call
     /// [`Cluster::wait_ready`] before sending load.
     pub fn start(system: System, bin: &Path, size: usize) -> Result<Self> {
+        Self::start_with(system, bin, size, &[])
+    }
+
+    /// [`Cluster::start`] with extra command-line flags for every member.
+    pub fn start_with(system: System, bin: &Path, size: usize, extra: &[&str]) -> Result<Self> {
         if !bin.is_file() {
             bail!("{system} binary not found at {}", bin.display());
         }
@@ -127,6 +134,8 @@ impl Cluster {
                         .args(["--initial-cluster", &initial_cluster]);
                 }
             }
+            cmd.args(extra);
+            let argv: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
             let log = cluster.dir.path().join(format!("{name}.log"));
             let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
             let err = out.try_clone()?;
@@ -144,6 +153,7 @@ impl Cluster {
                 data_dir,
                 child,
                 log,
+                argv,
             });
         }
         Ok(cluster)
@@ -199,6 +209,29 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        Ok(())
+    }
+
+    /// SIGKILLs member `i` (no chance to flush or hand anything over).
+    pub fn kill(&mut self, i: usize) -> Result<()> {
+        let m = &mut self.members[i];
+        m.child.kill()?;
+        m.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts member `i` again on its data dir, with the same flags.
+    pub fn restart(&mut self, i: usize, bin: &Path) -> Result<()> {
+        let m = &mut self.members[i];
+        let out = std::fs::OpenOptions::new().append(true).open(&m.log)?;
+        let err = out.try_clone()?;
+        m.child = Command::new(bin)
+            .args(&m.argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .with_context(|| format!("restarting {}", m.name))?;
         Ok(())
     }
 

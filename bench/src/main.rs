@@ -17,12 +17,14 @@
 //! target/release/keel-bench ingress        # Ingress router vs direct, HTTP/1.1
 //! target/release/keel-bench dns            # cluster DNS queries/s
 //! target/release/keel-bench proxy          # Service proxy data path + updates
+//! target/release/keel-bench failover       # leader SIGKILLs: write outage, vs etcd
 //! ```
 
 mod api;
 mod cluster;
 mod dns;
 mod e2e;
+mod failover;
 mod ingress;
 mod proxy;
 mod report;
@@ -111,6 +113,9 @@ enum Command {
     /// round-trip latency through a cluster IP vs direct, and the time from
     /// an EndpointSlice change to the proxy using it.
     Proxy(proxy::ProxyArgs),
+    /// Leader SIGKILLs in a 3-replica keel cluster and a 3-replica etcd 3.4
+    /// cluster: how long writes fail, p50/p99/max side by side.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -140,6 +145,7 @@ async fn main() -> Result<()> {
         Some(Command::Ingress(a)) => return ingress::main(a).await,
         Some(Command::Dns(a)) => return dns::main(a).await,
         Some(Command::Proxy(a)) => return proxy::main(a).await,
+        Some(Command::Failover(a)) => return failover::main(a).await,
         None => {}
     }
     ensure!(

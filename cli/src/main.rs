@@ -4,6 +4,7 @@ mod agent;
 mod chaos;
 mod controller_manager;
 mod server;
+mod snapshot;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,9 @@ enum Command {
     /// Run deterministic fault simulations of raft-store clusters and check
     /// the recorded histories (linearizability, watch, durability, liveness).
     Chaos(chaos::ChaosArgs),
+    /// Back up and restore the store: `save` a snapshot from a replica,
+    /// `status` of a file, `restore` it into a new cluster's data dirs.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
+        Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
     }
 }

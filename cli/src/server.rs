@@ -97,6 +97,12 @@ pub struct ServerArgs {
     /// `keel controller-manager` elsewhere, or nothing).
     #[arg(long)]
     disable_controllers: bool,
+    /// Quorum lost: restart this surviving replica as a one-member cluster
+    /// of itself, keeping every key and the revision (the old store is
+    /// moved aside, never deleted). Add members back afterwards. Harmless
+    /// to leave on: an already one-member store is left as it is.
+    #[arg(long)]
+    force_new_cluster: bool,
     #[command(flatten)]
     manager: crate::controller_manager::ManagerArgs,
 }
@@ -107,16 +113,14 @@ enum CompactionMode {
     Revision,
 }
 
-fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.trim().is_empty()) {
         let (name, url) = part
             .split_once('=')
             .with_context(|| format!("--initial-cluster entry {part:?} is not name=url"))?;
-        let addr = url
-            .trim()
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
+        let addr = strip_scheme(url);
+        let addr = addr.as_str();
         if name.trim().is_empty() || addr.is_empty() {
             bail!("--initial-cluster entry {part:?} is not name=url");
         }
@@ -132,6 +136,15 @@ fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
         );
     }
     Ok(out)
+}
+
+/// `http://host:port` (or https, or bare) → `host:port`.
+pub(crate) fn strip_scheme(url: &str) -> String {
+    url.trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 fn parse_retention(mode: CompactionMode, s: &str) -> anyhow::Result<AutoCompaction> {
@@ -180,6 +193,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let mut cfg = StoreConfig::new(&a.name, &a.data_dir, &peer_addr, &client_addr);
     if let Some(ic) = &a.initial_cluster {
         cfg.initial_cluster = parse_initial_cluster(ic)?;
+    }
+    if a.force_new_cluster {
+        keel_store::restore::force_new_cluster(&a.data_dir, &a.name, &peer_addr).await?;
+        cfg.initial_cluster = vec![(a.name.clone(), peer_addr.clone())];
     }
     cfg.max_request_bytes = a.max_request_bytes;
     cfg.max_txn_ops = a.max_txn_ops;

@@ -40,6 +40,8 @@ pub struct Identity {
 pub enum OpenError {
     #[error("data dir {0}: not a keel data dir (it is not empty and holds no keel store); refusing to use it")]
     Foreign(PathBuf),
+    #[error("data dir {0}: holds no keel store")]
+    NoStore(PathBuf),
     #[error("data dir {path}: format {found:?} is not supported by this keel ({FORMAT_VERSION}); refusing to start")]
     Format { path: PathBuf, found: String },
     #[error("data dir {path}: belongs to cluster {found:?}, not {expected:?}; refusing to start")]
@@ -108,6 +110,53 @@ impl Db {
             db.check_identity(&store, id)?;
         }
         Ok(db)
+    }
+
+    /// Opens an existing store whatever cluster or member it belongs to,
+    /// returning who it belongs to (for `--force-new-cluster`, which
+    /// rewrites that identity). Refuses a dir without a keel store and a
+    /// store of another format version.
+    pub fn open_existing(data_dir: &Path) -> Result<(Db, Identity), OpenError> {
+        let store = data_dir.join("store");
+        if !store.join("CURRENT").exists() {
+            return Err(OpenError::NoStore(data_dir.to_path_buf()));
+        }
+        let opts = Options::default();
+        let cfs = ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db =
+            DB::open_cf_descriptors(&opts, &store, cfs).map_err(|source| OpenError::Rocks {
+                path: store.clone(),
+                source,
+            })?;
+        let db = Db {
+            inner: Arc::new(db),
+            fresh: false,
+        };
+        let read = |k: &[u8]| -> Result<String, OpenError> {
+            let v = db
+                .inner
+                .get_cf(db.cf(CF_META), k)
+                .map_err(|source| OpenError::Rocks {
+                    path: store.clone(),
+                    source,
+                })?;
+            Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default())
+        };
+        let format = read(KEY_FORMAT)?;
+        if format != FORMAT_VERSION {
+            return Err(OpenError::Format {
+                path: store.clone(),
+                found: format,
+            });
+        }
+        let id = Identity {
+            cluster: read(KEY_CLUSTER)?,
+            member: read(KEY_MEMBER)?,
+        };
+        Ok((db, id))
     }
 
     fn write_identity(&self, id: &Identity) -> Result<(), rocksdb::Error> {

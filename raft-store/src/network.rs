@@ -96,6 +96,22 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         res.map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 
+    /// Sent over the forward RPC (see `ForwardRequest::PreVote`). openraft's
+    /// default grants every pre-vote, which would leave PreVote without
+    /// effect.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let req = crate::store::ForwardRequest::PreVote(body);
+        let res: Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>> = self
+            .call(PeerMethod::Forward, &req, option.soft_ttl())
+            .await?;
+        res.map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,

@@ -66,12 +66,12 @@ pub struct StateMachine {
 /// Snapshot contents: every retained version, so history (and watches from
 /// retained revisions) survive on a replica that catches up by snapshot.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    current_rev: i64,
-    compact_rev: i64,
-    leases: Vec<(i64, i64)>,
-    versions: Vec<(Revision, Vec<u8>, Option<Vec<u8>>)>,
-    client_addrs: Vec<(u64, String)>,
+pub(crate) struct SnapshotBody {
+    pub(crate) current_rev: i64,
+    pub(crate) compact_rev: i64,
+    pub(crate) leases: Vec<(i64, i64)>,
+    pub(crate) versions: Vec<(Revision, Vec<u8>, Option<Vec<u8>>)>,
+    pub(crate) client_addrs: Vec<(u64, String)>,
 }
 
 fn rocks(e: rocksdb::Error) -> io::Error {
@@ -135,6 +135,36 @@ impl StateMachine {
                 current_snapshot: Mutex::new(None),
             }),
         })
+    }
+}
+
+impl StateMachine {
+    /// Applies committed log entries outside raft and makes them durable:
+    /// for `--force-new-cluster`, which keeps what a lone survivor had
+    /// committed but not yet applied before it rewrites the membership.
+    pub(crate) fn apply_committed_offline(
+        &self,
+        entries: &[openraft::alias::EntryOf<TypeConfig>],
+    ) -> io::Result<()> {
+        let sh = &self.shared;
+        let mut b = WriteBatch::default();
+        let mut st = sh.state.write().expect("state lock poisoned");
+        for entry in entries {
+            st.last_applied = Some(entry.log_id);
+            match &entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(cmd) => {
+                    let (_, changes, _) = apply_command(&mut st, cmd, sh.limits);
+                    persist_changes(&sh.db, &mut b, &changes)?;
+                }
+                EntryPayload::Membership(m) => {
+                    st.membership =
+                        StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), m.clone());
+                }
+            }
+        }
+        persist_meta(&sh.db, &mut b, &st, true)?;
+        sh.db.write_synced(b).map_err(rocks)
     }
 }
 

@@ -40,6 +40,9 @@ use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{member_id, Command, CommandOutput, CommandResponse, Member, NodeId, Raft};
 use crate::watch::{run_watcher, WatchCtl, WatchOut, WatchSpec};
 
+#[path = "leader_watch.rs"]
+mod leader_watch;
+
 /// etcd's largest lease TTL.
 pub const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
 
@@ -160,11 +163,16 @@ pub enum OpenStoreError {
 
 /// Requests a replica sends to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum ForwardRequest {
+pub(crate) enum ForwardRequest {
     Write(Command),
     ReadIndex,
     LeaseKeepAlive(i64),
     LeaseTimeToLive(i64),
+    /// A PreVote round's `VoteRequest` (bincode), answered by any replica.
+    /// It rides on the forward RPC so the peer protocol needs no new
+    /// method; a replica that does not know it refuses, which counts as
+    /// "would not grant".
+    PreVote(Vec<u8>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -183,6 +191,9 @@ struct Inner {
     peers: PeerClient,
     cfg: StoreConfig,
     lessor: Lessor,
+    /// The leader whose peer port was found refusing connections (0: none);
+    /// see `leader_watch`.
+    dead_leader: std::sync::atomic::AtomicU64,
 }
 
 /// A handle to this replica's store. Cheap to clone.
@@ -253,6 +264,10 @@ impl Store {
             election_timeout_max: cfg.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
             max_in_snapshot_log_to_keep: cfg.snapshot_logs.min(1000),
+            // A replica that was partitioned away campaigns only if a
+            // quorum would elect it, so it can't depose a healthy leader
+            // when it returns.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
@@ -271,7 +286,14 @@ impl Store {
         )
         .await
         .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
-        if fresh {
+        // A dir written by a restore or --force-new-cluster holds state but
+        // no raft yet (crate::restore): it bootstraps like a fresh one.
+        let bootstrap = fresh
+            || !raft
+                .is_initialized()
+                .await
+                .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
+        if bootstrap {
             // Every fresh member proposes the same initial membership; raft
             // keeps exactly one.
             if let Err(e) = raft.initialize(members).await {
@@ -287,6 +309,7 @@ impl Store {
                 peers,
                 cfg,
                 lessor: Lessor::default(),
+                dead_leader: Default::default(),
             }),
         };
         store.spawn_background();
@@ -500,7 +523,7 @@ impl Store {
     /// Replicates `cmd` and returns what applying it produced.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
         if self.inner.cfg.mutation == Mutation::WedgeAfterElections
-            && self.inner.raft.metrics().borrow_watched().current_term > 3
+            && self.inner.raft.metrics().borrow_watched().current_term > 2
         {
             return Err(StoreError::NoLeader);
         }
@@ -517,6 +540,8 @@ impl Store {
                         return r;
                     }
                 }
+                // Never sent: waiting for the next leader cannot apply it twice.
+                Some((leader, _)) if self.leader_known_dead(leader) => {}
                 Some((_, node)) => match self
                     .forward(&node, ForwardRequest::Write(cmd.clone()), left)
                     .await
@@ -725,10 +750,16 @@ impl Store {
         dir_size(&self.inner.cfg.data_dir.join("store")) as i64
     }
 
-    /// A consistent copy of the state as etcd-style snapshot bytes (the
-    /// raft snapshot body with its metadata), for `Maintenance.Snapshot`.
+    /// A consistent copy of the state as a snapshot file (see
+    /// [`crate::snapshot_file`]), for `Maintenance.Snapshot`. With a quorum
+    /// it first waits for a read barrier, so the copy holds every write
+    /// acknowledged before the call; without one (quorum lost) it copies
+    /// what this replica has applied, which is what recovery needs.
     pub async fn snapshot_bytes(&self) -> Result<Vec<u8>, StoreError> {
         use openraft::RaftSnapshotBuilder;
+        if let Err(e) = self.read_barrier().await {
+            tracing::warn!("snapshot without a read barrier ({e}): copying the local state");
+        }
         let mut sm = StateMachine {
             shared: self.inner.sm.clone(),
         };
@@ -736,7 +767,8 @@ impl Store {
             .build_snapshot()
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        encode(&(snap.meta, snap.snapshot)).map_err(|e| StoreError::Internal(e.to_string()))
+        crate::snapshot_file::encode_file(snap.meta, snap.snapshot)
+            .map_err(|e| StoreError::Internal(e.to_string()))
     }
 
     /// etcd's HashKV: `(hash, revision, compact_revision)` at `revision`
@@ -760,6 +792,8 @@ impl Store {
         tokio::spawn(async move { s.publish_loop().await });
         let s = self.clone();
         tokio::spawn(async move { s.compactor_loop().await });
+        let s = self.clone();
+        tokio::spawn(async move { s.leader_watch_loop().await });
     }
 
     fn is_running(&self) -> bool {
@@ -896,6 +930,8 @@ impl Store {
                     (ttl, ttl)
                 }))
             }
+            // Answered in `PeerHandler::handle`, never forwarded to here.
+            ForwardRequest::PreVote(_) => ForwardResponse::NotLeader,
             ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::Lease(
                 self.lease_ttl(id)
                     .map(|ttl| (self.inner.lessor.remaining_s(id, ttl, Instant::now()), ttl)),
@@ -982,10 +1018,13 @@ impl PeerHandler for Store {
                 let snap = openraft::Snapshot { meta, snapshot };
                 encode(&raft.install_full_snapshot(vote, snap).await)
             }
-            PeerMethod::Forward => {
-                let req: ForwardRequest = decode(&data).map_err(bad)?;
-                encode(&self.serve_forward(req).await)
-            }
+            PeerMethod::Forward => match decode(&data).map_err(bad)? {
+                ForwardRequest::PreVote(b) => {
+                    let req: VoteRequest<crate::types::TypeConfig> = decode(&b).map_err(bad)?;
+                    encode(&raft.pre_vote(req).await)
+                }
+                req => encode(&self.serve_forward(req).await),
+            },
         };
         out.map_err(|e| tonic::Status::internal(e.to_string()))
     }

@@ -42,6 +42,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        let mut c = Cluster::prepare(n, extra_args);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`] but starts nothing, for tests that write the
+    /// data dirs first (restores).
+    pub fn prepare(n: usize, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let replicas: Vec<Replica> = (0..n)
             .map(|i| Replica {
@@ -57,16 +67,17 @@ impl Cluster {
             .map(|r| format!("{}=http://{}", r.name, r.peer_addr))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             replicas,
             initial_cluster,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        c
+    }
+
+    /// The temp dir holding the data dirs and logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn spawn(&mut self, i: usize) {

@@ -10,7 +10,6 @@ use keel_proto::etcdserverpb::{
     MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
     StatusResponse,
 };
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::store::Store;
@@ -18,7 +17,6 @@ use crate::store::Store;
 /// The etcd API version keel implements, reported by `Status`.
 pub const ETCD_API_VERSION: &str = "3.5.0";
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
-const SNAPSHOT_PAGE_BYTES: usize = 512;
 
 pub struct MaintenanceService {
     store: Store,
@@ -90,21 +88,14 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    /// Streams a consistent snapshot, followed (like etcd) by the SHA-256 of
-    /// the preceding bytes so a reader can check integrity. The body is
-    /// zero-padded to a multiple of 512 bytes, the page-size framing etcd
-    /// clients check before they look for the checksum.
+    /// Streams a consistent snapshot in keel's snapshot file format, which
+    /// (like etcd's) ends in the SHA-256 of the preceding, page-aligned
+    /// bytes, so etcd clients can check its integrity.
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let mut blob = self.store.snapshot_bytes().await?;
-        blob.resize(
-            blob.len().div_ceil(SNAPSHOT_PAGE_BYTES) * SNAPSHOT_PAGE_BYTES,
-            0,
-        );
-        let digest = Sha256::digest(&blob);
-        blob.extend_from_slice(&digest);
+        let blob = self.store.snapshot_bytes().await?;
         let header = self.store.header(self.store.current_revision());
         let total = blob.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = blob
