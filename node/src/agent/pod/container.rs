@@ -71,7 +71,7 @@ pub struct PodCtx<'a> {
 }
 
 impl PodCtx<'_> {
-    fn event(&self, container: &str, kind: EventKind, reason: &str, message: &str) {
+    pub(crate) fn event(&self, container: &str, kind: EventKind, reason: &str, message: &str) {
         self.ctx
             .events
             .pod(self.pod, Some(container), kind, reason, message);
@@ -369,7 +369,15 @@ impl Run {
             true => self.restart_count + 1,
             false => self.restart_count,
         };
-        let spec = self.container_spec(pc, env, restart_count);
+        let image_root = match super::image::ensure(pc, &self.spec).await {
+            Ok(root) => root,
+            Err(f) => {
+                self.image_failed(pc, f);
+                return false;
+            }
+        };
+        let mut spec = self.container_spec(pc, env, restart_count);
+        spec.image_root = image_root;
         match pc.ctx.runtime().start(&spec).await {
             Ok(id) => {
                 self.started_instance(pc, spec, id, restart_count).await;
@@ -425,12 +433,15 @@ impl Run {
         }
         let image = spec.image.clone();
         let name = self.name().to_string();
-        pc.event(
-            &name,
-            EventKind::Normal,
-            "Pulled",
-            &format!("Container image {image:?} already present on machine"),
-        );
+        if spec.image_root.is_none() {
+            // Store images had their Pulling/Pulled events from the image step.
+            pc.event(
+                &name,
+                EventKind::Normal,
+                "Pulled",
+                &format!("Container image {image:?} already present on machine"),
+            );
+        }
         pc.event(
             &name,
             EventKind::Normal,
@@ -474,6 +485,22 @@ impl Run {
         .collect();
         self.started = s.startup_probe.is_none();
         self.ready = self.started && s.readiness_probe.is_none();
+    }
+
+    fn image_failed(&mut self, pc: &PodCtx<'_>, f: super::image::Failure) {
+        if f.reason == "ErrImagePull" {
+            let name = self.name().to_string();
+            pc.event(&name, EventKind::Warning, "Failed", &f.message);
+            pc.event(&name, EventKind::Warning, "Failed", "Error: ErrImagePull");
+            let delay = self.image_backoff.next(Duration::ZERO);
+            self.next_start = Some(Instant::now() + delay);
+            self.waiting = Some(("ErrImagePull".into(), f.message));
+            return;
+        }
+        pc.event(self.name(), EventKind::Warning, f.reason, &f.message);
+        let delay = self.image_backoff.next(Duration::ZERO);
+        self.next_start = Some(Instant::now() + delay);
+        self.waiting = Some((f.reason.into(), f.message));
     }
 
     fn start_failed(&mut self, pc: &PodCtx<'_>, e: RuntimeError) {
