@@ -3,6 +3,7 @@
 mod agent;
 mod chaos;
 mod controller_manager;
+mod image;
 mod server;
 mod up;
 
@@ -34,6 +35,8 @@ enum Command {
     /// Run deterministic fault simulations of raft-store clusters and check
     /// the recorded histories (linearizability, watch, durability, liveness).
     Chaos(chaos::ChaosArgs),
+    /// The OCI image store of an agent's --root-dir: import, ls, rm, pull.
+    Image(image::ImageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
+        Command::Image(args) => rt.block_on(image::run(args)),
     }
 }
