@@ -2,8 +2,10 @@
 //! `docker-registry`, distribution 2.8, started here on 127.0.0.1 with a
 //! temporary storage dir), an image built by `docker build` FROM scratch with
 //! the static busybox copied in, pushed with `docker push`; then
-//! `keel image pull|ls|rm|import` and pods on `keel up` (pull policies,
-//! Pulling/Pulled events, ErrImagePull then ImagePullBackOff with the reason).
+//! `keel image pull|ls|rm|import` (tags, digests, a multi-arch index) and
+//! pods on `keel up` (pull policies, imagePullSecrets against a registry
+//! with basic auth, Pulling/Pulled events, ErrImagePull then
+//! ImagePullBackOff with the reason).
 //!
 //! Skips, saying why, without docker, `docker-registry` or `busybox-static`
 //! (or with `KEEL_SKIP_DOCKER=1`). Network: 127.0.0.1 only.
@@ -43,6 +45,12 @@ impl Registry {
     /// Builds `FROM scratch` + busybox as `<registry>/keel-test/<name>`,
     /// pushes it, removes the local copy; returns the manifest digest.
     fn push(&self, name: &str) -> String {
+        self.push_with(name, "").0
+    }
+
+    /// As [`Registry::push`] with `extra` Dockerfile lines; returns the
+    /// manifest digest and size.
+    fn push_with(&self, name: &str, extra: &str) -> (String, u64) {
         let ctx = self
             .dir
             .path()
@@ -52,7 +60,7 @@ impl Registry {
         write(
             &ctx,
             "Dockerfile",
-            "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"sleep\", \"3600\"]\n",
+            &format!("FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"sleep\", \"3600\"]\n{extra}"),
         );
         let tag = format!("{}/keel-test/{name}", self.addr());
         ok(Command::new("docker")
@@ -65,8 +73,35 @@ impl Registry {
             .nth(1)
             .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
             .to_string();
+        let size = out
+            .split_whitespace()
+            .skip_while(|w| *w != "size:")
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no size in docker push output: {out}"));
         let _ = Command::new("docker").args(["rmi", &tag]).output();
-        digest
+        (digest, size)
+    }
+
+    /// PUTs an image index as `<repo>:<tag>` (plain HTTP/1.1 to loopback).
+    fn put_index(&self, repo: &str, tag: &str, index: &Value) {
+        use std::io::{Read, Write};
+        let body = serde_json::to_vec(index).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr(),
+            body.len()
+        )
+        .unwrap();
+        s.write_all(&body).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 201"),
+            "index PUT refused: {reply}"
+        );
     }
 }
 
@@ -116,13 +151,27 @@ fn registry() -> Option<Registry> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    Some(serve(dir, &storage, None))
+}
+
+/// `docker-registry serve` on a free loopback port, storing in `storage`;
+/// with `htpasswd`, every request needs basic auth.
+fn serve(dir: tempfile::TempDir, storage: &Path, htpasswd: Option<&Path>) -> Registry {
     let port = free_port();
+    let auth = match htpasswd {
+        Some(p) => format!(
+            "auth:\n  htpasswd:\n    realm: keel-test\n    path: {}\n",
+            p.display()
+        ),
+        None => String::new(),
+    };
     let config = write(
         dir.path(),
         "config.yml",
         &format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            storage.display()
         ),
     );
     let child = Command::new("docker-registry")
@@ -141,7 +190,21 @@ fn registry() -> Option<Registry> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Some(r)
+    r
+}
+
+/// A second registry over the same storage that requires user `keel`,
+/// password `s3cret` (bcrypt htpasswd line made with Python's crypt).
+fn with_auth(reg: &Registry) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let line = ok(Command::new("python3").args([
+        "-W",
+        "ignore",
+        "-c",
+        "import crypt; print('keel:' + crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+    ]));
+    let htpasswd = write(dir.path(), "htpasswd", &line);
+    serve(dir, &reg.dir.path().join("storage"), Some(&htpasswd))
 }
 
 fn keel_image(root: &Path, args: &[&str]) -> Output {
@@ -188,6 +251,7 @@ fn keel_image_pulls_by_tag_and_digest_lists_removes_and_imports_docker_save() {
     keel_image_ok(&root, &["pull", &by_digest]);
     let ls = keel_image_ok(&root, &["ls"]);
     let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines.len(), 3, "a tag row and a digest row: {ls}");
     assert!(
         lines[0]
             .split_whitespace()
@@ -225,6 +289,30 @@ fn keel_image_pulls_by_tag_and_digest_lists_removes_and_imports_docker_save() {
     let o = keel_image(&root, &["rm", &by_tag]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+
+    // A multi-arch index: the linux/<host arch> entry is the one pulled.
+    let (host, other) = match std::env::consts::ARCH {
+        "aarch64" => ("arm64", "amd64"),
+        _ => ("amd64", "arm64"),
+    };
+    let (host_digest, host_size) = reg.push_with("multi:host", "");
+    let (other_digest, other_size) = reg.push_with("multi:other", "LABEL arch=other\n");
+    assert_ne!(host_digest, other_digest);
+    let entry = |digest: &str, size: u64, arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": digest, "size": size, "platform": {"os": "linux", "architecture": arch}})
+    };
+    reg.put_index(
+        "keel-test/multi",
+        "v1",
+        &serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [entry(&other_digest, other_size, other), entry(&host_digest, host_size, host)]}),
+    );
+    let out = keel_image_ok(
+        &root,
+        &["pull", &format!("{}/keel-test/multi:v1", reg.addr())],
+    );
+    assert!(out.contains(&host_digest), "{out}");
 
     // `docker save` of the pulled image imports; a truncated copy is refused
     // and imports nothing.
@@ -298,7 +386,7 @@ fn pod_manifest(name: &str, image: &str, policy: &str) -> String {
 #[test]
 fn pods_pull_from_a_loopback_registry_and_report_missing_images() {
     let Some(reg) = registry() else { return };
-    reg.push("bb:v1");
+    let digest = reg.push("bb:v1");
     let up = Up::start(1, &["--runtime", "exec"]);
     let k = up.kubectl();
     let image = format!("{}/keel-test/bb:v1", reg.addr());
@@ -389,14 +477,53 @@ fn pods_pull_from_a_loopback_registry_and_report_missing_images() {
     );
     assert!(events(&k, "never").iter().all(|(r, _)| r != "Pulling"));
 
-    // The image is in use: `keel image rm` refuses, naming the pod.
+    // imagePullSecrets: the same image behind basic auth.
+    let private = with_auth(&reg);
+    let locked = format!("{}/keel-test/bb:v1", private.addr());
+    k.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", private.addr()),
+        "--docker-username=keel",
+        "--docker-password=s3cret",
+    ]);
+    let f = write(dir, "anon.yaml", &pod_manifest("anon", &locked, "Always"));
+    k.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let with_secret = format!(
+        "{}  imagePullSecrets:\n  - name: regcred\n",
+        pod_manifest("authed", &locked, "Always")
+    );
+    let f = write(dir, "authed.yaml", &with_secret);
+    k.ok(&["apply", "-f", f.to_str().unwrap()]);
+    wait_for(
+        "the anonymous pull to be refused",
+        60,
+        || waiting(&pod_json(&k, "anon")).1.contains("Not authorized"),
+        log,
+    );
+    wait_for(
+        "the pull with the secret",
+        60,
+        || {
+            events(&k, "authed")
+                .iter()
+                .any(|(r, m)| r == "Pulled" && m.contains("Successfully pulled"))
+        },
+        log,
+    );
+
+    // The image is in use: removing it (all its names) is refused, naming
+    // the pod; removing one of its two tags only untags.
     let node = k.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
         .as_str()
         .unwrap()
         .to_string();
     let root: PathBuf = up.data_dir().join("agents").join(node);
-    let o = keel_image(&root, &["rm", &image]);
+    let o = keel_image(&root, &["rm", &digest]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("in use by pod default/"), "{err}");
+    assert!(keel_image_ok(&root, &["rm", &image]).contains("untagged"));
 }
