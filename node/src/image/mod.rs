@@ -106,3 +106,25 @@ impl AgentImages {
                 .any(|a| a == host || a == registry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_registries_match_hosts_with_any_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = AgentImages {
+            store: Store::open(dir.path()).unwrap(),
+            gc: GcPolicy::default(),
+            allowed_registries: vec!["127.0.0.1".into(), "localhost".into()],
+            local_image_dir: None,
+        };
+        assert!(a.registry_allowed("127.0.0.1:5000"));
+        assert!(a.registry_allowed("localhost"));
+        assert!(!a.registry_allowed("docker.io"));
+        assert!(!a.registry_allowed("127.0.0.2:5000"));
+        a.allowed_registries.clear();
+        assert!(a.registry_allowed("docker.io"), "empty means any");
+    }
+}

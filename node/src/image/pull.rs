@@ -208,3 +208,34 @@ async fn fetch(
         })?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_config_credentials_match_registries() {
+        let mut c = Credentials::default();
+        let json = serde_json::json!({"auths": {
+            "https://index.docker.io/v1/": {"auth": base64::engine::general_purpose::STANDARD.encode("hub:pw")},
+            "127.0.0.1:5000": {"username": "keel", "password": "s3cret"},
+        }});
+        c.add_docker_config(json.to_string().as_bytes()).unwrap();
+        assert!(
+            matches!(c.for_registry("docker.io"), RegistryAuth::Basic(u, p) if u == "hub" && p == "pw")
+        );
+        assert!(
+            matches!(c.for_registry("127.0.0.1:5000"), RegistryAuth::Basic(u, _) if u == "keel")
+        );
+        assert!(matches!(
+            c.for_registry("127.0.0.1:5001"),
+            RegistryAuth::Anonymous
+        ));
+        let err = c
+            .add_docker_config(br#"{"auths": {"x": {"auth": "!!"}}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
+        let err = c.add_docker_config(b"{}").unwrap_err();
+        assert!(err.to_string().contains("no \"auths\""), "{err}");
+    }
+}

@@ -40,3 +40,46 @@ pub fn is_loopback_registry(registry: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_normalise_like_docker() {
+        for (input, want) in [
+            ("busybox", "docker.io/library/busybox:latest"),
+            ("library/busybox:1.36", "docker.io/library/busybox:1.36"),
+            ("docker.io/team/app:v1", "docker.io/team/app:v1"),
+            ("127.0.0.1:5000/team/app", "127.0.0.1:5000/team/app:latest"),
+        ] {
+            assert_eq!(key(&parse(input).unwrap()), want, "{input}");
+        }
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r = parse(&format!("localhost:5000/app@{d}")).unwrap();
+        assert_eq!(key(&r), format!("localhost:5000/app@{d}"));
+        let err = parse("UPPER/Case").unwrap_err();
+        assert!(err.to_string().contains("invalid image reference"), "{err}");
+    }
+
+    #[test]
+    fn only_loopback_registries_are_loopback() {
+        for r in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.9.9.9",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback_registry(r), "{r}");
+        }
+        for r in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:5000",
+        ] {
+            assert!(!is_loopback_registry(r), "{r}");
+        }
+    }
+}
