@@ -249,6 +249,17 @@ fn layer_entries_that_escape_the_rootfs_are_refused() {
             "hardlink out",
             layer(&[E::Hardlink("h", "../outside/target")]),
         ),
+        (
+            "whiteout through a symlink",
+            layer(&[
+                E::Symlink("wh", outside.to_str().unwrap()),
+                E::File("wh/.wh.target", "", 0o644),
+            ]),
+        ),
+        (
+            "whiteout of the parent",
+            layer(&[E::File("d/.wh...", "", 0o644)]),
+        ),
     ];
     std::fs::write(outside.join("target"), "secret").unwrap();
     for (what, l) in cases {
@@ -264,6 +275,7 @@ fn layer_entries_that_escape_the_rootfs_are_refused() {
         assert!(err.to_string().contains("escapes the rootfs"), "{err}");
     }
     assert!(!outside.join("evil").exists(), "nothing written outside");
+    assert!(outside.join("target").exists(), "nothing removed outside");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
 }
 

@@ -71,16 +71,24 @@ fn apply_tar(rootfs: &Path, input: impl Read, what: &str) -> Result<Applied> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = ensure_parents(rootfs, parent_rel, &raw)?;
         applied.entries += 1;
+        if name != OPAQUE {
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                // A whiteout only removes what exists; it never creates its
+                // parents, and never reaches through a symlink.
+                ensure_no_symlink_parents(rootfs, parent_rel, &raw)?;
+                if hidden.is_empty() || hidden == "." || hidden == ".." {
+                    return Err(escape(&raw, "whiteout of '.' or '..'"));
+                }
+                if !hidden.starts_with(".wh.") {
+                    remove_any(&rootfs.join(parent_rel).join(hidden))?;
+                }
+                continue;
+            }
+        }
+        let parent = ensure_parents(rootfs, parent_rel, &raw)?;
         if name == OPAQUE {
             hide_lower(&parent, &written)?;
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            if !hidden.starts_with(".wh.") {
-                remove_any(&parent.join(hidden))?;
-            }
             continue;
         }
         let target = rootfs.join(&rel);
