@@ -99,6 +99,8 @@ pub struct Run {
     instance_image: String,
     /// Environment of the current instance (exec probes use it).
     instance_env: Vec<(String, String)>,
+    /// Manifest digest of the current instance's store image, if any.
+    instance_digest: Option<String>,
     pub restart_count: u32,
     /// `ContainerStateTerminated` of the previous instance.
     pub last_terminated: Option<Value>,
@@ -124,6 +126,7 @@ impl Run {
             id: None,
             observed: None,
             instance_env: Vec::new(),
+            instance_digest: None,
             restart_count: 0,
             last_terminated: None,
             waiting: None,
@@ -142,12 +145,23 @@ impl Run {
         &self.spec.name
     }
 
+    /// The status `imageID` of a store image: `<repository>@<digest>`, as
+    /// the kubelet reports it.
+    pub fn image_id(&self) -> Option<String> {
+        let digest = self.instance_digest.as_ref()?;
+        let repo = crate::image::reference::parse(&self.instance_image)
+            .map(|r| crate::image::reference::repository(&r))
+            .ok()?;
+        Some(format!("{repo}@{digest}"))
+    }
+
     /// Takes over an instance found in the runtime (agent restart).
     pub fn adopt(&mut self, info: ContainerInfo) {
         let count = restart_count_of(&info.spec.log_path).unwrap_or(0);
         self.restart_count = self.restart_count.max(count);
         self.instance_image = info.spec.image.clone();
         self.instance_env = info.spec.env.clone();
+        self.instance_digest = info.spec.image_root.as_ref().map(|r| r.digest.clone());
         self.id = Some(info.id);
         self.observed = Some(info.state);
         self.arm_probes();
@@ -463,6 +477,7 @@ impl Run {
         self.id = Some(id);
         self.restart_count = restart_count;
         self.instance_image = image;
+        self.instance_digest = spec.image_root.as_ref().map(|r| r.digest.clone());
         self.instance_env = spec.env;
         self.waiting = None;
         self.next_start = None;
