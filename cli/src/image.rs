@@ -128,7 +128,11 @@ pub async fn run(a: ImageArgs) -> anyhow::Result<()> {
         }
         ImageCommand::Rm { reference } => {
             let lock = store.lock()?;
-            let removed = store.remove(&lock, &reference, &leases::in_use(&pods))?;
+            let removed = store.remove(
+                &lock,
+                &reference,
+                &leases::in_use_by_all(&store, Some(&pods)),
+            )?;
             match removed.is_empty() {
                 true => println!("untagged {reference}"),
                 false => {

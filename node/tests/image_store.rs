@@ -593,3 +593,34 @@ fn concurrent_imports_of_one_archive_are_safe() {
     assert_eq!(s.installed().unwrap().len(), 1);
     assert_eq!(std::fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
 }
+
+/// Agents sharing one store see each other's leases.
+#[test]
+fn leases_of_every_agent_sharing_a_store_protect_its_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let l = layer(&[E::File("a", "a", 0o644)]);
+    let file = write(dir.path(), "a.tar", &docker_save(&["shared:1"], &[l]));
+    let digest = import::import(&s, &file).unwrap()[0].digest.clone();
+    let (a, b) = (
+        dir.path().join("agent-a/pods"),
+        dir.path().join("agent-b/pods"),
+    );
+    leases::register(&s, &a).unwrap();
+    leases::register(&s, &b).unwrap();
+    leases::register(&s, &b).unwrap();
+    leases::write(&b.join("uid-b"), "c", &digest, "ns/on-b").unwrap();
+
+    let users = leases::in_use_by_all(&s, Some(&a));
+    assert_eq!(users[&digest], ["pod ns/on-b container c"], "listed once");
+    let lock = s.lock().unwrap();
+    let err = s.remove(&lock, "shared:1", &users).unwrap_err();
+    assert!(err.to_string().contains("ns/on-b"), "{err}");
+    let policy = GcPolicy {
+        high_threshold_percent: 0,
+        low_threshold_percent: 0,
+        capacity_bytes: Some(1),
+    };
+    assert!(gc::collect(&s, &lock, &policy, &users).unwrap().is_empty());
+    assert_eq!(s.installed().unwrap().len(), 1);
+}

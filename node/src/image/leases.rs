@@ -7,15 +7,23 @@
 //! store image; it disappears with the pod directory, which the agent
 //! removes when the pod is gone. Readers take the store lock too, so a lease
 //! is never written between a GC's check and its delete.
+//!
+//! Several agents may share one store (`--image-store`): each registers its
+//! pods directory with the store ([`register`]), and [`in_use_by_all`]
+//! reads the leases of every registered agent.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ImageError, Result};
+use super::digest::Digest;
+use super::{ImageError, Result, Store};
 
 const DIR: &str = "image-leases";
+/// `<store>/users/<sha256 of the path>`: the pods directories of agents
+/// using the store.
+const USERS: &str = "users";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Lease {
@@ -38,6 +46,51 @@ pub fn write(pod_dir: &Path, container: &str, digest: &str, pod: &str) -> Result
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| ImageError::io(format!("write {}", path.display()), e))
+}
+
+/// Records that the agent whose pods live in `pods_dir` uses `store`
+/// (idempotent).
+pub fn register(store: &Store, pods_dir: &Path) -> Result<()> {
+    let dir = store.root().join(USERS);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ImageError::io(format!("create {}", dir.display()), e))?;
+    let abs = std::path::absolute(pods_dir)
+        .map_err(|e| ImageError::io(format!("resolve {}", pods_dir.display()), e))?;
+    let bytes = abs.as_os_str().as_encoded_bytes();
+    let path = dir.join(Digest::of(bytes).hex());
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::write(&path, bytes).map_err(|e| ImageError::io(format!("write {}", path.display()), e))
+}
+
+/// Digest → users over every agent registered with `store`, plus
+/// `extra_pods_dir` (e.g. the CLI's `--root-dir`, registered or not).
+pub fn in_use_by_all(
+    store: &Store,
+    extra_pods_dir: Option<&Path>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut dirs: Vec<PathBuf> = extra_pods_dir.map(Path::to_path_buf).into_iter().collect();
+    if let Ok(entries) = std::fs::read_dir(store.root().join(USERS)) {
+        for e in entries.flatten() {
+            if let Ok(bytes) = std::fs::read(e.path()) {
+                let p = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+                let same = dirs
+                    .iter()
+                    .any(|d| std::path::absolute(d).ok().as_ref() == Some(&p));
+                if !same {
+                    dirs.push(p);
+                }
+            }
+        }
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in dirs {
+        for (digest, users) in in_use(&d) {
+            out.entry(digest).or_default().extend(users);
+        }
+    }
+    out
 }
 
 /// Digest → users (`namespace/name container`) for every pod under `pods_dir`.

@@ -20,6 +20,7 @@
 //! blobs/sha256/<hex>            manifests, configs, layers (verified on write)
 //! images/<manifest-hex>/        one unpacked image: rootfs/ + image.json
 //! tags.json                     "registry/repo:tag" (or "@sha256:...") -> manifest digest
+//! users/<hash>                  pods directory of each agent using the store (leases)
 //! tmp/<pid>-<n>/                staging; never visible as an image
 //! ```
 //! Atomicity: an image directory appears by one `rename` of a fully

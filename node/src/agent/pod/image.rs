@@ -93,7 +93,12 @@ pub async fn ensure(pc: &PodCtx<'_>, container: &Container) -> Result<Option<Ima
         let lock = store.lock()?;
         leases::write(&pod_dir, &name, digest.as_str(), &pod)?;
         let root = store.image_root(&digest)?;
-        if let Err(e) = gc::collect(&store, &lock, &policy, &leases::in_use(&pods_dir)) {
+        if let Err(e) = gc::collect(
+            &store,
+            &lock,
+            &policy,
+            &leases::in_use_by_all(&store, Some(&pods_dir)),
+        ) {
             tracing::warn!(error = %e, "image garbage collection failed");
         }
         Ok(root)
