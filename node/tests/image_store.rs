@@ -624,3 +624,22 @@ fn leases_of_every_agent_sharing_a_store_protect_its_images() {
     assert!(gc::collect(&s, &lock, &policy, &users).unwrap().is_empty());
     assert_eq!(s.installed().unwrap().len(), 1);
 }
+
+#[test]
+fn zstd_layers_unpack_and_corrupt_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    let tar = layer(&[E::File("z/file", &"zstd ".repeat(1000), 0o640)]);
+    let z =
+        ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    assert_eq!(&z[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+    apply_layer(&root, &z[..], "zstd").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("z/file")).unwrap(),
+        "zstd ".repeat(1000)
+    );
+    let err = apply_layer(&root, &z[..z.len() / 2], "half").unwrap_err();
+    assert!(matches!(err, ImageError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("layer half"), "{err}");
+}

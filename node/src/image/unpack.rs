@@ -1,4 +1,4 @@
-//! Applying one layer tarball (plain, gzip) to a root filesystem the way
+//! Applying one layer tarball (plain, gzip, zstd) to a root filesystem the way
 //! overlay-based runtimes present it:
 //! - `.wh.<name>` removes `<name>` of lower layers;
 //! - `.wh..wh..opq` in a directory hides everything lower layers put there
@@ -43,9 +43,9 @@ pub fn apply_layer(rootfs: &Path, layer: impl Read, what: &str) -> Result<Applie
     if head.starts_with(&GZIP_MAGIC) {
         apply_tar(rootfs, flate2::read::GzDecoder::new(reader), what)
     } else if head.starts_with(&ZSTD_MAGIC) {
-        Err(ImageError::Corrupt(format!(
-            "layer {what} is zstd-compressed, which this store does not support (gzip or plain tar)"
-        )))
+        let decoder = ruzstd::decoding::StreamingDecoder::new(reader)
+            .map_err(|e| ImageError::Corrupt(format!("layer {what}: zstd: {e}")))?;
+        apply_tar(rootfs, decoder, what)
     } else {
         apply_tar(rootfs, reader, what)
     }
