@@ -37,7 +37,7 @@ impl GcPolicy {
         if self.high_threshold_percent > 100
             || self.low_threshold_percent > self.high_threshold_percent
         {
-            return Err(ImageError::Corrupt(format!(
+            return Err(ImageError::Invalid(format!(
                 "image GC thresholds: need low ({}) <= high ({}) <= 100",
                 self.low_threshold_percent, self.high_threshold_percent
             )));
@@ -56,7 +56,7 @@ pub fn usage(store: &Store, policy: &GcPolicy) -> Result<(u64, u64)> {
         return Ok((used, cap));
     }
     let path = std::ffi::CString::new(store.root().as_os_str().as_encoded_bytes())
-        .map_err(|_| ImageError::Corrupt("store path contains NUL".into()))?;
+        .map_err(|_| ImageError::Invalid("store path contains NUL".into()))?;
     // SAFETY: statvfs writes into the zeroed struct we own; path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {

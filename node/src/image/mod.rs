@@ -56,6 +56,9 @@ pub enum ImageError {
     PathEscape { path: String, reason: String },
     #[error("image {image} is in use by {users}")]
     InUse { image: String, users: String },
+    /// A setting that cannot work (e.g. GC thresholds out of order).
+    #[error("{0}")]
+    Invalid(String),
     #[error("pulling {image}: {reason}")]
     Pull { image: String, reason: String },
     #[error("{context}: {source}")]
