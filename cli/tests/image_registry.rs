@@ -60,7 +60,10 @@ impl Registry {
         write(
             &ctx,
             "Dockerfile",
-            &format!("FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"sleep\", \"3600\"]\n{extra}"),
+            // The label first: no build step (and so no intermediate image
+            // a concurrent test's `docker rmi` could delete) is shared
+            // between registries.
+            &format!("FROM scratch\nLABEL keel-test-image=\"{}/{name}\"\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"sleep\", \"3600\"]\n{extra}", self.addr()),
         );
         let tag = format!("{}/keel-test/{name}", self.addr());
         ok(Command::new("docker")
