@@ -64,6 +64,8 @@ pub struct AgentArgs {
     pub ingress: IngressArgs,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub images: crate::image::AgentImageArgs,
     /// Do not run the Service proxy on this node (cluster IPs and
     /// NodePorts are then not served by this agent).
     #[arg(long)]
@@ -191,6 +193,7 @@ impl AgentArgs {
         cfg.metrics_interval = Duration::from_millis(self.metrics_interval_ms.max(100));
         cfg.dns = self.dns.config();
         cfg.proxy = !self.disable_proxy;
+        cfg.images = Some(self.images.config(&self.root_dir, self.image_dir.clone())?);
         Ok(cfg)
     }
 }

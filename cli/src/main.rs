@@ -3,6 +3,7 @@
 mod agent;
 mod chaos;
 mod controller_manager;
+mod image;
 mod server;
 mod snapshot;
 mod up;
@@ -38,6 +39,8 @@ enum Command {
     /// Back up and restore the store: `save` a snapshot from a replica,
     /// `status` of a file, `restore` it into a new cluster's data dirs.
     Snapshot(snapshot::SnapshotArgs),
+    /// The OCI image store of an agent's --root-dir: import, ls, rm, pull.
+    Image(image::ImageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
         Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
+        Command::Image(args) => rt.block_on(image::run(args)),
     }
 }

@@ -54,6 +54,10 @@ pub struct UpArgs {
     /// address, sharing the port).
     #[command(flatten)]
     dns: DnsArgs,
+    /// The agents' image stores (each under its own root dir unless
+    /// --image-store is given), GC thresholds and allowed registries.
+    #[command(flatten)]
+    images: crate::image::AgentImageArgs,
     /// Run the agents without the Service proxy.
     #[arg(long)]
     disable_proxy: bool,
@@ -91,6 +95,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             metrics_interval_ms: a.agent_metrics_interval_ms,
             ingress: a.ingress.clone(),
             dns: a.dns.clone(),
+            images: a.images.clone(),
             disable_proxy: a.disable_proxy,
         };
         let cfg = args.config(None).await?;

@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod dns;
+pub mod image;
 pub mod ingress;
 pub mod proxy;
 pub mod runtime;
@@ -39,10 +40,13 @@ pub fn run_internal_mode(args: &[String]) {
             Some(dir) => run_supervisor(std::path::Path::new(dir)),
             None => exit_usage("missing container directory"),
         },
-        Some(IMAGE_ARG) => match args.get(2) {
-            Some(name) => run_builtin_image(name, &args[3..]),
-            None => exit_usage("missing built-in image name"),
-        },
+        // `keel image import|ls|rm|pull` are CLI commands; only the
+        // built-in image names are served from here.
+        Some(IMAGE_ARG) => {
+            if let Some(name @ ("echo" | "pause")) = args.get(2).map(String::as_str) {
+                run_builtin_image(name, &args[3..])
+            }
+        }
         _ => {}
     }
 }

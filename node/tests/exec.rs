@@ -222,6 +222,33 @@ async fn new_runtime_readopts_running_and_exited_containers() {
     ));
 }
 
+/// The exec runtime runs host processes: it cannot enter an image's rootfs,
+/// so it refuses a store image instead of running host binaries.
+#[tokio::test]
+async fn oci_images_are_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let mut s = spec(dir.path(), "x", "127.0.0.1:5000/app:v1", &[]);
+    s.image_root = Some(keel_node::runtime::ImageRoot {
+        digest: format!("sha256:{}", "a".repeat(64)),
+        rootfs: dir.path().join("rootfs"),
+        entrypoint: vec!["/bin/app".into()],
+        cmd: vec![],
+        env: vec![],
+        working_dir: None,
+        user: None,
+    });
+    let err = rt.start(&s).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::InvalidSpec(_)), "{err}");
+    assert!(
+        err.to_string().contains(
+            "image 127.0.0.1:5000/app:v1 is an OCI image; it needs the isolating runtime (--runtime keel, root)"
+        ),
+        "{err}"
+    );
+    assert!(rt.list().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn unknown_image_and_missing_command_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();

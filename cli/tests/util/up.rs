@@ -51,6 +51,8 @@ impl Up {
             .args(["--cluster-cidr", &self.cluster_cidr()])
             .args(["--service-cluster-ip-range", &self.service_cidr()])
             .args(["--node-ip", &self.node_ip()])
+            // Tests reach no registry beyond loopback (e.g. pods naming nginx).
+            .args(["--allowed-registries", "127.0.0.1,localhost"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)

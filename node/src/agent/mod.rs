@@ -31,7 +31,9 @@
 //! pods/<uid>/resolv.conf            the pod's DNS configuration (env KEEL_RESOLV_CONF)
 //! pods/<uid>/volumes/<volume>/      emptyDir, configMap, secret contents
 //! pods/<uid>/logs/<container>/<restartCount>.log
+//! pods/<uid>/image-leases/<container>  store image a container uses (see [`crate::image::leases`])
 //! storage/pvc-<uid>_<ns>_<claim>/   local-path persistent volumes
+//! image-store/                      the OCI image store (default; see [`crate::image`])
 //! ```
 //!
 //! Shutdown (the `shutdown` future of [`run`]) stops the agent only: the
@@ -117,6 +119,9 @@ pub struct AgentConfig {
     pub dns: crate::dns::DnsConfig,
     /// Run the Service proxy ([`crate::proxy`]) on this node.
     pub proxy: bool,
+    /// The image store and pull settings; `None`: only built-in and
+    /// local-directory images (nothing is pulled).
+    pub images: Option<crate::image::AgentImages>,
     /// How often node and container usage is sampled; CPU rates served to
     /// the metrics API span the last two samples.
     pub metrics_interval: Duration,
@@ -154,6 +159,7 @@ impl AgentConfig {
             ingress: None,
             dns: crate::dns::DnsConfig::default(),
             proxy: true,
+            images: None,
             metrics_interval: Duration::from_secs(5),
         }
     }

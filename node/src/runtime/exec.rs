@@ -102,6 +102,14 @@ impl ExecRuntime {
     }
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<ContainerId> {
+        // Host processes cannot be put into an image's rootfs: running an
+        // OCI image here would silently run host binaries instead.
+        if spec.image_root.is_some() {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "image {} is an OCI image; it needs the isolating runtime (--runtime keel, root)",
+                spec.image
+            )));
+        }
         let process = self.images.resolve(spec)?;
         let id = new_container_id(spec);
         let dir = self.containers_dir.join(&id.0);

@@ -71,7 +71,7 @@ pub struct PodCtx<'a> {
 }
 
 impl PodCtx<'_> {
-    fn event(&self, container: &str, kind: EventKind, reason: &str, message: &str) {
+    pub(crate) fn event(&self, container: &str, kind: EventKind, reason: &str, message: &str) {
         self.ctx
             .events
             .pod(self.pod, Some(container), kind, reason, message);
@@ -99,6 +99,8 @@ pub struct Run {
     instance_image: String,
     /// Environment of the current instance (exec probes use it).
     instance_env: Vec<(String, String)>,
+    /// Manifest digest of the current instance's store image, if any.
+    instance_digest: Option<String>,
     pub restart_count: u32,
     /// `ContainerStateTerminated` of the previous instance.
     pub last_terminated: Option<Value>,
@@ -124,6 +126,7 @@ impl Run {
             id: None,
             observed: None,
             instance_env: Vec::new(),
+            instance_digest: None,
             restart_count: 0,
             last_terminated: None,
             waiting: None,
@@ -142,12 +145,23 @@ impl Run {
         &self.spec.name
     }
 
+    /// The status `imageID` of a store image: `<repository>@<digest>`, as
+    /// the kubelet reports it.
+    pub fn image_id(&self) -> Option<String> {
+        let digest = self.instance_digest.as_ref()?;
+        let repo = crate::image::reference::parse(&self.instance_image)
+            .map(|r| crate::image::reference::repository(&r))
+            .ok()?;
+        Some(format!("{repo}@{digest}"))
+    }
+
     /// Takes over an instance found in the runtime (agent restart).
     pub fn adopt(&mut self, info: ContainerInfo) {
         let count = restart_count_of(&info.spec.log_path).unwrap_or(0);
         self.restart_count = self.restart_count.max(count);
         self.instance_image = info.spec.image.clone();
         self.instance_env = info.spec.env.clone();
+        self.instance_digest = info.spec.image_root.as_ref().map(|r| r.digest.clone());
         self.id = Some(info.id);
         self.observed = Some(info.state);
         self.arm_probes();
@@ -369,7 +383,15 @@ impl Run {
             true => self.restart_count + 1,
             false => self.restart_count,
         };
-        let spec = self.container_spec(pc, env, restart_count);
+        let image_root = match super::image::ensure(pc, &self.spec).await {
+            Ok(root) => root,
+            Err(f) => {
+                self.image_failed(pc, f);
+                return false;
+            }
+        };
+        let mut spec = self.container_spec(pc, env, restart_count);
+        spec.image_root = image_root;
         match pc.ctx.runtime().start(&spec).await {
             Ok(id) => {
                 self.started_instance(pc, spec, id, restart_count).await;
@@ -425,12 +447,15 @@ impl Run {
         }
         let image = spec.image.clone();
         let name = self.name().to_string();
-        pc.event(
-            &name,
-            EventKind::Normal,
-            "Pulled",
-            &format!("Container image {image:?} already present on machine"),
-        );
+        if spec.image_root.is_none() {
+            // Store images had their Pulling/Pulled events from the image step.
+            pc.event(
+                &name,
+                EventKind::Normal,
+                "Pulled",
+                &format!("Container image {image:?} already present on machine"),
+            );
+        }
         pc.event(
             &name,
             EventKind::Normal,
@@ -452,6 +477,7 @@ impl Run {
         self.id = Some(id);
         self.restart_count = restart_count;
         self.instance_image = image;
+        self.instance_digest = spec.image_root.as_ref().map(|r| r.digest.clone());
         self.instance_env = spec.env;
         self.waiting = None;
         self.next_start = None;
@@ -474,6 +500,22 @@ impl Run {
         .collect();
         self.started = s.startup_probe.is_none();
         self.ready = self.started && s.readiness_probe.is_none();
+    }
+
+    fn image_failed(&mut self, pc: &PodCtx<'_>, f: super::image::Failure) {
+        if f.reason == "ErrImagePull" {
+            let name = self.name().to_string();
+            pc.event(&name, EventKind::Warning, "Failed", &f.message);
+            pc.event(&name, EventKind::Warning, "Failed", "Error: ErrImagePull");
+            let delay = self.image_backoff.next(Duration::ZERO);
+            self.next_start = Some(Instant::now() + delay);
+            self.waiting = Some(("ErrImagePull".into(), f.message));
+            return;
+        }
+        pc.event(self.name(), EventKind::Warning, f.reason, &f.message);
+        let delay = self.image_backoff.next(Duration::ZERO);
+        self.next_start = Some(Instant::now() + delay);
+        self.waiting = Some((f.reason.into(), f.message));
     }
 
     fn start_failed(&mut self, pc: &PodCtx<'_>, e: RuntimeError) {

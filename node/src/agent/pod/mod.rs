@@ -4,6 +4,7 @@
 //!   termination, status reports);
 //! - [`container`]: one Kubernetes container across its restarts;
 //! - [`backoff`]: restart back-off;
+//! - [`image`](mod@image): the image store lookup / pull before a start;
 //! - [`probe`]: exec, httpGet and tcpSocket probes;
 //! - [`env`](mod@env): container environment (`env`, `envFrom`, downward API);
 //! - [`volumes`]: emptyDir, hostPath, configMap and secret volumes;
@@ -14,6 +15,7 @@
 pub mod backoff;
 pub mod container;
 pub mod env;
+pub mod image;
 pub mod objects;
 pub mod probe;
 pub mod state;

@@ -169,7 +169,7 @@ fn container_status(r: &Run, default_wait: &str, blocked: Option<&(String, Strin
     let mut c = json!({
         "name": r.spec.name,
         "image": image,
-        "imageID": format!("keel://{image}"),
+        "imageID": r.image_id().unwrap_or_else(|| format!("keel://{image}")),
         "ready": r.ready,
         "started": r.started,
         "restartCount": r.restart_count,
