@@ -78,6 +78,9 @@ pub struct StoreConfig {
     /// Test-only: a deliberately broken guarantee, so the chaos checkers
     /// can show they catch it. The `keel` binary never sets it.
     pub mutation: Mutation,
+    /// With an empty data dir: bootstrap (`New`) or join a running cluster
+    /// as a member added by `MemberAdd` (`Existing`).
+    pub initial_cluster_state: crate::membership::InitialClusterState,
 }
 
 /// Bugs the chaos tests inject on purpose (mutation testing).
@@ -120,6 +123,7 @@ impl StoreConfig {
             transport: keel_net::Transport::Tcp,
             durability: Durability::GroupCommit,
             mutation: Mutation::None,
+            initial_cluster_state: Default::default(),
         }
     }
 
@@ -160,19 +164,22 @@ pub enum OpenStoreError {
 
 /// Requests a replica sends to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum ForwardRequest {
+pub(crate) enum ForwardRequest {
     Write(Command),
     ReadIndex,
     LeaseKeepAlive(i64),
     LeaseTimeToLive(i64),
+    /// Membership changes and queries (see [`crate::membership`]).
+    Membership(crate::membership::MembershipRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum ForwardResponse {
+pub(crate) enum ForwardResponse {
     Write(Result<CommandResponse, StoreError>),
     ReadIndex(u64),
     Lease(Result<(i64, i64), StoreError>),
     NotLeader,
+    Membership(crate::membership::MembershipResult),
 }
 
 struct Inner {
@@ -183,6 +190,7 @@ struct Inner {
     peers: PeerClient,
     cfg: StoreConfig,
     lessor: Lessor,
+    membership: crate::membership::MembershipState,
 }
 
 /// A handle to this replica's store. Cheap to clone.
@@ -225,14 +233,15 @@ impl Store {
     /// served with [`Store::peer_handler`] for the cluster to form.
     pub async fn open(cfg: StoreConfig) -> Result<Store, OpenStoreError> {
         let members = cfg.members();
-        let id = member_id(&cfg.name);
-        if !members.contains_key(&id) {
+        if !members.contains_key(&member_id(&cfg.name)) {
             return Err(OpenStoreError::Config(format!(
                 "--initial-cluster does not name this member {:?}",
                 cfg.name
             )));
         }
-        let cluster_id = cfg.cluster_id();
+        let peers = PeerClient::new(cfg.transport);
+        let identity = crate::membership::resolve_identity(&cfg, &peers).await?;
+        let (id, cluster_id) = (identity.id, identity.cluster_id);
         let db = Db::open(
             &cfg.data_dir,
             &Identity {
@@ -241,6 +250,10 @@ impl Store {
             },
         )?;
         let fresh = db.fresh;
+        if fresh {
+            crate::membership::record_identity(&db, &identity)?;
+        }
+        let membership = crate::membership::MembershipState::new(db.clone());
         let limits = TxnLimits {
             max_ops: cfg.max_txn_ops,
         };
@@ -258,7 +271,6 @@ impl Store {
         .validate()
         .map_err(|e| OpenStoreError::Config(e.to_string()))?;
         let cfg_durability = cfg.durability;
-        let peers = PeerClient::new(cfg.transport);
         let network = Network {
             client: peers.clone(),
         };
@@ -271,7 +283,7 @@ impl Store {
         )
         .await
         .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
-        if fresh {
+        if fresh && !identity.joined {
             // Every fresh member proposes the same initial membership; raft
             // keeps exactly one.
             if let Err(e) = raft.initialize(members).await {
@@ -287,9 +299,11 @@ impl Store {
                 peers,
                 cfg,
                 lessor: Lessor::default(),
+                membership,
             }),
         };
         store.spawn_background();
+        crate::membership::spawn(&store);
         Ok(store)
     }
 
@@ -344,7 +358,15 @@ impl Store {
         self.inner.raft.metrics().borrow_watched().current_leader
     }
 
-    fn leader_member(&self) -> Option<(NodeId, Member)> {
+    pub(crate) fn membership_state(&self) -> &crate::membership::MembershipState {
+        &self.inner.membership
+    }
+
+    pub(crate) fn peer_client(&self) -> &PeerClient {
+        &self.inner.peers
+    }
+
+    pub(crate) fn leader_member(&self) -> Option<(NodeId, Member)> {
         let m = self.inner.raft.metrics().borrow_watched().clone();
         let leader = m.current_leader?;
         let node = m.membership_config.membership().get_node(&leader)?.clone();
@@ -553,7 +575,7 @@ impl Store {
         }
     }
 
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         leader: &Member,
         req: ForwardRequest,
@@ -794,6 +816,11 @@ impl Store {
         }
     }
 
+    /// Whether member `id` has published a client address (has started).
+    pub(crate) fn is_published_member(&self, id: u64) -> bool {
+        self.inner.sm.read().client_addrs.contains_key(&id)
+    }
+
     /// Whether this replica's client address is in the replicated member
     /// list (etcd serves clients only after this).
     pub fn is_published(&self) -> bool {
@@ -872,6 +899,9 @@ impl Store {
     }
 
     async fn serve_forward(&self, req: ForwardRequest) -> ForwardResponse {
+        if let ForwardRequest::Membership(r) = req {
+            return ForwardResponse::Membership(self.serve_membership(r).await);
+        }
         if !self.inner.raft.is_leader() {
             return ForwardResponse::NotLeader;
         }
@@ -900,6 +930,7 @@ impl Store {
                 self.lease_ttl(id)
                     .map(|ttl| (self.inner.lessor.remaining_s(id, ttl, Instant::now()), ttl)),
             ),
+            ForwardRequest::Membership(_) => unreachable!("served above"),
         }
     }
 }
