@@ -3,6 +3,7 @@
 mod agent;
 mod chaos;
 mod controller_manager;
+mod member;
 mod server;
 mod up;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Run deterministic fault simulations of raft-store clusters and check
     /// the recorded histories (linearizability, watch, durability, liveness).
     Chaos(chaos::ChaosArgs),
+    /// List, add, remove or promote control-plane replicas (the etcd
+    /// Cluster API of a replica's client port).
+    Member(member::MemberArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
+        Command::Member(args) => rt.block_on(member::run(args)),
     }
 }
