@@ -408,7 +408,7 @@ fn bad_membership_changes_get_etcds_errors() {
         "etcdserver: can only promote a learner member",
     );
     expect_err(
-        etcdctl(&[&r0], &["move-leader", "123456789abcdef"]),
+        etcdctl(&all, &["move-leader", "123456789abcdef"]),
         "etcdserver: bad leader transferee",
     );
     assert_eq!(members(&all), before, "nothing changed");
@@ -444,6 +444,7 @@ fn bad_membership_changes_get_etcds_errors() {
 
     // With one of three down, a fourth voter would need 3 of 4: refused.
     r2.kill();
+    put(&[&r0, &r1], "r2-down", "1");
     // The leader counts a voter as started while it answered within an
     // election timeout (500 ms here); give it three.
     std::thread::sleep(Duration::from_millis(1500));
@@ -511,4 +512,80 @@ fn a_replica_whose_data_dir_was_lost_rejoins_only_as_a_new_member() {
     // The old data dir, never touched, still belongs to the removed member.
     assert!(lost_dir.join("store").exists());
     put(&[&r2], "via-new-r2", "ok");
+}
+
+fn sigterm(n: &mut Node) -> std::process::ExitStatus {
+    let pid = n.child.as_ref().expect("running").id();
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    n.wait_exit(20)
+}
+
+#[test]
+fn update_a_peer_url_and_hand_leadership_over_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let [mut r0, mut r1, mut r2] = three(dir.path());
+
+    // member update: r2 moves to a new peer port.
+    let r2_id = member_id_of(&[&r0], "r2");
+    let old_peer = r2.peer.clone();
+    // The flags it was bootstrapped with; they name the cluster.
+    let ic = initial_cluster(&[&r0, &r1, &r2]);
+    r2.peer = format!("127.0.0.1:{}", free_port());
+    let out = etcdctl(
+        &[&r0],
+        &[
+            "member",
+            "update",
+            &format!("{r2_id:x}"),
+            "--peer-urls",
+            &r2.peer_url(),
+        ],
+    );
+    assert!(
+        out.ok,
+        "member update: {}{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        util::tail(&r0.log(), 30),
+        util::tail(&r1.log(), 30)
+    );
+    let listed = members(&[&r1]);
+    assert!(
+        listed.iter().any(|m| m.0 == r2_id && m.3 == r2.peer_url()),
+        "{listed:?}"
+    );
+    assert!(!listed.iter().any(|m| m.3.ends_with(&old_peer)));
+    r2.kill();
+    r2.start(&ic, "new");
+    put(&[&r0, &r1], "after-update", "1");
+    assert_eq!(
+        eventually("r2 replicates on its new port", 20, || local_get(
+            &r2,
+            "after-update"
+        )),
+        "1"
+    );
+
+    // SIGTERM the leader: it hands leadership to another voter first.
+    let mut nodes = [&mut r0, &mut r1, &mut r2];
+    let leader = eventually("a leader", 20, || {
+        leader_id(&[&*nodes[0], &*nodes[1], &*nodes[2]])
+    });
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let li = names
+        .iter()
+        .position(|n| member_id_of(&[&*nodes[0], &*nodes[1], &*nodes[2]], n) == leader)
+        .unwrap();
+    assert!(sigterm(nodes[li]).success(), "clean exit");
+    assert!(
+        nodes[li].log().contains("handing leadership over"),
+        "{}",
+        util::tail(&nodes[li].log(), 20)
+    );
+    let rest: Vec<&Node> = (0..3).filter(|i| *i != li).map(|i| &*nodes[i]).collect();
+    let new_leader = eventually("a new leader", 20, || leader_id(&rest));
+    assert_ne!(new_leader, leader);
+    put(&rest, "after-handoff", "1");
 }

@@ -694,9 +694,25 @@ impl Store {
                     return Err(MemberError::PeerUrlExists);
                 }
                 if n.peer_addr != peer_addr {
+                    // openraft does not finish a change of the leader's own
+                    // node: hand leadership over, and the request is
+                    // retried on the new leader.
+                    if let Some(r) = self.step_aside_for(id, &voters).await {
+                        return r;
+                    }
                     n.peer_addr = peer_addr;
                     self.change(ChangeMembers::SetNodes(BTreeMap::from([(id, n)])))
                         .await?;
+                    // openraft keeps replicating to a node at the address
+                    // its stream was built with; a new leader builds its
+                    // streams from the new membership.
+                    let me = self.member_id();
+                    if let Some(to) = voters.iter().copied().find(|v| *v != id && *v != me) {
+                        let wait = Duration::from_millis(self.config().election_timeout_ms * 2);
+                        if let Err(e) = self.transfer_and_wait(to, wait).await {
+                            tracing::warn!("leadership hand-off after a peer URL update: {e}");
+                        }
+                    }
                 }
                 Ok(MembershipReply::Done)
             }
@@ -705,6 +721,9 @@ impl Store {
                     return Err(MemberError::NotFound);
                 };
                 if n.name != name {
+                    if let Some(r) = self.step_aside_for(id, &voters).await {
+                        return r;
+                    }
                     n.name = name;
                     self.change(ChangeMembers::SetNodes(BTreeMap::from([(id, n)])))
                         .await?;
@@ -762,6 +781,21 @@ impl Store {
                 .map_err(|e| MemberError::Store(StoreError::Internal(e.to_string()))),
             _ => Ok(MembershipReply::NotLeader),
         }
+    }
+
+    /// When `id` is this leader and another voter exists: hands leadership
+    /// to it and answers `NotLeader` (the caller retries there).
+    async fn step_aside_for(&self, id: u64, voters: &BTreeSet<NodeId>) -> Option<MembershipResult> {
+        if id != self.member_id() {
+            return None;
+        }
+        let to = voters.iter().copied().find(|v| *v != id)?;
+        let wait = Duration::from_millis(self.config().election_timeout_ms * 2);
+        Some(
+            self.transfer_and_wait(to, wait)
+                .await
+                .map(|()| MembershipReply::NotLeader),
+        )
     }
 
     /// One joint-consensus change; removed voters leave the cluster.
