@@ -569,7 +569,7 @@ fn update_a_peer_url_and_hand_leadership_over_on_sigterm() {
     );
 
     // SIGTERM the leader: it hands leadership to another voter first.
-    let mut nodes = [&mut r0, &mut r1, &mut r2];
+    let nodes = [&mut r0, &mut r1, &mut r2];
     let leader = eventually("a leader", 20, || {
         leader_id(&[&*nodes[0], &*nodes[1], &*nodes[2]])
     });
