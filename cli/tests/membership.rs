@@ -589,3 +589,31 @@ fn update_a_peer_url_and_hand_leadership_over_on_sigterm() {
     assert_ne!(new_leader, leader);
     put(&rest, "after-handoff", "1");
 }
+
+#[test]
+fn a_member_removed_while_down_stops_when_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let [r0, r1, mut r2] = three(dir.path());
+    let ic = initial_cluster(&[&r0, &r1, &r2]);
+    r2.kill();
+    put(&[&r0, &r1], "r2-down", "1");
+    let out = keel_member(&r0, &["remove", "r2"]);
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    // It still believes it is a voter; the leader tells it otherwise.
+    r2.start(&ic, "new");
+    assert!(!r2.wait_exit(20).success());
+    assert!(
+        r2.log().contains("removed from the cluster"),
+        "{}",
+        util::tail(&r2.log(), 10)
+    );
+    r2.start(&ic, "new");
+    assert!(!r2.wait_exit(20).success());
+    assert!(
+        r2.log().contains("cannot rejoin"),
+        "{}",
+        util::tail(&r2.log(), 10)
+    );
+    assert_eq!(members(&[&r0, &r1]).len(), 2);
+    put(&[&r0, &r1], "still", "writable");
+}
