@@ -4,6 +4,7 @@ mod agent;
 mod chaos;
 mod controller_manager;
 mod image;
+mod member;
 mod server;
 mod snapshot;
 mod up;
@@ -41,6 +42,9 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// The OCI image store of an agent's --root-dir: import, ls, rm, pull.
     Image(image::ImageArgs),
+    /// List, add, remove or promote control-plane replicas (the etcd
+    /// Cluster API of a replica's client port).
+    Member(member::MemberArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => chaos::run(args),
         Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
         Command::Image(args) => rt.block_on(image::run(args)),
+        Command::Member(args) => rt.block_on(member::run(args)),
     }
 }

@@ -32,6 +32,12 @@ pub struct ServerArgs {
     /// replicas). Omitted: a single replica.
     #[arg(long)]
     initial_cluster: Option<String>,
+    /// `new`: bootstrap the cluster of --initial-cluster. `existing`: join a
+    /// running cluster as the member `member add` created for this
+    /// replica's peer URL (--initial-cluster lists the running members and
+    /// this one). Only matters for an empty data dir.
+    #[arg(long, value_enum, default_value_t = ClusterState::New)]
+    initial_cluster_state: ClusterState,
     /// Largest request accepted, in bytes (etcd: --max-request-bytes).
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
@@ -107,13 +113,24 @@ pub struct ServerArgs {
     manager: crate::controller_manager::ManagerArgs,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum ClusterState {
+    New,
+    Existing,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompactionMode {
     Periodic,
     Revision,
 }
 
-pub(crate) fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+/// Parses `--initial-cluster`. Joining (`existing`) accepts any size: it
+/// lists the running members plus the new one.
+pub(crate) fn parse_initial_cluster(
+    s: &str,
+    joining: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.trim().is_empty()) {
         let (name, url) = part
@@ -129,7 +146,10 @@ pub(crate) fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, Stri
         }
         out.push((name.trim().to_string(), addr.to_string()));
     }
-    if ![1, 3, 5].contains(&out.len()) {
+    if joining && out.len() < 2 {
+        bail!("--initial-cluster-state existing needs --initial-cluster with the running members and this one");
+    }
+    if !joining && ![1, 3, 5].contains(&out.len()) {
         bail!(
             "--initial-cluster must list 1, 3 or 5 replicas, not {}",
             out.len()
@@ -191,8 +211,14 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| a.listen_client.clone());
     let mut cfg = StoreConfig::new(&a.name, &a.data_dir, &peer_addr, &client_addr);
-    if let Some(ic) = &a.initial_cluster {
-        cfg.initial_cluster = parse_initial_cluster(ic)?;
+    let joining = a.initial_cluster_state == ClusterState::Existing;
+    match &a.initial_cluster {
+        Some(ic) => cfg.initial_cluster = parse_initial_cluster(ic, joining)?,
+        None if joining => bail!("--initial-cluster-state existing needs --initial-cluster"),
+        None => {}
+    }
+    if joining {
+        cfg.initial_cluster_state = keel_store::InitialClusterState::Existing;
     }
     if a.force_new_cluster {
         keel_store::restore::force_new_cluster(&a.data_dir, &a.name, &peer_addr).await?;
@@ -237,6 +263,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // replicated member list, so `member list` never shows it half-known.
     tokio::select! {
         _ = store.wait_published() => {}
+        _ = store.wait_removed() => {
+            let _ = stop_tx.send(true);
+            bail!("this member ({:x}) was removed from the cluster; stopped", store.member_id());
+        }
         _ = shutdown_signal() => {
             let _ = stop_tx.send(true);
             store.shutdown().await;
@@ -258,8 +288,16 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             stopped(stop_rx),
         ))
     });
-    shutdown_signal().await;
+    let removed = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = store.wait_removed() => true,
+    };
     tracing::info!("shutting down");
+    if !removed {
+        // Rolling restarts: a leader hands over first, so there is no
+        // election gap.
+        store.hand_off_leadership().await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = client.await;
@@ -272,6 +310,12 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     })
     .await;
     store.shutdown().await;
+    if removed {
+        bail!(
+            "this member ({:x}) was removed from the cluster; stopped",
+            store.member_id()
+        );
+    }
     Ok(())
 }
 
@@ -336,18 +380,21 @@ mod tests {
 
     #[test]
     fn initial_cluster_parsing() {
-        let c = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=127.0.0.1:3")
-            .unwrap();
+        let c = parse_initial_cluster(
+            "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=127.0.0.1:3",
+            false,
+        )
+        .unwrap();
         assert_eq!(c[2], ("c".to_string(), "127.0.0.1:3".to_string()));
-        assert!(parse_initial_cluster("a=http://x:1,b=http://x:2")
+        assert!(parse_initial_cluster("a=http://x:1,b=http://x:2", false)
             .unwrap_err()
             .to_string()
             .contains("1, 3 or 5"));
-        assert!(parse_initial_cluster("a")
+        assert!(parse_initial_cluster("a", false)
             .unwrap_err()
             .to_string()
             .contains("not name=url"));
-        assert!(parse_initial_cluster("a=x:1,a=x:2,b=x:3")
+        assert!(parse_initial_cluster("a=x:1,a=x:2,b=x:3", false)
             .unwrap_err()
             .to_string()
             .contains("twice"));

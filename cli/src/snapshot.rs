@@ -93,7 +93,7 @@ pub async fn run(a: SnapshotArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .map(crate::server::strip_scheme);
             let cluster = match &initial_cluster {
-                Some(ic) => crate::server::parse_initial_cluster(ic)?,
+                Some(ic) => crate::server::parse_initial_cluster(ic, false)?,
                 None => {
                     let p = peer.clone().context(
                         "give --initial-cluster, or --initial-advertise-peer-urls for a one-member cluster",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 mod lessor;
 mod log_store;
+pub mod membership;
 pub mod mvcc;
 mod network;
 pub mod restore;
@@ -23,6 +24,7 @@ pub mod watch;
 
 pub use error::StoreError;
 pub use keel_net::Transport;
+pub use membership::{InitialClusterState, MemberError};
 pub use store::{
     AutoCompaction, Durability, LeaseInfo, MemberInfo, Mutation, OpenStoreError, Store,
     StoreConfig, StoreStatus,

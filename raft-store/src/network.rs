@@ -11,7 +11,8 @@ use openraft::errors::{
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -132,5 +133,14 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = fut => r,
         }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        crate::membership::send_transfer_leader(&self.client, &self.addr, req, option.soft_ttl())
+            .await
     }
 }

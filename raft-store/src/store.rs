@@ -81,6 +81,9 @@ pub struct StoreConfig {
     /// Test-only: a deliberately broken guarantee, so the chaos checkers
     /// can show they catch it. The `keel` binary never sets it.
     pub mutation: Mutation,
+    /// With an empty data dir: bootstrap (`New`) or join a running cluster
+    /// as a member added by `MemberAdd` (`Existing`).
+    pub initial_cluster_state: crate::membership::InitialClusterState,
 }
 
 /// Bugs the chaos tests inject on purpose (mutation testing).
@@ -123,6 +126,7 @@ impl StoreConfig {
             transport: keel_net::Transport::Tcp,
             durability: Durability::GroupCommit,
             mutation: Mutation::None,
+            initial_cluster_state: Default::default(),
         }
     }
 
@@ -168,6 +172,8 @@ pub(crate) enum ForwardRequest {
     ReadIndex,
     LeaseKeepAlive(i64),
     LeaseTimeToLive(i64),
+    /// Membership changes and queries (see [`crate::membership`]).
+    Membership(crate::membership::MembershipRequest),
     /// A PreVote round's `VoteRequest` (bincode), answered by any replica.
     /// It rides on the forward RPC so the peer protocol needs no new
     /// method; a replica that does not know it refuses, which counts as
@@ -176,11 +182,12 @@ pub(crate) enum ForwardRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum ForwardResponse {
+pub(crate) enum ForwardResponse {
     Write(Result<CommandResponse, StoreError>),
     ReadIndex(u64),
     Lease(Result<(i64, i64), StoreError>),
     NotLeader,
+    Membership(crate::membership::MembershipResult),
 }
 
 struct Inner {
@@ -191,6 +198,7 @@ struct Inner {
     peers: PeerClient,
     cfg: StoreConfig,
     lessor: Lessor,
+    membership: crate::membership::MembershipState,
     /// The leader whose peer port was found refusing connections (0: none);
     /// see `leader_watch`.
     dead_leader: std::sync::atomic::AtomicU64,
@@ -236,14 +244,15 @@ impl Store {
     /// served with [`Store::peer_handler`] for the cluster to form.
     pub async fn open(cfg: StoreConfig) -> Result<Store, OpenStoreError> {
         let members = cfg.members();
-        let id = member_id(&cfg.name);
-        if !members.contains_key(&id) {
+        if !members.contains_key(&member_id(&cfg.name)) {
             return Err(OpenStoreError::Config(format!(
                 "--initial-cluster does not name this member {:?}",
                 cfg.name
             )));
         }
-        let cluster_id = cfg.cluster_id();
+        let peers = PeerClient::new(cfg.transport);
+        let identity = crate::membership::resolve_identity(&cfg, &peers).await?;
+        let (id, cluster_id) = (identity.id, identity.cluster_id);
         let db = Db::open(
             &cfg.data_dir,
             &Identity {
@@ -252,6 +261,10 @@ impl Store {
             },
         )?;
         let fresh = db.fresh;
+        if fresh {
+            crate::membership::record_identity(&db, &identity)?;
+        }
+        let membership = crate::membership::MembershipState::new(db.clone());
         let limits = TxnLimits {
             max_ops: cfg.max_txn_ops,
         };
@@ -273,7 +286,6 @@ impl Store {
         .validate()
         .map_err(|e| OpenStoreError::Config(e.to_string()))?;
         let cfg_durability = cfg.durability;
-        let peers = PeerClient::new(cfg.transport);
         let network = Network {
             client: peers.clone(),
         };
@@ -287,12 +299,15 @@ impl Store {
         .await
         .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
         // A dir written by a restore or --force-new-cluster holds state but
-        // no raft yet (crate::restore): it bootstraps like a fresh one.
-        let bootstrap = fresh
-            || !raft
-                .is_initialized()
-                .await
-                .map_err(|e| OpenStoreError::Raft(e.to_string()))?;
+        // no raft yet (crate::restore): it bootstraps like a fresh one. A
+        // member that joined a running cluster never bootstraps: the
+        // cluster adds it.
+        let bootstrap = !identity.joined
+            && (fresh
+                || !raft
+                    .is_initialized()
+                    .await
+                    .map_err(|e| OpenStoreError::Raft(e.to_string()))?);
         if bootstrap {
             // Every fresh member proposes the same initial membership; raft
             // keeps exactly one.
@@ -309,10 +324,12 @@ impl Store {
                 peers,
                 cfg,
                 lessor: Lessor::default(),
+                membership,
                 dead_leader: Default::default(),
             }),
         };
         store.spawn_background();
+        crate::membership::spawn(&store);
         Ok(store)
     }
 
@@ -367,7 +384,15 @@ impl Store {
         self.inner.raft.metrics().borrow_watched().current_leader
     }
 
-    fn leader_member(&self) -> Option<(NodeId, Member)> {
+    pub(crate) fn membership_state(&self) -> &crate::membership::MembershipState {
+        &self.inner.membership
+    }
+
+    pub(crate) fn peer_client(&self) -> &PeerClient {
+        &self.inner.peers
+    }
+
+    pub(crate) fn leader_member(&self) -> Option<(NodeId, Member)> {
         let m = self.inner.raft.metrics().borrow_watched().clone();
         let leader = m.current_leader?;
         let node = m.membership_config.membership().get_node(&leader)?.clone();
@@ -578,7 +603,7 @@ impl Store {
         }
     }
 
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         leader: &Member,
         req: ForwardRequest,
@@ -828,6 +853,11 @@ impl Store {
         }
     }
 
+    /// Whether member `id` has published a client address (has started).
+    pub(crate) fn is_published_member(&self, id: u64) -> bool {
+        self.inner.sm.read().client_addrs.contains_key(&id)
+    }
+
     /// Whether this replica's client address is in the replicated member
     /// list (etcd serves clients only after this).
     pub fn is_published(&self) -> bool {
@@ -906,6 +936,9 @@ impl Store {
     }
 
     async fn serve_forward(&self, req: ForwardRequest) -> ForwardResponse {
+        if let ForwardRequest::Membership(r) = req {
+            return ForwardResponse::Membership(self.serve_membership(r).await);
+        }
         if !self.inner.raft.is_leader() {
             return ForwardResponse::NotLeader;
         }
@@ -936,6 +969,7 @@ impl Store {
                 self.lease_ttl(id)
                     .map(|ttl| (self.inner.lessor.remaining_s(id, ttl, Instant::now()), ttl)),
             ),
+            ForwardRequest::Membership(_) => unreachable!("served above"),
         }
     }
 }

@@ -112,12 +112,15 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
+    /// etcd's MoveLeader: hands leadership to the voter `target_id` and
+    /// answers once it leads. Any replica takes it (a follower forwards).
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "etcdserver: keel does not support leader transfer yet",
-        ))
+        self.store.move_leader(req.into_inner().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.store.header(self.store.current_revision())),
+        }))
     }
 }
