@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::backoff::Backoff;
 use super::env::{self, Addresses};
+use super::isolation;
 use super::objects::Objects;
 use super::probe::{self, ProbeState, Target};
 use super::volumes;
@@ -369,7 +370,28 @@ impl Run {
             true => self.restart_count + 1,
             false => self.restart_count,
         };
-        let spec = self.container_spec(pc, env, restart_count);
+        // Only a runtime with mount namespaces shows volumes at mountPath
+        // (the others get KEEL_VOLUME_<NAME> in the environment).
+        let binds = match pc.ctx.runtime().name() {
+            "keel" => volumes::bind_mounts(&self.spec, pc.volumes),
+            _ => Ok(Vec::new()),
+        };
+        let binds = match binds {
+            Ok(b) => b,
+            Err(msg) => {
+                pc.event(
+                    self.name(),
+                    EventKind::Warning,
+                    "Failed",
+                    &format!("Error: {msg}"),
+                );
+                self.waiting = Some(("CreateContainerConfigError".into(), msg));
+                self.next_start = Some(Instant::now() + pc.ctx.cfg.backoff_base);
+                return false;
+            }
+        };
+        let mut spec = self.container_spec(pc, env, restart_count);
+        spec.mounts = binds;
         match pc.ctx.runtime().start(&spec).await {
             Ok(id) => {
                 self.started_instance(pc, spec, id, restart_count).await;
@@ -403,6 +425,9 @@ impl Run {
             working_dir: self.spec.working_dir.as_ref().map(PathBuf::from),
             log_path: log_path(pc.pod_dir, &self.spec.name, restart_count),
             image_root: None,
+            resources: isolation::resources(&self.spec),
+            mounts: Vec::new(),
+            security: isolation::security(pc.pod, &self.spec),
             env,
         }
     }
@@ -443,6 +468,9 @@ impl Run {
             "Started",
             &format!("Started container {name}"),
         );
+        for warning in pc.ctx.runtime().warnings(&id) {
+            pc.event(&name, EventKind::Warning, "LimitNotEnforced", &warning);
+        }
         self.observed = match pc.ctx.runtime().state(&id).await {
             Ok(s) => Some(s),
             Err(_) => Some(ContainerState::Running {

@@ -60,6 +60,53 @@ pub fn mounts(
     out
 }
 
+/// `container`'s volume mounts as bind mounts for runtimes with mount
+/// namespaces: the volume's host directory (with `subPath` applied and
+/// created if missing, as the kubelet does) at `mountPath`, honouring
+/// `readOnly`. Errors: an unknown volume, or a `subPath` that is absolute,
+/// contains `..`, or leaves the volume through a symlink.
+pub fn bind_mounts(
+    container: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<crate::runtime::Mount>, String> {
+    let mut out = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let dir = volumes
+            .get(&m.name)
+            .ok_or_else(|| format!("volumeMount {:?}: no such volume", m.name))?;
+        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            None => dir.clone(),
+            Some(sub) if relative_inside(sub) => {
+                let path = dir.join(sub);
+                if !path.exists() {
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| format!("subPath {sub:?} of {:?}: {e}", m.name))?;
+                }
+                let inside = std::fs::canonicalize(&path)
+                    .and_then(|p| Ok(p.starts_with(std::fs::canonicalize(dir)?)))
+                    .map_err(|e| format!("subPath {sub:?} of {:?}: {e}", m.name))?;
+                if !inside {
+                    return Err(format!("subPath {sub:?} of {:?} leaves the volume", m.name));
+                }
+                path
+            }
+            Some(sub) => {
+                return Err(format!(
+                    "subPath {sub:?} of {:?} must be a relative path without '..'",
+                    m.name
+                ))
+            }
+        };
+        out.push(crate::runtime::Mount {
+            name: m.name.clone(),
+            source,
+            destination: PathBuf::from(&m.mount_path),
+            read_only: m.read_only.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
 async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<PathBuf, String> {
     if let Some(h) = &v.host_path {
         let path = PathBuf::from(&h.path);
