@@ -79,7 +79,11 @@ pub fn bind_mounts(
             Some(sub) if relative_inside(sub) => {
                 let path = dir.join(sub);
                 if !path.exists() {
+                    // With the volume's permissions, so a non-root
+                    // container can write to a subPath of an emptyDir.
                     std::fs::create_dir_all(&path)
+                        .and_then(|()| std::fs::metadata(dir))
+                        .and_then(|meta| std::fs::set_permissions(&path, meta.permissions()))
                         .map_err(|e| format!("subPath {sub:?} of {:?}: {e}", m.name))?;
                 }
                 let inside = std::fs::canonicalize(&path)
@@ -138,6 +142,10 @@ async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<P
         if v.empty_dir.is_none() {
             tracing::warn!(volume = %v.name, "unsupported volume type: using an empty directory");
         }
+        // World-writable as the kubelet makes emptyDirs: containers may run
+        // as any user (runAsUser) on the isolating runtime.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
         return Ok(dir.to_path_buf());
     };
     match data {
@@ -253,6 +261,47 @@ fn safe_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_mounts_apply_sub_path_and_refuse_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink("/etc", vol.join("out")).unwrap();
+        let volumes = BTreeMap::from([("v".to_string(), vol.clone())]);
+        let container = |sub: Option<&str>, ro: Option<bool>| -> Container {
+            serde_json::from_value(serde_json::json!({
+                "name": "c",
+                "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": sub, "readOnly": ro}]
+            }))
+            .unwrap()
+        };
+        let m = bind_mounts(&container(None, Some(true)), &volumes).unwrap();
+        assert_eq!(
+            (m[0].source.as_path(), m[0].read_only),
+            (vol.as_path(), true)
+        );
+        assert_eq!(m[0].destination, PathBuf::from("/m"));
+        let m = bind_mounts(&container(Some("a/b"), None), &volumes).unwrap();
+        assert_eq!(m[0].source, vol.join("a/b"));
+        let mode = std::fs::metadata(vol.join("a/b"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o777, "created with the volume's permissions");
+        for bad in ["../x", "/abs", "out"] {
+            let err = bind_mounts(&container(Some(bad), None), &volumes).unwrap_err();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        let unknown: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/m"}]
+        }))
+        .unwrap();
+        assert!(bind_mounts(&unknown, &volumes)
+            .unwrap_err()
+            .contains("nope"));
+    }
 
     #[test]
     fn keys_become_files_and_paths_cannot_escape() {
