@@ -18,7 +18,7 @@ use keel_node::runtime::{
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "ps", "id", "cat", "ls", "echo", "sleep", "hostname", "touch", "wc", "grep", "yes",
-    "test", "mount", "head", "true",
+    "test", "mount", "head", "true", "readlink",
 ];
 
 /// Why these tests cannot run here, if they cannot.
@@ -195,7 +195,8 @@ async fn a_container_sees_neither_host_processes_nor_host_files() {
         "echo pid=$$; echo procs=$(ls -d /proc/[0-9]* | wc -l); echo host=$(hostname); \
          echo etc=$(cat /etc/hostname); cat /etc/hosts; \
          test -e {} && echo SEES-HOST-FILE; test -e /work && echo SEES-WORK; \
-         echo greeting=$GREETING",
+         echo greeting=$GREETING; echo kcore=$(cat /proc/kcore | wc -c); \
+         grep ' /proc/sys ' /proc/mounts",
         secret.display()
     );
     let (log, code, _) = run(rt.as_ref(), &f.sh("u-proc", "c", &script)).await;
@@ -225,6 +226,11 @@ async fn a_container_sees_neither_host_processes_nor_host_files() {
     );
     assert!(!log.contains("SEES-"), "host files are invisible: {log}");
     assert!(log.contains("greeting=hi"), "{log}");
+    assert!(log.contains("kcore=0\n"), "/proc/kcore is masked: {log}");
+    assert!(
+        log.contains(" /proc/sys proc ro,"),
+        "/proc/sys is read-only: {log}"
+    );
 }
 
 #[tokio::test]
@@ -516,4 +522,44 @@ async fn built_in_images_run_on_the_host_userland_root() {
     );
     rt.stop(&id, 5_000).await.unwrap();
     rt.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_share_ipc_and_uts_namespaces_until_the_last_is_removed() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let ns =
+        "echo ipc=$(readlink /proc/self/ns/ipc) uts=$(readlink /proc/self/ns/uts); exec sleep 1000";
+    let a = rt.start(&f.sh("u-pod", "a", ns)).await.unwrap();
+    let b = rt.start(&f.sh("u-pod", "b", ns)).await.unwrap();
+    let other = rt.start(&f.sh("u-other", "c", ns)).await.unwrap();
+    let line = |name: &str, uid: &str| {
+        let path = f.dir.join("logs").join(format!("{uid}-{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains("uts=") || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (la, lb, lo) = (line("a", "u-pod"), line("b", "u-pod"), line("c", "u-other"));
+    assert!(la.contains("ipc=ipc:["), "{la}");
+    assert_eq!(la, lb, "one IPC and UTS namespace per pod");
+    assert_ne!(la, lo, "pods do not share");
+    let pins = f.dir.join("state/pods/u-pod/ns");
+    for id in [&a, &b, &other] {
+        rt.stop(id, 1_000).await.unwrap();
+    }
+    rt.remove(&a).await.unwrap();
+    assert!(
+        pins.join("ipc").exists(),
+        "pinned while a container of the pod remains"
+    );
+    rt.remove(&b).await.unwrap();
+    rt.remove(&other).await.unwrap();
+    assert!(!f.dir.join("state/pods/u-pod").exists());
+    assert!(!mounted_under(&f.dir), "namespace pins unmounted");
 }

@@ -62,14 +62,20 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
     for procs in iso.cgroup.procs_files() {
         std::fs::write(&procs, "0").with_context(|| format!("join {}", procs.display()))?;
     }
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .context("unshare mount, UTS and IPC namespaces")?;
+    match &iso.pod_ns_dir {
+        Some(ns_dir) => pod_namespaces(ns_dir, &iso.hostname)?,
+        None => {
+            unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+                .context("unshare UTS and IPC namespaces")?;
+            nix::unistd::sethostname(&iso.hostname).context("sethostname")?;
+        }
+    }
     match iso.network {
         // Loopback mode: the host's network namespace. A netns mode joins
-        // the pod's namespace here (setns) before anything else is mounted.
+        // the pod's network namespace here (setns), pinned like IPC and UTS.
         NetworkMode::Host => {}
     }
-    nix::unistd::sethostname(&iso.hostname).context("sethostname")?;
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
     mount(
         None::<&str>,
         "/",
@@ -99,7 +105,10 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
     mount_proc_sys(iso.privileged)?;
     match &host_dev {
         Some(dev) => bind(&fd_path(dev), Path::new("/dev"), false, true)?,
-        None => mount_dev(&devices)?,
+        None => {
+            harden_proc(&devices[0])?;
+            mount_dev(&devices)?;
+        }
     }
     for (m, src) in iso.binds.iter().zip(&sources) {
         let is_dir = src.metadata().map(|m| m.is_dir()).unwrap_or(false);
@@ -121,6 +130,75 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
     let (uid, gid) = resolve_user(&iso.user).map_err(|e| anyhow!(e))?;
     drop_privileges(iso, uid, gid)?;
     Err(exec_process(process))
+}
+
+/// Joins the pod's IPC and UTS namespaces, or (first container of the pod,
+/// or after a reboot emptied the pins) creates them, sets the hostname and
+/// pins them by bind-mounting their namespace files into `ns_dir` (still in
+/// the host's mount namespace, so the pins outlive this container). A lock
+/// file serialises concurrent starts in one pod.
+fn pod_namespaces(ns_dir: &Path, hostname: &str) -> anyhow::Result<()> {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    std::fs::create_dir_all(ns_dir).with_context(|| format!("create {}", ns_dir.display()))?;
+    let lock = File::create(ns_dir.join("lock")).context("pod namespace lock")?;
+    // SAFETY: flock on a descriptor owned by `lock`; released when it drops.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!(
+            "lock {}: {}",
+            ns_dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+    ];
+    // The statfs type is i64 or i32 depending on the target.
+    #[allow(clippy::unnecessary_cast)]
+    let pinned = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+            .unwrap_or(false)
+    };
+    if kinds.iter().all(|(k, _)| pinned(&ns_dir.join(k))) {
+        for (kind, flag) in kinds {
+            let file = File::open(ns_dir.join(kind))?;
+            nix::sched::setns(&file, flag)
+                .with_context(|| format!("join the pod's {kind} namespace"))?;
+        }
+        return Ok(());
+    }
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .context("unshare UTS and IPC namespaces")?;
+    nix::unistd::sethostname(hostname).context("sethostname")?;
+    for (kind, _) in kinds {
+        let pin = ns_dir.join(kind);
+        if pinned(&pin) {
+            let _ = umount2(&pin, MntFlags::MNT_DETACH);
+        }
+        create_target(&pin, false)?;
+        let own = PathBuf::from(format!("/proc/self/ns/{kind}"));
+        mount(
+            Some(&own),
+            &pin,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("pin the pod's {kind} namespace"))?;
+    }
+    Ok(())
+}
+
+/// Unpins a pod's namespaces (after its last container is removed).
+pub fn release_pod_namespaces(ns_dir: &Path) -> std::io::Result<()> {
+    for kind in ["ipc", "uts"] {
+        let _ = umount2(&ns_dir.join(kind), MntFlags::MNT_DETACH);
+    }
+    match std::fs::remove_dir_all(ns_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn exec_process(process: &ProcessSpec) -> anyhow::Error {
@@ -259,6 +337,48 @@ fn mount_proc_sys(privileged: bool) -> anyhow::Result<()> {
         None::<&str>,
     )
     .context("mount /sys")?;
+    Ok(())
+}
+
+/// What Docker hides in `/proc` of unprivileged containers: kernel memory
+/// and timers masked (`/dev/null` over files, an empty read-only tmpfs
+/// over directories), kernel knobs read-only.
+fn harden_proc(dev_null: &File) -> anyhow::Result<()> {
+    const MASKED: [&str; 8] = [
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+    ];
+    const READ_ONLY: [&str; 5] = [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ];
+    for path in MASKED.iter().map(Path::new).filter(|p| p.exists()) {
+        if path.is_dir() {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .with_context(|| format!("mask {}", path.display()))?;
+        } else {
+            bind(&fd_path(dev_null), path, false, false)
+                .with_context(|| format!("mask {}", path.display()))?;
+        }
+    }
+    for path in READ_ONLY.iter().map(Path::new).filter(|p| p.exists()) {
+        bind(path, path, true, true)?;
+    }
     Ok(())
 }
 

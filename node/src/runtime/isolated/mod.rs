@@ -31,8 +31,10 @@
 //! instead, build in seconds, and handle this host's cgroup v1 + v2-hybrid
 //! layout explicitly.
 //!
-//! PID namespaces are per container; `shareProcessNamespace` is not
-//! implemented yet (containers of such a pod still see only themselves).
+//! IPC and UTS namespaces are per pod (pinned by bind mounts under
+//! `<state>/pods/<uid>/ns` until the pod's last container is removed); PID
+//! namespaces are per container: `shareProcessNamespace` is not implemented
+//! yet (containers of such a pod still see only themselves).
 
 pub mod caps;
 pub mod cgroup;
@@ -220,6 +222,7 @@ impl IsolatedRuntime {
             privileged: sec.privileged,
             network: NetworkMode::Host,
             cgroup: cgroup.clone(),
+            pod_ns_dir: Some(self.pod_ns_dir(&spec.pod_uid)),
         };
         let record = ContainerRecord {
             spec: spec.clone(),
@@ -241,17 +244,51 @@ impl IsolatedRuntime {
             .ok_or_else(|| RuntimeError::Other(format!("{} is not isolated", dir.display())))
     }
 
+    /// `<state>/pods/<uid>/ns`: the pins of a pod's IPC and UTS namespaces.
+    fn pod_ns_dir(&self, pod_uid: &str) -> PathBuf {
+        let clean: String = pod_uid
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.config
+            .exec
+            .state_dir
+            .join("pods")
+            .join(clean)
+            .join("ns")
+    }
+
     fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let dir = self.inner.container_dir(id)?;
         if self.inner.observe(&dir)?.is_running() {
             return Err(RuntimeError::StillRunning(id.clone()));
         }
-        if let Ok(iso) = self.isolation(&dir) {
+        let record: ContainerRecord = read_record(&dir, SPEC_FILE)?;
+        if let Some(iso) = &record.isolation {
             iso.cgroup
                 .remove()
                 .map_err(|e| RuntimeError::io(format!("remove cgroups of {id}"), e))?;
         }
-        self.inner.remove_container(id)
+        self.inner.remove_container(id)?;
+        // The pod's last container is gone: unpin its namespaces.
+        let pod_uid = &record.spec.pod_uid;
+        let others = self.inner.list_containers()?;
+        let ns_dir = record.isolation.and_then(|i| i.pod_ns_dir);
+        if let Some(ns_dir) = ns_dir.filter(|_| !others.iter().any(|c| &c.spec.pod_uid == pod_uid))
+        {
+            init::release_pod_namespaces(&ns_dir)
+                .map_err(|e| RuntimeError::io(format!("release {}", ns_dir.display()), e))?;
+            if let Some(pod_dir) = ns_dir.parent() {
+                let _ = std::fs::remove_dir(pod_dir);
+            }
+        }
+        Ok(())
     }
 
     fn exec_in(&self, id: &ContainerId, req: &ExecRequest) -> Result<ExecSession> {

@@ -63,6 +63,11 @@ pub struct IsolationRecord {
     pub privileged: bool,
     pub network: NetworkMode,
     pub cgroup: ContainerCgroup,
+    /// Where the pod's IPC and UTS namespaces are pinned (bind mounts of
+    /// the namespace files, made by the pod's first container); `None`:
+    /// the container gets namespaces of its own.
+    #[serde(default)]
+    pub pod_ns_dir: Option<PathBuf>,
 }
 
 /// Resolves `user` against the current root's `/etc/passwd` and
