@@ -1,7 +1,7 @@
 //! `keel up --runtime keel` end to end with kubectl: pods in their own
 //! namespaces on a busybox rootfs (a local image directory with `rootfs/`),
-//! volumes at mountPath, limits in cgroups, OOMKilled, `kubectl exec`
-//! inside the container, and cleanup after deletion. Needs root and
+//! volumes at mountPath, limits in cgroups, OOMKilled, `kubectl exec` and
+//! exec probes inside the container, and cleanup after deletion. Needs root and
 //! Debian's busybox-static; otherwise prints why and checks nothing.
 
 mod util;
@@ -29,6 +29,9 @@ spec:
   - name: main
     image: busybox
     command: ["sh", "-c", "echo hi > /scratch/hello; exec sleep 3600"]
+    readinessProbe:
+      exec: {command: ["cat", "/scratch/hello"]}
+      periodSeconds: 1
     resources:
       requests: {cpu: 250m}
       limits: {cpu: 500m, memory: 64Mi}
@@ -136,6 +139,7 @@ fn kubectl_on_the_isolating_runtime() {
         },
         log,
     );
+    // Ready needs the exec probe to see /scratch/hello: inside the container.
     wait_for(
         "pod iso Ready",
         60,

@@ -402,6 +402,11 @@ async fn limits_are_in_the_cgroup_exec_enters_the_container_and_removal_cleans_u
         "exec is in the container's PID namespace: {out}"
     );
     assert_eq!(lines[2], "1", "sees the container's sleep: {out}");
+    let mut tty = exec_req(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-tty"]);
+    tty.tty = true;
+    let (out, _, code) = collect(rt.exec(&id, tty).await.unwrap()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("on-a-tty"), "{out}");
     let (_, err, code) = collect(rt.exec(&id, exec_req(&["no-such-binary"])).await.unwrap()).await;
     assert_ne!(code, 0, "{err}");
 

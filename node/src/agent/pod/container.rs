@@ -221,10 +221,19 @@ impl Run {
 
     /// Runs due probes; returns a kill message when liveness or startup failed.
     async fn run_probes(&mut self, pc: &PodCtx<'_>) -> Option<String> {
+        let runtime = &pc.ctx.cfg.runtime;
         let target = Target {
             pod_ip: pc.addrs.pod_ip.clone(),
             env: self.instance_env.clone(),
             container: self.spec.clone(),
+            // Only the keel runtime has namespaces a host process would miss.
+            in_container: match (runtime.name(), &self.id) {
+                ("keel", Some(id)) => Some(probe::InContainer {
+                    runtime: runtime.clone(),
+                    id: id.clone(),
+                }),
+                _ => None,
+            },
         };
         let mut started = true;
         let mut ready = true;
