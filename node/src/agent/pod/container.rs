@@ -350,7 +350,14 @@ impl Run {
             &pc.ctx.client,
             pc.pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
-        let mounts = volumes::mounts(&self.spec, pc.volumes);
+        // KEEL_VOLUME_<NAME>: the volume's directory as the container sees
+        // it (its mountPath on a runtime that mounts volumes).
+        let mut mounts = volumes::mounts(&self.spec, pc.volumes);
+        if pc.ctx.runtime().name() == "keel" {
+            for m in self.spec.volume_mounts.iter().flatten() {
+                mounts.insert(m.name.clone(), PathBuf::from(&m.mount_path));
+            }
+        }
         let services = service_vars(pc).await;
         let env =
             match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs, &services)
