@@ -18,7 +18,7 @@ use keel_node::runtime::{
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "ps", "id", "cat", "ls", "echo", "sleep", "hostname", "touch", "wc", "grep", "yes",
-    "test", "mount", "head", "true", "readlink",
+    "test", "mount", "head", "true", "readlink", "tty", "stty",
 ];
 
 /// Why these tests cannot run here, if they cannot.
@@ -402,11 +402,19 @@ async fn limits_are_in_the_cgroup_exec_enters_the_container_and_removal_cleans_u
         "exec is in the container's PID namespace: {out}"
     );
     assert_eq!(lines[2], "1", "sees the container's sleep: {out}");
-    let mut tty = exec_req(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-tty"]);
+    let mut tty = exec_req(&["sh", "-c", "tty; stty size; exit 4"]);
     tty.tty = true;
+    tty.size = Some(keel_node::runtime::TermSize {
+        width: 97,
+        height: 31,
+    });
     let (out, _, code) = collect(rt.exec(&id, tty).await.unwrap()).await;
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("on-a-tty"), "{out}");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("/dev/pts/0"),
+        "a pty of the container's devpts: {out}"
+    );
+    assert!(out.contains("31 97"), "the session's window size: {out}");
     let (_, err, code) = collect(rt.exec(&id, exec_req(&["no-such-binary"])).await.unwrap()).await;
     assert_ne!(code, 0, "{err}");
 

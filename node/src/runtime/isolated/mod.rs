@@ -42,6 +42,7 @@ mod image;
 pub mod init;
 pub mod nsenter;
 pub mod plan;
+mod ttyproxy;
 
 use std::io::Read;
 use std::os::fd::FromRawFd;

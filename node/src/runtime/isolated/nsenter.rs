@@ -4,7 +4,9 @@
 //! is inside the PID namespace, and runs it as the container's user with the
 //! container's capabilities, environment and working directory. The parent
 //! stays outside, waits and exits with the command's status (128 + signal
-//! when killed), so the exec session sees the real exit code.
+//! when killed), so the exec session sees the real exit code. On a
+//! terminal the command gets a pseudo-terminal of the container's own
+//! devpts (see [`super::ttyproxy`]).
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -71,6 +73,10 @@ fn enter_and_run(dir: &Path, command: &[String]) -> anyhow::Result<i32> {
         setns(file, *flag).with_context(|| format!("setns {flag:?}"))?;
     }
     drop(namespaces);
+    // SAFETY: isatty has no preconditions.
+    if unsafe { libc::isatty(0) } == 1 {
+        return super::ttyproxy::run(|| run_child(&record, iso, command));
+    }
     // SAFETY: this process is single-threaded (an internal mode started by
     // exec), so the child may run arbitrary code.
     match unsafe { fork() }.context("fork")? {
@@ -93,7 +99,7 @@ fn enter_and_run(dir: &Path, command: &[String]) -> anyhow::Result<i32> {
     }
 }
 
-fn run_child(
+pub(super) fn run_child(
     record: &ContainerRecord,
     iso: &super::plan::IsolationRecord,
     command: &[String],
