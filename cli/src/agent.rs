@@ -33,7 +33,9 @@ pub struct AgentArgs {
     /// Container runtime: `exec` runs containers as supervised processes
     /// (images from --image-dir and keel's built-in ones); `docker` runs
     /// them in the local Docker Engine (`DOCKER_HOST` or its default
-    /// socket), from images already present there (nothing is pulled).
+    /// socket), from images already present there (nothing is pulled);
+    /// `keel` isolates them (namespaces, image rootfs, cgroups; needs root,
+    /// else falls back to `exec` and says why).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
     pub runtime: RuntimeKind,
     /// Local image directory for the exec runtime
@@ -142,6 +144,9 @@ impl DnsArgs {
 pub enum RuntimeKind {
     Exec,
     Docker,
+    /// keel's isolating runtime (namespaces, rootfs, cgroups); falls back to
+    /// `exec`, saying why, when not root or the kernel lacks a feature.
+    Keel,
 }
 
 /// The host name, the default node name (as the kubelet's).
@@ -175,6 +180,9 @@ impl AgentArgs {
                 keel_node::agent::exec_runtime(&self.root_dir, exe, self.image_dir.clone())?
             }
             RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&name).await?),
+            RuntimeKind::Keel => {
+                keel_node::agent::keel_runtime(&self.root_dir, exe, self.image_dir.clone())?
+            }
         };
         let mut cfg = AgentConfig::new(name, servers, &self.root_dir, runtime);
         cfg.token = auth.token;

@@ -37,7 +37,8 @@ pub struct UpArgs {
     #[arg(long)]
     keep_pods_running: bool,
     /// The agents' container runtime: `exec` (supervised processes, built-in
-    /// images) or `docker` (the local Docker Engine's images).
+    /// images), `docker` (the local Docker Engine's images) or `keel`
+    /// (isolated: namespaces, rootfs, cgroups; root only, else `exec`).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
     runtime: RuntimeKind,
     /// The first agent's node IP (its InternalIP, where it serves logs and,

@@ -40,6 +40,16 @@ pub fn run_internal_mode(args: &[String]) {
             Some(dir) => run_supervisor(std::path::Path::new(dir)),
             None => exit_usage("missing container directory"),
         },
+        Some(runtime::isolated::INIT_ARG) => match args.get(2) {
+            Some(dir) => runtime::isolated::init::run_init(std::path::Path::new(dir)),
+            None => exit_usage("missing container directory"),
+        },
+        Some(runtime::isolated::NSENTER_ARG) => match (args.get(2), args.get(3)) {
+            (Some(dir), Some(sep)) if sep == "--" => {
+                runtime::isolated::nsenter::run_nsenter(std::path::Path::new(dir), &args[4..])
+            }
+            _ => exit_usage("usage: __nsenter <container-dir> -- <command...>"),
+        },
         // `keel image import|ls|rm|pull` are CLI commands; only the
         // built-in image names are served from here.
         Some(IMAGE_ARG) => {

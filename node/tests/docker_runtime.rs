@@ -97,6 +97,9 @@ impl Fixture {
             working_dir: Some("/bin".into()),
             log_path: self.dir.path().join(format!("logs/{name}/0.log")),
             image_root: None,
+            resources: Default::default(),
+            mounts: Vec::new(),
+            security: Default::default(),
         }
     }
 }

@@ -36,6 +36,9 @@ fn spec(dir: &Path, name: &str, image: &str, command: &[&str]) -> ContainerSpec 
         working_dir: None,
         log_path: dir.join("logs").join(format!("{name}.log")),
         image_root: None,
+        resources: Default::default(),
+        mounts: Vec::new(),
+        security: Default::default(),
     }
 }
 

@@ -33,6 +33,9 @@ fn sh(dir: &Path, script: &str) -> ContainerSpec {
         working_dir: None,
         log_path: dir.join("logs/main.log"),
         image_root: None,
+        resources: Default::default(),
+        mounts: Vec::new(),
+        security: Default::default(),
     }
 }
 

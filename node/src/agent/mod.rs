@@ -194,6 +194,31 @@ pub fn exec_runtime(
     Ok(Arc::new(rt))
 }
 
+/// The isolating runtime (`--runtime keel`) with its state in
+/// `<root_dir>/runtime`, or, when this host cannot run it (not root, no
+/// overlayfs, a cgroup controller missing), the exec runtime, after
+/// printing what is missing.
+pub fn keel_runtime(
+    root_dir: &Path,
+    keel_binary: PathBuf,
+    image_dir: Option<PathBuf>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
+    use crate::runtime::isolated::{missing_features, IsolatedConfig, IsolatedRuntime};
+    let config = IsolatedConfig::new(ExecConfig {
+        state_dir: root_dir.join("runtime"),
+        keel_binary: keel_binary.clone(),
+        image_dir: image_dir.clone(),
+    });
+    let missing = missing_features(&config.cgroup_mount);
+    if !missing.is_empty() {
+        let why = missing.join(", ");
+        eprintln!("keel agent: the keel runtime is unavailable ({why}); using the exec runtime");
+        tracing::warn!(missing = %why, "keel runtime unavailable, using exec");
+        return exec_runtime(root_dir, keel_binary, image_dir);
+    }
+    Ok(Arc::new(IsolatedRuntime::new(config)?))
+}
+
 /// What every part of the agent shares once the node is registered.
 pub struct Ctx {
     pub cfg: AgentConfig,

@@ -853,6 +853,9 @@ mod tests {
             working_dir: None,
             log_path: "/nonexistent-keel/x.log".into(),
             image_root: None,
+            resources: Default::default(),
+            mounts: Vec::new(),
+            security: Default::default(),
         }
     }
 

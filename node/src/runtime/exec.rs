@@ -86,7 +86,7 @@ impl ExecRuntime {
         &self.config
     }
 
-    fn container_dir(&self, id: &ContainerId) -> Result<PathBuf> {
+    pub(crate) fn container_dir(&self, id: &ContainerId) -> Result<PathBuf> {
         let valid = !id.0.is_empty()
             && id
                 .0
@@ -112,19 +112,40 @@ impl ExecRuntime {
         }
         let process = self.images.resolve(spec)?;
         let id = new_container_id(spec);
-        let dir = self.containers_dir.join(&id.0);
         let record = ContainerRecord {
             spec: spec.clone(),
             process,
             created_at_ms: now_ms(),
+            isolation: None,
         };
+        self.launch(&id, record).await
+    }
+
+    /// The image resolver of this runtime (shared with runtimes built on it).
+    pub(crate) fn images(&self) -> &ImageResolver {
+        &self.images
+    }
+
+    /// Where container `id`'s record lives (the directory may not exist yet).
+    pub(crate) fn new_container_dir(&self, id: &ContainerId) -> PathBuf {
+        self.containers_dir.join(&id.0)
+    }
+
+    /// Writes `record` as container `id` and starts its supervisor; on
+    /// failure the container directory is removed again.
+    pub(crate) async fn launch(
+        &self,
+        id: &ContainerId,
+        record: ContainerRecord,
+    ) -> Result<ContainerId> {
+        let dir = self.containers_dir.join(&id.0);
         std::fs::create_dir_all(&dir)
             .and_then(|()| write_json_atomic(&dir.join(SPEC_FILE), &record))
             .map_err(|e| RuntimeError::io(format!("write {}", dir.display()), e))?;
         match self.spawn_supervisor(&dir).await {
             Ok(()) => {
-                tracing::debug!(container = %id, pod = %spec.pod_name, "container started");
-                Ok(id)
+                tracing::debug!(container = %id, pod = %record.spec.pod_name, "container started");
+                Ok(id.clone())
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -175,7 +196,7 @@ impl ExecRuntime {
         }
     }
 
-    fn observe(&self, dir: &Path) -> Result<ContainerState> {
+    pub(crate) fn observe(&self, dir: &Path) -> Result<ContainerState> {
         let record: ContainerRecord = read_record(dir, SPEC_FILE)?;
         let running: Option<RunningRecord> = read_opt(dir, RUNNING_FILE)?;
         let started_at_ms = running
@@ -206,7 +227,11 @@ impl ExecRuntime {
         Ok(exited(record_unknown_exit(dir)?, started_at_ms))
     }
 
-    async fn stop_container(&self, id: &ContainerId, grace_ms: u64) -> Result<ContainerState> {
+    pub(crate) async fn stop_container(
+        &self,
+        id: &ContainerId,
+        grace_ms: u64,
+    ) -> Result<ContainerState> {
         let dir = self.container_dir(id)?;
         let state = self.observe(&dir)?;
         if !state.is_running() {
@@ -252,7 +277,7 @@ impl ExecRuntime {
         }
     }
 
-    fn list_containers(&self) -> Result<Vec<ContainerInfo>> {
+    pub(crate) fn list_containers(&self) -> Result<Vec<ContainerInfo>> {
         let entries = std::fs::read_dir(&self.containers_dir)
             .map_err(|e| RuntimeError::io("list containers", e))?;
         let mut out = Vec::new();
@@ -311,7 +336,7 @@ impl ExecRuntime {
         })
     }
 
-    fn remove_container(&self, id: &ContainerId) -> Result<()> {
+    pub(crate) fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let dir = self.container_dir(id)?;
         if self.observe(&dir)?.is_running() {
             return Err(RuntimeError::StillRunning(id.clone()));
@@ -378,7 +403,7 @@ fn lock_state_dir(state_dir: &Path) -> Result<File> {
 }
 
 /// `<pod uid>_<container name>_<nanos hex>`: unique per start, readable in `ls`.
-fn new_container_id(spec: &ContainerSpec) -> ContainerId {
+pub(crate) fn new_container_id(spec: &ContainerSpec) -> ContainerId {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -449,7 +474,7 @@ fn read_opt<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<Op
         .map_err(|e| RuntimeError::io(format!("read {}", dir.join(file).display()), e))
 }
 
-fn read_record<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T> {
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T> {
     read_opt(dir, file)?.ok_or_else(|| {
         RuntimeError::io(
             format!("read {}", dir.join(file).display()),
@@ -496,6 +521,9 @@ mod tests {
             working_dir: None,
             log_path: "/tmp/l".into(),
             image_root: None,
+            resources: Default::default(),
+            mounts: Vec::new(),
+            security: Default::default(),
         };
         let a = new_container_id(&spec);
         assert!(!a.0.contains('/') && !a.0.starts_with('.'), "{a}");

@@ -35,6 +35,18 @@ pub(crate) fn spawn(process: &ProcessSpec, req: &ExecRequest) -> Result<ExecSess
         .env_clear()
         .envs(process.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&process.working_dir);
+    spawn_command(cmd, program, req)
+}
+
+/// Runs a prepared `cmd` as the exec session's process (stdio, tty, process
+/// group and cleanup as described in the module docs). `program` names it
+/// in errors. Used by runtimes that wrap the command (e.g. to enter
+/// namespaces first).
+pub(crate) fn spawn_command(
+    cmd: std::process::Command,
+    program: &str,
+    req: &ExecRequest,
+) -> Result<ExecSession> {
     let start_failed =
         |e: std::io::Error| RuntimeError::StartFailed(format!("exec {program:?}: {e}"));
     match req.tty {

@@ -400,6 +400,9 @@ mod tests {
             working_dir: None,
             log_path: "/tmp/x.log".into(),
             image_root: None,
+            resources: Default::default(),
+            mounts: Vec::new(),
+            security: Default::default(),
         }
     }
 

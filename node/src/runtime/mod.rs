@@ -11,6 +11,7 @@ mod dockerexec;
 pub mod exec;
 mod hostexec;
 pub mod images;
+pub mod isolated;
 mod procfs;
 pub use procfs::clock_ticks_per_second;
 pub mod session;
@@ -59,6 +60,58 @@ pub struct ContainerSpec {
     /// refuse such a spec with [`RuntimeError::InvalidSpec`].
     #[serde(default)]
     pub image_root: Option<ImageRoot>,
+    /// Requests and limits; only a runtime with cgroups enforces them.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Volumes at their `mountPath` (the exec runtime has no mount
+    /// namespaces and exposes them as `KEEL_VOLUME_<NAME>` instead).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// The container's securityContext (merged with the pod's).
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// A container's requests and limits in runtime units. `None` = not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_request_millis: Option<u64>,
+    pub cpu_limit_millis: Option<u64>,
+    pub memory_request_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// One bind mount of a prepared host path into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Volume name, for messages.
+    pub name: String,
+    /// Host file or directory (with `subPath` already applied).
+    pub source: PathBuf,
+    /// Absolute path inside the container (`mountPath`).
+    pub destination: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The parts of `securityContext` a runtime with namespaces honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    #[serde(default)]
+    pub read_only_root_filesystem: bool,
+    /// Full capabilities, host devices, no `no_new_privs`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `allowPrivilegeEscalation`; `None` means false unless privileged.
+    #[serde(default)]
+    pub allow_privilege_escalation: Option<bool>,
+    /// Capability names as Kubernetes spells them (`NET_ADMIN`, `ALL`).
+    #[serde(default)]
+    pub capabilities_add: Vec<String>,
+    #[serde(default)]
+    pub capabilities_drop: Vec<String>,
 }
 
 /// An image from the image store, ready to run: a shared, read-only rootfs
@@ -233,6 +286,13 @@ pub trait Runtime: Send + Sync {
                 self.name()
             )))
         })
+    }
+    /// Problems found while starting container `id` that did not stop it
+    /// (e.g. a limit the kernel cannot enforce); the agent reports each as
+    /// a Warning event on the pod. Default: none.
+    fn warnings(&self, id: &ContainerId) -> Vec<String> {
+        let _ = id;
+        Vec::new()
     }
     /// Runs a command in running container `id` (see [`session`] for what
     /// the session guarantees). [`RuntimeError::StillRunning`] is never

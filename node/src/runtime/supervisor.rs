@@ -28,6 +28,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::images::ProcessSpec;
+use super::isolated::plan::IsolationRecord;
 use super::procfs::ProcessIdentity;
 use super::ContainerSpec;
 
@@ -42,6 +43,11 @@ pub(crate) struct ContainerRecord {
     pub spec: ContainerSpec,
     pub process: ProcessSpec,
     pub created_at_ms: u64,
+    /// Set by the isolating runtime: the supervisor then runs the process
+    /// through the container init in a new PID namespace (see
+    /// [`super::isolated`]); `process` paths are then container paths.
+    #[serde(default)]
+    pub isolation: Option<IsolationRecord>,
 }
 
 /// `running.json`: who to watch and signal.
@@ -64,7 +70,7 @@ pub(crate) struct ExitRecord {
 }
 
 impl ExitRecord {
-    fn from_status(status: ExitStatus) -> Self {
+    pub(crate) fn from_status(status: ExitStatus) -> Self {
         let (code, signal) = match (status.code(), status.signal()) {
             (Some(code), _) => (code, None),
             (None, Some(sig)) => (128 + sig, Some(sig)),
@@ -125,7 +131,11 @@ fn supervise(dir: &Path) -> anyhow::Result<()> {
     let record: ContainerRecord =
         read_json(&dir.join(SPEC_FILE))?.ok_or_else(|| anyhow::anyhow!("missing {SPEC_FILE}"))?;
     let started_at_ms = now_ms();
-    let mut child = match spawn_container(&record.process) {
+    let spawned = match &record.isolation {
+        Some(_) => super::isolated::spawn_isolated(dir, &record.process.log_path),
+        None => spawn_container(&record.process),
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(message) => return report_start_error(dir, message),
     };
@@ -140,7 +150,11 @@ fn supervise(dir: &Path) -> anyhow::Result<()> {
     report_to_runtime("ok");
     let status = child.wait()?;
     kill_group(main_pid, libc::SIGKILL);
-    write_json_atomic(&dir.join(EXIT_FILE), &ExitRecord::from_status(status))?;
+    let mut exit = ExitRecord::from_status(status);
+    if let Some(iso) = &record.isolation {
+        super::isolated::classify_exit(iso, &mut exit);
+    }
+    write_json_atomic(&dir.join(EXIT_FILE), &exit)?;
     Ok(())
 }
 
@@ -205,7 +219,7 @@ fn spawn_container(process: &ProcessSpec) -> Result<std::process::Child, String>
     })
 }
 
-fn open_log(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_log(path: &Path) -> std::io::Result<File> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -213,7 +227,7 @@ fn open_log(path: &Path) -> std::io::Result<File> {
 }
 
 /// Sets SIGTERM, SIGINT and SIGHUP to `disposition`. Async-signal-safe.
-fn set_termination_signals(disposition: libc::sighandler_t) {
+pub(crate) fn set_termination_signals(disposition: libc::sighandler_t) {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: installing SIG_IGN/SIG_DFL has no memory-safety requirements.
         unsafe { libc::signal(sig, disposition) };

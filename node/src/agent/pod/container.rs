@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::backoff::Backoff;
 use super::env::{self, Addresses};
+use super::isolation;
 use super::objects::Objects;
 use super::probe::{self, ProbeState, Target};
 use super::volumes;
@@ -234,10 +235,19 @@ impl Run {
 
     /// Runs due probes; returns a kill message when liveness or startup failed.
     async fn run_probes(&mut self, pc: &PodCtx<'_>) -> Option<String> {
+        let runtime = &pc.ctx.cfg.runtime;
         let target = Target {
             pod_ip: pc.addrs.pod_ip.clone(),
             env: self.instance_env.clone(),
             container: self.spec.clone(),
+            // Only the keel runtime has namespaces a host process would miss.
+            in_container: match (runtime.name(), &self.id) {
+                ("keel", Some(id)) => Some(probe::InContainer {
+                    runtime: runtime.clone(),
+                    id: id.clone(),
+                }),
+                _ => None,
+            },
         };
         let mut started = true;
         let mut ready = true;
@@ -354,7 +364,14 @@ impl Run {
             &pc.ctx.client,
             pc.pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
-        let mounts = volumes::mounts(&self.spec, pc.volumes);
+        // KEEL_VOLUME_<NAME>: the volume's directory as the container sees
+        // it (its mountPath on a runtime that mounts volumes).
+        let mut mounts = volumes::mounts(&self.spec, pc.volumes);
+        if pc.ctx.runtime().name() == "keel" {
+            for m in self.spec.volume_mounts.iter().flatten() {
+                mounts.insert(m.name.clone(), PathBuf::from(&m.mount_path));
+            }
+        }
         let services = service_vars(pc).await;
         let env =
             match env::container_env(pc.pod, &self.spec, pc.addrs, &mounts, &mut objs, &services)
@@ -390,8 +407,29 @@ impl Run {
                 return false;
             }
         };
+        // Only a runtime with mount namespaces shows volumes at mountPath
+        // (the others get KEEL_VOLUME_<NAME> in the environment).
+        let binds = match pc.ctx.runtime().name() {
+            "keel" => volumes::bind_mounts(&self.spec, pc.volumes),
+            _ => Ok(Vec::new()),
+        };
+        let binds = match binds {
+            Ok(b) => b,
+            Err(msg) => {
+                pc.event(
+                    self.name(),
+                    EventKind::Warning,
+                    "Failed",
+                    &format!("Error: {msg}"),
+                );
+                self.waiting = Some(("CreateContainerConfigError".into(), msg));
+                self.next_start = Some(Instant::now() + pc.ctx.cfg.backoff_base);
+                return false;
+            }
+        };
         let mut spec = self.container_spec(pc, env, restart_count);
         spec.image_root = image_root;
+        spec.mounts = binds;
         match pc.ctx.runtime().start(&spec).await {
             Ok(id) => {
                 self.started_instance(pc, spec, id, restart_count).await;
@@ -425,6 +463,9 @@ impl Run {
             working_dir: self.spec.working_dir.as_ref().map(PathBuf::from),
             log_path: log_path(pc.pod_dir, &self.spec.name, restart_count),
             image_root: None,
+            resources: isolation::resources(&self.spec),
+            mounts: Vec::new(),
+            security: isolation::security(pc.pod, &self.spec),
             env,
         }
     }
@@ -468,6 +509,9 @@ impl Run {
             "Started",
             &format!("Started container {name}"),
         );
+        for warning in pc.ctx.runtime().warnings(&id) {
+            pc.event(&name, EventKind::Warning, "LimitNotEnforced", &warning);
+        }
         self.observed = match pc.ctx.runtime().state(&id).await {
             Ok(s) => Some(s),
             Err(_) => Some(ContainerState::Running {

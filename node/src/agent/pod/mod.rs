@@ -8,6 +8,7 @@
 //! - [`probe`]: exec, httpGet and tcpSocket probes;
 //! - [`env`](mod@env): container environment (`env`, `envFrom`, downward API);
 //! - [`volumes`]: emptyDir, hostPath, configMap and secret volumes;
+//! - [`isolation`]: requests, limits and securityContext for the runtime;
 //! - [`objects`]: ConfigMaps and Secrets fetched for one sync;
 //! - [`state`]: what survives an agent restart;
 //! - [`status`]: the PodStatus the agent reports.
@@ -16,6 +17,7 @@ pub mod backoff;
 pub mod container;
 pub mod env;
 pub mod image;
+pub mod isolation;
 pub mod objects;
 pub mod probe;
 pub mod state;

@@ -2,7 +2,8 @@
 //!
 //! The exec runtime has no container namespaces, so an exec probe runs its
 //! command as a host process with the container's environment (not through
-//! the runtime), killed after `timeoutSeconds`. httpGet connects to `host`
+//! the runtime), killed after `timeoutSeconds`; on the keel runtime it runs
+//! inside the container through `Runtime::exec`. httpGet connects to `host`
 //! (default: the pod IP) and succeeds on a 2xx/3xx status; with `scheme:
 //! HTTPS` it speaks TLS without verifying the certificate, as the kubelet
 //! does (a probe checks health, not identity). A grpc probe calls the
@@ -48,6 +49,22 @@ pub struct Target {
     pub pod_ip: String,
     pub env: Vec<(String, String)>,
     pub container: Container,
+    /// Run exec probes inside the container through its runtime (runtimes
+    /// with namespaces: a host process would check the host's files).
+    pub in_container: Option<InContainer>,
+}
+
+/// A running container instance an exec probe enters.
+#[derive(Clone)]
+pub struct InContainer {
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
+    pub id: crate::runtime::ContainerId,
+}
+
+impl std::fmt::Debug for InContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} container {}", self.runtime.name(), self.id)
+    }
 }
 
 /// One probe of one container instance.
@@ -150,6 +167,9 @@ async fn exec(command: &[String], target: &Target) -> Result<(), String> {
     let Some((program, args)) = command.split_first() else {
         return Err("exec probe without a command".into());
     };
+    if let Some(c) = &target.in_container {
+        return exec_in_container(command, c).await;
+    }
     let output = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
@@ -174,6 +194,40 @@ async fn exec(command: &[String], target: &Target) -> Result<(), String> {
             ))
         }
     }
+}
+
+/// An exec probe through [`crate::runtime::Runtime::exec`]: succeeds on
+/// exit code 0; the output is kept for the failure message. Dropping the
+/// session (probe timeout) kills the command.
+async fn exec_in_container(command: &[String], c: &InContainer) -> Result<(), String> {
+    use crate::runtime::{ExecOutput, ExecRequest};
+    let req = ExecRequest {
+        command: command.to_vec(),
+        stdin: false,
+        tty: false,
+        size: None,
+    };
+    let mut session = c
+        .runtime
+        .exec(&c.id, req)
+        .await
+        .map_err(|e| format!("exec {:?}: {e}", command[0]))?;
+    let mut out = Vec::new();
+    while let Some(msg) = session.output.recv().await {
+        match msg {
+            ExecOutput::Stdout(b) | ExecOutput::Stderr(b) => out.extend(b),
+            ExecOutput::Exit(0) => return Ok(()),
+            ExecOutput::Exit(code) => {
+                return Err(format!(
+                    "command {command:?} exited with exit status: {code}: {}",
+                    String::from_utf8_lossy(&out).trim()
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "command {command:?}: the exec ended without an exit code"
+    ))
 }
 
 async fn http_get(h: &HTTPGetAction, target: &Target) -> Result<(), String> {
@@ -387,6 +441,7 @@ mod tests {
             pod_ip: "127.0.0.1".into(),
             env: vec![("X".into(), "1".into())],
             container,
+            in_container: None,
         }
     }
 

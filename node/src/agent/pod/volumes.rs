@@ -60,6 +60,57 @@ pub fn mounts(
     out
 }
 
+/// `container`'s volume mounts as bind mounts for runtimes with mount
+/// namespaces: the volume's host directory (with `subPath` applied and
+/// created if missing, as the kubelet does) at `mountPath`, honouring
+/// `readOnly`. Errors: an unknown volume, or a `subPath` that is absolute,
+/// contains `..`, or leaves the volume through a symlink.
+pub fn bind_mounts(
+    container: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<crate::runtime::Mount>, String> {
+    let mut out = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let dir = volumes
+            .get(&m.name)
+            .ok_or_else(|| format!("volumeMount {:?}: no such volume", m.name))?;
+        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            None => dir.clone(),
+            Some(sub) if relative_inside(sub) => {
+                let path = dir.join(sub);
+                if !path.exists() {
+                    // With the volume's permissions, so a non-root
+                    // container can write to a subPath of an emptyDir.
+                    std::fs::create_dir_all(&path)
+                        .and_then(|()| std::fs::metadata(dir))
+                        .and_then(|meta| std::fs::set_permissions(&path, meta.permissions()))
+                        .map_err(|e| format!("subPath {sub:?} of {:?}: {e}", m.name))?;
+                }
+                let inside = std::fs::canonicalize(&path)
+                    .and_then(|p| Ok(p.starts_with(std::fs::canonicalize(dir)?)))
+                    .map_err(|e| format!("subPath {sub:?} of {:?}: {e}", m.name))?;
+                if !inside {
+                    return Err(format!("subPath {sub:?} of {:?} leaves the volume", m.name));
+                }
+                path
+            }
+            Some(sub) => {
+                return Err(format!(
+                    "subPath {sub:?} of {:?} must be a relative path without '..'",
+                    m.name
+                ))
+            }
+        };
+        out.push(crate::runtime::Mount {
+            name: m.name.clone(),
+            source,
+            destination: PathBuf::from(&m.mount_path),
+            read_only: m.read_only.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
 async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<PathBuf, String> {
     if let Some(h) = &v.host_path {
         let path = PathBuf::from(&h.path);
@@ -91,6 +142,10 @@ async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<P
         if v.empty_dir.is_none() {
             tracing::warn!(volume = %v.name, "unsupported volume type: using an empty directory");
         }
+        // World-writable as the kubelet makes emptyDirs: containers may run
+        // as any user (runAsUser) on the isolating runtime.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
         return Ok(dir.to_path_buf());
     };
     match data {
@@ -206,6 +261,47 @@ fn safe_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_mounts_apply_sub_path_and_refuse_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink("/etc", vol.join("out")).unwrap();
+        let volumes = BTreeMap::from([("v".to_string(), vol.clone())]);
+        let container = |sub: Option<&str>, ro: Option<bool>| -> Container {
+            serde_json::from_value(serde_json::json!({
+                "name": "c",
+                "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": sub, "readOnly": ro}]
+            }))
+            .unwrap()
+        };
+        let m = bind_mounts(&container(None, Some(true)), &volumes).unwrap();
+        assert_eq!(
+            (m[0].source.as_path(), m[0].read_only),
+            (vol.as_path(), true)
+        );
+        assert_eq!(m[0].destination, PathBuf::from("/m"));
+        let m = bind_mounts(&container(Some("a/b"), None), &volumes).unwrap();
+        assert_eq!(m[0].source, vol.join("a/b"));
+        let mode = std::fs::metadata(vol.join("a/b"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o777, "created with the volume's permissions");
+        for bad in ["../x", "/abs", "out"] {
+            let err = bind_mounts(&container(Some(bad), None), &volumes).unwrap_err();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        let unknown: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/m"}]
+        }))
+        .unwrap();
+        assert!(bind_mounts(&unknown, &volumes)
+            .unwrap_err()
+            .contains("nope"));
+    }
 
     #[test]
     fn keys_become_files_and_paths_cannot_escape() {

@@ -1,0 +1,578 @@
+//! Integration tests of the isolating runtime (`--runtime keel`) with real
+//! namespaces, overlayfs and cgroups. They need root and a busybox-static
+//! rootfs (`apt-get install -y busybox-static`); without either they print
+//! why and pass without checking anything. Network: 127.0.0.1 only (pods
+//! share the host network namespace in loopback mode).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_node::runtime::exec::ExecConfig;
+use keel_node::runtime::isolated::{missing_features, IsolatedConfig, IsolatedRuntime};
+use keel_node::runtime::{
+    ContainerId, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ExecSession, ImageRoot,
+    Mount, Runtime, RuntimeError,
+};
+
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: &[&str] = &[
+    "sh", "ps", "id", "cat", "ls", "echo", "sleep", "hostname", "touch", "wc", "grep", "yes",
+    "test", "mount", "head", "true", "readlink", "tty", "stty",
+];
+
+/// Why these tests cannot run here, if they cannot.
+fn unsupported() -> Option<String> {
+    let missing = missing_features(Path::new("/sys/fs/cgroup"));
+    if !missing.is_empty() {
+        return Some(missing.join(", "));
+    }
+    if !Path::new(BUSYBOX).is_file() {
+        return Some(format!(
+            "{BUSYBOX} missing (apt-get install -y busybox-static)"
+        ));
+    }
+    None
+}
+
+macro_rules! require_isolation {
+    () => {
+        if let Some(why) = unsupported() {
+            eprintln!("skipping: the isolating runtime cannot run here: {why}");
+            return;
+        }
+    };
+}
+
+/// A busybox rootfs with `/etc/passwd` (user `web` = 1000:1001).
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("busybox-rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nweb:x:1001:\n").unwrap();
+    root
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    rootfs: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let rootfs = busybox_rootfs(&dir);
+        Fixture {
+            _tmp: tmp,
+            dir,
+            rootfs,
+        }
+    }
+
+    fn config(&self) -> IsolatedConfig {
+        let mut config = IsolatedConfig::new(ExecConfig {
+            state_dir: self.dir.join("state"),
+            keel_binary: PathBuf::from(env!("CARGO_BIN_EXE_keel-node-images")),
+            image_dir: None,
+        });
+        config.cgroup_parent = "keel-test".into();
+        config
+    }
+
+    fn runtime(&self) -> Arc<IsolatedRuntime> {
+        Arc::new(IsolatedRuntime::new(self.config()).expect("runtime"))
+    }
+
+    /// A busybox container running `sh -c script`, in pod `uid`.
+    fn sh(&self, uid: &str, name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            pod_uid: uid.into(),
+            pod_name: "iso-pod".into(),
+            pod_namespace: "default".into(),
+            container_name: name.into(),
+            image: "busybox".into(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            args: vec![],
+            env: vec![("GREETING".into(), "hi".into())],
+            working_dir: None,
+            log_path: self.dir.join("logs").join(format!("{uid}-{name}.log")),
+            image_root: Some(ImageRoot {
+                digest: "sha256:test".into(),
+                rootfs: self.rootfs.clone(),
+                entrypoint: vec![],
+                cmd: vec![],
+                env: vec![],
+                working_dir: None,
+                user: None,
+            }),
+            resources: Default::default(),
+            mounts: Vec::new(),
+            security: Default::default(),
+        }
+    }
+}
+
+async fn wait_exited(rt: &dyn Runtime, id: &ContainerId) -> ContainerState {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = rt.state(id).await.unwrap();
+        if !state.is_running() || Instant::now() > deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `script` to completion; returns (log, exit code, reason).
+async fn run(rt: &dyn Runtime, spec: &ContainerSpec) -> (String, i32, String) {
+    let id = rt.start(spec).await.expect("start");
+    let state = wait_exited(rt, &id).await;
+    let log = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+    match state {
+        ContainerState::Exited { code, reason, .. } => {
+            rt.remove(&id).await.unwrap();
+            (log, code, reason)
+        }
+        s => panic!("still running: {s:?}; log: {log}"),
+    }
+}
+
+async fn collect(mut s: ExecSession) -> (String, String, i32) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), s.output.recv())
+            .await
+            .expect("the exec ends")
+            .expect("an exit code before the end");
+        match msg {
+            ExecOutput::Stdout(b) => out.extend(b),
+            ExecOutput::Stderr(b) => err.extend(b),
+            ExecOutput::Exit(code) => {
+                return (
+                    String::from_utf8_lossy(&out).into(),
+                    String::from_utf8_lossy(&err).into(),
+                    code,
+                )
+            }
+        }
+    }
+}
+
+fn exec_req(cmd: &[&str]) -> ExecRequest {
+    ExecRequest {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        stdin: false,
+        tty: false,
+        size: None,
+    }
+}
+
+fn mounted_under(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.display().to_string();
+    info.lines().any(|l| l.contains(&p))
+}
+
+#[tokio::test]
+async fn a_container_sees_neither_host_processes_nor_host_files() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let secret = f.dir.join("host-only-file");
+    std::fs::write(&secret, "host").unwrap();
+    let script = format!(
+        "echo pid=$$; echo procs=$(ls -d /proc/[0-9]* | wc -l); echo host=$(hostname); \
+         echo etc=$(cat /etc/hostname); cat /etc/hosts; \
+         test -e {} && echo SEES-HOST-FILE; test -e /work && echo SEES-WORK; \
+         echo greeting=$GREETING; echo kcore=$(cat /proc/kcore | wc -c); \
+         grep ' /proc/sys ' /proc/mounts",
+        secret.display()
+    );
+    let (log, code, _) = run(rt.as_ref(), &f.sh("u-proc", "c", &script)).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("pid=1\n"),
+        "the container is PID 1 of its namespace: {log}"
+    );
+    let procs: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        procs <= 4,
+        "sees only its own processes, not the host's: {log}"
+    );
+    assert!(
+        log.contains("host=iso-pod\n") && log.contains("etc=iso-pod\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("\tiso-pod\n") && log.contains("localhost"),
+        "/etc/hosts: {log}"
+    );
+    assert!(!log.contains("SEES-"), "host files are invisible: {log}");
+    assert!(log.contains("greeting=hi"), "{log}");
+    assert!(log.contains("kcore=0\n"), "/proc/kcore is masked: {log}");
+    assert!(
+        log.contains(" /proc/sys proc ro,"),
+        "/proc/sys is read-only: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let mut spec = f.sh("u-oom", "hog", "x=$(yes 0123456789abcdef); echo survived");
+    spec.resources.memory_limit_bytes = Some(32 << 20);
+    let (log, code, reason) = run(rt.as_ref(), &spec).await;
+    assert_eq!((code, reason.as_str()), (137, "OOMKilled"), "{log}");
+    assert!(!log.contains("survived"), "{log}");
+}
+
+#[tokio::test]
+async fn volumes_appear_at_mount_path_and_read_only_is_enforced() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let vol = f.dir.join("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("hello"), "from-host\n").unwrap();
+    std::fs::write(vol.join("sub/inner"), "from-sub\n").unwrap();
+    let mut spec = f.sh(
+        "u-vol",
+        "c",
+        "cat /data/hello; echo written > /data/new; cat /only-sub/inner; \
+         (echo x > /ro/hello) 2>/dev/null && echo RO-WRITABLE || echo ro-refused; \
+         test -e /only-sub/hello && echo SUBPATH-LEAK; true",
+    );
+    spec.mounts = vec![
+        Mount {
+            name: "data".into(),
+            source: vol.clone(),
+            destination: "/data".into(),
+            read_only: false,
+        },
+        Mount {
+            name: "ro".into(),
+            source: vol.clone(),
+            destination: "/ro".into(),
+            read_only: true,
+        },
+        Mount {
+            name: "sub".into(),
+            source: vol.join("sub"),
+            destination: "/only-sub".into(),
+            read_only: false,
+        },
+    ];
+    let (log, code, _) = run(rt.as_ref(), &spec).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("from-host") && log.contains("from-sub"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ro-refused") && !log.contains("RO-WRITABLE"),
+        "{log}"
+    );
+    assert!(!log.contains("SUBPATH-LEAK"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(vol.join("new")).unwrap(),
+        "written\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(vol.join("hello")).unwrap(),
+        "from-host\n"
+    );
+}
+
+#[tokio::test]
+async fn run_as_user_capabilities_and_read_only_root() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let script = "echo uid=$(id -u) gid=$(id -g); grep -E '^Cap(Bnd|Eff)' /proc/self/status; \
+                  grep NoNewPrivs /proc/self/status; \
+                  (touch /newfile) 2>/dev/null && echo ROOT-WRITABLE || echo root-ro";
+    let mut spec = f.sh("u-user", "c", script);
+    spec.security.run_as_user = Some(1000);
+    spec.security.read_only_root_filesystem = true;
+    let (log, code, _) = run(rt.as_ref(), &spec).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("uid=1000 gid=1001"),
+        "primary group from the image's passwd: {log}"
+    );
+    assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+    // Docker's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
+    // SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert!(log.contains("CapBnd:\t00000000a80425fb"), "{log}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    assert!(
+        log.contains("root-ro") && !log.contains("ROOT-WRITABLE"),
+        "{log}"
+    );
+
+    // Root in the container with NET_ADMIN added and CHOWN dropped.
+    let mut spec = f.sh(
+        "u-user",
+        "root",
+        "grep CapEff /proc/self/status; touch /newfile && echo root-rw",
+    );
+    spec.security.capabilities_add = vec!["NET_ADMIN".into()];
+    spec.security.capabilities_drop = vec!["CHOWN".into()];
+    let (log, code, _) = run(rt.as_ref(), &spec).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("CapEff:\t00000000a80435fa"), "{log}");
+    assert!(
+        log.contains("root-rw"),
+        "the writable layer takes writes: {log}"
+    );
+    assert!(
+        !f.rootfs.join("newfile").exists(),
+        "the image rootfs is never written"
+    );
+}
+
+#[tokio::test]
+async fn limits_are_in_the_cgroup_exec_enters_the_container_and_removal_cleans_up() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let mut spec = f.sh("u-cg", "c", "echo started; exec sleep 1000");
+    spec.resources.cpu_request_millis = Some(250);
+    spec.resources.cpu_limit_millis = Some(500);
+    spec.resources.memory_limit_bytes = Some(64 << 20);
+    let id = rt.start(&spec).await.unwrap();
+    let cg = rt.cgroup(&id).unwrap();
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(cg.dirs[controller].join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    if cg.v2 {
+        assert_eq!(read("unified", "memory.max"), "67108864");
+        assert_eq!(read("unified", "cpu.max"), "50000 100000");
+        assert_eq!(read("unified", "pids.max"), "4096");
+    } else {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.shares"), "256");
+        assert_eq!(read("pids", "pids.max"), "4096");
+    }
+    let stats = rt.stats(&id).await.unwrap();
+    assert!(stats.memory_working_set_bytes > 0, "{stats:?}");
+
+    let (out, err, code) = collect(
+        rt.exec(
+            &id,
+            exec_req(&[
+                "sh",
+                "-c",
+                "hostname; ls -d /proc/[0-9]* | wc -l; ps -o comm | grep -c sleep; id -u; exit 3",
+            ]),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 3, "exit codes propagate: {out} {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "iso-pod", "{out}");
+    let procs: usize = lines[1].trim().parse().unwrap();
+    assert!(
+        procs <= 5,
+        "exec is in the container's PID namespace: {out}"
+    );
+    assert_eq!(lines[2], "1", "sees the container's sleep: {out}");
+    let mut tty = exec_req(&["sh", "-c", "tty; stty size; exit 4"]);
+    tty.tty = true;
+    tty.size = Some(keel_node::runtime::TermSize {
+        width: 97,
+        height: 31,
+    });
+    let (out, _, code) = collect(rt.exec(&id, tty).await.unwrap()).await;
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("/dev/pts/0"),
+        "a pty of the container's devpts: {out}"
+    );
+    assert!(out.contains("31 97"), "the session's window size: {out}");
+    let (_, err, code) = collect(rt.exec(&id, exec_req(&["no-such-binary"])).await.unwrap()).await;
+    assert_ne!(code, 0, "{err}");
+
+    // Re-adoption: a new runtime instance on the same state finds it.
+    drop(rt);
+    let rt = f.runtime();
+    let listed = rt.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].state.is_running());
+    let (out, _, code) = collect(
+        rt.exec(&id, exec_req(&["cat", "/etc/hostname"]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("iso-pod\n", 0));
+
+    let state = rt.stop(&id, 2_000).await.unwrap();
+    assert_eq!(
+        state.exit_code(),
+        Some(137),
+        "sleep as PID 1 ignores SIGTERM: {state:?}"
+    );
+    let container_dir = f.dir.join("state/containers").join(&id.0);
+    rt.remove(&id).await.unwrap();
+    for dir in cg.dirs.values() {
+        assert!(!dir.exists(), "container cgroup {} removed", dir.display());
+        assert!(!dir.parent().unwrap().exists(), "pod cgroup removed");
+    }
+    assert!(!container_dir.exists());
+    assert!(!mounted_under(&container_dir), "no mount leaks to the host");
+}
+
+#[tokio::test]
+async fn start_errors_leave_nothing_behind() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let mut spec = f.sh("u-err", "c", "true");
+    spec.command = vec!["/no/such/program".into()];
+    match rt.start(&spec).await {
+        Err(RuntimeError::StartFailed(msg)) => assert!(msg.contains("/no/such/program"), "{msg}"),
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+    assert!(rt.list().await.unwrap().is_empty());
+    let layout =
+        keel_node::runtime::isolated::cgroup::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
+    let root = match &layout {
+        keel_node::runtime::isolated::cgroup::CgroupLayout::V2(r) => r.clone(),
+        keel_node::runtime::isolated::cgroup::CgroupLayout::V1(m) => m["memory"].clone(),
+    };
+    assert!(!root.join("keel-test/podu-err").exists(), "cgroups removed");
+
+    spec.security.capabilities_add = vec!["NOT_A_CAP".into()];
+    spec.command = vec!["true".into()];
+    match rt.start(&spec).await {
+        Err(RuntimeError::InvalidSpec(msg)) => assert!(msg.contains("NOT_A_CAP"), "{msg}"),
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn built_in_images_run_on_the_host_userland_root() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut spec = f.sh("u-echo", "echo", "");
+    spec.image = "keel/echo".into();
+    spec.image_root = None;
+    spec.command = vec![];
+    spec.env = vec![
+        ("POD_IP".into(), "127.0.0.1".into()),
+        ("PORT".into(), port.to_string()),
+    ];
+    let id = rt.start(&spec).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /x HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "echo never listened: {:?}",
+            std::fs::read_to_string(&spec.log_path)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        body.contains("pod=iso-pod") && body.contains("path=/x"),
+        "{body}"
+    );
+    let (out, _, code) = collect(
+        rt.exec(
+            &id,
+            exec_req(&[
+                "/bin/sh",
+                "-c",
+                "ls /; test -e /work/wt && echo SEES-WORKTREE; true",
+            ]),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("usr") && !out.contains("home"), "{out}");
+    assert!(
+        !out.contains("SEES-WORKTREE"),
+        "only the keel binary of /work is shown: {out}"
+    );
+    rt.stop(&id, 5_000).await.unwrap();
+    rt.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_share_ipc_and_uts_namespaces_until_the_last_is_removed() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let ns =
+        "echo ipc=$(readlink /proc/self/ns/ipc) uts=$(readlink /proc/self/ns/uts); exec sleep 1000";
+    let a = rt.start(&f.sh("u-pod", "a", ns)).await.unwrap();
+    let b = rt.start(&f.sh("u-pod", "b", ns)).await.unwrap();
+    let other = rt.start(&f.sh("u-other", "c", ns)).await.unwrap();
+    let line = |name: &str, uid: &str| {
+        let path = f.dir.join("logs").join(format!("{uid}-{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains("uts=") || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (la, lb, lo) = (line("a", "u-pod"), line("b", "u-pod"), line("c", "u-other"));
+    assert!(la.contains("ipc=ipc:["), "{la}");
+    assert_eq!(la, lb, "one IPC and UTS namespace per pod");
+    assert_ne!(la, lo, "pods do not share");
+    let pins = f.dir.join("state/pods/u-pod/ns");
+    for id in [&a, &b, &other] {
+        rt.stop(id, 1_000).await.unwrap();
+    }
+    rt.remove(&a).await.unwrap();
+    assert!(
+        pins.join("ipc").exists(),
+        "pinned while a container of the pod remains"
+    );
+    rt.remove(&b).await.unwrap();
+    rt.remove(&other).await.unwrap();
+    assert!(!f.dir.join("state/pods/u-pod").exists());
+    assert!(!mounted_under(&f.dir), "namespace pins unmounted");
+}
