@@ -270,10 +270,7 @@ fn on_serving(cfg: keel_controllers::manager::ManagerConfig) -> keel_apiserver::
 
 fn api_config(a: &ServerArgs) -> anyhow::Result<keel_apiserver::server::ServeConfig> {
     let extra_tokens = match &a.token_auth_file {
-        Some(p) => keel_apiserver::pki::read_token_file(p)?
-            .into_iter()
-            .map(|(token, _user)| token)
-            .collect(),
+        Some(p) => keel_apiserver::pki::read_token_file(p)?,
         None => vec![],
     };
     Ok(keel_apiserver::server::ServeConfig {

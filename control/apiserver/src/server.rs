@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::services::ServiceRange;
 use crate::api::{self, Api, ApiConfig};
+use crate::auth::authn::{self, Authn, StaticToken};
+use crate::auth::{Authorizer, Decision, UserInfo};
 use crate::client::Client;
 use crate::kubernetes_service::{self, ApiEndpoint};
 use crate::local::LocalApi;
@@ -37,8 +39,9 @@ pub struct ServeConfig {
     pub insecure_http: bool,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
-    /// Tokens accepted besides the cluster's admin token.
-    pub extra_tokens: Vec<String>,
+    /// Tokens accepted besides the cluster's admin token, with the users
+    /// they authenticate (`--token-auth-file`).
+    pub extra_tokens: Vec<StaticToken>,
     pub api: ApiConfig,
     /// Where nodes' pod CIDRs come from.
     pub pod_cidrs: PodCidrs,
@@ -90,6 +93,7 @@ pub async fn serve(
     crate::bootstrap::ensure_storage_class(&objects).await;
     crate::bootstrap::ensure_ingress_class(&objects).await;
     crate::bootstrap::ensure_kube_dns(&objects, cfg.api.service_range).await;
+    crate::auth::bootstrap_policy::ensure(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {
@@ -100,12 +104,27 @@ pub async fn serve(
             cfg.api.service_range,
         )?)
     };
+    // The admin token authenticates as a member of system:masters: a
+    // cluster made before RBAC keeps every power it had, and so do agents
+    // still holding the admin kubeconfig.
     let mut tokens = cfg.extra_tokens.clone();
-    tokens.push(boot.admin_token.clone());
+    tokens.push(StaticToken {
+        token: boot.admin_token.clone(),
+        user: UserInfo::admin(),
+    });
     let auth = Arc::new(Auth {
         tokens,
         required: !cfg.insecure_http,
+        authz: crate::auth::authorizer(&objects),
+        rbac: crate::auth::rbac::Rbac {
+            objects: objects.clone(),
+        },
+        max_body_bytes: cfg.api.max_body_bytes,
     });
+    let _aggregation = AbortOnDrop(tokio::spawn(crate::auth::rbac::aggregation::run(
+        objects.clone(),
+        Duration::from_secs(2),
+    )));
     let api = Arc::new(Api {
         objects,
         metrics,
@@ -131,6 +150,7 @@ pub async fn serve(
                     api: api.clone(),
                     grpc: grpc.clone(),
                     auth: auth.clone(),
+                    cert: None,
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -179,49 +199,40 @@ fn tls_acceptor(
     hosts.extend(sans.iter().cloned());
     let (chain, key) = boot.server_cert(&hosts)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates signed by the cluster CA authenticate their
+    // subject; connections without one still serve (bearer tokens).
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(
+        crate::pki::pem_to_der(&boot.ca_cert_pem)?,
+    ))?;
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Bearer-token authentication. Health and version endpoints are open,
-/// as in Kubernetes (`system:public-info-viewer`).
+/// Authentication and authorization of every request on this replica.
+/// Health and version endpoints answer anonymous requests, as Kubernetes
+/// grants them to `system:unauthenticated` (`system:public-info-viewer`).
 struct Auth {
-    tokens: Vec<String>,
+    tokens: Vec<StaticToken>,
+    /// False only for loopback plain HTTP: every request is the admin.
     required: bool,
+    authz: crate::auth::Chain,
+    rbac: crate::auth::rbac::Rbac,
+    max_body_bytes: usize,
 }
 
-impl Auth {
-    fn allows(&self, req: &Request<Body>) -> bool {
-        if !self.required {
-            return true;
-        }
-        let path = req.uri().path();
-        if matches!(path, "/version" | "/healthz" | "/livez" | "/readyz") {
-            return true;
-        }
-        let Some(v) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let Some(tok) = v.strip_prefix("Bearer ") else {
-            return false;
-        };
-        self.tokens
-            .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), tok.trim().as_bytes()))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The group agents' node credentials will carry (node authorizer seam).
+const NODES: &str = "system:nodes";
 
 /// Stops what `on_serving` started when the server stops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -240,43 +251,163 @@ struct Handlers {
     api: Arc<Api>,
     grpc: tonic::service::Routes,
     auth: Arc<Auth>,
+    /// The verified client certificate's user, for this connection.
+    cert: Option<Result<UserInfo, String>>,
+}
+
+fn unauthorized(grpc: bool, why: &str) -> Response<Body> {
+    if grpc {
+        tonic::Status::unauthenticated(why.to_string()).into_http::<Body>()
+    } else {
+        api::error_response(&ApiError::unauthorized())
+    }
 }
 
 impl Handlers {
-    async fn serve(self, req: Request<Body>) -> Response<Body> {
+    async fn serve(self, mut req: Request<Body>) -> Response<Body> {
         let grpc = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let allowed = self.auth.allows(&req);
-        match (grpc, allowed) {
-            (false, true) => api::handle(self.api, req).await,
-            (false, false) => api::error_response(&ApiError::unauthorized()),
-            (true, true) => {
-                use tower::ServiceExt;
-                match self.grpc.oneshot(req).await {
-                    Ok(resp) => resp.map(Body::new),
-                    Err(never) => match never {},
+        let user = if !self.auth.required {
+            UserInfo::admin()
+        } else {
+            let cert = match &self.cert {
+                Some(Err(why)) => return unauthorized(grpc, why),
+                Some(Ok(u)) => Some(u),
+                None => None,
+            };
+            match authn::authenticate(&self.auth.tokens, cert, req.headers()) {
+                Authn::User(u) => u,
+                Authn::Anonymous if !grpc => UserInfo::anonymous(),
+                Authn::Anonymous | Authn::Rejected => {
+                    return unauthorized(
+                        grpc,
+                        "a valid bearer token or client certificate is required",
+                    )
                 }
             }
-            (true, false) => tonic::Status::unauthenticated("a valid bearer token is required")
-                .into_http::<Body>(),
+        };
+        if grpc {
+            // The node service: agents (the admin credential today; node
+            // credentials in system:nodes once they exist).
+            if !(user.in_group(crate::auth::MASTERS) || user.in_group(NODES)) {
+                return tonic::Status::permission_denied(format!(
+                    "user {:?} may not use the node service",
+                    user.name
+                ))
+                .into_http::<Body>();
+            }
+            use tower::ServiceExt;
+            return match self.grpc.oneshot(req).await {
+                Ok(resp) => resp.map(Body::new),
+                Err(never) => match never {},
+            };
+        }
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        match self.authorize(user, &method, &uri, req.headers()).await {
+            Ok((user, attrs)) => {
+                if crate::auth::reviews::is_review_group(&attrs) {
+                    return self.review(&user, &attrs, req).await;
+                }
+                req.extensions_mut().insert(user);
+                api::handle(self.api, req).await
+            }
+            Err(e) => api::error_response(&e),
         }
     }
+
+    /// Impersonation, then the authorizer: the identity the request acts
+    /// as and its attributes, or the Status to answer (401 for an
+    /// anonymous request the public endpoints do not cover, 403 else).
+    async fn authorize(
+        &self,
+        user: UserInfo,
+        method: &axum::http::Method,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(UserInfo, crate::auth::Attributes), ApiError> {
+        let anonymous = user.name == crate::auth::ANONYMOUS;
+        let user = crate::auth::impersonate::apply(&self.auth.authz, user, headers).await?;
+        let attrs = crate::auth::request_info::attributes(&user, method, uri.path(), uri.query());
+        match self.auth.authz.authorize(&attrs).await? {
+            Decision::Allow => Ok((user, attrs)),
+            Decision::NoOpinion(_) if anonymous => Err(ApiError::unauthorized()),
+            Decision::NoOpinion(reason) => Err(crate::auth::forbidden::error(&attrs, &reason)),
+        }
+    }
+
+    /// The access and identity reviews (create-only, never stored).
+    async fn review(
+        &self,
+        user: &UserInfo,
+        attrs: &crate::auth::Attributes,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        if crate::auth::reviews::kind_of(attrs).is_none() {
+            return api::error_response(&ApiError::no_route());
+        }
+        if req.method() != axum::http::Method::POST {
+            return api::error_response(&ApiError::method_not_allowed(&format!(
+                "{} {}.{}",
+                req.method(),
+                attrs.resource,
+                attrs.api_group
+            )));
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let limit = self.auth.max_body_bytes;
+        let body = match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(b) => b,
+            Err(_) => return api::error_response(&ApiError::too_large(limit)),
+        };
+        let ctx = crate::auth::reviews::Reviews {
+            authz: &self.auth.authz,
+            rbac: &self.auth.rbac,
+            tokens: &self.auth.tokens,
+        };
+        match crate::auth::reviews::serve(&ctx, user, attrs, &content_type, &body).await {
+            Ok(v) => api::into_response(api::Reply::json(201, v)),
+            Err(e) => api::error_response(&e),
+        }
+    }
+}
+
+/// The hyper service answering one connection's requests.
+fn service_of(
+    h: Handlers,
+) -> impl hyper::service::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let h = h.clone();
+        async move { Ok::<_, Infallible>(h.serve(req.map(Body::new)).await) }
+    })
 }
 
 fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, h: Handlers) {
     let _ = sock.set_nodelay(true);
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let h = h.clone();
-            async move { Ok::<_, Infallible>(h.serve(req.map(Body::new)).await) }
-        });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let result = match acceptor {
             Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(sock)).await {
                 Ok(Ok(tls)) => {
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|leaf| authn::cert_user(leaf));
+                    let service = service_of(Handlers { cert, ..h });
                     builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), service)
                         .await
@@ -289,7 +420,7 @@ fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, 
             },
             None => {
                 builder
-                    .serve_connection_with_upgrades(TokioIo::new(sock), service)
+                    .serve_connection_with_upgrades(TokioIo::new(sock), service_of(h))
                     .await
             }
         };
