@@ -3,6 +3,7 @@
 mod agent;
 mod chaos;
 mod controller_manager;
+mod kubeconfig;
 mod server;
 mod up;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Run deterministic fault simulations of raft-store clusters and check
     /// the recorded histories (linearizability, watch, durability, liveness).
     Chaos(chaos::ChaosArgs),
+    /// Print a kubeconfig for a user (a client certificate signed by the
+    /// cluster CA): `keel kubeconfig --user alice --group dev`.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Simulated replicas log every injected fault; show that only when asked.
     let default_filter = match cli.command {
-        Command::Chaos(_) => "off",
+        Command::Chaos(_) | Command::Kubeconfig(_) => "off",
         _ => "info,openraft=warn",
     };
     let filter = std::env::var("RUST_LOG")
@@ -61,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
+        Command::Kubeconfig(args) => kubeconfig::run(args),
     }
 }
