@@ -94,6 +94,9 @@ pub async fn serve(
     crate::bootstrap::ensure_ingress_class(&objects).await;
     crate::bootstrap::ensure_kube_dns(&objects, cfg.api.service_range).await;
     crate::auth::bootstrap_policy::ensure(&objects).await;
+    // Aggregated roles are filled before the first request (and before
+    // tests take their "nothing written since" revisions).
+    crate::auth::rbac::aggregation::reconcile(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {
@@ -310,6 +313,9 @@ impl Handlers {
             Ok((user, attrs)) => {
                 if crate::auth::reviews::is_review_group(&attrs) {
                     return self.review(&user, &attrs, req).await;
+                }
+                if let Some(doc) = crate::discovery::review_group_doc(uri.path()) {
+                    return api::into_response(api::Reply::ok(doc));
                 }
                 req.extensions_mut().insert(user);
                 api::handle(self.api, req).await
