@@ -495,3 +495,74 @@ fn can_i_matrix_certificate_users_and_escalation() {
     let err = stderr_of(&admin, &["get", "pods", "--token", "not-a-token"]);
     assert!(err.contains("Unauthorized"), "{err}");
 }
+
+const AUDIT_POLICY: &str = r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/api", "/api/*", "/apis", "/apis/*", "/openapi/*"]
+- level: RequestResponse
+  resources:
+  - group: ""
+    resources: ["configmaps"]
+- level: Metadata
+"#;
+
+#[test]
+fn audit_log_records_requests_at_the_policy_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "audit-policy.yaml", AUDIT_POLICY);
+    let log = dir.path().join("audit.log");
+    let c = Cluster::start(
+        1,
+        &[
+            "--audit-log-path",
+            log.to_str().unwrap(),
+            "--audit-policy-file",
+            policy.to_str().unwrap(),
+        ],
+    );
+    c.api_addr(0);
+    let admin = Kubectl::new(c.replicas[0].data_dir.join("kubeconfig"));
+    admin.ok(&["create", "configmap", "audited", "--from-literal=k=v"]);
+    let err = stderr_of(&admin, &["get", "secrets", "--as", "mallory"]);
+    assert!(err.contains("forbidden"), "{err}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON event"))
+        .collect();
+    for e in &events {
+        assert_eq!(e["apiVersion"], "audit.k8s.io/v1");
+        assert_eq!(e["kind"], "Event");
+        assert_eq!(e["stage"], "ResponseComplete");
+        let uri = e["requestURI"].as_str().unwrap();
+        assert!(
+            !uri.starts_with("/api?") && !uri.starts_with("/version"),
+            "level None was logged: {e}"
+        );
+    }
+    let create = events
+        .iter()
+        .find(|e| e["verb"] == "create" && e["objectRef"]["resource"] == "configmaps")
+        .unwrap_or_else(|| panic!("no configmap create among {events:?}"));
+    assert_eq!(create["level"], "RequestResponse");
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert_eq!(create["user"]["username"], "admin");
+    assert_eq!(create["requestObject"]["data"]["k"], "v", "{create}");
+    assert_eq!(
+        create["responseObject"]["metadata"]["name"], "audited",
+        "{create}"
+    );
+    let denied = events
+        .iter()
+        .find(|e| e["objectRef"]["resource"] == "secrets")
+        .unwrap_or_else(|| panic!("no secrets request among {events:?}"));
+    assert_eq!(denied["level"], "Metadata");
+    assert_eq!(denied["responseStatus"]["code"], 403);
+    assert_eq!(denied["impersonatedUser"]["username"], "mallory");
+    assert_eq!(denied["user"]["username"], "admin");
+    assert!(denied.get("requestObject").is_none());
+}

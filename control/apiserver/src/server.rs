@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::services::ServiceRange;
 use crate::api::{self, Api, ApiConfig};
+use crate::audit::{Audit, Level, Record};
 use crate::auth::authn::{self, Authn, StaticToken};
 use crate::auth::{Authorizer, Decision, UserInfo};
 use crate::client::Client;
@@ -45,6 +46,15 @@ pub struct ServeConfig {
     pub api: ApiConfig,
     /// Where nodes' pod CIDRs come from.
     pub pod_cidrs: PodCidrs,
+    /// The audit log, when `--audit-log-path` is set.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `--audit-log-path` and the policy from `--audit-policy-file`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub log_path: PathBuf,
+    pub policy: crate::audit::Policy,
 }
 
 /// Started once the API serves, with the in-process API (the controller
@@ -123,6 +133,10 @@ pub async fn serve(
             objects: objects.clone(),
         },
         max_body_bytes: cfg.api.max_body_bytes,
+        audit: match &cfg.audit {
+            Some(a) => Some(Audit::open(&a.log_path, a.policy.clone())?),
+            None => None,
+        },
     });
     let _aggregation = AbortOnDrop(tokio::spawn(crate::auth::rbac::aggregation::run(
         objects.clone(),
@@ -154,6 +168,7 @@ pub async fn serve(
                     grpc: grpc.clone(),
                     auth: auth.clone(),
                     cert: None,
+                    peer: Some(peer),
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -232,6 +247,7 @@ struct Auth {
     authz: crate::auth::Chain,
     rbac: crate::auth::rbac::Rbac,
     max_body_bytes: usize,
+    audit: Option<Audit>,
 }
 
 /// The group agents' node credentials will carry (node authorizer seam).
@@ -256,6 +272,42 @@ struct Handlers {
     auth: Arc<Auth>,
     /// The verified client certificate's user, for this connection.
     cert: Option<Result<UserInfo, String>>,
+    /// The client's address (the audit log's sourceIPs).
+    peer: Option<SocketAddr>,
+}
+
+/// What the audit log needs from before authorization.
+struct Seen {
+    authenticated: UserInfo,
+    received: jiff::Timestamp,
+    uri: String,
+    user_agent: String,
+}
+
+/// The request body, read for the audit log when its level records it
+/// (writes only; streams are never buffered).
+async fn buffer_request(
+    req: Request<Body>,
+    level: Level,
+    attrs: &crate::auth::Attributes,
+) -> (Request<Body>, Option<bytes::Bytes>) {
+    let writes = matches!(
+        attrs.verb.as_str(),
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    );
+    let streamed = matches!(
+        attrs.subresource.as_str(),
+        "exec" | "attach" | "portforward"
+    );
+    if level < Level::Request || !writes || streamed {
+        return (req, None);
+    }
+    let (parts, body) = req.into_parts();
+    // The API's own limit applies afterwards; this only bounds memory.
+    match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(b) => (Request::from_parts(parts, Body::from(b.clone())), Some(b)),
+        Err(_) => (Request::from_parts(parts, Body::empty()), None),
+    }
 }
 
 fn unauthorized(grpc: bool, why: &str) -> Response<Body> {
@@ -267,7 +319,7 @@ fn unauthorized(grpc: bool, why: &str) -> Response<Body> {
 }
 
 impl Handlers {
-    async fn serve(self, mut req: Request<Body>) -> Response<Body> {
+    async fn serve(self, req: Request<Body>) -> Response<Body> {
         let grpc = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -309,19 +361,114 @@ impl Handlers {
             };
         }
         let (method, uri) = (req.method().clone(), req.uri().clone());
+        let received = jiff::Timestamp::now();
+        let seen = Seen {
+            authenticated: user.clone(),
+            received,
+            uri: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_string(), |p| p.to_string()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+        };
         match self.authorize(user, &method, &uri, req.headers()).await {
             Ok((user, attrs)) => {
-                if crate::auth::reviews::is_review_group(&attrs) {
-                    return self.review(&user, &attrs, req).await;
-                }
-                if let Some(doc) = crate::discovery::review_group_doc(uri.path()) {
-                    return api::into_response(api::Reply::ok(doc));
-                }
-                req.extensions_mut().insert(user);
-                api::handle(self.api, req).await
+                let level = self.audit_level(&attrs);
+                let (req, request_body) = buffer_request(req, level, &attrs).await;
+                let resp = self.answer(user, &attrs, req).await;
+                self.audit(level, &attrs, &seen, request_body, resp).await
             }
-            Err(e) => api::error_response(&e),
+            Err((e, attrs)) => {
+                let resp = api::error_response(&e);
+                match attrs {
+                    Some(attrs) => {
+                        let level = self.audit_level(&attrs);
+                        self.audit(level, &attrs, &seen, None, resp).await
+                    }
+                    None => resp,
+                }
+            }
         }
+    }
+
+    /// Serves an authorized REST request.
+    async fn answer(
+        &self,
+        user: UserInfo,
+        attrs: &crate::auth::Attributes,
+        mut req: Request<Body>,
+    ) -> Response<Body> {
+        if crate::auth::reviews::is_review_group(attrs) {
+            return self.review(&user, attrs, req).await;
+        }
+        if let Some(doc) = crate::discovery::review_group_doc(req.uri().path()) {
+            return api::into_response(api::Reply::ok(doc));
+        }
+        req.extensions_mut().insert(user);
+        api::handle(self.api.clone(), req).await
+    }
+
+    fn audit_level(&self, attrs: &crate::auth::Attributes) -> Level {
+        self.auth
+            .audit
+            .as_ref()
+            .map_or(Level::None, |a| a.level(attrs))
+    }
+
+    /// Writes the audit event of one answered request (when the policy
+    /// asks for it) and returns the response unchanged.
+    async fn audit(
+        &self,
+        level: Level,
+        attrs: &crate::auth::Attributes,
+        seen: &Seen,
+        request_body: Option<bytes::Bytes>,
+        resp: Response<Body>,
+    ) -> Response<Body> {
+        let Some(audit) = self.auth.audit.as_ref().filter(|_| level > Level::None) else {
+            return resp;
+        };
+        let json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let streamed = attrs.verb == "watch"
+            || matches!(
+                attrs.subresource.as_str(),
+                "log" | "exec" | "attach" | "portforward"
+            );
+        let (resp, response_body) = if level >= Level::RequestResponse && json && !streamed {
+            let (parts, body) = resp.into_parts();
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(b) => (Response::from_parts(parts, Body::from(b.clone())), Some(b)),
+                Err(_) => (Response::from_parts(parts, Body::empty()), None),
+            }
+        } else {
+            (resp, None)
+        };
+        let authenticated = &seen.authenticated;
+        let impersonator = (authenticated.name != attrs.user.name
+            || authenticated.groups != attrs.user.groups)
+            .then_some(authenticated);
+        audit.log(
+            level,
+            &Record {
+                attrs,
+                impersonator,
+                uri: &seen.uri,
+                source_ip: self.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                user_agent: &seen.user_agent,
+                code: resp.status().as_u16(),
+                request_body: request_body.as_deref(),
+                response_body: response_body.as_deref(),
+                received: seen.received,
+            },
+        );
+        resp
     }
 
     /// Impersonation, then the authorizer: the identity the request acts
@@ -333,14 +480,21 @@ impl Handlers {
         method: &axum::http::Method,
         uri: &axum::http::Uri,
         headers: &axum::http::HeaderMap,
-    ) -> Result<(UserInfo, crate::auth::Attributes), ApiError> {
+    ) -> Result<(UserInfo, crate::auth::Attributes), (ApiError, Option<crate::auth::Attributes>)>
+    {
         let anonymous = user.name == crate::auth::ANONYMOUS;
-        let user = crate::auth::impersonate::apply(&self.auth.authz, user, headers).await?;
+        let user = crate::auth::impersonate::apply(&self.auth.authz, user, headers)
+            .await
+            .map_err(|e| (e, None))?;
         let attrs = crate::auth::request_info::attributes(&user, method, uri.path(), uri.query());
-        match self.auth.authz.authorize(&attrs).await? {
-            Decision::Allow => Ok((user, attrs)),
-            Decision::NoOpinion(_) if anonymous => Err(ApiError::unauthorized()),
-            Decision::NoOpinion(reason) => Err(crate::auth::forbidden::error(&attrs, &reason)),
+        match self.auth.authz.authorize(&attrs).await {
+            Err(e) => Err((e, Some(attrs))),
+            Ok(Decision::Allow) => Ok((user, attrs)),
+            Ok(Decision::NoOpinion(_)) if anonymous => Err((ApiError::unauthorized(), None)),
+            Ok(Decision::NoOpinion(reason)) => {
+                let e = crate::auth::forbidden::error(&attrs, &reason);
+                Err((e, Some(attrs)))
+            }
         }
     }
 
