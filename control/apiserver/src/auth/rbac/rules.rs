@@ -237,4 +237,80 @@ mod tests {
         assert!(uncovered(std::slice::from_ref(&pods), std::slice::from_ref(&named)).is_empty());
         assert_eq!(uncovered(&[named], &[pods]).len(), 2);
     }
+
+    fn small_rule() -> impl proptest::strategy::Strategy<Value = Rule> {
+        use proptest::prelude::*;
+        let pick = |xs: &'static [&'static str]| {
+            prop::collection::vec(prop::sample::select(xs), 0..3)
+                .prop_map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>())
+        };
+        (
+            pick(&["get", "list", "delete", "*"]),
+            pick(&["", "apps", "*"]),
+            pick(&["pods", "pods/log", "deployments", "*/scale", "*"]),
+            pick(&["a", "b"]),
+            pick(&["/healthz", "/api/*", "*"]),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(verbs, api_groups, resources, resource_names, urls, non_resource)| {
+                    if non_resource {
+                        Rule {
+                            verbs,
+                            non_resource_urls: urls,
+                            ..Default::default()
+                        }
+                    } else {
+                        Rule {
+                            verbs,
+                            api_groups,
+                            resources,
+                            resource_names,
+                            ..Default::default()
+                        }
+                    }
+                },
+            )
+    }
+
+    fn request() -> impl proptest::strategy::Strategy<Value = Attributes> {
+        use proptest::prelude::*;
+        (
+            prop::sample::select(&["get", "list", "delete", "watch"][..]),
+            prop::sample::select(&["", "apps", "batch"][..]),
+            prop::sample::select(&["pods", "deployments", "secrets"][..]),
+            prop::sample::select(&["", "log", "scale"][..]),
+            prop::sample::select(&["", "a", "b", "c"][..]),
+            prop::sample::select(&["/healthz", "/api/v1", "/apis", "/metrics"][..]),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(verb, group, resource, sub, name, path, resource_request)| Attributes {
+                    verb: verb.into(),
+                    resource_request,
+                    api_group: group.into(),
+                    resource: resource.into(),
+                    subresource: sub.into(),
+                    name: name.into(),
+                    path: path.into(),
+                    ..Default::default()
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// What escalation prevention relies on: when the owner's rules
+        /// cover a requested rule, every request that rule allows is
+        /// allowed by the owner's rules too.
+        #[test]
+        fn covered_rules_allow_nothing_more(
+            owner in proptest::collection::vec(small_rule(), 0..4),
+            wanted in small_rule(),
+            req in request(),
+        ) {
+            if uncovered(&owner, std::slice::from_ref(&wanted)).is_empty() && wanted.allows(&req) {
+                proptest::prop_assert!(owner.iter().any(|o| o.allows(&req)), "{owner:?} covers {wanted:?} but not {req:?}");
+            }
+        }
+    }
 }
