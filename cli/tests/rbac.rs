@@ -566,3 +566,61 @@ fn audit_log_records_requests_at_the_policy_level() {
     assert_eq!(denied["user"]["username"], "admin");
     assert!(denied.get("requestObject").is_none());
 }
+
+/// The upgrade path: at every start the default policy is reconciled —
+/// a deleted default role comes back, one an operator marked
+/// `autoupdate: "false"` is left as they changed it — and the admin
+/// token, the credential of clusters made before RBAC, stays
+/// `system:masters` across the restart.
+#[test]
+fn restarts_reconcile_the_default_policy() {
+    let mut c = Cluster::start(1, &[]);
+    c.api_addr(0);
+    let kubeconfig = c.replicas[0].data_dir.join("kubeconfig");
+    let admin = Kubectl::new(kubeconfig.clone());
+    admin.ok(&["delete", "clusterrole", "view"]);
+    admin.ok(&[
+        "annotate",
+        "--overwrite",
+        "clusterrole",
+        "system:basic-user",
+        "rbac.authorization.kubernetes.io/autoupdate=false",
+    ]);
+    admin.ok(&[
+        "patch",
+        "clusterrole",
+        "system:basic-user",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/rules/1"}]"#,
+    ]);
+    let before = std::fs::read_to_string(&kubeconfig).unwrap();
+    c.kill(0);
+    std::fs::remove_file(&kubeconfig).unwrap();
+    c.spawn(0);
+    c.api_addr(0);
+    let admin = Kubectl::new(kubeconfig.clone());
+    let view = admin.json(&["get", "clusterrole", "view"]);
+    assert!(view["aggregationRule"].is_object(), "{view}");
+    assert!(
+        view["rules"].to_string().contains("pods"),
+        "view is aggregated again: {view}"
+    );
+    let basic = admin.json(&["get", "clusterrole", "system:basic-user"]);
+    assert_eq!(
+        basic["rules"].as_array().unwrap().len(),
+        1,
+        "autoupdate=false is left alone: {basic}"
+    );
+    // The same admin token, still everything.
+    let token = |kc: &str| {
+        kc.lines()
+            .find(|l| l.contains("token:"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        token(&before),
+        token(&std::fs::read_to_string(&kubeconfig).unwrap())
+    );
+    assert_eq!(admin.ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
+}
