@@ -106,7 +106,7 @@ pub async fn serve(
     crate::auth::bootstrap_policy::ensure(&objects).await;
     // Aggregated roles are filled before the first request (and before
     // tests take their "nothing written since" revisions).
-    crate::auth::rbac::aggregation::reconcile(&objects).await;
+    crate::auth::rbac::aggregation::settle(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {

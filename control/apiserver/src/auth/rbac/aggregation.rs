@@ -35,11 +35,14 @@ pub fn aggregated(role: &Value, all: &[Value]) -> Option<Vec<Rule>> {
 }
 
 /// One pass: rewrites the aggregated roles whose rules are stale.
-pub async fn reconcile(objects: &Objects) {
+/// Returns whether it wrote anything (aggregated roles that aggregate
+/// others, as admin aggregates edit, settle over more than one pass).
+pub async fn reconcile(objects: &Objects) -> bool {
     let prefix = super::resolve::info("clusterroles").prefix(None);
     let Ok(all) = objects.list_local(&prefix).await else {
-        return;
+        return false;
     };
+    let mut wrote = false;
     for role in &all {
         let Some(want) = aggregated(role, &all) else {
             continue;
@@ -54,8 +57,20 @@ pub async fn reconcile(objects: &Objects) {
         };
         let mut next = cur.obj.clone();
         next["rules"] = json!(want);
-        if let Err(e) = objects.update(&key, &next, cur.mod_revision).await {
-            tracing::debug!(role = name, error = %e.message, "aggregating a ClusterRole");
+        match objects.update(&key, &next, cur.mod_revision).await {
+            Ok(_) => wrote = true,
+            Err(e) => tracing::debug!(role = name, error = %e.message, "aggregating a ClusterRole"),
+        }
+    }
+    wrote
+}
+
+/// Passes until nothing changes (bounded): run before serving, so the
+/// default aggregated roles are complete and no write follows the start.
+pub async fn settle(objects: &Objects) {
+    for _ in 0..8 {
+        if !reconcile(objects).await {
+            return;
         }
     }
 }
@@ -63,7 +78,7 @@ pub async fn reconcile(objects: &Objects) {
 /// Reconciles every `period` until aborted.
 pub async fn run(objects: Objects, period: Duration) {
     loop {
-        reconcile(&objects).await;
+        settle(&objects).await;
         tokio::time::sleep(period).await;
     }
 }
