@@ -4,6 +4,7 @@ mod agent;
 mod chaos;
 mod controller_manager;
 mod image;
+mod kubeconfig;
 mod member;
 mod server;
 mod snapshot;
@@ -45,6 +46,9 @@ enum Command {
     /// List, add, remove or promote control-plane replicas (the etcd
     /// Cluster API of a replica's client port).
     Member(member::MemberArgs),
+    /// Print a kubeconfig for a user (a client certificate signed by the
+    /// cluster CA): `keel kubeconfig --user alice --group dev`.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Simulated replicas log every injected fault; show that only when asked.
     let default_filter = match cli.command {
-        Command::Chaos(_) => "off",
+        Command::Chaos(_) | Command::Kubeconfig(_) => "off",
         _ => "info,openraft=warn",
     };
     let filter = std::env::var("RUST_LOG")
@@ -75,5 +79,6 @@ fn main() -> anyhow::Result<()> {
         Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
         Command::Image(args) => rt.block_on(image::run(args)),
         Command::Member(args) => rt.block_on(member::run(args)),
+        Command::Kubeconfig(args) => kubeconfig::run(args),
     }
 }

@@ -86,6 +86,15 @@ pub struct ServerArgs {
     /// Kubernetes' format: `token,user,uid[,"groups"]` per line.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Append an audit.k8s.io/v1 Event per request to this file (JSON
+    /// lines), at the levels --audit-policy-file gives.
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
+    /// An audit.k8s.io/v1 Policy (YAML): the first matching rule sets a
+    /// request's level (None, Metadata, Request, RequestResponse).
+    /// Without one, every request is logged at Metadata.
+    #[arg(long)]
+    audit_policy_file: Option<PathBuf>,
     /// Service cluster IP range (IPv4 CIDR). Loopback by default: in
     /// loopback mode the service proxy listens on cluster IPs in the host
     /// network namespace. `.1` is the `kubernetes` Service's, `.10` the
@@ -331,10 +340,7 @@ fn on_serving(cfg: keel_controllers::manager::ManagerConfig) -> keel_apiserver::
 
 fn api_config(a: &ServerArgs) -> anyhow::Result<keel_apiserver::server::ServeConfig> {
     let extra_tokens = match &a.token_auth_file {
-        Some(p) => keel_apiserver::pki::read_token_file(p)?
-            .into_iter()
-            .map(|(token, _user)| token)
-            .collect(),
+        Some(p) => keel_apiserver::pki::read_token_file(p)?,
         None => vec![],
     };
     Ok(keel_apiserver::server::ServeConfig {
@@ -353,7 +359,25 @@ fn api_config(a: &ServerArgs) -> anyhow::Result<keel_apiserver::server::ServeCon
         },
         pod_cidrs: keel_apiserver::nodeservice::PodCidrs::parse(&a.cluster_cidr)
             .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        audit: audit_config(a)?,
     })
+}
+
+fn audit_config(a: &ServerArgs) -> anyhow::Result<Option<keel_apiserver::server::AuditConfig>> {
+    let Some(log_path) = a.audit_log_path.clone() else {
+        if a.audit_policy_file.is_some() {
+            anyhow::bail!("--audit-policy-file needs --audit-log-path");
+        }
+        return Ok(None);
+    };
+    let policy = match &a.audit_policy_file {
+        Some(p) => keel_apiserver::audit::Policy::load(p)?,
+        None => keel_apiserver::audit::Policy::metadata_for_all(),
+    };
+    Ok(Some(keel_apiserver::server::AuditConfig {
+        log_path,
+        policy,
+    }))
 }
 
 fn manager_config(

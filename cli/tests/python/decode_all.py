@@ -583,6 +583,10 @@ KINDS = {
 
 # The API class that lists each group version's resources.
 DISCOVERY = {(g, v): api for (g, v, _), (api, *_rest) in KINDS.items()}
+# Groups holding only create-only reviews (never stored, nothing to decode
+# back): their discovery is read, and their resources skipped below.
+DISCOVERY[("authorization.k8s.io", "v1")] = client.AuthorizationV1Api
+DISCOVERY[("authentication.k8s.io", "v1")] = client.AuthenticationV1Api
 
 # Kinds whose controllers act on them: re-read after the wait.
 WORKLOADS = {
@@ -712,6 +716,8 @@ def discover(api_client):
             served[(group, version, "*")] = set()
             continue
         for r in listing.resources:
+            if set(r.verbs or []) == {"create"} and "/" not in r.name:
+                continue  # a review (SelfSubjectAccessReview, TokenReview, ...)
             base, _, sub = r.name.partition("/")
             served.setdefault((group, version, base), set())
             if sub:

@@ -85,6 +85,97 @@ fn aggregated_group(group: &str) -> Value {
     json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
 }
 
+/// The create-only review kinds ([`crate::auth::reviews`]), served
+/// outside the resource registry: (group, resource, kind, singular,
+/// namespaced). Discovery lists them so kubectl maps
+/// `selfsubjectaccessreviews` and friends to their groups.
+pub const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreview",
+        true,
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        "subjectaccessreview",
+        false,
+    ),
+    (
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        "selfsubjectreview",
+        false,
+    ),
+    (
+        "authentication.k8s.io",
+        "tokenreviews",
+        "TokenReview",
+        "tokenreview",
+        false,
+    ),
+];
+
+const REVIEW_GROUPS: &[&str] = &["authentication.k8s.io", "authorization.k8s.io"];
+
+fn review_group_aggregated(group: &str) -> Value {
+    let res: Vec<Value> = REVIEWS
+        .iter()
+        .filter(|r| r.0 == group)
+        .map(|(g, r, k, singular, ns)| {
+            json!({"resource": r, "responseKind": response_kind(g, "v1", k),
+                   "scope": if *ns { "Namespaced" } else { "Cluster" },
+                   "singularResource": singular, "verbs": ["create"]})
+        })
+        .collect();
+    json!({"metadata": {"name": group, "creationTimestamp": null},
+           "versions": [{"version": "v1", "resources": res, "freshness": "Current"}]})
+}
+
+/// `/apis/{group}` and `/apis/{group}/v1` of the review groups (None for
+/// any other path).
+pub fn review_group_doc(path: &str) -> Option<Value> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["apis", g] if REVIEW_GROUPS.contains(g) => Some(legacy_group_v1(g)),
+        ["apis", g, "v1"] if REVIEW_GROUPS.contains(g) => {
+            let out: Vec<Value> = REVIEWS
+                .iter()
+                .filter(|r| r.0 == *g)
+                .map(|(_, r, k, singular, ns)| {
+                    json!({"name": r, "singularName": singular, "namespaced": ns, "kind": k, "verbs": ["create"]})
+                })
+                .collect();
+            Some(json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": format!("{g}/v1"), "resources": out}))
+        }
+        _ => None,
+    }
+}
+
+fn legacy_group_v1(g: &str) -> Value {
+    let v = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [v.clone()], "preferredVersion": v})
+}
+
 /// `/api` (core = true) or `/apis` as an `APIGroupDiscoveryList`.
 pub fn aggregated(core: bool) -> Value {
     let mut names: Vec<&str> = Vec::new();
@@ -93,15 +184,16 @@ pub fn aggregated(core: bool) -> Value {
             names.push(g);
         }
     }
+    let mut items: Vec<Value> = names.into_iter().map(aggregated_group).collect();
+    if !core {
+        items.extend(REVIEW_GROUPS.iter().map(|g| review_group_aggregated(g)));
+        items.push(crate::metricsapi::aggregated_group());
+    }
     json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
         "metadata": {},
-        "items": names
-            .into_iter()
-            .map(aggregated_group)
-            .chain((!core).then(crate::metricsapi::aggregated_group))
-            .collect::<Vec<_>>(),
+        "items": items,
     })
 }
 
@@ -132,14 +224,13 @@ pub fn api_group_list() -> Value {
             names.push(g);
         }
     }
+    let mut groups: Vec<Value> = names.into_iter().map(legacy_group).collect();
+    groups.extend(REVIEW_GROUPS.iter().map(|g| legacy_group_v1(g)));
+    groups.push(crate::metricsapi::legacy_group());
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": names
-            .into_iter()
-            .map(legacy_group)
-            .chain(std::iter::once(crate::metricsapi::legacy_group()))
-            .collect::<Vec<_>>(),
+        "groups": groups,
     })
 }
 

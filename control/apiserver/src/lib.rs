@@ -18,6 +18,8 @@
 
 pub mod admission;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod bootstrap;
 pub mod client;
 pub mod discovery;

@@ -20,6 +20,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::authn::StaticToken;
 use crate::storage::Objects;
 
 /// Where the bootstrap record lives (outside `/registry`, so no API
@@ -164,7 +165,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Tokens accepted besides the admin token: Kubernetes' static token file
 /// format, `token,user,uid[,"group1,group2"]` per line.
-pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<StaticToken>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("--token-auth-file {}: {e}", path.display()))?;
     let mut out = Vec::new();
@@ -173,19 +174,144 @@ pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut parts = line.splitn(3, ',');
-        let token = parts.next().unwrap_or("").trim();
-        let user = parts.next().unwrap_or("").trim();
-        if token.is_empty() || user.is_empty() {
-            anyhow::bail!(
-                "--token-auth-file {} line {}: expected token,user,uid",
-                path.display(),
-                i + 1
-            );
-        }
-        out.push((token.to_string(), user.to_string()));
+        let t = StaticToken::parse_line(line).map_err(|e| {
+            anyhow::anyhow!("--token-auth-file {} line {}: {e}", path.display(), i + 1)
+        })?;
+        out.push(t);
     }
     Ok(out)
+}
+
+/// The DER bytes of the first PEM block in `pem`.
+pub fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
+}
+
+/// `keel kubeconfig`: a kubeconfig for `user` in `groups`, authenticated
+/// by a client certificate valid for `validity` and signed by the cluster
+/// CA found in `data_dir/pki` (so only someone holding the CA key, i.e. an
+/// operator of a replica, can issue one). The server URL is `server`, or
+/// the one in `data_dir/kubeconfig`.
+pub fn issue_user_kubeconfig(
+    data_dir: &Path,
+    user: &str,
+    groups: &[String],
+    validity: std::time::Duration,
+    server: Option<&str>,
+) -> anyhow::Result<String> {
+    let read = |name: &str| {
+        let p = data_dir.join(name);
+        std::fs::read_to_string(&p).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (is --data-dir the data dir of a keel server that has started?)",
+                p.display()
+            )
+        })
+    };
+    let url = match server {
+        Some(s) => s.to_string(),
+        None => read("kubeconfig")?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no server URL in {}/kubeconfig: pass --server",
+                    data_dir.display()
+                )
+            })?,
+    };
+    if !url.starts_with("https://") {
+        anyhow::bail!("client certificates need an https server URL, not {url}");
+    }
+    let ca = Bootstrap {
+        ca_cert_pem: read("pki/ca.crt")?,
+        ca_key_pem: read("pki/ca.key")?,
+        admin_token: String::new(),
+    };
+    let (cert, key) = ca.client_cert(user, groups, validity)?;
+    Ok(Bootstrap::user_kubeconfig(
+        &url,
+        &ca.ca_cert_pem,
+        user,
+        &cert,
+        &key,
+    ))
+}
+
+/// At most this many groups fit one client certificate: the certificate
+/// library keeps one value per subject attribute type, and a second
+/// Organization is written under its raw OID.
+pub const MAX_CERT_GROUPS: usize = 2;
+
+impl Bootstrap {
+    /// A client certificate for `user` in `groups` (subject CN and O, as
+    /// Kubernetes reads them), valid for `validity`, signed by the cluster
+    /// CA. Returns (certificate PEM, private key PEM).
+    pub fn client_cert(
+        &self,
+        user: &str,
+        groups: &[String],
+        validity: std::time::Duration,
+    ) -> anyhow::Result<(String, String)> {
+        if user.is_empty() {
+            anyhow::bail!("the user name is empty");
+        }
+        if groups.len() > MAX_CERT_GROUPS {
+            anyhow::bail!(
+                "at most {MAX_CERT_GROUPS} groups fit one client certificate, got {}",
+                groups.len()
+            );
+        }
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, user);
+        if let Some(g) = groups.first() {
+            p.distinguished_name
+                .push(DnType::OrganizationName, g.as_str());
+        }
+        if let Some(g) = groups.get(1) {
+            p.distinguished_name
+                .push(DnType::CustomDnType(vec![2, 5, 4, 10]), g.as_str());
+        }
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = now + validity;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A kubeconfig for a client certificate user (over TLS only).
+    pub fn user_kubeconfig(
+        server_url: &str,
+        ca_pem: &str,
+        user: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keel\n  cluster:\n    server: {server_url}\n    \
+             certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    \
+             client-key-data: {}\ncontexts:\n- name: {user}@keel\n  context:\n    cluster: keel\n    user: {user}\n\
+             current-context: {user}@keel\npreferences: {{}}\n",
+            b64(ca_pem),
+            b64(cert_pem),
+            b64(key_pem)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::services::ServiceRange;
 use crate::api::{self, Api, ApiConfig};
+use crate::audit::{Audit, Level, Record};
+use crate::auth::authn::{self, Authn, StaticToken};
+use crate::auth::{Authorizer, Decision, UserInfo};
 use crate::client::Client;
 use crate::kubernetes_service::{self, ApiEndpoint};
 use crate::local::LocalApi;
@@ -37,11 +40,21 @@ pub struct ServeConfig {
     pub insecure_http: bool,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
-    /// Tokens accepted besides the cluster's admin token.
-    pub extra_tokens: Vec<String>,
+    /// Tokens accepted besides the cluster's admin token, with the users
+    /// they authenticate (`--token-auth-file`).
+    pub extra_tokens: Vec<StaticToken>,
     pub api: ApiConfig,
     /// Where nodes' pod CIDRs come from.
     pub pod_cidrs: PodCidrs,
+    /// The audit log, when `--audit-log-path` is set.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `--audit-log-path` and the policy from `--audit-policy-file`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub log_path: PathBuf,
+    pub policy: crate::audit::Policy,
 }
 
 /// Started once the API serves, with the in-process API (the controller
@@ -90,6 +103,10 @@ pub async fn serve(
     crate::bootstrap::ensure_storage_class(&objects).await;
     crate::bootstrap::ensure_ingress_class(&objects).await;
     crate::bootstrap::ensure_kube_dns(&objects, cfg.api.service_range).await;
+    crate::auth::bootstrap_policy::ensure(&objects).await;
+    // Aggregated roles are filled before the first request (and before
+    // tests take their "nothing written since" revisions).
+    crate::auth::rbac::aggregation::settle(&objects).await;
     let acceptor = if cfg.insecure_http {
         None
     } else {
@@ -100,12 +117,31 @@ pub async fn serve(
             cfg.api.service_range,
         )?)
     };
+    // The admin token authenticates as a member of system:masters: a
+    // cluster made before RBAC keeps every power it had, and so do agents
+    // still holding the admin kubeconfig.
     let mut tokens = cfg.extra_tokens.clone();
-    tokens.push(boot.admin_token.clone());
+    tokens.push(StaticToken {
+        token: boot.admin_token.clone(),
+        user: UserInfo::admin(),
+    });
     let auth = Arc::new(Auth {
         tokens,
         required: !cfg.insecure_http,
+        authz: crate::auth::authorizer(&objects),
+        rbac: crate::auth::rbac::Rbac {
+            objects: objects.clone(),
+        },
+        max_body_bytes: cfg.api.max_body_bytes,
+        audit: match &cfg.audit {
+            Some(a) => Some(Audit::open(&a.log_path, a.policy.clone())?),
+            None => None,
+        },
     });
+    let _aggregation = AbortOnDrop(tokio::spawn(crate::auth::rbac::aggregation::run(
+        objects.clone(),
+        Duration::from_secs(2),
+    )));
     let api = Arc::new(Api {
         objects,
         metrics,
@@ -131,6 +167,8 @@ pub async fn serve(
                     api: api.clone(),
                     grpc: grpc.clone(),
                     auth: auth.clone(),
+                    cert: None,
+                    peer: Some(peer),
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -179,49 +217,41 @@ fn tls_acceptor(
     hosts.extend(sans.iter().cloned());
     let (chain, key) = boot.server_cert(&hosts)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates signed by the cluster CA authenticate their
+    // subject; connections without one still serve (bearer tokens).
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(
+        crate::pki::pem_to_der(&boot.ca_cert_pem)?,
+    ))?;
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Bearer-token authentication. Health and version endpoints are open,
-/// as in Kubernetes (`system:public-info-viewer`).
+/// Authentication and authorization of every request on this replica.
+/// Health and version endpoints answer anonymous requests, as Kubernetes
+/// grants them to `system:unauthenticated` (`system:public-info-viewer`).
 struct Auth {
-    tokens: Vec<String>,
+    tokens: Vec<StaticToken>,
+    /// False only for loopback plain HTTP: every request is the admin.
     required: bool,
+    authz: crate::auth::Chain,
+    rbac: crate::auth::rbac::Rbac,
+    max_body_bytes: usize,
+    audit: Option<Audit>,
 }
 
-impl Auth {
-    fn allows(&self, req: &Request<Body>) -> bool {
-        if !self.required {
-            return true;
-        }
-        let path = req.uri().path();
-        if matches!(path, "/version" | "/healthz" | "/livez" | "/readyz") {
-            return true;
-        }
-        let Some(v) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let Some(tok) = v.strip_prefix("Bearer ") else {
-            return false;
-        };
-        self.tokens
-            .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), tok.trim().as_bytes()))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The group agents' node credentials will carry (node authorizer seam).
+const NODES: &str = "system:nodes";
 
 /// Stops what `on_serving` started when the server stops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -240,6 +270,52 @@ struct Handlers {
     api: Arc<Api>,
     grpc: tonic::service::Routes,
     auth: Arc<Auth>,
+    /// The verified client certificate's user, for this connection.
+    cert: Option<Result<UserInfo, String>>,
+    /// The client's address (the audit log's sourceIPs).
+    peer: Option<SocketAddr>,
+}
+
+/// What the audit log needs from before authorization.
+struct Seen {
+    authenticated: UserInfo,
+    received: jiff::Timestamp,
+    uri: String,
+    user_agent: String,
+}
+
+/// The request body, read for the audit log when its level records it
+/// (writes only; streams are never buffered).
+async fn buffer_request(
+    req: Request<Body>,
+    level: Level,
+    attrs: &crate::auth::Attributes,
+) -> (Request<Body>, Option<bytes::Bytes>) {
+    let writes = matches!(
+        attrs.verb.as_str(),
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    );
+    let streamed = matches!(
+        attrs.subresource.as_str(),
+        "exec" | "attach" | "portforward"
+    );
+    if level < Level::Request || !writes || streamed {
+        return (req, None);
+    }
+    let (parts, body) = req.into_parts();
+    // The API's own limit applies afterwards; this only bounds memory.
+    match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(b) => (Request::from_parts(parts, Body::from(b.clone())), Some(b)),
+        Err(_) => (Request::from_parts(parts, Body::empty()), None),
+    }
+}
+
+fn unauthorized(grpc: bool, why: &str) -> Response<Body> {
+    if grpc {
+        tonic::Status::unauthenticated(why.to_string()).into_http::<Body>()
+    } else {
+        api::error_response(&ApiError::unauthorized())
+    }
 }
 
 impl Handlers {
@@ -249,34 +325,249 @@ impl Handlers {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let allowed = self.auth.allows(&req);
-        match (grpc, allowed) {
-            (false, true) => api::handle(self.api, req).await,
-            (false, false) => api::error_response(&ApiError::unauthorized()),
-            (true, true) => {
-                use tower::ServiceExt;
-                match self.grpc.oneshot(req).await {
-                    Ok(resp) => resp.map(Body::new),
-                    Err(never) => match never {},
+        let user = if !self.auth.required {
+            UserInfo::admin()
+        } else {
+            let cert = match &self.cert {
+                Some(Err(why)) => return unauthorized(grpc, why),
+                Some(Ok(u)) => Some(u),
+                None => None,
+            };
+            match authn::authenticate(&self.auth.tokens, cert, req.headers()) {
+                Authn::User(u) => u,
+                Authn::Anonymous if !grpc => UserInfo::anonymous(),
+                Authn::Anonymous | Authn::Rejected => {
+                    return unauthorized(
+                        grpc,
+                        "a valid bearer token or client certificate is required",
+                    )
                 }
             }
-            (true, false) => tonic::Status::unauthenticated("a valid bearer token is required")
-                .into_http::<Body>(),
+        };
+        if grpc {
+            // The node service: agents (the admin credential today; node
+            // credentials in system:nodes once they exist).
+            if !(user.in_group(crate::auth::MASTERS) || user.in_group(NODES)) {
+                return tonic::Status::permission_denied(format!(
+                    "user {:?} may not use the node service",
+                    user.name
+                ))
+                .into_http::<Body>();
+            }
+            use tower::ServiceExt;
+            return match self.grpc.oneshot(req).await {
+                Ok(resp) => resp.map(Body::new),
+                Err(never) => match never {},
+            };
+        }
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let received = jiff::Timestamp::now();
+        let seen = Seen {
+            authenticated: user.clone(),
+            received,
+            uri: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_string(), |p| p.to_string()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+        };
+        match self.authorize(user, &method, &uri, req.headers()).await {
+            Ok((user, attrs)) => {
+                let level = self.audit_level(&attrs);
+                let (req, request_body) = buffer_request(req, level, &attrs).await;
+                let resp = self.answer(user, &attrs, req).await;
+                self.audit(level, &attrs, &seen, request_body, resp).await
+            }
+            Err((e, attrs)) => {
+                let resp = api::error_response(&e);
+                match attrs {
+                    Some(attrs) => {
+                        let level = self.audit_level(&attrs);
+                        self.audit(level, &attrs, &seen, None, resp).await
+                    }
+                    None => resp,
+                }
+            }
         }
     }
+
+    /// Serves an authorized REST request.
+    async fn answer(
+        &self,
+        user: UserInfo,
+        attrs: &crate::auth::Attributes,
+        mut req: Request<Body>,
+    ) -> Response<Body> {
+        if crate::auth::reviews::is_review_group(attrs) {
+            return self.review(&user, attrs, req).await;
+        }
+        if let Some(doc) = crate::discovery::review_group_doc(req.uri().path()) {
+            return api::into_response(api::Reply::ok(doc));
+        }
+        req.extensions_mut().insert(user);
+        api::handle(self.api.clone(), req).await
+    }
+
+    fn audit_level(&self, attrs: &crate::auth::Attributes) -> Level {
+        self.auth
+            .audit
+            .as_ref()
+            .map_or(Level::None, |a| a.level(attrs))
+    }
+
+    /// Writes the audit event of one answered request (when the policy
+    /// asks for it) and returns the response unchanged.
+    async fn audit(
+        &self,
+        level: Level,
+        attrs: &crate::auth::Attributes,
+        seen: &Seen,
+        request_body: Option<bytes::Bytes>,
+        resp: Response<Body>,
+    ) -> Response<Body> {
+        let Some(audit) = self.auth.audit.as_ref().filter(|_| level > Level::None) else {
+            return resp;
+        };
+        let json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let streamed = attrs.verb == "watch"
+            || matches!(
+                attrs.subresource.as_str(),
+                "log" | "exec" | "attach" | "portforward"
+            );
+        let (resp, response_body) = if level >= Level::RequestResponse && json && !streamed {
+            let (parts, body) = resp.into_parts();
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(b) => (Response::from_parts(parts, Body::from(b.clone())), Some(b)),
+                Err(_) => (Response::from_parts(parts, Body::empty()), None),
+            }
+        } else {
+            (resp, None)
+        };
+        let authenticated = &seen.authenticated;
+        let impersonator = (authenticated.name != attrs.user.name
+            || authenticated.groups != attrs.user.groups)
+            .then_some(authenticated);
+        audit.log(
+            level,
+            &Record {
+                attrs,
+                impersonator,
+                uri: &seen.uri,
+                source_ip: self.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                user_agent: &seen.user_agent,
+                code: resp.status().as_u16(),
+                request_body: request_body.as_deref(),
+                response_body: response_body.as_deref(),
+                received: seen.received,
+            },
+        );
+        resp
+    }
+
+    /// Impersonation, then the authorizer: the identity the request acts
+    /// as and its attributes, or the Status to answer (401 for an
+    /// anonymous request the public endpoints do not cover, 403 else).
+    async fn authorize(
+        &self,
+        user: UserInfo,
+        method: &axum::http::Method,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(UserInfo, crate::auth::Attributes), (ApiError, Option<crate::auth::Attributes>)>
+    {
+        let anonymous = user.name == crate::auth::ANONYMOUS;
+        let user = crate::auth::impersonate::apply(&self.auth.authz, user, headers)
+            .await
+            .map_err(|e| (e, None))?;
+        let attrs = crate::auth::request_info::attributes(&user, method, uri.path(), uri.query());
+        match self.auth.authz.authorize(&attrs).await {
+            Err(e) => Err((e, Some(attrs))),
+            Ok(Decision::Allow) => Ok((user, attrs)),
+            Ok(Decision::NoOpinion(_)) if anonymous => Err((ApiError::unauthorized(), None)),
+            Ok(Decision::NoOpinion(reason)) => {
+                let e = crate::auth::forbidden::error(&attrs, &reason);
+                Err((e, Some(attrs)))
+            }
+        }
+    }
+
+    /// The access and identity reviews (create-only, never stored).
+    async fn review(
+        &self,
+        user: &UserInfo,
+        attrs: &crate::auth::Attributes,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        if crate::auth::reviews::kind_of(attrs).is_none() {
+            return api::error_response(&ApiError::no_route());
+        }
+        if req.method() != axum::http::Method::POST {
+            return api::error_response(&ApiError::method_not_allowed(&format!(
+                "{} {}.{}",
+                req.method(),
+                attrs.resource,
+                attrs.api_group
+            )));
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let limit = self.auth.max_body_bytes;
+        let body = match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(b) => b,
+            Err(_) => return api::error_response(&ApiError::too_large(limit)),
+        };
+        let ctx = crate::auth::reviews::Reviews {
+            authz: &self.auth.authz,
+            rbac: &self.auth.rbac,
+            tokens: &self.auth.tokens,
+        };
+        match crate::auth::reviews::serve(&ctx, user, attrs, &content_type, &body).await {
+            Ok(v) => api::into_response(api::Reply::json(201, v)),
+            Err(e) => api::error_response(&e),
+        }
+    }
+}
+
+/// The hyper service answering one connection's requests.
+fn service_of(
+    h: Handlers,
+) -> impl hyper::service::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let h = h.clone();
+        async move { Ok::<_, Infallible>(h.serve(req.map(Body::new)).await) }
+    })
 }
 
 fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, h: Handlers) {
     let _ = sock.set_nodelay(true);
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let h = h.clone();
-            async move { Ok::<_, Infallible>(h.serve(req.map(Body::new)).await) }
-        });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let result = match acceptor {
             Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(sock)).await {
                 Ok(Ok(tls)) => {
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|leaf| authn::cert_user(leaf));
+                    let service = service_of(Handlers { cert, ..h });
                     builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), service)
                         .await
@@ -289,7 +580,7 @@ fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, 
             },
             None => {
                 builder
-                    .serve_connection_with_upgrades(TokioIo::new(sock), service)
+                    .serve_connection_with_upgrades(TokioIo::new(sock), service_of(h))
                     .await
             }
         };

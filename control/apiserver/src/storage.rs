@@ -141,6 +141,26 @@ impl Objects {
         self.get_with(key, true).await
     }
 
+    /// Every object under `prefix` in this replica's applied state (no
+    /// read-index round trip): for the authorizer, which reads on every
+    /// request and, like kube-apiserver's informer cache, may lag a write
+    /// made through another replica by a moment.
+    pub async fn list_local(&self, prefix: &str) -> ApiResult<Vec<Value>> {
+        let resp = self
+            .store
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                serializable: true,
+                ..Default::default()
+            })
+            .await?;
+        resp.kvs
+            .iter()
+            .map(|kv| decode(kv).map(|s| s.obj))
+            .collect()
+    }
+
     async fn get_with(&self, key: &str, serializable: bool) -> ApiResult<Option<Stored>> {
         let resp = self
             .store

@@ -438,6 +438,50 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &[],
         &[]
     ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "Role",
+        "role",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        "clusterrole",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        "rolebinding",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        "clusterrolebinding",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
 ];
 
 /// The API groups in discovery order (core first).

@@ -65,6 +65,7 @@ impl TestServer {
             extra_tokens: vec![],
             api: api.clone(),
             pod_cidrs: Default::default(),
+            audit: None,
         };
         let s = store.clone();
         tokio::spawn(async move {

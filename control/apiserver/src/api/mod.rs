@@ -74,6 +74,10 @@ pub struct Req {
     pub content_type: String,
     pub user_agent: String,
     pub body: Bytes,
+    /// Who asks (None: an in-process caller, trusted as the controllers
+    /// are; the server puts the authenticated user in the request's
+    /// extensions).
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// What a handler answers.
@@ -223,6 +227,7 @@ async fn read_request(api: &Api, req: Request<Body>, accept: String) -> ApiResul
     let content_type = header_str(&req, header::CONTENT_TYPE);
     let user_agent = header_str(&req, header::USER_AGENT);
     let method = req.method().clone();
+    let user = req.extensions().get::<crate::auth::UserInfo>().cloned();
     let query = route::parse_query(req.uri().query());
     let limit = api.cfg.max_body_bytes;
     let body = axum::body::to_bytes(req.into_body(), limit)
@@ -235,6 +240,7 @@ async fn read_request(api: &Api, req: Request<Body>, accept: String) -> ApiResul
         content_type,
         user_agent,
         body,
+        user,
     })
 }
 

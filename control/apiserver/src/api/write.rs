@@ -308,6 +308,16 @@ async fn check_namespace(api: &Api, t: &Target) -> ApiResult<()> {
     Ok(())
 }
 
+/// RBAC objects may grant only what their writer holds
+/// ([`crate::auth::escalation`]).
+async fn escalation(api: &Api, t: &Target, r: &Req, obj: &Value) -> ApiResult<()> {
+    if t.info.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let ns = t.namespace.as_deref().unwrap_or("");
+    crate::auth::escalation::admit(&api.objects, r.user.as_ref(), t.info.resource, ns, obj).await
+}
+
 pub async fn create(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let body = decode_body(r)?;
     let mgr = manager(r);
@@ -362,6 +372,7 @@ async fn create_object(
         &obj,
         admission::validate(info.group, info.resource, &obj),
     )?;
+    escalation(api, t, r, &obj).await?;
     check_namespace(api, t).await?;
     service_accounts::admit_pod(api, t, &mut obj).await?;
     match owner {
@@ -432,6 +443,7 @@ pub async fn finish_update(
     admission::fill_zero_values(info.group, info.resource, &mut out);
     let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
     invalid(info, &out, causes)?;
+    escalation(api, t, r, &out).await?;
     bump_generation(&cur.obj, &mut out);
     if meta::same_object(&out, &cur.obj) {
         return Ok((Updated::Written(cur.obj.clone()), warnings));

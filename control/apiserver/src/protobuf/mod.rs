@@ -38,6 +38,8 @@
 //! `apiVersion` and `kind` come from the envelope and lead the object.
 
 #[rustfmt::skip]
+mod auth_schema;
+#[rustfmt::skip]
 mod schema;
 
 use base64::Engine;
@@ -93,6 +95,7 @@ pub fn decode_protobuf(body: &[u8]) -> Result<Value, String> {
     }
     let msg = schema::ROOTS
         .iter()
+        .chain(auth_schema::ROOTS)
         .find(|(gv, k, _)| *k == kind && (gv.is_empty() || *gv == api_version))
         .map(|(_, _, m)| *m)
         .ok_or_else(|| {

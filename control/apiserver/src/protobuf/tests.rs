@@ -291,8 +291,10 @@ fn envelope_errors() {
         .contains("prefix"));
     let no_kind = [MAGIC.to_vec(), m(1, &[s(1, "v1")])].concat();
     assert!(decode_protobuf(&no_kind).unwrap_err().contains("no kind"));
-    let unknown = envelope("rbac.authorization.k8s.io/v1", "Role", &[]);
-    assert!(decode_protobuf(&unknown).unwrap_err().contains("Role"));
+    let unknown = envelope("node.k8s.io/v1", "RuntimeClass", &[]);
+    assert!(decode_protobuf(&unknown)
+        .unwrap_err()
+        .contains("RuntimeClass"));
     let wrong_group = envelope("apps/v2", "Deployment", &[]);
     assert!(decode_protobuf(&wrong_group).is_err());
     let gzip = [
@@ -476,11 +478,16 @@ fn kubectl_autoscale_v1_fallback() {
     );
 }
 
+/// `kubectl create role` sends protobuf; the RBAC kinds decode.
 #[test]
-fn kubectl_role_body_is_a_clear_error() {
-    let err = decode_protobuf(include_bytes!("testdata/role.pb")).unwrap_err();
+fn kubectl_role_body_decodes() {
+    let role = decode_protobuf(include_bytes!("testdata/role.pb")).unwrap();
+    assert_eq!(role["kind"], "Role");
+    assert_eq!(role["apiVersion"], "rbac.authorization.k8s.io/v1");
+    let rules = role["rules"].as_array().expect("rules");
+    assert!(!rules.is_empty(), "{role}");
     assert!(
-        err.contains("Role") && err.contains("rbac.authorization.k8s.io/v1"),
-        "{err}"
+        rules[0]["verbs"].as_array().is_some_and(|v| !v.is_empty()),
+        "{role}"
     );
 }
