@@ -530,3 +530,85 @@ fn pods_pull_from_a_loopback_registry_and_report_missing_images() {
     assert!(err.contains("in use by pod default/"), "{err}");
     assert!(keel_image_ok(&root, &["rm", &image]).contains("untagged"));
 }
+
+/// Store images run on the isolating runtime: one pulled from the loopback
+/// registry and one only ever imported from `docker save` (policy Never),
+/// each in its own rootfs: the image's busybox is there, the host's `/usr`
+/// and `/home` are not.
+#[test]
+fn pulled_and_imported_images_run_on_the_isolating_runtime() {
+    let missing = keel_node::runtime::isolated::missing_features(Path::new("/sys/fs/cgroup"));
+    if !missing.is_empty() {
+        eprintln!(
+            "skipping: the keel runtime cannot run here: {}",
+            missing.join(", ")
+        );
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    reg.push("run:v1");
+    let pulled = format!("{}/keel-test/run:v1", reg.addr());
+    reg.push("saved:v1");
+    let saved_ref = format!("{}/keel-test/saved:v1", reg.addr());
+    ok(Command::new("docker").args(["pull", &saved_ref]));
+    let saved = reg.dir.path().join("run-saved.tar");
+    ok(Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&saved)
+        .arg(&saved_ref));
+    let _ = Command::new("docker").args(["rmi", &saved_ref]).output();
+
+    let up = Up::start(1, &["--runtime", "keel"]);
+    let k = up.kubectl();
+    let log = || up.log();
+    wait_for(
+        "the node",
+        60,
+        || k.json(&["get", "nodes"])["items"][0]["metadata"]["name"].is_string(),
+        log,
+    );
+    let node = k.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root: PathBuf = up.data_dir().join("agents").join(node);
+    let out = keel_image_ok(&root, &["import", saved.to_str().unwrap()]);
+    assert!(out.contains(&saved_ref), "{out}");
+
+    let script = "/bin/busybox ls /; echo in-image; exec /bin/busybox sleep 3600";
+    for (name, image, policy) in [
+        ("pulled", pulled.as_str(), "IfNotPresent"),
+        ("imported", saved_ref.as_str(), "Never"),
+    ] {
+        let manifest = format!(
+            "{}    command: [\"/bin/busybox\", \"sh\", \"-c\", {script:?}]\n",
+            pod_manifest(name, image, policy)
+        );
+        let f = write(reg.dir.path(), &format!("run-{name}.yaml"), &manifest);
+        k.ok(&["apply", "-f", f.to_str().unwrap()]);
+    }
+    for name in ["pulled", "imported"] {
+        wait_for(
+            &format!("pod {name} running its image"),
+            90,
+            || {
+                pod_json(&k, name)["status"]["phase"] == "Running"
+                    && k.run(&["logs", name]).stdout.ends_with(b"in-image\n")
+            },
+            log,
+        );
+        let listing = String::from_utf8(k.run(&["logs", name]).stdout).unwrap();
+        let entries: Vec<&str> = listing.lines().collect();
+        assert!(entries.contains(&"bin"), "{listing}");
+        assert!(
+            !entries.contains(&"usr") && !entries.contains(&"home"),
+            "the host's files are not in the pod: {listing}"
+        );
+        let image_id = pod_json(&k, name)["status"]["containerStatuses"][0]["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(image_id.contains("@sha256:"), "{image_id}");
+    }
+    assert!(events(&k, "imported").iter().all(|(r, _)| r != "Pulling"));
+}
