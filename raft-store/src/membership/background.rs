@@ -56,7 +56,12 @@ impl Store {
             };
             let doubtful =
                 effective.is_none() || leaderless_since.is_some_and(|t| t.elapsed() > election * 2);
-            if doubtful && last_poll.elapsed() > election {
+            // A member removed while it was down may still see its old
+            // leader after a restart (its committed vote survives) and,
+            // with PreVote, never campaign: so a follower asks now and
+            // then even when nothing looks wrong.
+            let overdue = !m.state.is_leader() && last_poll.elapsed() > election * 10;
+            if (doubtful && last_poll.elapsed() > election) || overdue {
                 last_poll = Instant::now();
                 if self.poll_removed().await {
                     return self.stop_removed().await;
