@@ -91,6 +91,7 @@ pub fn result_from_history(seed: u64, history: History) -> SeedResult {
         fault_spans: vec![],
         watchers: vec![],
         committed: None,
+        leader_changes: vec![],
     }
 }
 

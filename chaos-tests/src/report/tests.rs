@@ -50,6 +50,16 @@ fn stale_read_seed() -> SeedResult {
         end: Some(65 * MS),
         label: "partition [r0]|[r1,r2] <script>".into(),
     }];
+    r.leader_changes = vec![
+        crate::sim::LeaderChange {
+            at: 0,
+            leader: Some("r0".into()),
+        },
+        crate::sim::LeaderChange {
+            at: 45 * MS,
+            leader: Some("r1".into()),
+        },
+    ];
     r
 }
 
@@ -108,6 +118,8 @@ fn failing_seed_highlights_window_and_offending_ops() {
     assert!(html.contains("href=\"#seed-8\""));
     assert!(html.contains("keel chaos --seeds 1 --first-seed 7"));
     assert!(html.contains("class=\"nemesis\""));
+    assert_eq!(html.matches("class=\"leader-change\"").count(), 2);
+    assert!(html.contains("45.0 ms: leader r1"));
     // Run text is escaped, and nothing is fetched from elsewhere.
     assert!(html.contains("&lt;script&gt;"));
     let without_ns = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");

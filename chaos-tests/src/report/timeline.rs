@@ -45,7 +45,7 @@ pub fn render(out: &mut String, r: &SeedResult, f: &Findings) {
     out.push_str(&format!(
         "<h3>timeline ({} ms, {} processes)</h3>\n<p class=\"legend\"><span class=\"v-pass\">■ ok</span>\
          <span class=\"v-fail\">■ fail</span><span class=\"v-unknown\">■ indeterminate</span>\
-         <span>▒ fault</span><span style=\"color:#cf222e\">⬚ failing window</span></p>\n\
+         <span>▒ fault</span><span style=\"color:#6639ba\">▼ leader change</span><span style=\"color:#cf222e\">⬚ failing window</span></p>\n\
          <svg class=\"timeline\" width=\"{WIDTH_PX}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">\n",
         ms(scale.end),
         lanes.len()
@@ -81,6 +81,18 @@ pub fn render(out: &mut String, r: &SeedResult, f: &Findings) {
             (x1 - x0).max(1.5),
             (lane_px - 1.0).max(2.0),
             esc(&o.to_string())
+        ));
+    }
+    for c in &r.leader_changes {
+        let x = scale.x(c.at);
+        let who = c.leader.as_deref().unwrap_or("none");
+        out.push_str(&format!(
+            "<g class=\"leader-change\"><line x1=\"{x:.1}\" y1=\"0\" x2=\"{x:.1}\" y2=\"{height}\" stroke=\"#6639ba\" stroke-width=\"1\" stroke-dasharray=\"2 3\"/>\
+             <path d=\"M{:.1} 0 L{:.1} 0 L{x:.1} 7 Z\" fill=\"#6639ba\"/><title>{} ms: leader {}</title></g>\n",
+            x - 4.0,
+            x + 4.0,
+            ms(c.at),
+            esc(who)
         ));
     }
     for (i, w) in f.windows.iter().enumerate() {

@@ -83,6 +83,17 @@ pub struct SeedResult {
     pub watchers: Vec<WatcherLog>,
     /// The ground truth the checkers used, if the final read-back succeeded.
     pub committed: Option<CommittedLog>,
+    /// Who led, each time that changed (simulation only: sampled every
+    /// step; empty for real processes).
+    pub leader_changes: Vec<LeaderChange>,
+}
+
+/// From `at` on (history clock), `leader` (a replica name, `None`: no
+/// running replica believed it led) was the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    pub at: Time,
+    pub leader: Option<String>,
 }
 
 /// One injected fault and when it was active, in the history's time unit
@@ -187,6 +198,7 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     let mut active: Option<nemesis::Window> = None;
     let mut injected = Vec::new();
     let mut spans: Vec<FaultSpan> = Vec::new();
+    let mut leaders: Vec<LeaderChange> = Vec::new();
     let mut error = None;
     let mut stalls = (1..=cfg.wall_clock_stalls)
         .map(|i| STALL_EVERY * i)
@@ -201,6 +213,15 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
             }
         }
         let t = sim.elapsed();
+        // Reading the probes does not touch the replicas' state, so the
+        // history stays a function of the seed.
+        let leader = super::cluster::leader(&mut sim);
+        if leaders.last().map(|l| &l.leader) != Some(&leader) {
+            leaders.push(LeaderChange {
+                at: t.as_nanos() as Time,
+                leader,
+            });
+        }
         let workload_done = finished.get() == cfg.workload.clients;
         if stalls.next_if(|s| t >= *s && !workload_done).is_some() {
             // Between steps, outside every host: wall-clock time passes,
@@ -243,6 +264,7 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         seed: cfg.seed,
         faults: injected,
         fault_spans: spans,
+        leader_changes: leaders,
         history,
         watchers,
         finale: finale.take(),
@@ -256,6 +278,7 @@ pub(crate) struct Evaluate {
     pub seed: u64,
     pub faults: Vec<String>,
     pub fault_spans: Vec<FaultSpan>,
+    pub leader_changes: Vec<LeaderChange>,
     pub history: History,
     pub watchers: Vec<WatcherLog>,
     pub finale: Finale,
@@ -269,6 +292,7 @@ pub(crate) fn evaluate(e: Evaluate) -> SeedResult {
         seed,
         faults,
         fault_spans,
+        leader_changes,
         history,
         watchers,
         finale,
@@ -345,6 +369,7 @@ pub(crate) fn evaluate(e: Evaluate) -> SeedResult {
         fault_spans,
         watchers,
         committed,
+        leader_changes,
     }
 }
 
