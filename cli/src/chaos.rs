@@ -202,10 +202,10 @@ pub fn run(a: ChaosArgs) -> anyhow::Result<()> {
             })
             .collect();
         let title = format!(
-            "keel chaos{}: seeds {}..{}",
+            "keel chaos{}: seeds {} to {}",
             if a.real { " --real" } else { "" },
             a.first_seed,
-            a.first_seed + a.seeds
+            (a.first_seed + a.seeds).saturating_sub(1)
         );
         let path = report::write(dir, &title, &pages)
             .with_context(|| format!("writing the report to {}", dir.display()))?;

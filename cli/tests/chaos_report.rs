@@ -93,6 +93,8 @@ fn injected_bug_shows_the_failing_window_in_a_browser() {
     let Some(dom) = browser_dom(&file, &dir.path().join("profile")) else {
         return;
     };
+    // The page's script ran: with no seed chosen, the failing one is open.
+    assert!(dom.contains("class=\"seed open\" id=\"seed-101\""));
     assert!(dom.contains("<svg class=\"timeline\""), "timeline rendered");
     assert!(
         dom.contains("class=\"fail-window\""),

@@ -23,7 +23,7 @@ td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 .v-pass{color:#1a7f37}.v-fail{color:#fff;background:#cf222e;font-weight:bold}.v-unknown{color:#9a6700}
 tr.fail td:first-child{font-weight:bold}
 .seed{display:none;border-top:2px solid #888;margin-top:1em}
-.seed:target{display:block}
+.seed:target,.seed.open{display:block}
 .timeline{background:#fafafa;border:1px solid #ddd}
 .op.ok{fill:#2da44e}.op.fail{fill:#cf222e}.op.info{fill:#d4a72c;fill-opacity:.45}
 .op.offending{stroke:#000;stroke-width:2}
@@ -38,9 +38,12 @@ tr.offending-op{background:#ffebe9}
 .error{color:#cf222e}
 "#;
 
+/// Copy button; with no seed chosen, the first failing seed is shown.
 const JS: &str = r#"
 function copyReplay(b){navigator.clipboard&&navigator.clipboard.writeText(b.nextElementSibling.textContent)}
-if(!location.hash){var f=document.querySelector('.seed[data-passed="false"]');if(f)location.hash=f.id}
+var f=document.querySelector('.seed[data-passed="false"]');
+if(f&&!location.hash)f.classList.add('open');
+addEventListener('hashchange',function(){if(f)f.classList.remove('open')});
 "#;
 
 pub fn head(out: &mut String, title: &str) {
