@@ -158,3 +158,46 @@ fn load_names_the_corrupt_line() {
     assert!(e.to_string().contains("line 1"), "{e}");
     assert!(matches!(load_failures(&b"\n"[..]), Err(LoadError::Empty)));
 }
+
+#[test]
+fn watch_violations_are_listed_and_marked() {
+    use crate::watch::{check_watchers, CommittedLog, Event, KeyRange, WatchItem, WatcherLog};
+    let committed = CommittedLog::new(vec![
+        Event::put(2, "k0", "a"),
+        Event::put(3, "k0", "b"),
+        Event::put(4, "k0", "c"),
+    ])
+    .unwrap();
+    // Revision 3 is skipped; then the events go backwards.
+    let w = WatcherLog {
+        name: "all-keys".into(),
+        range: KeyRange::prefix("k").unwrap(),
+        start_revision: 1,
+        items: vec![
+            WatchItem::Event(Event::put(2, "k0", "a")),
+            WatchItem::Event(Event::put(4, "k0", "c")),
+            WatchItem::Event(Event::put(2, "k0", "a")),
+        ],
+    };
+    let mut r = healthy_seed();
+    r.report.as_mut().unwrap().watch =
+        check_watchers(&committed, std::slice::from_ref(&w)).verdict();
+    r.committed = Some(committed);
+    r.watchers = vec![w];
+    assert!(!r.passed());
+    let f = find(&r);
+    assert!(!f.watch.is_empty());
+    let html = render(
+        "t",
+        &[SeedPage {
+            result: &r,
+            replay: "r".into(),
+        }],
+    );
+    assert!(html.contains("<li class=\"watch-violation\">watcher &quot;all-keys&quot;"));
+    assert!(html.contains("class=\"watch-lanes\""));
+    assert!(
+        html.contains("class=\"wev offending\""),
+        "the out-of-order event is marked"
+    );
+}

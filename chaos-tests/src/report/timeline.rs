@@ -160,23 +160,25 @@ pub fn watch_lanes(out: &mut String, r: &SeedResult, f: &Findings) {
             .filter_map(|v| v.position)
             .collect();
         for (pos, item) in w.items.iter().enumerate() {
-            if let WatchItem::Event(e) = item {
-                let x = LEFT_PX
-                    + 30.0
-                    + (e.revision as f64 / max_rev as f64) * (WIDTH_PX - LEFT_PX - 40.0);
-                let class = if bad.contains(&pos) {
-                    "wev offending"
-                } else {
-                    "wev"
-                };
-                out.push_str(&format!(
-                    "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"2\" height=\"12\"><title>item {pos}: rev {} {:?} {}</title></rect>\n",
-                    y + 2.0,
-                    e.revision,
-                    e.kind,
-                    esc(&e.key)
-                ));
-            }
+            let offending = bad.contains(&pos);
+            // Events are ticks; progress notifications and resumptions are
+            // drawn only when a violation points at them.
+            let (revision, what) = match item {
+                WatchItem::Event(e) => (e.revision, format!("{:?} {}", e.kind, esc(&e.key))),
+                WatchItem::Progress(p) if offending => (p.revision, "progress".to_string()),
+                WatchItem::Resume { from_revision } if offending => {
+                    (*from_revision, "resume".to_string())
+                }
+                _ => continue,
+            };
+            let x =
+                LEFT_PX + 30.0 + (revision as f64 / max_rev as f64) * (WIDTH_PX - LEFT_PX - 40.0);
+            let class = if offending { "wev offending" } else { "wev" };
+            out.push_str(&format!(
+                "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{}\" height=\"12\"><title>item {pos}: rev {revision} {what}</title></rect>\n",
+                y + 2.0,
+                if offending { 4 } else { 2 },
+            ));
         }
     }
     out.push_str("</svg>\n");
