@@ -22,6 +22,7 @@ pub mod history;
 pub mod linearizability;
 pub mod patch;
 pub mod recorder;
+pub mod report;
 pub mod sim;
 pub mod watch;
 

@@ -1,16 +1,25 @@
 //! `keel chaos`: runs deterministic simulation seeds and prints a table of
-//! verdicts; failing histories go to a JSON-lines file.
+//! verdicts; failing histories go to a JSON-lines file, and with `--report DIR`
+//! every seed goes into one self-contained HTML report.
+//! `keel chaos report FILE --out DIR` renders a report from a saved history.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::Args;
-use keel_chaos::sim::{run_real, run_seed, FaultKind, ProcessFault, RealConfig, SimConfig};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use keel_chaos::report::{self, SeedPage};
+use keel_chaos::sim::{
+    run_real, run_seed, FaultKind, Mutation, ProcessFault, RealConfig, SimConfig,
+};
 use keel_chaos::Verdict;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ChaosArgs {
+    #[command(subcommand)]
+    command: Option<ChaosCommand>,
     /// How many seeds to run.
     #[arg(long, default_value_t = 20)]
     seeds: u64,
@@ -47,6 +56,56 @@ pub struct ChaosArgs {
     /// preceded by a `# seed N` line).
     #[arg(long, default_value = "keel-chaos-failures.jsonl")]
     out: PathBuf,
+    /// Inject a known bug into the simulated store, to see the checkers and
+    /// the report catch it: stale-reads, ack-uncommitted-puts,
+    /// drop-watch-events, wedge-after-elections. Simulation only.
+    #[arg(long, value_name = "BUG", value_parser = parse_mutation, conflicts_with = "real")]
+    inject_bug: Option<Mutation>,
+    /// Also write a self-contained HTML report of every seed (timelines,
+    /// faults, failing windows, latency) to DIR/index.html.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ChaosCommand {
+    /// Render the HTML report of a saved history: a failures file written by
+    /// `keel chaos` (`# seed N` lines, each followed by its history) or one
+    /// plain history in JSON lines.
+    Report {
+        /// The history file.
+        history: PathBuf,
+        /// The directory to write index.html to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `keel chaos report FILE --out DIR`.
+fn report_from_file(history: &Path, out: &Path) -> anyhow::Result<()> {
+    let file = std::fs::File::open(history)
+        .with_context(|| format!("opening history file {}", history.display()))?;
+    let seeds = report::load_failures(std::io::BufReader::new(file))
+        .with_context(|| format!("history file {}", history.display()))?;
+    let results: Vec<_> = seeds
+        .into_iter()
+        .map(|(seed, h)| report::result_from_history(seed, h))
+        .collect();
+    let pages: Vec<SeedPage<'_>> = results
+        .iter()
+        .map(|r| SeedPage {
+            result: r,
+            replay: format!(
+                "keel chaos --seeds 1 --first-seed {} (with the options of the original run)",
+                r.seed
+            ),
+        })
+        .collect();
+    let title = format!("keel chaos: {}", history.display());
+    let path = report::write(out, &title, &pages)
+        .with_context(|| format!("writing the report to {}", out.display()))?;
+    println!("report: {}", path.display());
+    Ok(())
 }
 
 fn parse_replicas(s: &str) -> Result<usize, String> {
@@ -55,6 +114,21 @@ fn parse_replicas(s: &str) -> Result<usize, String> {
         "5" => Ok(5),
         _ => Err(format!("--replicas must be 3 or 5, not {s:?}")),
     }
+}
+
+fn parse_mutation(s: &str) -> Result<Mutation, String> {
+    Ok(match s {
+        "stale-reads" => Mutation::StaleReads,
+        "ack-uncommitted-puts" => Mutation::AckUncommittedPuts,
+        "drop-watch-events" => Mutation::DropWatchEvents,
+        "wedge-after-elections" => Mutation::WedgeAfterElections,
+        _ => {
+            return Err(format!(
+                "unknown bug {s:?}: expected stale-reads, ack-uncommitted-puts, \
+                 drop-watch-events or wedge-after-elections"
+            ))
+        }
+    })
 }
 
 fn cell(v: &Verdict) -> &'static str {
@@ -66,6 +140,10 @@ fn cell(v: &Verdict) -> &'static str {
 }
 
 pub fn run(a: ChaosArgs) -> anyhow::Result<()> {
+    if let Some(ChaosCommand::Report { history, out }) = &a.command {
+        return report_from_file(history, out);
+    }
+    let mut results = Vec::new();
     let kinds = a.faults.clone().unwrap_or_else(|| FaultKind::ALL.to_vec());
     println!("| seed | ops | faults | linearizable | watch | durable | live | wall ms |");
     println!("|---:|---:|---:|---|---|---|---|---:|");
@@ -85,6 +163,9 @@ pub fn run(a: ChaosArgs) -> anyhow::Result<()> {
         } else {
             let mut cfg = SimConfig::new(seed, a.replicas, a.ops);
             cfg.faults = kinds.clone();
+            if let Some(m) = a.inject_bug {
+                cfg.mutation = m;
+            }
             run_seed(&cfg)
         };
         let ms = t.elapsed().as_millis();
@@ -108,6 +189,27 @@ pub fn run(a: ChaosArgs) -> anyhow::Result<()> {
             report_failure(&a, &r)?;
             failed.push(seed);
         }
+        if a.report.is_some() {
+            results.push(r);
+        }
+    }
+    if let Some(dir) = &a.report {
+        let pages: Vec<SeedPage<'_>> = results
+            .iter()
+            .map(|r| SeedPage {
+                result: r,
+                replay: replay_command(&a, r.seed),
+            })
+            .collect();
+        let title = format!(
+            "keel chaos{}: seeds {} to {}",
+            if a.real { " --real" } else { "" },
+            a.first_seed,
+            (a.first_seed + a.seeds).saturating_sub(1)
+        );
+        let path = report::write(dir, &title, &pages)
+            .with_context(|| format!("writing the report to {}", dir.display()))?;
+        println!("report: {}", path.display());
     }
     let secs = (total_ms as f64 / 1000.0).max(1e-9);
     println!();
@@ -148,6 +250,21 @@ fn report_failure(a: &ChaosArgs, r: &keel_chaos::sim::SeedResult) -> anyhow::Res
             }
         }
     }
+    if a.real {
+        eprintln!("  (real processes are not deterministic: rerunning the seed repeats the schedule, not the history)");
+    }
+    eprintln!("  replay: {}", replay_command(a, r.seed));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.out)?;
+    writeln!(f, "# seed {}", r.seed)?;
+    r.history.write_jsonl(&mut f)?;
+    Ok(())
+}
+
+/// The command line that reruns one seed with this run's options.
+fn replay_command(a: &ChaosArgs, seed: u64) -> String {
     let faults = a
         .faults
         .as_ref()
@@ -161,21 +278,24 @@ fn report_failure(a: &ChaosArgs, r: &keel_chaos::sim::SeedResult) -> anyhow::Res
             )
         })
         .unwrap_or_default();
-    if a.real {
-        eprintln!("  (real processes are not deterministic: rerunning the seed repeats the schedule, not the history)");
-    }
-    eprintln!(
-        "  replay: keel chaos --seeds 1 --first-seed {} --replicas {} --ops {}{faults}{}",
-        r.seed,
+    let bug = a
+        .inject_bug
+        .map(|m| format!(" --inject-bug {}", bug_name(m)))
+        .unwrap_or_default();
+    format!(
+        "keel chaos --seeds 1 --first-seed {seed} --replicas {} --ops {}{faults}{bug}{}",
         a.replicas,
         a.ops,
         if a.real { " --real" } else { "" }
-    );
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&a.out)?;
-    writeln!(f, "# seed {}", r.seed)?;
-    r.history.write_jsonl(&mut f)?;
-    Ok(())
+    )
+}
+
+fn bug_name(m: Mutation) -> &'static str {
+    match m {
+        Mutation::None => "none",
+        Mutation::StaleReads => "stale-reads",
+        Mutation::AckUncommittedPuts => "ack-uncommitted-puts",
+        Mutation::DropWatchEvents => "drop-watch-events",
+        Mutation::WedgeAfterElections => "wedge-after-elections",
+    }
 }

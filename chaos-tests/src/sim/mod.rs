@@ -12,4 +12,4 @@ pub mod watcher;
 pub use keel_store::Mutation;
 pub use nemesis::FaultKind;
 pub use real::{run_real, ProcessFault, RealConfig};
-pub use run::{run_seed, SeedResult, SimConfig};
+pub use run::{run_seed, FaultSpan, LeaderChange, SeedResult, SimConfig};

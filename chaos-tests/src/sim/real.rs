@@ -26,9 +26,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::client::{execute, reset_clock, run_workload_client, Target, Workload};
+use super::client::{execute, now, reset_clock, run_workload_client, Target, Workload};
 use super::proxy::{Links, Proxy};
-use super::run::{evaluate, run_finale, watcher_specs, Evaluate, Finale, SeedResult};
+use super::run::{evaluate, run_finale, watcher_specs, Evaluate, FaultSpan, Finale, SeedResult};
 use super::watcher::{run_watcher, Shared};
 use crate::history::Call;
 use crate::recorder::Recorder;
@@ -230,6 +230,8 @@ fn setup_failed(cfg: &RealConfig, error: String) -> SeedResult {
     evaluate(Evaluate {
         seed: cfg.seed,
         faults: vec![],
+        fault_spans: vec![],
+        leader_changes: vec![],
         history: Default::default(),
         watchers: vec![],
         finale: Finale::default(),
@@ -295,7 +297,7 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             r
         }));
     }
-    let faults = nemesis(cfg, &mut procs, &finished).await;
+    let (faults, fault_spans) = nemesis(cfg, &mut procs, &finished).await;
     // Heal: every replica running, resumed and reachable.
     procs.links.heal_all();
     for i in 0..cfg.replicas {
@@ -316,6 +318,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     evaluate(Evaluate {
         seed: cfg.seed,
         faults,
+        fault_spans,
+        leader_changes: vec![],
         history,
         watchers,
         finale,
@@ -352,9 +356,15 @@ async fn wait_ready(target: &Target) -> Result<(), String> {
 }
 
 /// One fault at a time until the workload finishes.
-async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>) -> Vec<String> {
+/// Returns each fault's description and when it was active.
+async fn nemesis(
+    cfg: &RealConfig,
+    procs: &mut Processes,
+    finished: &Cell<usize>,
+) -> (Vec<String>, Vec<FaultSpan>) {
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x7265_616c);
     let mut done = Vec::new();
+    let mut spans = Vec::new();
     let all_done = || finished.get() == cfg.workload.clients;
     let n = cfg.replicas;
     while !all_done() {
@@ -367,6 +377,7 @@ async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>
         order.shuffle(&mut rng);
         let victim = order[0];
         let hold = Duration::from_millis(rng.gen_range(300..2000));
+        let start = now();
         let what = match fault {
             ProcessFault::Kill => {
                 procs.kill(victim);
@@ -400,7 +411,8 @@ async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>
                 format!("{}<r{victim}>{}", names(left), names(right))
             }
         };
-        done.push(format!("{fault} {what} {}ms", hold.as_millis()));
+        let label = format!("{fault} {what} {}ms", hold.as_millis());
+        done.push(label.clone());
         tokio::time::sleep(hold).await;
         match fault {
             ProcessFault::Kill => {
@@ -409,8 +421,13 @@ async fn nemesis(cfg: &RealConfig, procs: &mut Processes, finished: &Cell<usize>
             ProcessFault::Pause => procs.signal(victim, "-CONT"),
             _ => procs.links.heal_all(),
         }
+        spans.push(FaultSpan {
+            start,
+            end: Some(now()),
+            label,
+        });
     }
-    done
+    (done, spans)
 }
 
 fn names(ids: &[usize]) -> String {

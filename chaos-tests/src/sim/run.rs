@@ -19,7 +19,7 @@ use super::cluster::add_replicas;
 use super::nemesis::{self, FaultKind};
 use super::watcher::{run_watcher, Shared, Spec};
 use crate::durability::FinalRead;
-use crate::history::{Call, History};
+use crate::history::{Call, History, Time};
 use crate::recorder::Recorder;
 use crate::watch::{CommittedLog, Event, EventKind, KeyRange, WatcherLog};
 use crate::{check_all, CheckConfig, CheckInput, Report, Verdict};
@@ -75,6 +75,35 @@ pub struct SeedResult {
     pub trace_hash: u64,
     /// Events the watchers received, all together.
     pub watch_events: usize,
+    /// When each injected fault was active, on the history's clock (for the
+    /// HTML report's nemesis bands).
+    pub fault_spans: Vec<FaultSpan>,
+    /// What every watcher received (for the report's watch lanes and the
+    /// watch checker's offending events).
+    pub watchers: Vec<WatcherLog>,
+    /// The ground truth the checkers used, if the final read-back succeeded.
+    pub committed: Option<CommittedLog>,
+    /// Who led, each time that changed (simulation only: sampled every
+    /// step; empty for real processes).
+    pub leader_changes: Vec<LeaderChange>,
+}
+
+/// From `at` on (history clock), `leader` (a replica name, `None`: no
+/// running replica believed it led) was the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    pub at: Time,
+    pub leader: Option<String>,
+}
+
+/// One injected fault and when it was active, in the history's time unit
+/// (nanoseconds since the run's clock started). `end` is `None` if the run
+/// ended before the fault was healed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSpan {
+    pub start: Time,
+    pub end: Option<Time>,
+    pub label: String,
 }
 
 impl SeedResult {
@@ -168,6 +197,8 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         .peekable();
     let mut active: Option<nemesis::Window> = None;
     let mut injected = Vec::new();
+    let mut spans: Vec<FaultSpan> = Vec::new();
+    let mut leaders: Vec<LeaderChange> = Vec::new();
     let mut error = None;
     let mut stalls = (1..=cfg.wall_clock_stalls)
         .map(|i| STALL_EVERY * i)
@@ -182,6 +213,15 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
             }
         }
         let t = sim.elapsed();
+        // Reading the probes does not touch the replicas' state, so the
+        // history stays a function of the seed.
+        let leader = super::cluster::leader(&mut sim);
+        if leaders.last().map(|l| &l.leader) != Some(&leader) {
+            leaders.push(LeaderChange {
+                at: t.as_nanos() as Time,
+                leader,
+            });
+        }
         let workload_done = finished.get() == cfg.workload.clients;
         if stalls.next_if(|s| t >= *s && !workload_done).is_some() {
             // Between steps, outside every host: wall-clock time passes,
@@ -191,6 +231,9 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
         if let Some(w) = &active {
             if t >= w.end || workload_done {
                 nemesis::heal(&mut sim, &w.fault, base_latency);
+                if let Some(s) = spans.last_mut() {
+                    s.end = Some(t.as_nanos() as Time);
+                }
                 active = None;
             }
         }
@@ -198,6 +241,11 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
             if let Some(w) = windows.next_if(|w| t >= w.start) {
                 let applied = nemesis::apply(&mut sim, &w.fault, cfg.replicas);
                 injected.push(applied.to_string());
+                spans.push(FaultSpan {
+                    start: t.as_nanos() as Time,
+                    end: None,
+                    label: applied.to_string(),
+                });
                 active = Some(nemesis::Window {
                     fault: applied,
                     ..w
@@ -215,6 +263,8 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
     evaluate(Evaluate {
         seed: cfg.seed,
         faults: injected,
+        fault_spans: spans,
+        leader_changes: leaders,
         history,
         watchers,
         finale: finale.take(),
@@ -227,6 +277,8 @@ pub fn run_seed(cfg: &SimConfig) -> SeedResult {
 pub(crate) struct Evaluate {
     pub seed: u64,
     pub faults: Vec<String>,
+    pub fault_spans: Vec<FaultSpan>,
+    pub leader_changes: Vec<LeaderChange>,
     pub history: History,
     pub watchers: Vec<WatcherLog>,
     pub finale: Finale,
@@ -239,6 +291,8 @@ pub(crate) fn evaluate(e: Evaluate) -> SeedResult {
     let Evaluate {
         seed,
         faults,
+        fault_spans,
+        leader_changes,
         history,
         watchers,
         finale,
@@ -312,6 +366,10 @@ pub(crate) fn evaluate(e: Evaluate) -> SeedResult {
         error,
         trace_hash,
         watch_events,
+        fault_spans,
+        watchers,
+        committed,
+        leader_changes,
     }
 }
 
