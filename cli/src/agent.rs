@@ -34,9 +34,9 @@ pub struct AgentArgs {
     /// (images from --image-dir and keel's built-in ones); `docker` runs
     /// them in the local Docker Engine (`DOCKER_HOST` or its default
     /// socket), from images already present there (nothing is pulled);
-    /// `keel` isolates them (namespaces, image rootfs, cgroups; needs root,
-    /// else falls back to `exec` and says why).
-    #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
+    /// `keel` (the default) isolates them (namespaces, image rootfs,
+    /// cgroups; needs root, else falls back to `exec` and says why).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Keel)]
     pub runtime: RuntimeKind,
     /// Local image directory for the exec runtime
     /// (`<dir>/<name>/<tag>/image.json`; default `<root-dir>/images`).

@@ -37,9 +37,10 @@ pub struct UpArgs {
     #[arg(long)]
     keep_pods_running: bool,
     /// The agents' container runtime: `exec` (supervised processes, built-in
-    /// images), `docker` (the local Docker Engine's images) or `keel`
-    /// (isolated: namespaces, rootfs, cgroups; root only, else `exec`).
-    #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
+    /// images), `docker` (the local Docker Engine's images) or `keel`, the
+    /// default (isolated: namespaces, rootfs, cgroups; root only, else
+    /// `exec`, saying why).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Keel)]
     runtime: RuntimeKind,
     /// The first agent's node IP (its InternalIP, where it serves logs and,
     /// in loopback mode, NodePorts); agent i gets this address plus i, so

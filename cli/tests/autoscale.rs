@@ -32,6 +32,12 @@ spec:
         image: keel/host
         command: ["sh", "-c", "while [ ! -e {dir}/go ]; do sleep 0.2; done; if mkdir {dir}/lock 2>/dev/null; then while [ ! -e {dir}/stop ]; do :; done; fi; sleep 3600"]
         resources: {{requests: {{cpu: 100m, memory: 10Mi}}}}
+        # The load switch lives on the host: the same path inside the pod
+        # on an isolating runtime.
+        volumeMounts: [{{name: load, mountPath: "{dir}"}}]
+      volumes:
+      - name: load
+        hostPath: {{path: "{dir}"}}
 "#
     )
 }

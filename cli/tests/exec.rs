@@ -211,22 +211,22 @@ fn exec_tty(k: &Kubectl) {
 }
 
 fn cp_in_and_out(k: &Kubectl, dir: &Path) {
-    // The exec runtime's containers see the host's filesystem.
-    let inside = dir.join("pod-side");
-    std::fs::create_dir_all(&inside).unwrap();
+    // A directory that exists only inside the pod on an isolating runtime
+    // (the exec runtime's containers see the host's filesystem instead).
+    let inside = format!("/tmp/keel-cp-{}", std::process::id());
+    k.ok(&["exec", "shell", "--", "mkdir", "-p", &inside]);
     let src = write(dir, "local.txt", "copied through tar\n");
-    let dest = format!("shell:{}/in.txt", inside.display());
+    let dest = format!("shell:{inside}/in.txt");
     k.ok(&["cp", src.to_str().unwrap(), &dest]);
-    assert_eq!(
-        std::fs::read_to_string(inside.join("in.txt")).unwrap(),
-        "copied through tar\n"
-    );
+    let cat = k.ok(&["exec", "shell", "--", "cat", &format!("{inside}/in.txt")]);
+    assert_eq!(cat, "copied through tar\n");
     let back = dir.join("back.txt");
     k.ok(&["cp", &dest, back.to_str().unwrap()]);
     assert_eq!(
         std::fs::read_to_string(back).unwrap(),
         "copied through tar\n"
     );
+    k.ok(&["exec", "shell", "--", "rm", "-r", &inside]);
 }
 
 /// Reads `child`'s stdout lines in a thread until one contains `want`.

@@ -338,3 +338,23 @@ pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Detaches every mount below `dir`, deepest first: the isolating runtime
+/// pins each pod's IPC/UTS namespaces with bind mounts under its state dir,
+/// and an agent killed with SIGKILL (as test teardown does) never releases
+/// them, which would leave the temp dir undeletable.
+pub fn unmount_under(dir: &std::path::Path) {
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", &p])
+            .status();
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::kubectl::Kubectl;
-use super::{free_port, kill_processes_under, wait_for};
+use super::{free_port, kill_processes_under, unmount_under, wait_for};
 
 /// One `keel up` process and its data dir; killed (with its pods) on drop.
 pub struct Up {
@@ -114,6 +114,7 @@ impl Drop for Up {
     fn drop(&mut self) {
         self.stop();
         kill_processes_under(self.dir.path());
+        unmount_under(self.dir.path());
     }
 }
 
