@@ -86,6 +86,14 @@ pub struct ServerArgs {
     /// Kubernetes' format: `token,user,uid[,"groups"]` per line.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// `iss` of service account tokens, and the issuer OIDC discovery
+    /// (`/.well-known/openid-configuration`) names.
+    #[arg(long, default_value = keel_apiserver::auth::sa_token::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// Audiences the API accepts in service account tokens (comma
+    /// separated; new tokens carry them by default).
+    #[arg(long, value_delimiter = ',', default_value = keel_apiserver::auth::sa_token::DEFAULT_ISSUER)]
+    api_audiences: Vec<String>,
     /// Append an audit.k8s.io/v1 Event per request to this file (JSON
     /// lines), at the levels --audit-policy-file gives.
     #[arg(long)]
@@ -355,6 +363,8 @@ fn api_config(a: &ServerArgs) -> anyhow::Result<keel_apiserver::server::ServeCon
                 .service_cluster_ip_range
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
+            service_account_issuer: a.service_account_issuer.clone(),
+            api_audiences: a.api_audiences.clone(),
             ..Default::default()
         },
         pod_cidrs: keel_apiserver::nodeservice::PodCidrs::parse(&a.cluster_cidr)

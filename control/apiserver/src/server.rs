@@ -19,7 +19,7 @@ use crate::api::services::ServiceRange;
 use crate::api::{self, Api, ApiConfig};
 use crate::audit::{Audit, Level, Record};
 use crate::auth::authn::{self, Authn, StaticToken};
-use crate::auth::{Authorizer, Decision, UserInfo};
+use crate::auth::{sa_token, Authorizer, Decision, UserInfo};
 use crate::client::Client;
 use crate::kubernetes_service::{self, ApiEndpoint};
 use crate::local::LocalApi;
@@ -125,8 +125,15 @@ pub async fn serve(
         token: boot.admin_token.clone(),
         user: UserInfo::admin(),
     });
+    let sa_tokens = crate::auth::sa_token::Tokens::load_or_create(
+        &objects,
+        &cfg.api.service_account_issuer,
+        &cfg.api.api_audiences,
+    )
+    .await?;
     let auth = Arc::new(Auth {
         tokens,
+        sa_tokens,
         required: !cfg.insecure_http,
         authz: crate::auth::authorizer(&objects),
         rbac: crate::auth::rbac::Rbac {
@@ -242,6 +249,8 @@ fn tls_acceptor(
 /// grants them to `system:unauthenticated` (`system:public-info-viewer`).
 struct Auth {
     tokens: Vec<StaticToken>,
+    /// Service account tokens: verified here, issued by TokenRequest.
+    sa_tokens: crate::auth::sa_token::Tokens,
     /// False only for loopback plain HTTP: every request is the admin.
     required: bool,
     authz: crate::auth::Chain,
@@ -310,6 +319,16 @@ async fn buffer_request(
     }
 }
 
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 fn unauthorized(grpc: bool, why: &str) -> Response<Body> {
     if grpc {
         tonic::Status::unauthenticated(why.to_string()).into_http::<Body>()
@@ -335,6 +354,21 @@ impl Handlers {
             };
             match authn::authenticate(&self.auth.tokens, cert, req.headers()) {
                 Authn::User(u) => u,
+                Authn::Rejected if bearer(req.headers()).is_some_and(sa_token::looks_like_jwt) => {
+                    let tok = bearer(req.headers()).unwrap_or_default();
+                    match self
+                        .auth
+                        .sa_tokens
+                        .authenticate(&self.api.objects, tok)
+                        .await
+                    {
+                        Ok(u) => u,
+                        Err(why) => {
+                            tracing::debug!(%why, "service account token refused");
+                            return unauthorized(grpc, &why);
+                        }
+                    }
+                }
                 Authn::Anonymous if !grpc => UserInfo::anonymous(),
                 Authn::Anonymous | Authn::Rejected => {
                     return unauthorized(
@@ -405,11 +439,74 @@ impl Handlers {
         if crate::auth::reviews::is_review_group(attrs) {
             return self.review(&user, attrs, req).await;
         }
+        if let Some(resp) = self.service_account_endpoints(attrs, req.uri().path()) {
+            return resp;
+        }
+        if attrs.resource_request
+            && attrs.api_group.is_empty()
+            && attrs.resource == "serviceaccounts"
+            && attrs.subresource == "token"
+        {
+            return self.token_request(attrs, req).await;
+        }
         if let Some(doc) = crate::discovery::review_group_doc(req.uri().path()) {
             return api::into_response(api::Reply::ok(doc));
         }
         req.extensions_mut().insert(user);
         api::handle(self.api.clone(), req).await
+    }
+
+    /// OIDC discovery of the service account issuer.
+    fn service_account_endpoints(
+        &self,
+        attrs: &crate::auth::Attributes,
+        path: &str,
+    ) -> Option<Response<Body>> {
+        if attrs.resource_request || attrs.verb != "get" {
+            return None;
+        }
+        let doc = match path {
+            "/.well-known/openid-configuration" => self.auth.sa_tokens.openid_configuration(),
+            "/openid/v1/jwks" => self.auth.sa_tokens.jwks(),
+            _ => return None,
+        };
+        Some(api::into_response(api::Reply::ok(doc)))
+    }
+
+    /// `POST .../serviceaccounts/{name}/token`.
+    async fn token_request(
+        &self,
+        attrs: &crate::auth::Attributes,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        let result = async {
+            if attrs.verb != "create" || attrs.name.is_empty() || attrs.namespace.is_empty() {
+                return Err(ApiError::method_not_allowed("serviceaccounts/token"));
+            }
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = axum::body::to_bytes(req.into_body(), self.auth.max_body_bytes)
+                .await
+                .map_err(|_| ApiError::too_large(self.auth.max_body_bytes))?;
+            let body = crate::auth::reviews::decode(&ct, &body)?;
+            crate::auth::token_request::create(
+                &self.auth.sa_tokens,
+                &self.api.objects,
+                &attrs.namespace,
+                &attrs.name,
+                &body,
+            )
+            .await
+        }
+        .await;
+        match result {
+            Ok(v) => api::into_response(api::Reply::json(201, v)),
+            Err(e) => api::error_response(&e),
+        }
     }
 
     fn audit_level(&self, attrs: &crate::auth::Attributes) -> Level {
@@ -531,6 +628,8 @@ impl Handlers {
             authz: &self.auth.authz,
             rbac: &self.auth.rbac,
             tokens: &self.auth.tokens,
+            sa_tokens: &self.auth.sa_tokens,
+            objects: &self.api.objects,
         };
         match crate::auth::reviews::serve(&ctx, user, attrs, &content_type, &body).await {
             Ok(v) => api::into_response(api::Reply::json(201, v)),

@@ -17,6 +17,9 @@ pub enum Sub {
     Exec,
     Attach,
     PortForward,
+    /// `serviceaccounts/token`: TokenRequest, a signed token for the
+    /// account (never stored).
+    Token,
 }
 
 impl Sub {
@@ -30,6 +33,7 @@ impl Sub {
             Sub::Exec => "exec",
             Sub::Attach => "attach",
             Sub::PortForward => "portforward",
+            Sub::Token => "token",
         }
     }
 
@@ -43,6 +47,7 @@ impl Sub {
             Sub::Exec,
             Sub::Attach,
             Sub::PortForward,
+            Sub::Token,
         ]
         .into_iter()
         .find(|sub| sub.name() == s)
@@ -59,13 +64,14 @@ impl Sub {
             Sub::Exec => Some(("", "v1", "PodExecOptions")),
             Sub::Attach => Some(("", "v1", "PodAttachOptions")),
             Sub::PortForward => Some(("", "v1", "PodPortForwardOptions")),
+            Sub::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
         }
     }
 
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
             Sub::Status | Sub::Scale => &["get", "patch", "update"],
-            Sub::Binding | Sub::Eviction => &["create"],
+            Sub::Binding | Sub::Eviction | Sub::Token => &["create"],
             Sub::Log => &["get"],
             Sub::Exec | Sub::Attach | Sub::PortForward => &["create", "get"],
         }
@@ -215,7 +221,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         &["sa"],
         &[],
-        &[]
+        &[Sub::Token]
     ),
     res!(
         "",

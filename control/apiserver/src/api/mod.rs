@@ -46,6 +46,10 @@ pub struct ApiConfig {
     /// pods need their service account to exist. On by default; off only
     /// where no serviceaccounts controller runs.
     pub service_account_admission: bool,
+    /// `iss` of service account tokens (`--service-account-issuer`).
+    pub service_account_issuer: String,
+    /// Audiences a token must carry one of (`--api-audiences`).
+    pub api_audiences: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +59,8 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(60),
             service_range: services::ServiceRange::default(),
             service_account_admission: true,
+            service_account_issuer: crate::auth::sa_token::DEFAULT_ISSUER.to_string(),
+            api_audiences: vec![crate::auth::sa_token::DEFAULT_ISSUER.to_string()],
         }
     }
 }

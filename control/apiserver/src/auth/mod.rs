@@ -23,6 +23,8 @@ pub mod impersonate;
 pub mod rbac;
 pub mod request_info;
 pub mod reviews;
+pub mod sa_token;
+pub mod token_request;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //!   can-i`), SubjectAccessReview, LocalSubjectAccessReview (namespaced)
 //!   and SelfSubjectRulesReview (`kubectl auth can-i --list`);
 //! - authentication.k8s.io/v1 SelfSubjectReview (`kubectl auth whoami`)
-//!   and TokenReview (the static tokens).
+//!   and TokenReview (static and service account tokens).
 //!
 //! Who may create each is decided by the usual authorization before the
 //! request gets here (`system:basic-user` grants the self reviews to every
@@ -26,6 +26,9 @@ pub struct Reviews<'a> {
     pub authz: &'a dyn Authorizer,
     pub rbac: &'a Rbac,
     pub tokens: &'a [StaticToken],
+    /// Service account tokens, verified against the objects they name.
+    pub sa_tokens: &'a super::sa_token::Tokens,
+    pub objects: &'a crate::storage::Objects,
 }
 
 /// The kind a review resource is created as, when `a` addresses one.
@@ -181,7 +184,15 @@ pub async fn serve(
         "SelfSubjectReview" => json!({"userInfo": user.to_json()}),
         "TokenReview" => {
             let audiences = spec.get("audiences").cloned().unwrap_or_else(|| json!([]));
-            match token_user(ctx.tokens, &s(&spec, "token")) {
+            let token = s(&spec, "token");
+            let user = match token_user(ctx.tokens, &token) {
+                Some(u) => Some(u),
+                None if super::sa_token::looks_like_jwt(&token) => {
+                    ctx.sa_tokens.authenticate(ctx.objects, &token).await.ok()
+                }
+                None => None,
+            };
+            match user {
                 Some(u) => {
                     json!({"authenticated": true, "user": u.to_json(), "audiences": audiences})
                 }

@@ -1,7 +1,8 @@
 // The protobuf schema of the identity and access kinds kubectl's typed
 // commands send as protobuf (`auth can-i`, `auth whoami`, `create role`,
 // `create rolebinding`, ...): rbac.authorization.k8s.io/v1,
-// authorization.k8s.io/v1 and authentication.k8s.io/v1, written from
+// authorization.k8s.io/v1 and authentication.k8s.io/v1 (with
+// `create token`'s TokenRequest, whose status is never sent), written from
 // their generated.proto (k8s.io/api v0.33) in gen_schema.py's notation.
 // Fields keel does not read (field and label selectors of access reviews,
 // a SubjectAccessReview's extra) are left out and skipped on the wire.
@@ -20,6 +21,7 @@ pub(super) static ROOTS: &[(&str, &str, &Message)] = &[
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview", &AUTHZ_SELF_SUBJECT_RULES_REVIEW),
     ("authentication.k8s.io/v1", "SelfSubjectReview", &AUTHN_SELF_SUBJECT_REVIEW),
     ("authentication.k8s.io/v1", "TokenReview", &AUTHN_TOKEN_REVIEW),
+    ("authentication.k8s.io/v1", "TokenRequest", &AUTHN_TOKEN_REQUEST),
 ];
 
 static RBAC_POLICY_RULE: Message = Message("PolicyRule", &[
@@ -123,4 +125,22 @@ static AUTHN_TOKEN_REVIEW_SPEC: Message = Message("TokenReviewSpec", &[
 static AUTHN_TOKEN_REVIEW: Message = Message("TokenReview", &[
     f(1, "metadata", Msg(&META_OBJECT_META), Opt),
     f(2, "spec", Msg(&AUTHN_TOKEN_REVIEW_SPEC), Req),
+]);
+
+static AUTHN_BOUND_OBJECT_REFERENCE: Message = Message("BoundObjectReference", &[
+    f(1, "kind", Str, Opt),
+    f(2, "apiVersion", Str, Opt),
+    f(3, "name", Str, Opt),
+    f(4, "uid", Str, Opt),
+]);
+
+static AUTHN_TOKEN_REQUEST_SPEC: Message = Message("TokenRequestSpec", &[
+    f(1, "audiences", Str, Rep),
+    f(3, "boundObjectRef", Msg(&AUTHN_BOUND_OBJECT_REFERENCE), Ptr),
+    f(4, "expirationSeconds", I64, Ptr),
+]);
+
+static AUTHN_TOKEN_REQUEST: Message = Message("TokenRequest", &[
+    f(1, "metadata", Msg(&META_OBJECT_META), Opt),
+    f(2, "spec", Msg(&AUTHN_TOKEN_REQUEST_SPEC), Req),
 ]);
