@@ -134,28 +134,7 @@ impl Db {
             inner: Arc::new(db),
             fresh: false,
         };
-        let read = |k: &[u8]| -> Result<String, OpenError> {
-            let v = db
-                .inner
-                .get_cf(db.cf(CF_META), k)
-                .map_err(|source| OpenError::Rocks {
-                    path: store.clone(),
-                    source,
-                })?;
-            Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default())
-        };
-        let format = read(KEY_FORMAT)?;
-        if format != FORMAT_VERSION {
-            return Err(OpenError::Format {
-                path: store.clone(),
-                found: format,
-            });
-        }
-        let id = Identity {
-            cluster: read(KEY_CLUSTER)?,
-            member: read(KEY_MEMBER)?,
-        };
+        let id = db.stored_identity(&store)?;
         Ok((db, id))
     }
 
@@ -168,7 +147,8 @@ impl Db {
         self.write_synced(b)
     }
 
-    fn check_identity(&self, path: &Path, id: &Identity) -> Result<(), OpenError> {
+    /// The identity a store records, after checking its format version.
+    fn stored_identity(&self, path: &Path) -> Result<Identity, OpenError> {
         let read = |k: &[u8]| -> Result<String, OpenError> {
             let v = self
                 .inner
@@ -187,7 +167,15 @@ impl Db {
                 found: format,
             });
         }
-        let cluster = read(KEY_CLUSTER)?;
+        Ok(Identity {
+            cluster: read(KEY_CLUSTER)?,
+            member: read(KEY_MEMBER)?,
+        })
+    }
+
+    fn check_identity(&self, path: &Path, id: &Identity) -> Result<(), OpenError> {
+        let stored = self.stored_identity(path)?;
+        let cluster = stored.cluster;
         if cluster != id.cluster {
             return Err(OpenError::OtherCluster {
                 path: path.to_path_buf(),
@@ -195,7 +183,7 @@ impl Db {
                 expected: id.cluster.clone(),
             });
         }
-        let member = read(KEY_MEMBER)?;
+        let member = stored.member;
         if member != id.member {
             return Err(OpenError::OtherMember {
                 path: path.to_path_buf(),
