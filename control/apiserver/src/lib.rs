@@ -21,6 +21,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod cacerts;
 pub mod client;
 pub mod discovery;
 pub mod events;

@@ -19,7 +19,7 @@ use crate::api::services::ServiceRange;
 use crate::api::{self, Api, ApiConfig};
 use crate::audit::{Audit, Level, Record};
 use crate::auth::authn::{self, Authn, StaticToken};
-use crate::auth::{sa_token, Authorizer, Decision, UserInfo};
+use crate::auth::{bootstrap_token, sa_token, Authorizer, Decision, UserInfo};
 use crate::client::Client;
 use crate::kubernetes_service::{self, ApiEndpoint};
 use crate::local::LocalApi;
@@ -133,6 +133,7 @@ pub async fn serve(
     .await?;
     let auth = Arc::new(Auth {
         tokens,
+        ca_cert_pem: boot.ca_cert_pem.clone(),
         sa_tokens,
         required: !cfg.insecure_http,
         authz: crate::auth::authorizer(&objects),
@@ -249,6 +250,8 @@ fn tls_acceptor(
 /// grants them to `system:unauthenticated` (`system:public-info-viewer`).
 struct Auth {
     tokens: Vec<StaticToken>,
+    /// The cluster CA certificate, served at `/cacerts` to joining machines.
+    ca_cert_pem: String,
     /// Service account tokens: verified here, issued by TokenRequest.
     sa_tokens: crate::auth::sa_token::Tokens,
     /// False only for loopback plain HTTP: every request is the admin.
@@ -344,6 +347,9 @@ impl Handlers {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
+        if req.uri().path() == crate::cacerts::PATH {
+            return crate::cacerts::respond(req.method(), &self.auth.ca_cert_pem);
+        }
         let user = if !self.auth.required {
             UserInfo::admin()
         } else {
@@ -367,6 +373,20 @@ impl Handlers {
                             tracing::debug!(%why, "service account token refused");
                             return unauthorized(grpc, &why);
                         }
+                    }
+                }
+                Authn::Rejected
+                    if bearer(req.headers())
+                        .is_some_and(bootstrap_token::BootstrapToken::looks_like) =>
+                {
+                    let tok = bearer(req.headers()).unwrap_or_default();
+                    match bootstrap_token::authenticate(&self.api.objects, tok).await {
+                        Ok(Ok(u)) => u,
+                        Ok(Err(why)) => {
+                            tracing::debug!(%why, "bootstrap token refused");
+                            return unauthorized(grpc, &why);
+                        }
+                        Err(e) => return unauthorized(grpc, &e.message),
                     }
                 }
                 Authn::Anonymous if !grpc => UserInfo::anonymous(),

@@ -17,6 +17,7 @@
 
 pub mod authn;
 pub mod bootstrap_policy;
+pub mod bootstrap_token;
 pub mod escalation;
 pub mod forbidden;
 pub mod impersonate;
