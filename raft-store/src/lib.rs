@@ -14,6 +14,7 @@ mod log_store;
 pub mod membership;
 pub mod mvcc;
 mod network;
+pub mod progress;
 pub mod restore;
 pub mod runtime;
 pub mod snapshot_file;
