@@ -40,5 +40,6 @@ pub mod server;
 pub mod status;
 pub mod storage;
 pub mod table;
+pub mod ui;
 
 pub use keel_apimachinery::{meta, quantity, resources, selector};

@@ -350,6 +350,9 @@ impl Handlers {
         if req.uri().path() == crate::cacerts::PATH {
             return crate::cacerts::respond(req.method(), &self.auth.ca_cert_pem);
         }
+        if !grpc && crate::ui::is_asset_path(req.uri().path()) {
+            return crate::ui::asset(req.method(), req.uri().path());
+        }
         let user = if !self.auth.required {
             UserInfo::admin()
         } else {
@@ -468,6 +471,9 @@ impl Handlers {
             && attrs.subresource == "token"
         {
             return self.token_request(attrs, req).await;
+        }
+        if !attrs.resource_request && attrs.path == crate::ui::RAFT_PATH {
+            return crate::ui::raft_response(req.method(), self.api.objects.store());
         }
         if let Some(doc) = crate::discovery::review_group_doc(req.uri().path()) {
             return api::into_response(api::Reply::ok(doc));
