@@ -514,7 +514,7 @@
       ' · revision ', el('b', { text: String(r.revision) }),
       ' · commit ', el('b', { text: r.committedIndex === null ? '?' : String(r.committedIndex) }));
     const rows = r.members.map((m) => el('tr', { 'data-id': m.id, 'data-role': m.role },
-      el('td', { class: 'mono', text: m.name + (m.self ? ' (this API)' : '') }),
+      el('td', { class: 'mono', title: m.peerURL, text: m.name + (m.self ? ' (this API)' : '') }),
       el('td', { class: 'mono', text: m.id }),
       el('td', {}, badge(m.role, m.role === 'leader' ? 'info' : m.role === 'learner' ? 'muted' : 'ok')),
       el('td', { class: 'num', text: m.matchedIndex === null ? '—' : String(m.matchedIndex) }),
@@ -544,7 +544,8 @@
         el('td', { class: 'num', text: age(eventTime(e)) }),
         el('td', {}, badge(e.type || 'Normal', e.type === 'Warning' ? 'warn' : 'muted')),
         el('td', { text: e.reason || '' }),
-        el('td', { class: 'mono', text: `${(obj.kind || '').toLowerCase()}/${obj.name || ''}` }),
+        el('td', { class: 'mono', title: `${obj.namespace ? obj.namespace + '/' : ''}${obj.kind}/${obj.name}`,
+          text: `${(obj.kind || '').toLowerCase()}/${obj.name || ''}` }),
         el('td', { class: 'msg', title: e.message || '', text: (e.message || e.note || '') + count }));
     });
     fill($('#events tbody'), rows, 5, state.denied.events ? 'not permitted' : 'no events');
