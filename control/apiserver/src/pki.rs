@@ -440,7 +440,10 @@ mod tests {
         );
         let sans = cert.subject_alternative_name().unwrap().unwrap();
         assert_eq!(sans.value.general_names.len(), 2);
-        assert_eq!(cert.public_key().raw, key.subject_public_key_info());
+        assert_eq!(
+            cert.public_key().raw,
+            rcgen::PublicKeyData::subject_public_key_info(&key)
+        );
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
         let ca_der = pem_to_der(&b.ca_cert_pem).unwrap();
