@@ -29,6 +29,8 @@ use tokio::time::Instant;
 /// How long a join keeps retrying while the cluster cannot take a member
 /// yet (another replica still catching up, an election).
 const RETRY_FOR: Duration = Duration::from_secs(120);
+/// The longest one request of the join may take.
+const TRY_FOR: Duration = Duration::from_secs(15);
 
 /// Where a joined replica's certificates are. The peer files are the ones
 /// etcd's `--peer-cert-file`, `--peer-key-file` and
@@ -177,11 +179,28 @@ impl Joiner<'_> {
         cfg.connect_timeout = Some(Duration::from_secs(5));
         cfg.read_timeout = Some(Duration::from_secs(10));
         let client = kube::Client::try_from(cfg)?;
-        let req = http::Request::get(keel_apiserver::cacerts::PATH).body(vec![])?;
-        let pem = client
-            .request_text(req)
-            .await
-            .with_context(|| format!("fetching the cluster CA from {}/cacerts", self.url))?;
+        tracing::info!(url = %self.url, "fetching the cluster CA");
+        // A replica still starting accepts connections before it answers
+        // (and the TLS handshake has no timeout of its own): bound each try.
+        let deadline = Instant::now() + RETRY_FOR;
+        let pem = loop {
+            let req = http::Request::get(keel_apiserver::cacerts::PATH).body(vec![])?;
+            let err = match tokio::time::timeout(TRY_FOR, client.request_text(req)).await {
+                Ok(Ok(pem)) => break pem,
+                Ok(Err(e)) => anyhow::Error::new(e),
+                Err(_) => anyhow::anyhow!("no answer within {TRY_FOR:?}"),
+            };
+            if Instant::now() >= deadline {
+                return Err(
+                    err.context(format!("fetching the cluster CA from {}/cacerts", self.url))
+                );
+            }
+            tracing::info!(
+                error = format!("{err:#}"),
+                "the cluster CA is not served yet; retrying"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
         let der = keel_apiserver::pki::pem_to_der(&pem)
             .with_context(|| format!("{}/cacerts did not answer a PEM certificate", self.url))?;
         if !self.token.trusts(&der) {
@@ -215,9 +234,17 @@ impl Joiner<'_> {
                     format!("Bearer {}", self.token.token),
                 )
                 .body(body.clone())?;
-            let err = match client.request::<JoinResponse>(req).await {
-                Ok(r) => return Ok(r),
-                Err(e) => e,
+            let err = match tokio::time::timeout(TRY_FOR, client.request::<JoinResponse>(req)).await
+            {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    if Instant::now() >= deadline {
+                        bail!("{} did not answer the join within {TRY_FOR:?}", self.url);
+                    }
+                    tracing::info!("no answer to the join yet; retrying");
+                    continue;
+                }
             };
             let retry = match &err {
                 kube::Error::Api(s) => {
@@ -226,7 +253,8 @@ impl Joiner<'_> {
                         || s.code == 504
                         || s.code == 429
                 }
-                _ => false,
+                // Not connected: nothing was asked of the cluster yet.
+                _ => true,
             };
             if !retry || Instant::now() >= deadline {
                 return Err(match err {
