@@ -7,6 +7,8 @@ mod image;
 mod kubeconfig;
 mod member;
 mod server;
+mod server_join;
+mod server_token;
 mod snapshot;
 mod up;
 

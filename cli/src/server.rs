@@ -126,6 +126,23 @@ pub struct ServerArgs {
     /// to leave on: an already one-member store is left as it is.
     #[arg(long)]
     force_new_cluster: bool,
+    /// Create a new cluster with this replica as its first member (as
+    /// without --initial-cluster), and once the API serves, write a server
+    /// join token to `<data-dir>/token` (mode 0600) and print it. Restarts
+    /// reuse the token while it is valid.
+    #[arg(long, conflicts_with_all = ["join", "initial_cluster", "initial_cluster_state", "force_new_cluster"])]
+    init: bool,
+    /// Join the cluster whose API a replica serves at this URL
+    /// (`https://host:6443`) as a new member, with --token. The cluster CA
+    /// is checked against the token's fingerprint first. Later starts with
+    /// the same data dir just start.
+    #[arg(long, conflicts_with_all = ["initial_cluster", "initial_cluster_state", "force_new_cluster"])]
+    join: Option<String>,
+    /// The join token `keel server --init` printed (`K10...`). Without
+    /// it, the KEEL_TOKEN environment variable (keeps it off the command
+    /// line, e.g. a systemd EnvironmentFile).
+    #[arg(long)]
+    token: Option<String>,
     #[command(flatten)]
     manager: crate::controller_manager::ManagerArgs,
 }
@@ -241,6 +258,14 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         keel_store::restore::force_new_cluster(&a.data_dir, &a.name, &peer_addr).await?;
         cfg.initial_cluster = vec![(a.name.clone(), peer_addr.clone())];
     }
+    let joined = match &a.join {
+        Some(url) => Some(join_cluster(&a, url, &peer_addr).await?),
+        None => None,
+    };
+    if let Some(j) = joined.as_ref().filter(|j| !j.initial_cluster.is_empty()) {
+        cfg.initial_cluster = j.initial_cluster.clone();
+        cfg.initial_cluster_state = keel_store::InitialClusterState::Existing;
+    }
     cfg.max_request_bytes = a.max_request_bytes;
     cfg.max_txn_ops = a.max_txn_ops;
     cfg.heartbeat_ms = a.heartbeat_interval;
@@ -259,6 +284,20 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let api_cfg = api_config(&a)?;
     let manager = manager_config(&a)?;
     let store = Store::open(cfg).await?;
+    if let Some(want) = joined.as_ref().and_then(|j| j.cluster_id) {
+        if store.cluster_id() != want {
+            bail!(
+                "the store opened in cluster {:x}, but the join was into cluster {want:x}",
+                store.cluster_id()
+            );
+        }
+    }
+    let _promotion = joined.as_ref().map(|j| {
+        tracing::info!(peer_pki = ?j.pki, "joined; peer and serving certificates written");
+        AbortOnDrop(tokio::spawn(crate::server_join::ensure_promoted(
+            store.clone(),
+        )))
+    });
     tracing::info!(
         name = %a.name,
         member_id = format!("{:x}", store.member_id()),
@@ -301,7 +340,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             store.clone(),
             l,
             api_cfg,
-            manager.map(on_serving),
+            serving_hook(manager, a.init.then(|| a.data_dir.clone())),
             stopped(stop_rx),
         ))
     });
@@ -334,6 +373,77 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `--join`: the join token, then membership and certificates from the
+/// cluster (or nothing, for a data dir that has joined before).
+async fn join_cluster(
+    a: &ServerArgs,
+    url: &str,
+    peer_addr: &str,
+) -> anyhow::Result<crate::server_join::Joined> {
+    let text = match &a.token {
+        Some(t) => t.clone(),
+        None => std::env::var("KEEL_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .context("--join needs --token (or KEEL_TOKEN), as printed by `keel server --init`")?,
+    };
+    let token = keel_apiserver::auth::bootstrap_token::JoinToken::parse(&text)
+        .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    let listen_host = a
+        .listen_api
+        .rsplit_once(':')
+        .map_or(a.listen_api.as_str(), |(h, _)| h)
+        .to_string();
+    let mut api_hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if listen_host != "0.0.0.0" && !listen_host.is_empty() {
+        api_hosts.push(listen_host);
+    }
+    api_hosts.extend(a.tls_san.iter().cloned());
+    crate::server_join::Joiner {
+        url: url.trim_end_matches('/'),
+        token: &token,
+        name: &a.name,
+        data_dir: &a.data_dir,
+        peer_addr,
+        api_hosts,
+    }
+    .join()
+    .await
+}
+
+/// What starts once the API serves: the controller manager (unless
+/// disabled) and, with `--init`, the server join token.
+fn serving_hook(
+    manager: Option<keel_controllers::manager::ManagerConfig>,
+    init_token_dir: Option<PathBuf>,
+) -> Option<keel_apiserver::server::OnServing> {
+    if manager.is_none() && init_token_dir.is_none() {
+        return None;
+    }
+    Some(Box::new(move |local| {
+        let manager = manager.map(|cfg| AbortOnDrop(on_serving(cfg)(local.clone())));
+        tokio::spawn(async move {
+            if let Some(dir) = init_token_dir {
+                let client = keel_controllers::client::in_process(local, "keel-server-init");
+                crate::server_token::ensure_and_print(client, dir).await;
+            }
+            // Aborting this task drops `manager`, which stops it.
+            if let Some(mut m) = manager {
+                let _ = (&mut m.0).await;
+            }
+        })
+    }))
 }
 
 /// Starts the controller manager on the in-process API once it serves.

@@ -37,6 +37,7 @@ pub mod podexec;
 pub mod podlogs;
 pub mod protobuf;
 pub mod server;
+pub mod server_join;
 pub mod status;
 pub mod storage;
 pub mod table;

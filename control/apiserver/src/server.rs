@@ -134,6 +134,7 @@ pub async fn serve(
     let auth = Arc::new(Auth {
         tokens,
         ca_cert_pem: boot.ca_cert_pem.clone(),
+        join_ca: boot.clone(),
         sa_tokens,
         required: !cfg.insecure_http,
         authz: crate::auth::authorizer(&objects),
@@ -252,6 +253,9 @@ struct Auth {
     tokens: Vec<StaticToken>,
     /// The cluster CA certificate, served at `/cacerts` to joining machines.
     ca_cert_pem: String,
+    /// Signs the certificates of replicas joining through
+    /// [`crate::server_join`].
+    join_ca: Bootstrap,
     /// Service account tokens: verified here, issued by TokenRequest.
     sa_tokens: crate::auth::sa_token::Tokens,
     /// False only for loopback plain HTTP: every request is the admin.
@@ -401,6 +405,16 @@ impl Handlers {
                 }
             }
         };
+        if !grpc && req.uri().path() == crate::server_join::PATH {
+            return crate::server_join::respond(
+                self.api.objects.store(),
+                &self.auth.join_ca,
+                &user,
+                req,
+                self.auth.max_body_bytes,
+            )
+            .await;
+        }
         if grpc {
             // The node service: agents (the admin credential today; node
             // credentials in system:nodes once they exist).
