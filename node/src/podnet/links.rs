@@ -203,10 +203,11 @@ pub async fn veths_with_prefix(handle: &Handle, prefix: &str) -> anyhow::Result<
     Ok(out)
 }
 
-/// keel's host-gw routes in the main table: destination → gateway.
-pub async fn owned_routes(
-    handle: &Handle,
-) -> anyhow::Result<Vec<(Ipv4Net, Ipv4Addr, RouteMessage)>> {
+/// A route keel owns: destination, gateway, and the message to delete it.
+pub type OwnedRoute = (Ipv4Net, Ipv4Addr, RouteMessage);
+
+/// keel's host-gw routes in the main table.
+pub async fn owned_routes(handle: &Handle) -> anyhow::Result<Vec<OwnedRoute>> {
     let mut out = Vec::new();
     let mut routes = handle
         .route()
