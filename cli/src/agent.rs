@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use keel_node::agent::AgentConfig;
 use keel_node::ingress::IngressConfig;
+use keel_node::podnet::NetworkMode;
 use keel_node::runtime::docker::DockerRuntime;
 use keel_node::runtime::Runtime;
 
@@ -72,6 +73,15 @@ pub struct AgentArgs {
     /// NodePorts are then not served by this agent).
     #[arg(long)]
     pub disable_proxy: bool,
+    /// Pod network: `loopback` (the default) shares the agent's network
+    /// namespace, pods get 127.x IPs (safe on any host); `netns` gives each
+    /// pod a network namespace on the `keel0` bridge with an IP from the
+    /// node's podCIDR (the server's --cluster-cidr, e.g. 10.244.0.0/16) and
+    /// routes other nodes' podCIDRs via their --node-ip (host-gw). netns
+    /// changes the agent's network namespace: use it on a host dedicated to
+    /// the cluster. Needs --runtime keel.
+    #[arg(long, default_value = "loopback")]
+    pub network: keel_node::podnet::NetworkMode,
 }
 
 /// The built-in Ingress router's listeners (class `keel`).
@@ -175,11 +185,17 @@ impl AgentArgs {
         std::fs::create_dir_all(&self.root_dir)
             .with_context(|| format!("--root-dir {}", self.root_dir.display()))?;
         let exe = std::env::current_exe().context("locating the keel binary")?;
+        if self.network == NetworkMode::Netns && self.runtime != RuntimeKind::Keel {
+            bail!("--network netns needs --runtime keel (pods join per-pod network namespaces)");
+        }
         let runtime: Arc<dyn Runtime> = match self.runtime {
             RuntimeKind::Exec => {
                 keel_node::agent::exec_runtime(&self.root_dir, exe, self.image_dir.clone())?
             }
             RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&name).await?),
+            RuntimeKind::Keel if self.network == NetworkMode::Netns => {
+                keel_node::agent::keel_runtime_netns(&self.root_dir, exe, self.image_dir.clone())?
+            }
             RuntimeKind::Keel => {
                 keel_node::agent::keel_runtime(&self.root_dir, exe, self.image_dir.clone())?
             }
@@ -201,6 +217,7 @@ impl AgentArgs {
         cfg.metrics_interval = Duration::from_millis(self.metrics_interval_ms.max(100));
         cfg.dns = self.dns.config();
         cfg.proxy = !self.disable_proxy;
+        cfg.network = self.network;
         cfg.images = Some(self.images.config(&self.root_dir, self.image_dir.clone())?);
         Ok(cfg)
     }

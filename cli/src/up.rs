@@ -99,6 +99,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             dns: a.dns.clone(),
             images: a.images.clone(),
             disable_proxy: a.disable_proxy,
+            // Agents of one `keel up` share a network namespace, where
+            // host-gw routes between them mean nothing: always loopback.
+            network: keel_node::podnet::NetworkMode::Loopback,
         };
         let cfg = args.config(None).await?;
         runtimes.push(cfg.runtime.clone());

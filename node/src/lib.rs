@@ -3,7 +3,8 @@
 //! [`agent`] is the node agent (registration, heartbeats, the pod watch,
 //! the per-pod sync loop, probes, volumes, status, logs); [`agent::run`] is
 //! its entry point; [`proxy`] is the Service proxy, [`dns`] the cluster DNS
-//! server and [`ingress`] the built-in Ingress router every agent runs.
+//! server and [`ingress`] the built-in Ingress router every agent runs;
+//! [`podnet`] is netns mode (a network namespace per pod).
 //! Below it is the runtime layer ([`runtime`]): the
 //! [`runtime::Runtime`] trait and the `exec` runtime, in which containers are
 //! supervised child processes of the agent and image names resolve to built-in
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod dns;
 pub mod image;
 pub mod ingress;
+pub mod podnet;
 pub mod proxy;
 pub mod runtime;
 

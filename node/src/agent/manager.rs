@@ -152,8 +152,22 @@ async fn clean_orphans(ctx: Arc<Ctx>, live: Arc<Mutex<HashSet<String>>>) {
         for e in entries.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
             if !known(&uid) {
+                // The namespace pin is a mount inside the directory.
+                super::pod::network::teardown(&ctx, &uid).await;
                 let _ = std::fs::remove_dir_all(e.path());
             }
+        }
+    }
+    if ctx.cfg.network == crate::podnet::NetworkMode::Netns {
+        let Ok(live) = live.lock().map(|l| l.clone()) else {
+            return;
+        };
+        match crate::podnet::sweep_veths(&live).await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(?gone, "removed veths of unassigned pods")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot sweep pod veths"),
         }
     }
     if let Ok(mut ipam) = ctx.ipam.lock() {

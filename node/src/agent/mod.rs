@@ -27,6 +27,7 @@
 //! ```text
 //! runtime/                          exec runtime state (see [`exec_runtime`])
 //! ipam.json                         pod uid -> IP
+//! pods/<uid>/ns/net                 netns mode: the pod's pinned network namespace
 //! pods/<uid>/state.json             restart counts, last exits, init progress
 //! pods/<uid>/resolv.conf            the pod's DNS configuration (env KEEL_RESOLV_CONF)
 //! pods/<uid>/volumes/<volume>/      emptyDir, configMap, secret contents
@@ -65,7 +66,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::runtime::exec::{ExecConfig, ExecRuntime};
@@ -125,6 +126,10 @@ pub struct AgentConfig {
     /// How often node and container usage is sampled; CPU rates served to
     /// the metrics API span the last two samples.
     pub metrics_interval: Duration,
+    /// Loopback (pods share the agent's network namespace) or netns (a
+    /// namespace per pod, bridge, host-gw routes: see [`crate::podnet`]).
+    /// Netns mode needs the isolating runtime ([`keel_runtime_netns`]).
+    pub network: crate::podnet::NetworkMode,
 }
 
 impl AgentConfig {
@@ -161,6 +166,7 @@ impl AgentConfig {
             proxy: true,
             images: None,
             metrics_interval: Duration::from_secs(5),
+            network: crate::podnet::NetworkMode::Loopback,
         }
     }
 }
@@ -175,6 +181,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("listen_logs", &self.listen_logs)
             .field("node_ip", &self.node_ip)
             .field("ingress", &self.ingress)
+            .field("network", &self.network)
             .finish_non_exhaustive()
     }
 }
@@ -219,6 +226,33 @@ pub fn keel_runtime(
     Ok(Arc::new(IsolatedRuntime::new(config)?))
 }
 
+/// The isolating runtime for netns mode: containers join the network
+/// namespaces the agent pins under `<root_dir>/pods`. Unlike
+/// [`keel_runtime`] there is no fallback: the exec runtime cannot put a
+/// pod in a namespace, so a host that cannot isolate is an error naming
+/// what is missing.
+pub fn keel_runtime_netns(
+    root_dir: &Path,
+    keel_binary: PathBuf,
+    image_dir: Option<PathBuf>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
+    use crate::runtime::isolated::{missing_features, IsolatedConfig, IsolatedRuntime};
+    let mut config = IsolatedConfig::new(ExecConfig {
+        state_dir: root_dir.join("runtime"),
+        keel_binary,
+        image_dir,
+    });
+    let missing = missing_features(&config.cgroup_mount);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "--network netns needs the keel runtime, which is unavailable here ({})",
+            missing.join(", ")
+        );
+    }
+    config.pod_netns_root = Some(root_dir.join("pods"));
+    Ok(Arc::new(IsolatedRuntime::new(config)?))
+}
+
 /// What every part of the agent shares once the node is registered.
 pub struct Ctx {
     pub cfg: AgentConfig,
@@ -231,6 +265,9 @@ pub struct Ctx {
     /// Every Service of the cluster, for the pods' Service environment
     /// variables; `None` when no API client could be built.
     pub services: Option<cache::Cache<Service>>,
+    /// Netns mode: the node's pod network, set once the node is registered
+    /// with a podCIDR (pods wait for it).
+    pub podnet: std::sync::OnceLock<crate::podnet::PodNet>,
 }
 
 impl Ctx {
@@ -239,7 +276,12 @@ impl Ctx {
     }
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.cfg.root_dir.join("pods").join(uid)
+        self.pods_root().join(uid)
+    }
+
+    /// `<root>/pods`, the parent of every pod directory.
+    pub fn pods_root(&self) -> PathBuf {
+        self.cfg.root_dir.join("pods")
     }
 }
 
@@ -283,6 +325,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         index,
         dns,
         services,
+        podnet: std::sync::OnceLock::new(),
     };
     let result = tokio::select! {
         () = shutdown => Ok(()),
@@ -334,6 +377,41 @@ fn start_networking(cfg: &AgentConfig, tasks: &tasks::Tasks) -> Option<cache::Ca
     Some(services)
 }
 
+/// Netns mode: the bridge, forwarding and the host-gw route loop for a
+/// node with podCIDR `cidr`. Without one (or on a netlink failure) pods of
+/// this node wait, with the reason in their status.
+async fn start_pod_network(ctx: &Ctx, cidr: Option<&str>, tasks: &tasks::Tasks) {
+    let Some(cidr) = cidr else {
+        tracing::error!("netns mode: the node has no podCIDR; pods cannot start");
+        return;
+    };
+    let net = match crate::podnet::PodNet::new(ctx.pods_root(), cidr) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "netns mode: unusable podCIDR");
+            return;
+        }
+    };
+    if let Err(e) = net.prepare_node().await {
+        tracing::error!(error = %format!("{e:#}"), "netns mode: cannot set up the node bridge");
+        return;
+    }
+    match api::client(&ctx.cfg, "keel-hostgw") {
+        Ok(client) => {
+            let (nodes, feed) = cache::Cache::start(kube::Api::<Node>::all(client));
+            tasks.spawn(feed);
+            tasks.spawn(crate::podnet::hostgw::run(
+                nodes,
+                ctx.cfg.node_name.clone(),
+                net.gateway.trunc(),
+            ));
+        }
+        Err(e) => tracing::error!(error = %e, "no API client: no host-gw routes"),
+    }
+    tracing::info!(bridge = %net.bridge, gateway = %net.gateway, "pod network ready (netns mode)");
+    let _ = ctx.podnet.set(net);
+}
+
 async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow::Result<()> {
     let builder = register::NodeBuilder::new(&ctx.cfg, logs_port);
     let node = register::register_until_ok(&ctx.client, &builder).await;
@@ -342,7 +420,10 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
     ctx.ipam
         .lock()
         .map_err(|_| anyhow::anyhow!("ipam lock poisoned"))?
-        .set_cidr(pod_cidr);
+        .set_cidr(pod_cidr.clone());
+    if ctx.cfg.network == crate::podnet::NetworkMode::Netns {
+        start_pod_network(&ctx, pod_cidr.as_deref(), &tasks).await;
+    }
     tasks.spawn(register::heartbeat_loop(
         ctx.client.clone(),
         builder,

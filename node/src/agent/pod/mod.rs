@@ -8,6 +8,7 @@
 //! - [`probe`]: exec, httpGet and tcpSocket probes;
 //! - [`env`](mod@env): container environment (`env`, `envFrom`, downward API);
 //! - [`volumes`]: emptyDir, hostPath, configMap and secret volumes;
+//! - [`network`]: the pod's namespace and IP in netns mode;
 //! - [`isolation`]: requests, limits and securityContext for the runtime;
 //! - [`objects`]: ConfigMaps and Secrets fetched for one sync;
 //! - [`state`]: what survives an agent restart;
@@ -18,6 +19,7 @@ pub mod container;
 pub mod env;
 pub mod image;
 pub mod isolation;
+pub mod network;
 pub mod objects;
 pub mod probe;
 pub mod state;

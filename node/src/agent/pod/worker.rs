@@ -26,7 +26,7 @@ use super::env::Addresses;
 use super::objects::Objects;
 use super::state::PodState;
 use super::status::{self, Conditions, Snapshot};
-use super::volumes;
+use super::{network, volumes};
 use crate::agent::events::Kind as EventKind;
 use crate::agent::{time, Ctx};
 
@@ -75,6 +75,8 @@ struct Worker {
     blocked: Option<(String, String)>,
     next_setup: Instant,
     adopted: bool,
+    /// Netns mode: the pod's namespace and veth are in place.
+    net_ready: bool,
     inits: Vec<Run>,
     apps: Vec<Run>,
     init_done: bool,
@@ -124,6 +126,7 @@ impl Worker {
             blocked: None,
             next_setup: Instant::now(),
             adopted: false,
+            net_ready: false,
             inits,
             apps,
             init_failed: false,
@@ -208,6 +211,9 @@ impl Worker {
         if !self.adopted {
             self.adopt().await;
         }
+        if !self.net_ready && !self.prepare_network().await {
+            return;
+        }
         if self.volumes.is_none() && !self.prepare_volumes().await {
             return;
         }
@@ -290,6 +296,42 @@ impl Worker {
             let _ = rt.stop(&info.id, grace_ms(None)).await;
         }
         let _ = rt.remove(&info.id).await;
+    }
+
+    /// Netns mode: the pod's IP and namespace; false (and a waiting reason)
+    /// while that fails. Done at once elsewhere.
+    async fn prepare_network(&mut self) -> bool {
+        if !network::needs_netns(&self.ctx, &self.pod) {
+            self.net_ready = true;
+            return true;
+        }
+        if Instant::now() < self.next_setup {
+            return false;
+        }
+        match network::setup(&self.ctx, &self.uid).await {
+            Ok(ip) => {
+                if let Some(a) = self.addrs.as_mut() {
+                    a.pod_ip = ip.to_string();
+                }
+                self.net_ready = true;
+                self.blocked = None;
+                true
+            }
+            Err(msg) => {
+                if self.blocked.as_ref().map(|b| &b.1) != Some(&msg) {
+                    self.ctx.events.pod(
+                        &self.pod,
+                        None,
+                        EventKind::Warning,
+                        "FailedCreatePodSandBox",
+                        &msg,
+                    );
+                }
+                self.blocked = Some(("ContainerCreating".into(), msg));
+                self.next_setup = Instant::now() + self.ctx.cfg.backoff_base.min(SETUP_RETRY_MAX);
+                false
+            }
+        }
     }
 
     /// Prepares volumes; false (and a waiting reason) while that fails.
@@ -517,6 +559,8 @@ impl Worker {
                 }
             }
         }
+        // Before the directory: the namespace pin is a mount inside it.
+        network::teardown(&self.ctx, &self.uid).await;
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove pod directory");

@@ -70,10 +70,16 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
             nix::unistd::sethostname(&iso.hostname).context("sethostname")?;
         }
     }
-    match iso.network {
-        // Loopback mode: the host's network namespace. A netns mode joins
-        // the pod's network namespace here (setns), pinned like IPC and UTS.
+    match &iso.network {
+        // Loopback mode: the host's network namespace.
         NetworkMode::Host => {}
+        // Netns mode: the namespace the agent made and pinned for the pod.
+        NetworkMode::Pod { netns } => {
+            let file = File::open(netns)
+                .with_context(|| format!("open the pod's network namespace {}", netns.display()))?;
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                .context("join the pod's network namespace")?;
+        }
     }
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
     mount(

@@ -6,7 +6,8 @@
 //! securityContext's user with a reduced capability set and `no_new_privs`.
 //!
 //! Network: in loopback mode pods share the agent's network namespace, so no
-//! network namespace is created (see [`plan::NetworkMode`] for the hook).
+//! network namespace is created; in netns mode containers join the pod's
+//! namespace the agent pinned ([`plan::NetworkMode`], [`crate::podnet`]).
 //!
 //! What each container sees:
 //! - `/`: an overlay of the image rootfs (read-only lower) with a writable
@@ -80,6 +81,11 @@ pub struct IsolatedConfig {
     pub cgroup_parent: String,
     /// `pids.max` of every container; `None` = unlimited.
     pub pids_limit: Option<u64>,
+    /// Netns mode: the agent's `<root>/pods`, under which it pins each
+    /// pod's network namespace ([`crate::podnet::pin_path`]). A container
+    /// of a pod with a pinned namespace joins it; one without (hostNetwork
+    /// pods) runs in the agent's. `None`: loopback mode, always the agent's.
+    pub pod_netns_root: Option<PathBuf>,
 }
 
 impl IsolatedConfig {
@@ -91,6 +97,7 @@ impl IsolatedConfig {
             cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "keel".into(),
             pids_limit: Some(4096),
+            pod_netns_root: None,
         }
     }
 }
@@ -221,7 +228,7 @@ impl IsolatedRuntime {
             capabilities,
             no_new_privs: !sec.privileged && !sec.allow_privilege_escalation.unwrap_or(false),
             privileged: sec.privileged,
-            network: NetworkMode::Host,
+            network: self.network_mode(&spec.pod_uid),
             cgroup: cgroup.clone(),
             pod_ns_dir: Some(self.pod_ns_dir(&spec.pod_uid)),
         };
@@ -243,6 +250,21 @@ impl IsolatedRuntime {
         record
             .isolation
             .ok_or_else(|| RuntimeError::Other(format!("{} is not isolated", dir.display())))
+    }
+
+    /// Which network a container of pod `pod_uid` joins (see
+    /// [`IsolatedConfig::pod_netns_root`]).
+    fn network_mode(&self, pod_uid: &str) -> NetworkMode {
+        let pin = self
+            .config
+            .pod_netns_root
+            .as_ref()
+            .filter(|_| !pod_uid.contains('/') && pod_uid != ".." && pod_uid != ".")
+            .map(|root| crate::podnet::pin_path(root, pod_uid));
+        match pin {
+            Some(netns) if crate::podnet::ns::is_pinned(&netns) => NetworkMode::Pod { netns },
+            _ => NetworkMode::Host,
+        }
     }
 
     /// `<state>/pods/<uid>/ns`: the pins of a pod's IPC and UTS namespaces.

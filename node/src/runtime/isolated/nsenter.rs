@@ -53,6 +53,7 @@ fn enter_and_run(dir: &Path, command: &[String]) -> anyhow::Result<i32> {
     for (name, flag) in [
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {

@@ -23,14 +23,14 @@ pub enum RootSource {
 }
 
 /// How the container's network is set up.
-///
-/// Only `Host` exists: in loopback mode pods share the agent's network
-/// namespace. A netns mode adds a variant here and joins the pod's network
-/// namespace in [`super::init`] where the hook is marked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetworkMode {
+    /// The agent's network namespace (loopback mode, hostNetwork pods).
     #[default]
     Host,
+    /// The pod's network namespace, pinned at `netns` by the agent
+    /// ([`crate::podnet`]); [`super::init`] joins it with `setns`.
+    Pod { netns: PathBuf },
 }
 
 /// The user a container (and `exec` in it) runs as.
