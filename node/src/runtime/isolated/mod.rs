@@ -33,8 +33,10 @@
 //!
 //! IPC and UTS namespaces are per pod (pinned by bind mounts under
 //! `<state>/pods/<uid>/ns` until the pod's last container is removed); PID
-//! namespaces are per container: `shareProcessNamespace` is not implemented
-//! yet (containers of such a pod still see only themselves).
+//! namespaces are per container, or per pod with `shareProcessNamespace`
+//! (see [`podpid`]: a pause process is the namespace's PID 1 and reaps
+//! orphans). `seccompProfile: RuntimeDefault` installs [`seccomp`]'s
+//! default filter; `Localhost` profiles are refused at start.
 
 pub mod caps;
 pub mod cgroup;
@@ -42,6 +44,8 @@ mod image;
 pub mod init;
 pub mod nsenter;
 pub mod plan;
+pub mod podpid;
+pub mod seccomp;
 mod ttyproxy;
 
 use std::io::Read;
@@ -60,7 +64,7 @@ use super::supervisor::{
 };
 use super::{
     BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ContainerStats,
-    ExecRequest, ExecSession, Mount, Result, Runtime, RuntimeError,
+    ExecRequest, ExecSession, Mount, Result, Runtime, RuntimeError, SeccompProfile,
 };
 
 /// First argument of the container init mode: `<keel> __init <container-dir>`.
@@ -156,6 +160,15 @@ impl IsolatedRuntime {
             &sec.capabilities_drop,
         )
         .map_err(RuntimeError::InvalidSpec)?;
+        let seccomp = match &sec.seccomp {
+            SeccompProfile::Unconfined => false,
+            SeccompProfile::RuntimeDefault => true,
+            SeccompProfile::Localhost(profile) => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "seccompProfile Localhost ({profile:?}) is not supported by the keel runtime; use RuntimeDefault or Unconfined"
+                )))
+            }
+        };
         for m in &spec.mounts {
             if !m.destination.is_absolute() {
                 return Err(RuntimeError::InvalidSpec(format!(
@@ -224,6 +237,8 @@ impl IsolatedRuntime {
             network: NetworkMode::Host,
             cgroup: cgroup.clone(),
             pod_ns_dir: Some(self.pod_ns_dir(&spec.pod_uid)),
+            share_pid: sec.share_process_namespace,
+            seccomp,
         };
         let record = ContainerRecord {
             spec: spec.clone(),
@@ -436,14 +451,18 @@ fn pod_files(spec: &ContainerSpec, dir: &Path) -> std::io::Result<Vec<Mount>> {
 }
 
 /// Supervisor side: spawns the container init in a new PID namespace (the
-/// init is its PID 1) and waits until it has exec'd the container process
-/// or reported why it could not.
+/// init is its PID 1), or in the pod's shared one, and waits until it has
+/// exec'd the container process or reported why it could not.
 pub(crate) fn spawn_isolated(
     dir: &Path,
+    iso: &IsolationRecord,
     log_path: &Path,
 ) -> std::result::Result<std::process::Child, String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("unshare PID namespace: {e}"))?;
+    match (&iso.pod_ns_dir, iso.share_pid) {
+        (Some(ns_dir), true) => podpid::enter(ns_dir)?,
+        _ => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| format!("unshare PID namespace: {e}"))?,
+    }
     let log = open_log(log_path).map_err(|e| format!("open log {}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let mut fds = [0 as libc::c_int; 2];
