@@ -711,3 +711,147 @@ async fn runtime_default_seccomp_denies_mount_and_unshare_even_with_cap_sys_admi
         other => panic!("expected InvalidSpec, got {other:?}"),
     }
 }
+
+/// `running.json` of container `id`: (supervisor pid, main pid).
+fn running_pids(f: &Fixture, id: &ContainerId) -> (i32, i32) {
+    let path = f
+        .dir
+        .join("state/containers")
+        .join(&id.0)
+        .join("running.json");
+    let running: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let pid = |k: &str| running[k]["pid"].as_i64().unwrap() as i32;
+    (pid("supervisor"), pid("main"))
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn the_startup_sweep_removes_leftovers_of_dead_pods_and_keeps_running_ones() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let shared = |uid: &str, script: &str| {
+        let mut spec = f.sh(uid, "c", script);
+        spec.security.share_process_namespace = true;
+        spec
+    };
+    let live = rt
+        .start(&shared("u-live", "exec sleep 1001"))
+        .await
+        .unwrap();
+    let dead = rt
+        .start(&shared("u-dead", "exec sleep 1002"))
+        .await
+        .unwrap();
+    let live_cg = rt.cgroup(&live).unwrap();
+    let dead_cg = rt.cgroup(&dead).unwrap();
+    // The agent and the dead pod's supervisor are SIGKILLed; the container
+    // process goes too (what a node crash or OOM kill leaves behind).
+    let (sup, main) = running_pids(&f, &dead);
+    for pid in [sup, main] {
+        // SAFETY: kill has no memory-safety requirements.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    drop(rt);
+    // Fabricated leftovers of a pod with no containers left (only its pod
+    // directory): a pinned namespace, and a cgroup with a process in it.
+    let cg_parent = live_cg
+        .dirs
+        .values()
+        .next()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let stray_cg = cg_parent.join("podu-stray");
+    // Another agent's pod on this host: not this agent's to remove.
+    let foreign_cg = cg_parent.join("podof-another-agent");
+    std::fs::create_dir_all(&foreign_cg).unwrap();
+    std::fs::create_dir_all(stray_cg.join("c")).unwrap();
+    let mut stray = std::process::Command::new("sleep")
+        .arg("1003")
+        .spawn()
+        .unwrap();
+    std::fs::write(stray_cg.join("c/cgroup.procs"), stray.id().to_string()).unwrap();
+    let stray_pin = f.dir.join("state/pods/u-stray/ns/ipc");
+    std::fs::create_dir_all(stray_pin.parent().unwrap()).unwrap();
+    std::fs::write(&stray_pin, "").unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["--bind", "/proc/self/ns/ipc"])
+        .arg(&stray_pin)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dead_pause = f.dir.join("state/pods/u-dead/ns/pause.json");
+    let pause: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&dead_pause).unwrap()).unwrap();
+    let pause_pid = pause["pid"].as_i64().unwrap() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (alive(main) || alive(sup)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive(pause_pid) && !alive(main));
+
+    // The agent starts again.
+    let rt = f.runtime();
+    let report = rt.sweep_stale().unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!f.dir.join("state/pods/u-dead").exists(), "{report:?}");
+    assert!(!f.dir.join("state/pods/u-stray").exists(), "{report:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pause_pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pause_pid), "the dead pod's pause process is killed");
+    assert!(!stray_cg.exists(), "{report:?}");
+    assert!(foreign_cg.exists(), "other agents' pods are left alone");
+    std::fs::remove_dir(&foreign_cg).unwrap();
+    assert!(
+        matches!(stray.try_wait(), Ok(Some(_))),
+        "a process left in a stale cgroup is killed"
+    );
+    for dir in dead_cg.dirs.values() {
+        assert!(
+            !dir.exists() && !dir.parent().unwrap().exists(),
+            "{}",
+            dir.display()
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("u-dead") && !mounts.contains("u-stray"),
+        "{mounts}"
+    );
+
+    // The running pod is untouched and still usable.
+    assert!(rt.state(&live).await.unwrap().is_running());
+    for dir in live_cg.dirs.values() {
+        assert!(dir.exists(), "{}", dir.display());
+    }
+    assert!(f.dir.join("state/pods/u-live/ns/pause.json").exists());
+    let (out, _, code) = collect(
+        rt.exec(&live, exec_req(&["ps", "-o", "args"]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sleep 1001") && out.contains("__pause"),
+        "{out}"
+    );
+
+    // The dead pod's record is still removable afterwards.
+    assert!(!rt.state(&dead).await.unwrap().is_running());
+    rt.remove(&dead).await.unwrap();
+    rt.stop(&live, 1_000).await.unwrap();
+    rt.remove(&live).await.unwrap();
+    assert!(!mounted_under(&f.dir));
+}

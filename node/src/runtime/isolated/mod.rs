@@ -46,6 +46,7 @@ pub mod nsenter;
 pub mod plan;
 pub mod podpid;
 pub mod seccomp;
+pub mod sweep;
 mod ttyproxy;
 
 use std::io::Read;
@@ -262,22 +263,39 @@ impl IsolatedRuntime {
 
     /// `<state>/pods/<uid>/ns`: the pins of a pod's IPC and UTS namespaces.
     fn pod_ns_dir(&self, pod_uid: &str) -> PathBuf {
-        let clean: String = pod_uid
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         self.config
             .exec
             .state_dir
             .join("pods")
-            .join(clean)
+            .join(pod_dir_name(pod_uid))
             .join("ns")
+    }
+
+    /// The agent's startup sweep (see [`sweep`]): removes the namespace
+    /// pins, pause processes, cgroups and mounts of pods none of whose
+    /// containers runs any more, and leaves running pods alone. Call it
+    /// when the agent starts, before it starts containers.
+    /// Errors: the state directory cannot be listed.
+    pub fn sweep_stale(&self) -> Result<sweep::SweepReport> {
+        let containers = self.inner.list_containers()?;
+        let live: Vec<&ContainerInfo> =
+            containers.iter().filter(|c| c.state.is_running()).collect();
+        let input = sweep::SweepInput {
+            state_dir: &self.config.exec.state_dir,
+            layout: &self.layout,
+            cgroup_parent: &self.config.cgroup_parent,
+            live_pod_dirs: live.iter().map(|c| pod_dir_name(&c.spec.pod_uid)).collect(),
+            live_pod_cgroups: live
+                .iter()
+                .map(|c| format!("pod{}", cgroup::clean(&c.spec.pod_uid)))
+                .collect(),
+            dead_pod_cgroups: containers
+                .iter()
+                .map(|c| format!("pod{}", cgroup::clean(&c.spec.pod_uid)))
+                .collect(),
+            live_containers: live.iter().map(|c| c.id.0.clone()).collect(),
+        };
+        Ok(sweep::sweep(&input))
     }
 
     fn remove_container(&self, id: &ContainerId) -> Result<()> {
@@ -394,6 +412,20 @@ impl Runtime for IsolatedRuntime {
             .and_then(|dir| read_json(&dir.join(WARNINGS_FILE)).ok().flatten())
             .unwrap_or_default()
     }
+}
+
+/// A pod uid as a directory name under `<state>/pods`.
+fn pod_dir_name(pod_uid: &str) -> String {
+    pod_uid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A pod name as a hostname (at most 63 bytes, as the kubelet truncates).
