@@ -18,6 +18,7 @@
 //! target/release/keel-bench dns            # cluster DNS queries/s
 //! target/release/keel-bench proxy          # Service proxy data path + updates
 //! target/release/keel-bench failover       # leader SIGKILLs: write outage, vs etcd
+//! target/release/keel-bench pods           # pod start, memory, exec per runtime
 //! ```
 
 mod api;
@@ -26,6 +27,7 @@ mod dns;
 mod e2e;
 mod failover;
 mod ingress;
+mod pods;
 mod proxy;
 mod report;
 mod scheduler;
@@ -103,6 +105,9 @@ enum Command {
     /// `keel up --agents N` end to end: time from a Deployment's create to
     /// all its replicas Ready.
     E2e(e2e::E2eArgs),
+    /// Per container runtime (keel, exec, docker): pod start latency
+    /// (create → Running), supervisor memory per pod, `exec` round trips.
+    Pods(pods::PodsArgs),
     /// keel's Ingress router in process: requests/s and latency through
     /// the router vs straight to the upstream, HTTP/1.1 keep-alive.
     Ingress(ingress::IngressArgs),
@@ -142,6 +147,7 @@ async fn main() -> Result<()> {
         Some(Command::Api(a)) => return api::main(a).await,
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
+        Some(Command::Pods(a)) => return pods::main(a).await,
         Some(Command::Ingress(a)) => return ingress::main(a).await,
         Some(Command::Dns(a)) => return dns::main(a).await,
         Some(Command::Proxy(a)) => return proxy::main(a).await,

@@ -46,6 +46,10 @@ pub fn run_internal_mode(args: &[String]) {
             Some(dir) => runtime::isolated::init::run_init(std::path::Path::new(dir)),
             None => exit_usage("missing container directory"),
         },
+        Some(runtime::isolated::podpid::PAUSE_ARG) => match args.get(2) {
+            Some(root) => runtime::isolated::podpid::run_pause(std::path::Path::new(root)),
+            None => exit_usage("missing pause root directory"),
+        },
         Some(runtime::isolated::NSENTER_ARG) => match (args.get(2), args.get(3)) {
             (Some(dir), Some(sep)) if sep == "--" => {
                 runtime::isolated::nsenter::run_nsenter(std::path::Path::new(dir), &args[4..])

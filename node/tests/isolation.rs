@@ -12,13 +12,13 @@ use keel_node::runtime::exec::ExecConfig;
 use keel_node::runtime::isolated::{missing_features, IsolatedConfig, IsolatedRuntime};
 use keel_node::runtime::{
     ContainerId, ContainerSpec, ContainerState, ExecOutput, ExecRequest, ExecSession, ImageRoot,
-    Mount, Runtime, RuntimeError,
+    Mount, Runtime, RuntimeError, SeccompProfile,
 };
 
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "ps", "id", "cat", "ls", "echo", "sleep", "hostname", "touch", "wc", "grep", "yes",
-    "test", "mount", "head", "true", "readlink", "tty", "stty",
+    "test", "mount", "head", "true", "readlink", "tty", "stty", "mkdir", "unshare",
 ];
 
 /// Why these tests cannot run here, if they cannot.
@@ -575,4 +575,283 @@ async fn containers_of_a_pod_share_ipc_and_uts_namespaces_until_the_last_is_remo
     rt.remove(&other).await.unwrap();
     assert!(!f.dir.join("state/pods/u-pod").exists());
     assert!(!mounted_under(&f.dir), "namespace pins unmounted");
+}
+
+#[tokio::test]
+async fn share_process_namespace_shows_the_pods_processes_and_its_init_reaps_orphans() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let shared = |name: &str, script: &str| {
+        let mut spec = f.sh("u-shared", name, script);
+        spec.security.share_process_namespace = true;
+        spec
+    };
+    let a = rt.start(&shared("a", "exec sleep 1001")).await.unwrap();
+    // The inner shell exits at once; its background `sleep` is orphaned,
+    // so the namespace's init must reap it or it stays a zombie.
+    let b = rt
+        .start(&shared("b", "sh -c 'sleep 0.2 &'; exec sleep 1002"))
+        .await
+        .unwrap();
+    let alone = rt
+        .start(&f.sh("u-alone", "c", "exec sleep 1003"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let ps = || exec_req(&["ps", "-o", "pid,stat,args"]);
+    let (out, err, code) = collect(rt.exec(&a, ps()).await.unwrap()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sleep 1002"), "a sees b's process: {out}");
+    assert!(out.contains("sleep 1001"), "{out}");
+    let init = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(init.contains("__pause"), "PID 1 is the pod's pause: {out}");
+    let zombies: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|s| s.starts_with('Z'))
+        })
+        .collect();
+    assert!(zombies.is_empty(), "orphans are reaped: {out}");
+    let (out, _, _) = collect(rt.exec(&alone, ps()).await.unwrap()).await;
+    assert!(
+        !out.contains("sleep 1001") && !out.contains("__pause"),
+        "a pod without shareProcessNamespace sees only itself: {out}"
+    );
+    let pause: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.dir.join("state/pods/u-shared/ns/pause.json")).unwrap(),
+    )
+    .unwrap();
+    let pause_pid = pause["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pause_pid}/status")).unwrap();
+    assert!(
+        status.contains("Uid:\t65534") && status.contains("CapEff:\t0000000000000000"),
+        "the pause process runs unprivileged: {status}"
+    );
+    // A restarted container joins the same namespace.
+    rt.stop(&b, 1_000).await.unwrap();
+    rt.remove(&b).await.unwrap();
+    let b2 = rt.start(&shared("b2", "exec sleep 1004")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (out, _, _) = collect(rt.exec(&a, ps()).await.unwrap()).await;
+    assert!(out.contains("sleep 1004"), "{out}");
+    for id in [&a, &b2, &alone] {
+        rt.stop(id, 1_000).await.unwrap();
+        rt.remove(id).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pause_pid}/ns")).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = std::fs::read_to_string(format!("/proc/{pause_pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true);
+    assert!(gone, "the pause process ends with the pod's last container");
+    assert!(!f.dir.join("state/pods/u-shared").exists());
+    assert!(!mounted_under(&f.dir), "the PID namespace pin is unmounted");
+}
+
+#[tokio::test]
+async fn runtime_default_seccomp_denies_mount_and_unshare_even_with_cap_sys_admin() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let script = "grep Seccomp: /proc/self/status; mkdir -p /mnt; \
+                  mount -t tmpfs none /mnt && echo MOUNTED; \
+                  unshare -u true && echo UNSHARED; echo done";
+    let mut spec = f.sh("u-sec", "default", script);
+    spec.security.capabilities_add = vec!["SYS_ADMIN".into()];
+    spec.security.seccomp = SeccompProfile::RuntimeDefault;
+    let (log, code, _) = run(rt.as_ref(), &spec).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("Seccomp:\t2"), "a filter is installed: {log}");
+    assert!(
+        !log.contains("MOUNTED") && !log.contains("UNSHARED"),
+        "{log}"
+    );
+    assert!(log.contains("Operation not permitted"), "EPERM: {log}");
+
+    // The same container unconfined: the capability alone allows both.
+    let mut spec = f.sh("u-sec", "unconfined", script);
+    spec.security.capabilities_add = vec!["SYS_ADMIN".into()];
+    let (log, code, _) = run(rt.as_ref(), &spec).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("Seccomp:\t0"), "{log}");
+    assert!(log.contains("MOUNTED") && log.contains("UNSHARED"), "{log}");
+
+    // exec runs under the container's filter too.
+    let mut spec = f.sh("u-sec", "exec", "exec sleep 1000");
+    spec.security.seccomp = SeccompProfile::RuntimeDefault;
+    let id = rt.start(&spec).await.unwrap();
+    let (out, _, code) = collect(
+        rt.exec(&id, exec_req(&["grep", "Seccomp:", "/proc/self/status"]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("Seccomp:\t2\n", 0));
+    rt.stop(&id, 1_000).await.unwrap();
+    rt.remove(&id).await.unwrap();
+
+    // Localhost profiles are refused with a clear message.
+    let mut spec = f.sh("u-sec", "local", "true");
+    spec.security.seccomp = SeccompProfile::Localhost("profiles/audit.json".into());
+    match rt.start(&spec).await {
+        Err(RuntimeError::InvalidSpec(msg)) => {
+            assert!(
+                msg.contains("Localhost") && msg.contains("not supported"),
+                "{msg}"
+            )
+        }
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+
+/// `running.json` of container `id`: (supervisor pid, main pid).
+fn running_pids(f: &Fixture, id: &ContainerId) -> (i32, i32) {
+    let path = f
+        .dir
+        .join("state/containers")
+        .join(&id.0)
+        .join("running.json");
+    let running: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let pid = |k: &str| running[k]["pid"].as_i64().unwrap() as i32;
+    (pid("supervisor"), pid("main"))
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn the_startup_sweep_removes_leftovers_of_dead_pods_and_keeps_running_ones() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let shared = |uid: &str, script: &str| {
+        let mut spec = f.sh(uid, "c", script);
+        spec.security.share_process_namespace = true;
+        spec
+    };
+    let live = rt
+        .start(&shared("u-live", "exec sleep 1001"))
+        .await
+        .unwrap();
+    let dead = rt
+        .start(&shared("u-dead", "exec sleep 1002"))
+        .await
+        .unwrap();
+    let live_cg = rt.cgroup(&live).unwrap();
+    let dead_cg = rt.cgroup(&dead).unwrap();
+    // The agent and the dead pod's supervisor are SIGKILLed; the container
+    // process goes too (what a node crash or OOM kill leaves behind).
+    let (sup, main) = running_pids(&f, &dead);
+    for pid in [sup, main] {
+        // SAFETY: kill has no memory-safety requirements.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    drop(rt);
+    // Fabricated leftovers of a pod with no containers left (only its pod
+    // directory): a pinned namespace, and a cgroup with a process in it.
+    let cg_parent = live_cg
+        .dirs
+        .values()
+        .next()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let stray_cg = cg_parent.join("podu-stray");
+    // Another agent's pod on this host: not this agent's to remove.
+    let foreign_cg = cg_parent.join("podof-another-agent");
+    std::fs::create_dir_all(&foreign_cg).unwrap();
+    std::fs::create_dir_all(stray_cg.join("c")).unwrap();
+    let mut stray = std::process::Command::new("sleep")
+        .arg("1003")
+        .spawn()
+        .unwrap();
+    std::fs::write(stray_cg.join("c/cgroup.procs"), stray.id().to_string()).unwrap();
+    let stray_pin = f.dir.join("state/pods/u-stray/ns/ipc");
+    std::fs::create_dir_all(stray_pin.parent().unwrap()).unwrap();
+    std::fs::write(&stray_pin, "").unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["--bind", "/proc/self/ns/ipc"])
+        .arg(&stray_pin)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dead_pause = f.dir.join("state/pods/u-dead/ns/pause.json");
+    let pause: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&dead_pause).unwrap()).unwrap();
+    let pause_pid = pause["pid"].as_i64().unwrap() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (alive(main) || alive(sup)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive(pause_pid) && !alive(main));
+
+    // The agent starts again.
+    let rt = f.runtime();
+    let report = rt.sweep_stale().unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!f.dir.join("state/pods/u-dead").exists(), "{report:?}");
+    assert!(!f.dir.join("state/pods/u-stray").exists(), "{report:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pause_pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pause_pid), "the dead pod's pause process is killed");
+    assert!(!stray_cg.exists(), "{report:?}");
+    assert!(foreign_cg.exists(), "other agents' pods are left alone");
+    std::fs::remove_dir(&foreign_cg).unwrap();
+    assert!(
+        matches!(stray.try_wait(), Ok(Some(_))),
+        "a process left in a stale cgroup is killed"
+    );
+    for dir in dead_cg.dirs.values() {
+        assert!(
+            !dir.exists() && !dir.parent().unwrap().exists(),
+            "{}",
+            dir.display()
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("u-dead") && !mounts.contains("u-stray"),
+        "{mounts}"
+    );
+
+    // The running pod is untouched and still usable.
+    assert!(rt.state(&live).await.unwrap().is_running());
+    for dir in live_cg.dirs.values() {
+        assert!(dir.exists(), "{}", dir.display());
+    }
+    assert!(f.dir.join("state/pods/u-live/ns/pause.json").exists());
+    let (out, _, code) = collect(
+        rt.exec(&live, exec_req(&["ps", "-o", "args"]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sleep 1001") && out.contains("__pause"),
+        "{out}"
+    );
+
+    // The dead pod's record is still removable afterwards.
+    assert!(!rt.state(&dead).await.unwrap().is_running());
+    rt.remove(&dead).await.unwrap();
+    rt.stop(&live, 1_000).await.unwrap();
+    rt.remove(&live).await.unwrap();
+    assert!(!mounted_under(&f.dir));
 }

@@ -223,7 +223,23 @@ pub fn keel_runtime(
         tracing::warn!(missing = %why, "keel runtime unavailable, using exec");
         return exec_runtime(root_dir, keel_binary, image_dir);
     }
-    Ok(Arc::new(IsolatedRuntime::new(config)?))
+    let runtime = IsolatedRuntime::new(config)?;
+    // Leftovers of pods whose agent and supervisors were killed; running
+    // pods are re-adopted and left alone.
+    let swept = runtime.sweep_stale()?;
+    let removed = swept.pod_dirs.len() + swept.cgroups.len() + swept.mounts.len();
+    if removed > 0 {
+        tracing::info!(
+            pod_dirs = swept.pod_dirs.len(),
+            cgroups = swept.cgroups.len(),
+            mounts = swept.mounts.len(),
+            "removed leftovers of stopped pods"
+        );
+    }
+    for e in &swept.errors {
+        tracing::warn!("startup sweep: {e}");
+    }
+    Ok(Arc::new(runtime))
 }
 
 /// The isolating runtime for netns mode: containers join the network

@@ -112,6 +112,27 @@ pub struct Security {
     pub capabilities_add: Vec<String>,
     #[serde(default)]
     pub capabilities_drop: Vec<String>,
+    /// `seccompProfile` (the container's, else the pod's).
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    /// The pod's `shareProcessNamespace`: one PID namespace for all its
+    /// containers (kept here, beside the securityContext, because it is an
+    /// isolation setting only a runtime with namespaces honours).
+    #[serde(default)]
+    pub share_process_namespace: bool,
+}
+
+/// `securityContext.seccompProfile`. Unset means `Unconfined`, as in
+/// Kubernetes without the `SeccompDefault` kubelet option.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    #[default]
+    Unconfined,
+    /// The runtime's default filter (see `isolated::seccomp`).
+    RuntimeDefault,
+    /// A profile file on the node (`localhostProfile`); not supported: a
+    /// container asking for one fails to start with a clear error.
+    Localhost(String),
 }
 
 /// An image from the image store, ready to run: a shared, read-only rootfs

@@ -132,7 +132,7 @@ fn supervise(dir: &Path) -> anyhow::Result<()> {
         read_json(&dir.join(SPEC_FILE))?.ok_or_else(|| anyhow::anyhow!("missing {SPEC_FILE}"))?;
     let started_at_ms = now_ms();
     let spawned = match &record.isolation {
-        Some(_) => super::isolated::spawn_isolated(dir, &record.process.log_path),
+        Some(iso) => super::isolated::spawn_isolated(dir, iso, &record.process.log_path),
         None => spawn_container(&record.process),
     };
     let mut child = match spawned {

@@ -5,7 +5,9 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use keel_apimachinery::quantity::quantity_nanos;
 
-use crate::runtime::{Resources, Security};
+use k8s_openapi::api::core::v1::SeccompProfile as K8sSeccompProfile;
+
+use crate::runtime::{Resources, SeccompProfile, Security};
 
 /// CPU in millicores (rounded up) and memory in bytes, from
 /// `resources.requests` / `resources.limits`. A limit without a request
@@ -58,6 +60,26 @@ pub fn security(pod: &Pod, container: &Container) -> Security {
         allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation),
         capabilities_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
         capabilities_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
+        seccomp: sc
+            .and_then(|s| s.seccomp_profile.as_ref())
+            .or(pod_sc.and_then(|s| s.seccomp_profile.as_ref()))
+            .map(seccomp)
+            .unwrap_or_default(),
+        share_process_namespace: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.share_process_namespace)
+            .unwrap_or(false),
+    }
+}
+
+/// The API's profile in runtime terms. The API server validates `type`;
+/// an unknown one here stays `Unconfined`, as the kubelet treats it.
+fn seccomp(p: &K8sSeccompProfile) -> SeccompProfile {
+    match p.type_.as_str() {
+        "RuntimeDefault" => SeccompProfile::RuntimeDefault,
+        "Localhost" => SeccompProfile::Localhost(p.localhost_profile.clone().unwrap_or_default()),
+        _ => SeccompProfile::Unconfined,
     }
 }
 
@@ -116,5 +138,39 @@ mod tests {
         assert!(s.read_only_root_filesystem && !s.privileged);
         assert_eq!(s.capabilities_drop, vec!["ALL"]);
         assert_eq!(s.capabilities_add, vec!["NET_BIND_SERVICE"]);
+        assert_eq!(s.seccomp, SeccompProfile::Unconfined);
+        assert!(!s.share_process_namespace);
+    }
+
+    #[test]
+    fn seccomp_profile_and_shared_pid_namespace_come_from_the_pod() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "shareProcessNamespace": true,
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "c"}, {"name": "d"}]
+            }
+        }))
+        .unwrap();
+        let plain = security(&pod, &container(serde_json::json!({"name": "c"})));
+        assert_eq!(plain.seccomp, SeccompProfile::RuntimeDefault);
+        assert!(plain.share_process_namespace);
+        let own = security(
+            &pod,
+            &container(serde_json::json!({
+                "name": "d",
+                "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}
+            })),
+        );
+        assert_eq!(own.seccomp, SeccompProfile::Localhost("p.json".into()));
+        let unconfined = security(
+            &pod,
+            &container(serde_json::json!({
+                "name": "d",
+                "securityContext": {"seccompProfile": {"type": "Unconfined"}}
+            })),
+        );
+        assert_eq!(unconfined.seccomp, SeccompProfile::Unconfined);
     }
 }

@@ -342,7 +342,8 @@ impl ContainerCgroup {
     }
 }
 
-fn remove_dir(dir: &Path) -> std::io::Result<()> {
+/// Removes one cgroup directory, SIGKILLing what is left in it; gone is fine.
+pub(super) fn remove_dir(dir: &Path) -> std::io::Result<()> {
     for _ in 0..50 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
@@ -368,7 +369,8 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-fn clean(s: &str) -> String {
+/// A pod uid or container id as a cgroup directory name.
+pub(super) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

@@ -144,7 +144,6 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
 /// the host's mount namespace, so the pins outlive this container). A lock
 /// file serialises concurrent starts in one pod.
 fn pod_namespaces(ns_dir: &Path, hostname: &str) -> anyhow::Result<()> {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
     std::fs::create_dir_all(ns_dir).with_context(|| format!("create {}", ns_dir.display()))?;
     let lock = File::create(ns_dir.join("lock")).context("pod namespace lock")?;
     // SAFETY: flock on a descriptor owned by `lock`; released when it drops.
@@ -159,13 +158,7 @@ fn pod_namespaces(ns_dir: &Path, hostname: &str) -> anyhow::Result<()> {
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
     ];
-    // The statfs type is i64 or i32 depending on the target.
-    #[allow(clippy::unnecessary_cast)]
-    let pinned = |p: &Path| {
-        nix::sys::statfs::statfs(p)
-            .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
-            .unwrap_or(false)
-    };
+    let pinned = |p: &Path| is_ns_pin(p);
     if kinds.iter().all(|(k, _)| pinned(&ns_dir.join(k))) {
         for (kind, flag) in kinds {
             let file = File::open(ns_dir.join(kind))?;
@@ -196,8 +189,20 @@ fn pod_namespaces(ns_dir: &Path, hostname: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Unpins a pod's namespaces (after its last container is removed).
+/// Whether `path` is a bind mount of a namespace file (a live pin).
+pub fn is_ns_pin(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // The statfs type is i64 or i32 depending on the target.
+    #[allow(clippy::unnecessary_cast)]
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Unpins a pod's namespaces (after its last container is removed) and
+/// ends its shared PID namespace, if it has one.
 pub fn release_pod_namespaces(ns_dir: &Path) -> std::io::Result<()> {
+    super::podpid::release(ns_dir);
     for kind in ["ipc", "uts"] {
         let _ = umount2(&ns_dir.join(kind), MntFlags::MNT_DETACH);
     }
@@ -226,6 +231,11 @@ fn exec_process(process: &ProcessSpec) -> anyhow::Error {
 pub fn drop_privileges(iso: &IsolationRecord, uid: u32, gid: u32) -> anyhow::Result<()> {
     if !iso.privileged {
         caps::drop_bounding(iso.capabilities).context("drop capabilities")?;
+    }
+    // Before the user switch: installing a filter without `no_new_privs`
+    // needs CAP_SYS_ADMIN, which the switch clears.
+    if iso.seccomp && !iso.privileged {
+        super::seccomp::apply_default().context("seccomp RuntimeDefault")?;
     }
     if iso.no_new_privs {
         // SAFETY: prctl with integer arguments only.

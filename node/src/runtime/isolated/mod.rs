@@ -34,8 +34,10 @@
 //!
 //! IPC and UTS namespaces are per pod (pinned by bind mounts under
 //! `<state>/pods/<uid>/ns` until the pod's last container is removed); PID
-//! namespaces are per container: `shareProcessNamespace` is not implemented
-//! yet (containers of such a pod still see only themselves).
+//! namespaces are per container, or per pod with `shareProcessNamespace`
+//! (see [`podpid`]: a pause process is the namespace's PID 1 and reaps
+//! orphans). `seccompProfile: RuntimeDefault` installs [`seccomp`]'s
+//! default filter; `Localhost` profiles are refused at start.
 
 pub mod caps;
 pub mod cgroup;
@@ -43,6 +45,9 @@ mod image;
 pub mod init;
 pub mod nsenter;
 pub mod plan;
+pub mod podpid;
+pub mod seccomp;
+pub mod sweep;
 mod ttyproxy;
 
 use std::io::Read;
@@ -61,7 +66,7 @@ use super::supervisor::{
 };
 use super::{
     BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ContainerStats,
-    ExecRequest, ExecSession, Mount, Result, Runtime, RuntimeError,
+    ExecRequest, ExecSession, Mount, Result, Runtime, RuntimeError, SeccompProfile,
 };
 
 /// First argument of the container init mode: `<keel> __init <container-dir>`.
@@ -163,6 +168,15 @@ impl IsolatedRuntime {
             &sec.capabilities_drop,
         )
         .map_err(RuntimeError::InvalidSpec)?;
+        let seccomp = match &sec.seccomp {
+            SeccompProfile::Unconfined => false,
+            SeccompProfile::RuntimeDefault => true,
+            SeccompProfile::Localhost(profile) => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "seccompProfile Localhost ({profile:?}) is not supported by the keel runtime; use RuntimeDefault or Unconfined"
+                )))
+            }
+        };
         for m in &spec.mounts {
             if !m.destination.is_absolute() {
                 return Err(RuntimeError::InvalidSpec(format!(
@@ -231,6 +245,8 @@ impl IsolatedRuntime {
             network: self.network_mode(&spec.pod_uid),
             cgroup: cgroup.clone(),
             pod_ns_dir: Some(self.pod_ns_dir(&spec.pod_uid)),
+            share_pid: sec.share_process_namespace,
+            seccomp,
         };
         let record = ContainerRecord {
             spec: spec.clone(),
@@ -269,22 +285,39 @@ impl IsolatedRuntime {
 
     /// `<state>/pods/<uid>/ns`: the pins of a pod's IPC and UTS namespaces.
     fn pod_ns_dir(&self, pod_uid: &str) -> PathBuf {
-        let clean: String = pod_uid
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         self.config
             .exec
             .state_dir
             .join("pods")
-            .join(clean)
+            .join(pod_dir_name(pod_uid))
             .join("ns")
+    }
+
+    /// The agent's startup sweep (see [`sweep`]): removes the namespace
+    /// pins, pause processes, cgroups and mounts of pods none of whose
+    /// containers runs any more, and leaves running pods alone. Call it
+    /// when the agent starts, before it starts containers.
+    /// Errors: the state directory cannot be listed.
+    pub fn sweep_stale(&self) -> Result<sweep::SweepReport> {
+        let containers = self.inner.list_containers()?;
+        let live: Vec<&ContainerInfo> =
+            containers.iter().filter(|c| c.state.is_running()).collect();
+        let input = sweep::SweepInput {
+            state_dir: &self.config.exec.state_dir,
+            layout: &self.layout,
+            cgroup_parent: &self.config.cgroup_parent,
+            live_pod_dirs: live.iter().map(|c| pod_dir_name(&c.spec.pod_uid)).collect(),
+            live_pod_cgroups: live
+                .iter()
+                .map(|c| format!("pod{}", cgroup::clean(&c.spec.pod_uid)))
+                .collect(),
+            dead_pod_cgroups: containers
+                .iter()
+                .map(|c| format!("pod{}", cgroup::clean(&c.spec.pod_uid)))
+                .collect(),
+            live_containers: live.iter().map(|c| c.id.0.clone()).collect(),
+        };
+        Ok(sweep::sweep(&input))
     }
 
     fn remove_container(&self, id: &ContainerId) -> Result<()> {
@@ -403,6 +436,20 @@ impl Runtime for IsolatedRuntime {
     }
 }
 
+/// A pod uid as a directory name under `<state>/pods`.
+fn pod_dir_name(pod_uid: &str) -> String {
+    pod_uid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A pod name as a hostname (at most 63 bytes, as the kubelet truncates).
 fn hostname(pod_name: &str) -> String {
     let mut h: String = pod_name.chars().take(63).collect();
@@ -458,14 +505,18 @@ fn pod_files(spec: &ContainerSpec, dir: &Path) -> std::io::Result<Vec<Mount>> {
 }
 
 /// Supervisor side: spawns the container init in a new PID namespace (the
-/// init is its PID 1) and waits until it has exec'd the container process
-/// or reported why it could not.
+/// init is its PID 1), or in the pod's shared one, and waits until it has
+/// exec'd the container process or reported why it could not.
 pub(crate) fn spawn_isolated(
     dir: &Path,
+    iso: &IsolationRecord,
     log_path: &Path,
 ) -> std::result::Result<std::process::Child, String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("unshare PID namespace: {e}"))?;
+    match (&iso.pod_ns_dir, iso.share_pid) {
+        (Some(ns_dir), true) => podpid::enter(ns_dir)?,
+        _ => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| format!("unshare PID namespace: {e}"))?,
+    }
     let log = open_log(log_path).map_err(|e| format!("open log {}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let mut fds = [0 as libc::c_int; 2];

@@ -68,6 +68,15 @@ pub struct IsolationRecord {
     /// the container gets namespaces of its own.
     #[serde(default)]
     pub pod_ns_dir: Option<PathBuf>,
+    /// `shareProcessNamespace`: the container joins its pod's PID namespace
+    /// (pinned in `pod_ns_dir`, see [`super::podpid`]) instead of getting
+    /// one of its own.
+    #[serde(default)]
+    pub share_pid: bool,
+    /// `RuntimeDefault`: the init and `exec` install the default seccomp
+    /// filter (see [`super::seccomp`]).
+    #[serde(default)]
+    pub seccomp: bool,
 }
 
 /// Resolves `user` against the current root's `/etc/passwd` and
