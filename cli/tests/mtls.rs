@@ -246,7 +246,9 @@ fn peer_session(addr: &str, ca: &Path, cert: &Path, key: &Path) -> Option<Vec<u8
     let host = addr.rsplit_once(':').unwrap().0.to_string();
     let mut conn =
         rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from(host).unwrap()).unwrap();
-    let mut tcp = TcpStream::connect(addr).unwrap();
+    let Ok(mut tcp) = TcpStream::connect(addr) else {
+        return None;
+    };
     tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     if tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").is_err() {
@@ -545,4 +547,56 @@ fn misconfigurations_are_refused_at_startup() {
         ],
         &["--cert-file is set but --listen-client-urls is not https://"],
     );
+}
+
+/// A joining replica finds `<data-dir>/pki/{peer.crt,peer.key,ca.crt}`:
+/// with an https peer URL and no peer TLS flags, those are used, with
+/// peer client cert auth on.
+#[test]
+fn pki_files_in_the_data_dir_are_the_peer_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_ok(keel().args(["certs", "init-ca", "--out"]).arg(d.join("ca")));
+    issue(
+        d,
+        Path::new("ca"),
+        "peer",
+        "solo",
+        &["127.0.0.1"],
+        &d.join("data/pki"),
+    );
+    issue(
+        d,
+        Path::new("ca"),
+        "peer",
+        "intruder",
+        &["127.0.0.9"],
+        &d.join("intruder"),
+    );
+    let peer = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let client = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let log = d.join("solo.log");
+    let mut child = keel()
+        .args(["server", "--name", "solo", "--disable-api", "--data-dir"])
+        .arg(d.join("data"))
+        .args(["--listen-peer-urls", &format!("https://{peer}")])
+        .args(["--listen-client-urls", &format!("http://{client}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pki = d.join("data/pki");
+    let ca = pki.join("ca.crt");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    util::wait_for(
+        "the TLS peer port",
+        20,
+        || peer_session(&peer, &ca, &pki.join("peer.crt"), &pki.join("peer.key")).is_some(),
+        read_log,
+    );
+    let i = d.join("intruder");
+    let refused = peer_session(&peer, &ca, &i.join("peer.crt"), &i.join("peer.key")).is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(refused, "a non-member got in with the default files");
 }
