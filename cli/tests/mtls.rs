@@ -178,7 +178,7 @@ impl TlsCluster {
         c.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint(i)))
             .arg(format!("--cacert={}", d.join("ca/ca.crt").display()))
-            .args(["--dial-timeout=2s", "--command-timeout=3s"]);
+            .args(["--dial-timeout=1s", "--command-timeout=3s"]);
         if with_cert {
             c.arg(format!("--cert={}", d.join("client/client.crt").display()))
                 .arg(format!("--key={}", d.join("client/client.key").display()));
@@ -286,7 +286,7 @@ fn tls_cluster_replicates_and_refuses_strangers() {
     );
 
     // Without a client certificate etcdctl is refused.
-    let out = c.etcdctl(0, false, &["put", "k", "v2"]);
+    let out = c.etcdctl(0, false, &["put", "k", "v2", "--command-timeout=1s"]);
     assert!(
         !out.status.success(),
         "a client without a certificate got in"
@@ -443,6 +443,9 @@ fn refused(args: &[&str], needles: &[&str]) {
         .arg(dir.path().join("data"))
         .args(["--disable-api"])
         .args(args)
+        // No backtrace: symbolizing one takes a second per refusal.
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
