@@ -1,6 +1,7 @@
 //! The `keel` binary: clap wiring only; the work lives in the crates.
 
 mod agent;
+mod certs;
 mod chaos;
 mod controller_manager;
 mod image;
@@ -9,6 +10,7 @@ mod member;
 mod server;
 mod server_join;
 mod server_token;
+mod server_tls;
 mod snapshot;
 mod up;
 
@@ -51,6 +53,9 @@ enum Command {
     /// Print a kubeconfig for a user (a client certificate signed by the
     /// cluster CA): `keel kubeconfig --user alice --group dev`.
     Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Certificates for TLS between replicas and for etcd clients:
+    /// `init-ca` for a static cluster, `issue` peer/server/client certs.
+    Certs(certs::CertsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Simulated replicas log every injected fault; show that only when asked.
     let default_filter = match cli.command {
-        Command::Chaos(_) | Command::Kubeconfig(_) => "off",
+        Command::Chaos(_) | Command::Kubeconfig(_) | Command::Certs(_) => "off",
         _ => "info,openraft=warn",
     };
     let filter = std::env::var("RUST_LOG")
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Up(args) => rt.block_on(up::run(*args)),
         Command::Chaos(args) => chaos::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
         Command::Image(args) => rt.block_on(image::run(args)),
         Command::Member(args) => rt.block_on(member::run(args)),

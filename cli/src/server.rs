@@ -16,17 +16,19 @@ pub struct ServerArgs {
     /// member or format version is refused.
     #[arg(long, default_value = "./keel-data")]
     data_dir: PathBuf,
-    /// Address for etcd v3 gRPC clients.
-    #[arg(long, default_value = "127.0.0.1:2379")]
+    /// Address for etcd v3 gRPC clients: `host:port`, `http://host:port`
+    /// (loopback only) or `https://host:port` (see --cert-file).
+    #[arg(long, alias = "listen-client-urls", default_value = "127.0.0.1:2379")]
     listen_client: String,
-    /// Address for raft peers.
-    #[arg(long, default_value = "127.0.0.1:2380")]
+    /// Address for raft peers: `host:port`, `http://host:port` (loopback
+    /// only) or `https://host:port` (see --peer-cert-file).
+    #[arg(long, alias = "listen-peer-urls", default_value = "127.0.0.1:2380")]
     listen_peer: String,
     /// Client address to publish in the member list (default: --listen-client).
-    #[arg(long)]
+    #[arg(long, alias = "advertise-client-urls")]
     advertise_client: Option<String>,
     /// Peer address others use (default: --listen-peer).
-    #[arg(long)]
+    #[arg(long, alias = "initial-advertise-peer-urls")]
     advertise_peer: Option<String>,
     /// Static bootstrap: `name1=http://host:port,name2=...` (1, 3 or 5
     /// replicas). Omitted: a single replica.
@@ -145,6 +147,8 @@ pub struct ServerArgs {
     token: Option<String>,
     #[command(flatten)]
     manager: crate::controller_manager::ManagerArgs,
+    #[command(flatten)]
+    tls: crate::server_tls::TlsArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -236,14 +240,24 @@ impl ServerArgs {
 }
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
-    let peer_addr = a
-        .advertise_peer
-        .clone()
-        .unwrap_or_else(|| a.listen_peer.clone());
-    let client_addr = a
-        .advertise_client
-        .clone()
-        .unwrap_or_else(|| a.listen_client.clone());
+    use crate::server_tls::Url;
+    let listen_peer = Url::parse("--listen-peer-urls", &a.listen_peer)?;
+    let listen_client = Url::parse("--listen-client-urls", &a.listen_client)?;
+    let advertise_peer = match &a.advertise_peer {
+        Some(s) => Url::parse("--initial-advertise-peer-urls", s)?,
+        None => listen_peer.clone(),
+    };
+    let advertise_client = match &a.advertise_client {
+        Some(s) => Url::parse("--advertise-client-urls", s)?,
+        None => listen_client.clone(),
+    };
+    let peer_addr = advertise_peer.addr.clone();
+    // Bare when plaintext (as before); the URL when TLS, so the member
+    // list tells clients to use https.
+    let client_addr = match advertise_client.https {
+        true => advertise_client.url(),
+        false => advertise_client.addr.clone(),
+    };
     let mut cfg = StoreConfig::new(&a.name, &a.data_dir, &peer_addr, &client_addr);
     let joining = a.initial_cluster_state == ClusterState::Existing;
     match &a.initial_cluster {
@@ -251,6 +265,35 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         None if joining => bail!("--initial-cluster-state existing needs --initial-cluster"),
         None => {}
     }
+    let raw_initial: Vec<(String, String)> = a
+        .initial_cluster
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .map(|(n, u)| (n.trim().to_string(), u.trim().to_string()))
+        .collect();
+    let seed_members = if cfg.initial_cluster.is_empty() {
+        vec![(a.name.clone(), peer_addr.clone())]
+    } else {
+        cfg.initial_cluster.clone()
+    };
+    let tls = crate::server_tls::configure(
+        &a.tls,
+        &a.data_dir,
+        &crate::server_tls::Urls {
+            listen_peer: &listen_peer,
+            advertise_peer: &advertise_peer,
+            listen_client: &listen_client,
+            advertise_client: &advertise_client,
+            initial_cluster: &raw_initial,
+        },
+        seed_members,
+    )?;
+    crate::server_tls::reload_on_sighup(
+        tls.peer.iter().chain(tls.client.iter()).cloned().collect(),
+    );
+    cfg.peer_tls = tls.peer.clone();
     if joining {
         cfg.initial_cluster_state = keel_store::InitialClusterState::Existing;
     }
@@ -275,8 +318,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     cfg.auto_compaction = parse_retention(a.auto_compaction_mode, &a.auto_compaction_retention)?;
 
     // Bind first so a port clash fails before anything is written.
-    let peer_listener = grpc::bind(Transport::Tcp, &a.listen_peer).await?;
-    let client_listener = grpc::bind(Transport::Tcp, &a.listen_client).await?;
+    let peer_listener = grpc::bind(Transport::Tcp, &listen_peer.addr).await?;
+    let client_listener = grpc::bind(Transport::Tcp, &listen_client.addr).await?;
     let api_listener = match a.disable_api {
         true => None,
         false => Some(keel_apiserver::server::bind(&a.listen_api, a.insecure_http).await?),
@@ -310,11 +353,19 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let peer = tokio::spawn(grpc::serve_peer(
-        store.clone(),
-        peer_listener,
-        stopped(stop_rx.clone()),
-    ));
+    let peer = match tls.peer.clone() {
+        Some(t) => tokio::spawn(grpc::serve_peer_tls(
+            store.clone(),
+            peer_listener,
+            t,
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(grpc::serve_peer(
+            store.clone(),
+            peer_listener,
+            stopped(stop_rx.clone()),
+        )),
+    };
     // Like etcd: serve clients once this member's client address is in the
     // replicated member list, so `member list` never shows it half-known.
     tokio::select! {
@@ -330,11 +381,19 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("published to the cluster; serving clients");
-    let client = tokio::spawn(grpc::serve_client(
-        store.clone(),
-        client_listener,
-        stopped(stop_rx.clone()),
-    ));
+    let client = match tls.client.clone() {
+        Some(t) => tokio::spawn(grpc::serve_client_tls(
+            store.clone(),
+            client_listener,
+            t,
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(grpc::serve_client(
+            store.clone(),
+            client_listener,
+            stopped(stop_rx.clone()),
+        )),
+    };
     let api = api_listener.map(|l| {
         tokio::spawn(keel_apiserver::server::serve(
             store.clone(),

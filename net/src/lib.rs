@@ -7,7 +7,9 @@
 //! instead of hanging.
 
 mod peer;
+pub mod tls;
 mod transport;
 
 pub use peer::{peer_server, PeerClient, PeerError, PeerHandler, PeerMethod, MAX_MESSAGE_BYTES};
+pub use tls::{TlsConfig, TlsError, TlsFiles};
 pub use transport::{Conn, Incoming, Transport};

@@ -44,6 +44,7 @@ pub trait PeerHandler: Send + Sync + 'static {
 #[derive(Default, Clone)]
 pub struct PeerClient {
     transport: Transport,
+    tls: Option<Arc<crate::TlsConfig>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -51,7 +52,16 @@ impl PeerClient {
     pub fn new(transport: Transport) -> Self {
         PeerClient {
             transport,
+            tls: None,
             channels: Arc::default(),
+        }
+    }
+
+    /// Dials peers over mutual TLS (real TCP only).
+    pub fn with_tls(transport: Transport, tls: Option<Arc<crate::TlsConfig>>) -> Self {
+        PeerClient {
+            tls,
+            ..PeerClient::new(transport)
         }
     }
 
@@ -60,13 +70,14 @@ impl PeerClient {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ch = self
-            .transport
-            .channel(addr)
-            .map_err(|e| PeerError::Unreachable {
-                addr: addr.into(),
-                msg: e.to_string(),
-            })?;
+        let ch = match &self.tls {
+            Some(tls) => self.transport.tls_channel(addr, tls.clone()),
+            None => self.transport.channel(addr),
+        }
+        .map_err(|e| PeerError::Unreachable {
+            addr: addr.into(),
+            msg: e.to_string(),
+        })?;
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -37,12 +37,7 @@ impl Transport {
         } else {
             format!("http://{addr}")
         };
-        let ep = Endpoint::from_shared(uri)?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_millis(500))
-            .keep_alive_timeout(Duration::from_millis(1000))
-            .keep_alive_while_idle(true);
+        let ep = endpoint(&uri)?;
         Ok(match self {
             Transport::Tcp => ep.connect_lazy(),
             // h2 remembers a locally reset stream (a call dropped at its
@@ -60,6 +55,20 @@ impl Transport {
                 .http2_max_local_error_reset_streams(None)
                 .connect_with_connector_lazy(tower::service_fn(sim_connect)),
         })
+    }
+
+    /// Like [`Transport::channel`], over TLS with `tls`'s current client
+    /// configuration at each (re)connect. Real TCP only: simulations never
+    /// use TLS.
+    pub fn tls_channel(
+        self,
+        addr: &str,
+        tls: std::sync::Arc<crate::TlsConfig>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        // The connector does TLS itself; tonic must not see `https`.
+        let host_port = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        Ok(endpoint(&format!("http://{host_port}"))?
+            .connect_with_connector_lazy(crate::tls::tls_connector(tls)))
     }
 
     /// Accepts connections on `addr` as a stream tonic can serve.
@@ -83,6 +92,17 @@ impl Transport {
             }
         }
     }
+}
+
+/// An endpoint with keepalives, so a channel wedged by a partition fails
+/// fast and reconnects once it heals.
+fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_millis(1000))
+        .keep_alive_while_idle(true))
 }
 
 #[cfg(feature = "turmoil")]

@@ -24,7 +24,7 @@ pub mod types;
 pub mod watch;
 
 pub use error::StoreError;
-pub use keel_net::Transport;
+pub use keel_net::{tls, TlsConfig, TlsFiles, Transport};
 pub use membership::{InitialClusterState, MemberError};
 pub use store::{
     AutoCompaction, Durability, LeaseInfo, MemberInfo, Mutation, OpenStoreError, Store,

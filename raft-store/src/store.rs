@@ -84,6 +84,9 @@ pub struct StoreConfig {
     /// With an empty data dir: bootstrap (`New`) or join a running cluster
     /// as a member added by `MemberAdd` (`Existing`).
     pub initial_cluster_state: crate::membership::InitialClusterState,
+    /// Mutual TLS for peer RPC (real TCP only). The store points its
+    /// member check at the live raft membership once raft is up.
+    pub peer_tls: Option<Arc<keel_net::TlsConfig>>,
 }
 
 /// Bugs the chaos tests inject on purpose (mutation testing).
@@ -127,6 +130,7 @@ impl StoreConfig {
             durability: Durability::GroupCommit,
             mutation: Mutation::None,
             initial_cluster_state: Default::default(),
+            peer_tls: None,
         }
     }
 
@@ -239,6 +243,31 @@ pub struct StoreStatus {
     pub db_size_bytes: i64,
 }
 
+/// The members peer certificates must name: the raft membership (voters
+/// and learners), or the configured initial members while raft has none.
+fn member_source(raft: &Raft, initial: &BTreeMap<NodeId, Member>) -> keel_net::tls::MemberSource {
+    let raft = raft.clone();
+    let initial: Vec<(String, String)> = initial
+        .values()
+        .map(|m| (m.name.clone(), m.peer_addr.clone()))
+        .collect();
+    Arc::new(move || {
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        let live: Vec<(String, String)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| (n.name.clone(), n.peer_addr.clone()))
+            .collect();
+        if live.is_empty() {
+            initial.clone()
+        } else {
+            live
+        }
+    })
+}
+
 impl Store {
     /// Opens the data dir and starts this replica's raft node. Peers must be
     /// served with [`Store::peer_handler`] for the cluster to form.
@@ -250,7 +279,7 @@ impl Store {
                 cfg.name
             )));
         }
-        let peers = PeerClient::new(cfg.transport);
+        let peers = PeerClient::with_tls(cfg.transport, cfg.peer_tls.clone());
         let identity = crate::membership::resolve_identity(&cfg, &peers).await?;
         let (id, cluster_id) = (identity.id, identity.cluster_id);
         let db = Db::open(
@@ -302,6 +331,9 @@ impl Store {
         // no raft yet (crate::restore): it bootstraps like a fresh one. A
         // member that joined a running cluster never bootstraps: the
         // cluster adds it.
+        if let Some(m) = cfg.peer_tls.as_ref().and_then(|t| t.members()) {
+            m.set_source(member_source(&raft, &members));
+        }
         let bootstrap = !identity.joined
             && (fresh
                 || !raft

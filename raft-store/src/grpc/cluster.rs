@@ -30,7 +30,10 @@ impl ClusterService {
             .map(|m| Member {
                 id: m.id,
                 name: m.name,
-                peer_ur_ls: vec![url(&m.peer_addr)],
+                peer_ur_ls: vec![match self.store.config().peer_tls {
+                    Some(_) if !m.peer_addr.contains("://") => format!("https://{}", m.peer_addr),
+                    _ => url(&m.peer_addr),
+                }],
                 client_ur_ls: m.client_addr.iter().map(|a| url(a)).collect(),
                 is_learner: self.store.is_learner(m.id),
             })

@@ -10,7 +10,10 @@ mod watch;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use keel_net::{Incoming, Transport};
+use std::sync::Arc;
+
+use keel_net::tls::tls_incoming;
+use keel_net::{Incoming, TlsConfig, Transport};
 
 use keel_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -29,6 +32,24 @@ pub async fn serve_client(
     listener: Incoming,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    client_router(store)
+        .serve_with_incoming_shutdown(listener, shutdown)
+        .await
+}
+
+/// [`serve_client`] over TLS (client certificates as `tls` requires).
+pub async fn serve_client_tls(
+    store: Store,
+    listener: Incoming,
+    tls: Arc<TlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    client_router(store)
+        .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+        .await
+}
+
+fn client_router(store: Store) -> tonic::transport::server::Router {
     let max = store.config().max_request_bytes + GRPC_SLACK_BYTES;
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -48,8 +69,6 @@ pub async fn serve_client(
             MaintenanceServer::new(maintenance::MaintenanceService::new(store))
                 .max_encoding_message_size(keel_net::MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(listener, shutdown)
-        .await
 }
 
 /// Serves raft peer RPCs on `listener` until `shutdown` resolves.
@@ -58,11 +77,27 @@ pub async fn serve_peer(
     listener: Incoming,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    peer_router(&store)
+        .serve_with_incoming_shutdown(listener, shutdown)
+        .await
+}
+
+/// [`serve_peer`] over mutual TLS: only current members get in.
+pub async fn serve_peer_tls(
+    store: Store,
+    listener: Incoming,
+    tls: Arc<TlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    peer_router(&store)
+        .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+        .await
+}
+
+fn peer_router(store: &Store) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(keel_net::peer_server(store.peer_handler()))
-        .serve_with_incoming_shutdown(listener, shutdown)
-        .await
 }
 
 /// Binds an address (`ip:port`), naming it in the error. Accepted
