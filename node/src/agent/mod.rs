@@ -231,6 +231,9 @@ pub struct Ctx {
     /// Every Service of the cluster, for the pods' Service environment
     /// variables; `None` when no API client could be built.
     pub services: Option<cache::Cache<Service>>,
+    /// The agent's API client for TokenRequests (pods' service account
+    /// tokens); `None` when none could be built.
+    pub api: Option<kube::Client>,
 }
 
 impl Ctx {
@@ -275,7 +278,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
     let dns = start_dns(&cfg, &tasks)?;
     let services = start_networking(&cfg, &tasks);
+    let api = api::client(&cfg, "keel-agent")
+        .inspect_err(|e| tracing::error!(error = %e, "no API client: no service account tokens"))
+        .ok();
     let ctx = Ctx {
+        api,
         cfg,
         client,
         events,
