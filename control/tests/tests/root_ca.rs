@@ -30,14 +30,6 @@ async fn every_namespace_holds_the_cluster_ca_and_gets_it_back() {
         (r.code == 200).then(|| r.body["data"]["ca.crt"].as_str().map(str::to_string))?
     };
     assert_eq!(wait_for("the ConfigMap", 10, ca).await, PEM);
-    // The system namespaces have one too.
-    wait_for("kube-system's", 10, || async {
-        let r = s
-            .get("/api/v1/namespaces/kube-system/configmaps/kube-root-ca.crt")
-            .await;
-        (r.code == 200).then_some(())
-    })
-    .await;
 
     assert_eq!(s.delete(PATH).await.code, 200);
     wait_for("recreated", 10, || async {
