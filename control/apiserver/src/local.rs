@@ -6,7 +6,9 @@
 //! validation as kubectl's requests over the network, so an in-process
 //! controller can never write what kubectl could not. It skips only the
 //! socket, TLS and bearer-token check: whoever holds a [`LocalApi`] is
-//! already inside the replica.
+//! already inside the replica. It also answers `GET /cacerts` as the
+//! server does, when given the CA ([`LocalApi::with_ca_cert`]), so an
+//! in-process root CA publisher reads the CA the way an external one does.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,11 +27,21 @@ use crate::api::{self, Api};
 #[derive(Clone)]
 pub struct LocalApi {
     api: Arc<Api>,
+    ca_cert_pem: Option<Arc<str>>,
 }
 
 impl LocalApi {
     pub fn new(api: Arc<Api>) -> LocalApi {
-        LocalApi { api }
+        LocalApi {
+            api,
+            ca_cert_pem: None,
+        }
+    }
+
+    /// Also serves `ca_cert_pem` at [`crate::cacerts::PATH`].
+    pub fn with_ca_cert(mut self, ca_cert_pem: &str) -> LocalApi {
+        self.ca_cert_pem = Some(Arc::from(ca_cert_pem));
+        self
     }
 }
 
@@ -47,6 +59,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(pem) = self
+            .ca_cert_pem
+            .as_ref()
+            .filter(|_| req.uri().path() == crate::cacerts::PATH)
+        {
+            let response = crate::cacerts::respond(req.method(), pem);
+            return Box::pin(async move { Ok(response) });
+        }
         let api = self.api.clone();
         Box::pin(async move { Ok(api::handle(api, req.map(Body::new)).await) })
     }

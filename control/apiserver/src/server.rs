@@ -167,7 +167,11 @@ pub async fn serve(
         cfg.api.service_range,
         api_endpoint,
     )));
-    let _loops = on_serving.map(|start| AbortOnDrop(start(LocalApi::new(api.clone()))));
+    let _loops = on_serving.map(|start| {
+        AbortOnDrop(start(
+            LocalApi::new(api.clone()).with_ca_cert(&boot.ca_cert_pem),
+        ))
+    });
     tracing::info!(%url, "serving the Kubernetes API");
     loop {
         tokio::select! {

@@ -33,6 +33,7 @@ pub mod nodelifecycle;
 pub mod reconcile;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootca;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;

@@ -156,6 +156,10 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             clients("service-account-controller"),
             caches.clone(),
         )),
+        tokio::spawn(crate::rootca::run(
+            clients("root-ca-cert-publisher"),
+            caches.clone(),
+        )),
         tokio::spawn(endpointslice::run(
             clients("endpointslice-controller"),
             caches.clone(),

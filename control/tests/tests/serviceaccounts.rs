@@ -128,3 +128,50 @@ fn assert_forbidden(body: &Value, code: u16, account: &str) {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn pods_get_a_token_volume_unless_automount_is_off() {
+    let s = server().await;
+    create_namespace(&s, "tok").await;
+    for (name, automount) in [("default", Value::Null), ("quiet", json!(false))] {
+        let mut sa =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
+        if !automount.is_null() {
+            sa["automountServiceAccountToken"] = automount;
+        }
+        let r = s.post("/api/v1/namespaces/tok/serviceaccounts", &sa).await;
+        assert_eq!(r.code, 201, "{}", r.body);
+    }
+    let pods = "/api/v1/namespaces/tok/pods";
+    let r = s.post(pods, &pod("a", json!({}))).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let volumes = r.body["spec"]["volumes"].as_array().unwrap();
+    let name = volumes[0]["name"].as_str().unwrap();
+    assert!(name.starts_with("kube-api-access-"), "{name}");
+    let sources = &volumes[0]["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(
+        r.body["spec"]["containers"][0]["volumeMounts"][0],
+        json!({"name": name, "readOnly": true,
+               "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    );
+
+    // The account says no; the pod may still say yes.
+    let mut quiet = pod("b", json!({}));
+    quiet["spec"]["serviceAccountName"] = json!("quiet");
+    let r = s.post(pods, &quiet).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert!(r.body["spec"]["volumes"].is_null(), "{}", r.body);
+    quiet["metadata"]["name"] = json!("c");
+    quiet["spec"]["automountServiceAccountToken"] = json!(true);
+    let r = s.post(pods, &quiet).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert_eq!(r.body["spec"]["volumes"].as_array().unwrap().len(), 1);
+    // The pod says no to the default account's yes.
+    let mut off = pod("d", json!({}));
+    off["spec"]["automountServiceAccountToken"] = json!(false);
+    let r = s.post(pods, &off).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert!(r.body["spec"]["volumes"].is_null(), "{}", r.body);
+}

@@ -284,6 +284,9 @@ pub struct Ctx {
     /// Netns mode: the node's pod network, set once the node is registered
     /// with a podCIDR (pods wait for it).
     pub podnet: std::sync::OnceLock<crate::podnet::PodNet>,
+    /// The agent's API client for TokenRequests (pods' service account
+    /// tokens); `None` when none could be built.
+    pub api: Option<kube::Client>,
 }
 
 impl Ctx {
@@ -333,7 +336,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
     let dns = start_dns(&cfg, &tasks)?;
     let services = start_networking(&cfg, &tasks);
+    let api = api::client(&cfg, "keel-agent")
+        .inspect_err(|e| tracing::error!(error = %e, "no API client: no service account tokens"))
+        .ok();
     let ctx = Ctx {
+        api,
         cfg,
         client,
         events,

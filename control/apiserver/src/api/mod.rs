@@ -13,6 +13,7 @@ mod eviction;
 pub(crate) mod output;
 pub(crate) mod read;
 pub mod route;
+mod sa_volume;
 mod scale;
 pub mod service_accounts;
 pub mod services;

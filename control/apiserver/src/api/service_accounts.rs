@@ -9,6 +9,14 @@
 //! moment (10 tries, 100 to 200 ms apart) before the pod is refused, since
 //! it is about to be created for a namespace made a moment ago.
 //!
+//! Unless `automountServiceAccountToken` is false (the pod's setting wins
+//! over the account's), the pod also gets Kubernetes' projected
+//! `kube-api-access-<5 random>` volume (a bound token, the cluster CA from
+//! the `kube-root-ca.crt` ConfigMap, the namespace) mounted read-only at
+//! `/var/run/secrets/kubernetes.io/serviceaccount` in every container and
+//! init container that does not already mount something there; see
+//! [`super::sa_volume`].
+//!
 //! Servers without a serviceaccounts controller (in-process test servers,
 //! as Kubernetes' integration tests with
 //! `--disable-admission-plugins=ServiceAccount`) switch the rule off with
@@ -30,7 +38,8 @@ pub const DEFAULT: &str = "default";
 /// Lookups of a missing `default` account before the pod is refused.
 const DEFAULT_ATTEMPTS: usize = 10;
 
-/// Defaults the pod's service account and requires that it exist.
+/// Defaults the pod's service account, requires that it exist, and mounts
+/// its token unless automounting is off.
 pub async fn admit_pod(api: &Api, t: &Target, pod: &mut Value) -> ApiResult<()> {
     if !api.cfg.service_account_admission || t.info.resource != "pods" || !t.info.group.is_empty() {
         return Ok(());
@@ -49,7 +58,10 @@ pub async fn admit_pod(api: &Api, t: &Target, pod: &mut Value) -> ApiResult<()> 
             let wait_ms = rand::thread_rng().gen_range(100..200);
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
-        if exists(api, ns, &account).await? {
+        if let Some(sa) = lookup(api, ns, &account).await? {
+            if automount(pod, &sa) {
+                super::sa_volume::mount_token(pod);
+            }
             return Ok(());
         }
     }
@@ -78,15 +90,25 @@ fn default_name(pod: &mut Value) -> String {
     name
 }
 
-/// Whether the account exists: the local copy first, a linearizable read
+/// Whether the pod gets a token volume: the pod's
+/// `automountServiceAccountToken` if set, else the account's, else true.
+fn automount(pod: &Value, account: &Value) -> bool {
+    pod["spec"]["automountServiceAccountToken"]
+        .as_bool()
+        .or_else(|| account["automountServiceAccountToken"].as_bool())
+        .unwrap_or(true)
+}
+
+/// The account, if it exists: the local copy first, a linearizable read
 /// when it misses (an account created a moment ago through another replica).
-async fn exists(api: &Api, ns: &str, name: &str) -> ApiResult<bool> {
+async fn lookup(api: &Api, ns: &str, name: &str) -> ApiResult<Option<Value>> {
     let info = resources::find("", "v1", "serviceaccounts").expect("serviceaccounts are served");
     let key = info.key(Some(ns), name);
-    if api.objects.get_local(&key).await?.is_some() {
-        return Ok(true);
-    }
-    Ok(api.objects.get(&key).await?.is_some())
+    let found = match api.objects.get_local(&key).await? {
+        Some(s) => Some(s),
+        None => api.objects.get(&key).await?,
+    };
+    Ok(found.map(|s| s.obj))
 }
 
 #[cfg(test)]
@@ -99,6 +121,16 @@ mod tests {
         assert_eq!(default_name(&mut pod), "default");
         assert_eq!(pod["spec"]["serviceAccountName"], "default");
         assert_eq!(pod["spec"]["serviceAccount"], "default");
+    }
+
+    #[test]
+    fn the_pod_setting_wins_over_the_account() {
+        let pod = |v: Value| json!({"spec": {"automountServiceAccountToken": v}});
+        let sa = |v: Value| json!({"automountServiceAccountToken": v});
+        assert!(automount(&pod(Value::Null), &sa(Value::Null)));
+        assert!(!automount(&pod(Value::Null), &sa(json!(false))));
+        assert!(automount(&pod(json!(true)), &sa(json!(false))));
+        assert!(!automount(&pod(json!(false)), &sa(json!(true))));
     }
 
     #[test]

@@ -251,6 +251,16 @@ pub fn cluster_roles() -> Vec<Value> {
                 ],
             )],
         ),
+        // Service accounts (and whoever else is bound) may read the OIDC
+        // discovery documents, so workloads can verify each other's tokens.
+        cluster_role(
+            "system:service-account-issuer-discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &["/.well-known/openid-configuration", "/openid/v1/jwks"],
+            )],
+        ),
         cluster_role(
             "system:public-info-viewer",
             &[],
@@ -330,6 +340,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:discovery",
             "system:discovery",
             &[("Group", "system:authenticated")],
+        ),
+        binding(
+            "system:service-account-issuer-discovery",
+            "system:service-account-issuer-discovery",
+            &[("Group", "system:serviceaccounts")],
         ),
         binding(
             "system:public-info-viewer",

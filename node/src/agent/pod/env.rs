@@ -264,7 +264,9 @@ pub fn field_value(pod: &Pod, path: &str, addrs: &Addresses) -> Result<String, S
     Ok(value.unwrap_or_default())
 }
 
-fn resource_value(container: &Container, resource: &str) -> String {
+/// A container's request or limit (`limits.memory`, ...) as written, empty
+/// when unset.
+pub fn resource_value(container: &Container, resource: &str) -> String {
     let res = container.resources.as_ref();
     let (map, name) = match resource.split_once('.') {
         Some(("limits", n)) => (res.and_then(|r| r.limits.as_ref()), n),

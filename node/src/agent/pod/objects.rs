@@ -64,6 +64,12 @@ impl<'a> Objects<'a> {
         self.typed("PersistentVolume", name).await
     }
 
+    /// Seeds the cache, so tests need no control plane.
+    #[cfg(test)]
+    pub fn insert_for_test(&mut self, kind: &'static str, name: &str, data: Data) {
+        self.cache.insert((kind, name.to_string()), data);
+    }
+
     async fn typed<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<T, FetchError> {
         let what = format!("{} {:?}", kind.to_lowercase(), name);
         let value = self

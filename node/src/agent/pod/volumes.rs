@@ -16,30 +16,78 @@
 //!   missing, not bound yet, being deleted, or bound to a volume that is
 //!   not claimed by it is an error: the pod waits and setup is retried, as
 //!   the kubelet waits for volumes;
+//! - projected and downwardAPI: `pods/<uid>/volumes/<name>/`, written
+//!   atomically by [`super::projected`] (service account tokens are
+//!   requested for the pod and rewritten before they expire, see
+//!   [`refresh`]);
 //! - anything else: an empty directory (logged).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, PersistentVolumeSpec, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, PersistentVolumeSpec, Volume};
 
 use super::objects::{Data, FetchError, Objects};
+use super::projected::{self, Projection, Tokens};
 
-/// Prepares every volume of `pod`; returns volume name → host directory.
-pub async fn prepare(
-    pod: &Pod,
+/// A pod's prepared volumes.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Volume name → host directory.
+    pub dirs: BTreeMap<String, PathBuf>,
+    /// When [`refresh`] must run (the earliest token near expiry).
+    pub refresh_at: Option<Instant>,
+}
+
+/// Prepares every volume of the projection's pod.
+pub async fn prepare<T: Tokens>(
     pod_dir: &Path,
     objs: &mut Objects<'_>,
-) -> Result<BTreeMap<String, PathBuf>, String> {
-    let mut out = BTreeMap::new();
-    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let dir = prepare_one(v, &pod_dir.join("volumes").join(safe_name(&v.name)), objs)
+    p: &Projection<'_, T>,
+) -> Result<Prepared, String> {
+    let mut out = Prepared::default();
+    for v in p.pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let dir = pod_dir.join("volumes").join(safe_name(&v.name));
+        let (dir, refresh_at) = prepare_one(v, &dir, objs, p)
             .await
             .map_err(|e| format!("volume {:?}: {e}", v.name))?;
-        out.insert(v.name.clone(), dir);
+        out.dirs.insert(v.name.clone(), dir);
+        out.refresh_at = earliest(out.refresh_at, refresh_at);
     }
     Ok(out)
+}
+
+/// Writes the pod's projected volumes that hold tokens again, with fresh
+/// tokens (and the current ConfigMap/Secret/downward values); returns when
+/// to run again. On error the previous files stay in place.
+pub async fn refresh<T: Tokens>(
+    pod_dir: &Path,
+    objs: &mut Objects<'_>,
+    p: &Projection<'_, T>,
+) -> Result<Option<Instant>, String> {
+    let mut next = None;
+    for v in p.pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(proj) = &v.projected else { continue };
+        let sources = proj.sources.as_deref().unwrap_or(&[]);
+        if !sources.iter().any(|s| s.service_account_token.is_some()) {
+            continue;
+        }
+        let dir = pod_dir.join("volumes").join(safe_name(&v.name));
+        let at = projected::write(sources, proj.default_mode, &dir, objs, p)
+            .await
+            .map_err(|e| format!("volume {:?}: {e}", v.name))?;
+        next = earliest(next, at);
+    }
+    Ok(next)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The host directories of `container`'s mounts, keyed by volume name.
@@ -111,7 +159,28 @@ pub fn bind_mounts(
     Ok(out)
 }
 
-async fn prepare_one(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<PathBuf, String> {
+/// One volume's directory, and when it must be refreshed.
+async fn prepare_one<T: Tokens>(
+    v: &Volume,
+    dir: &Path,
+    objs: &mut Objects<'_>,
+    p: &Projection<'_, T>,
+) -> Result<(PathBuf, Option<Instant>), String> {
+    if let Some(proj) = &v.projected {
+        let sources = proj.sources.as_deref().unwrap_or(&[]);
+        let at = projected::write(sources, proj.default_mode, dir, objs, p).await?;
+        return Ok((dir.to_path_buf(), at));
+    }
+    if let Some(d) = &v.downward_api {
+        let items = d.items.as_deref().unwrap_or(&[]);
+        let files = projected::downward_files(items, d.default_mode, p)?;
+        super::atomic::publish(dir, &files).map_err(|e| e.to_string())?;
+        return Ok((dir.to_path_buf(), None));
+    }
+    prepare_plain(v, dir, objs).await.map(|d| (d, None))
+}
+
+async fn prepare_plain(v: &Volume, dir: &Path, objs: &mut Objects<'_>) -> Result<PathBuf, String> {
     if let Some(h) = &v.host_path {
         let path = PathBuf::from(&h.path);
         if h.type_.as_deref() == Some("DirectoryOrCreate") {

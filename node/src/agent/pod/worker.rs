@@ -24,6 +24,7 @@ use tonic::Code;
 use super::container::{PodCtx, Policy, Run};
 use super::env::Addresses;
 use super::objects::Objects;
+use super::projected::Projection;
 use super::state::PodState;
 use super::status::{self, Conditions, Snapshot};
 use super::{network, volumes};
@@ -44,6 +45,10 @@ const DEFAULT_GRACE_S: i64 = 30;
 /// ConfigMap appears within moments, and the pod should start soon after
 /// (the kubelet's volume manager retries within about 2 s at first).
 const SETUP_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How soon a failed token refresh is tried again (the current token
+/// still has a fifth of its lifetime left).
+const TOKEN_RETRY: Duration = Duration::from_secs(10);
 
 /// Runs the worker of pod `uid` until the pod is terminated (or the agent
 /// shuts down: then it just stops). Sets `finished` once terminated.
@@ -71,6 +76,8 @@ struct Worker {
     dir: PathBuf,
     addrs: Option<Addresses>,
     volumes: Option<BTreeMap<String, PathBuf>>,
+    /// When projected tokens must be requested again.
+    token_refresh: Option<Instant>,
     /// Why containers cannot start yet (volume setup failed), retried.
     blocked: Option<(String, String)>,
     next_setup: Instant,
@@ -123,6 +130,7 @@ impl Worker {
             dir,
             addrs: None,
             volumes: None,
+            token_refresh: None,
             blocked: None,
             next_setup: Instant::now(),
             adopted: false,
@@ -217,6 +225,7 @@ impl Worker {
         if self.volumes.is_none() && !self.prepare_volumes().await {
             return;
         }
+        self.refresh_tokens().await;
         let phase = status::phase(&self.apps, self.init_done, self.init_failed);
         if phase == "Succeeded" || phase == "Failed" {
             return;
@@ -346,9 +355,18 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| "default".into());
         let mut objs = Objects::new(&self.ctx.client, &ns);
-        match volumes::prepare(&self.pod, &self.dir, &mut objs).await {
+        let Some(addrs) = self.addrs.as_ref() else {
+            return false;
+        };
+        let projection = Projection {
+            pod: &self.pod,
+            addrs,
+            tokens: &self.ctx.api,
+        };
+        match volumes::prepare(&self.dir, &mut objs, &projection).await {
             Ok(v) => {
-                self.volumes = Some(v);
+                self.volumes = Some(v.dirs);
+                self.token_refresh = v.refresh_at;
                 self.blocked = None;
                 true
             }
@@ -361,6 +379,34 @@ impl Worker {
                 self.blocked = Some(("ContainerCreating".into(), msg));
                 self.next_setup = Instant::now() + self.ctx.cfg.backoff_base.min(SETUP_RETRY_MAX);
                 false
+            }
+        }
+    }
+
+    /// Writes projected tokens again once due. A failure keeps the current
+    /// (still valid) files, is reported as an event, and is retried soon.
+    async fn refresh_tokens(&mut self) {
+        if self.token_refresh.is_none_or(|at| Instant::now() < at) {
+            return;
+        }
+        let Some(addrs) = self.addrs.as_ref() else {
+            return;
+        };
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let mut objs = Objects::new(&self.ctx.client, &ns);
+        let projection = Projection {
+            pod: &self.pod,
+            addrs,
+            tokens: &self.ctx.api,
+        };
+        match volumes::refresh(&self.dir, &mut objs, &projection).await {
+            Ok(next) => self.token_refresh = next,
+            Err(msg) => {
+                tracing::warn!(pod = %self.uid, error = %msg, "refreshing service account tokens");
+                self.ctx
+                    .events
+                    .pod(&self.pod, None, EventKind::Warning, "FailedMount", &msg);
+                self.token_refresh = Some(Instant::now() + TOKEN_RETRY);
             }
         }
     }
