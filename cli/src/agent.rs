@@ -15,8 +15,10 @@ use keel_node::runtime::Runtime;
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// Kubeconfig with the control plane's URL, CA and token (as written
-    /// by `keel server` into `<data-dir>/kubeconfig`).
+    /// Kubeconfig with the control plane's URL, CA and credential: a node
+    /// identity (client certificate `system:node:<name>`, e.g. from `keel
+    /// kubeconfig --user system:node:<name> --group system:nodes`) or the
+    /// admin token `keel server` writes into `<data-dir>/kubeconfig`.
     #[arg(long)]
     pub kubeconfig: PathBuf,
     /// Control-plane API URLs to use, in order of preference (repeatable;
@@ -202,6 +204,7 @@ impl AgentArgs {
         };
         let mut cfg = AgentConfig::new(name, servers, &self.root_dir, runtime);
         cfg.token = auth.token;
+        cfg.identity = auth.identity;
         cfg.ca_pem = auth.ca_pem;
         cfg.listen_logs = self.listen_logs;
         cfg.node_ip = self.node_ip;

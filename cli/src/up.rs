@@ -1,6 +1,7 @@
 //! `keel up`: the embedded default. One process runs a single control
 //! replica (store, API, scheduler, controllers) and N agents (exec
-//! runtime by default), all state under `--data-dir`. Ctrl-C stops everything; running
+//! runtime by default), all state under `--data-dir`. Each agent runs
+//! with its own node identity (`system:node:<name>`), not the admin's. Ctrl-C stops everything; running
 //! `keel up` again on the same data dir resumes the same cluster.
 
 use std::path::{Path, PathBuf};
@@ -79,11 +80,15 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     let names = node_names(a.agents, a.node_name.clone());
     let ips = node_ips(a.node_ip, names.len())?;
+    // The Ingress router reads every Ingress and TLS Secret, which a node
+    // identity may not: it keeps the admin credential of this process.
+    let admin = keel_node::agent::read_kubeconfig(&kubeconfig)?;
     let mut agents = Vec::new();
     let mut runtimes = Vec::new();
     for (name, ip) in names.iter().zip(ips) {
         let args = AgentArgs {
-            kubeconfig: kubeconfig.clone(),
+            kubeconfig: node_kubeconfig(&data_dir, name, &admin.server)?
+                .unwrap_or_else(|| kubeconfig.clone()),
             server: vec![],
             node_name: Some(name.clone()),
             root_dir: data_dir.join("agents").join(name),
@@ -103,7 +108,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             // host-gw routes between them mean nothing: always loopback.
             network: keel_node::podnet::NetworkMode::Loopback,
         };
-        let cfg = args.config(None).await?;
+        let mut cfg = args.config(None).await?;
+        cfg.ingress_token = admin.token.clone();
         runtimes.push(cfg.runtime.clone());
         agents.push(tokio::spawn(keel_node::agent::run(
             cfg,
@@ -128,6 +134,51 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 
 async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
     server.await.context("the control replica task failed")?
+}
+
+/// How long the node certificates `keel up` issues are valid (a new one
+/// is issued at every start).
+const NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Issues agent `name` its own identity, a client certificate for
+/// `system:node:<name>` in `system:nodes` signed by the cluster CA, and
+/// writes its kubeconfig to `<data-dir>/agents/<name>.kubeconfig` (0600).
+/// None over plain HTTP (`--insecure-http`: no client certificates; every
+/// request is the admin's).
+fn node_kubeconfig(data_dir: &Path, name: &str, server: &str) -> anyhow::Result<Option<PathBuf>> {
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let user = format!("{}{name}", keel_apiserver::auth::node::NODE_USER_PREFIX);
+    let groups = [keel_apiserver::auth::node::NODES_GROUP.to_string()];
+    let kc = keel_apiserver::pki::issue_user_kubeconfig(
+        data_dir,
+        &user,
+        &groups,
+        NODE_CERT_VALIDITY,
+        Some(server),
+    )
+    .with_context(|| format!("issuing the node credential of {name}"))?;
+    let dir = data_dir.join("agents");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("{name}.kubeconfig"));
+    write_private(&path, kc.as_bytes())?;
+    Ok(Some(path))
+}
+
+/// Writes `bytes` to `path`, readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// `<host>` for one agent, `<host>-0` ... for several.

@@ -17,6 +17,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::api::{self, Api};
+use crate::auth::{forbidden, request_info, Authorizer, Decision, UserInfo};
 
 /// A failed request: the `Status` the API server answered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -82,6 +83,9 @@ pub struct Client {
     /// Recorded as the field manager of writes (Kubernetes takes it from
     /// the user agent when `fieldManager` is absent).
     user_agent: String,
+    /// Who the requests act for, and the authorizer that decides on them
+    /// first; None: a trusted in-process caller (the controllers).
+    acting: Option<(UserInfo, Arc<dyn Authorizer>)>,
 }
 
 impl Client {
@@ -89,6 +93,18 @@ impl Client {
         Client {
             api,
             user_agent: user_agent.to_string(),
+            acting: None,
+        }
+    }
+
+    /// This client acting for `user`: every request is authorized by
+    /// `authz` exactly as the same REST request from `user` would be (403
+    /// otherwise, worded as the API server words it) and admitted with
+    /// `user` as the requester (NodeRestriction, escalation checks).
+    pub fn acting_as(&self, user: UserInfo, authz: Arc<dyn Authorizer>) -> Client {
+        Client {
+            acting: Some((user, authz)),
+            ..self.clone()
         }
     }
 
@@ -134,7 +150,10 @@ impl Client {
             Some(v) => Body::from(v.to_string()),
             None => Body::empty(),
         };
-        let req = Request::builder()
+        if let Some((user, authz)) = &self.acting {
+            authorize(user, authz.as_ref(), &method, uri).await?;
+        }
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header(header::ACCEPT, "application/json")
@@ -142,6 +161,9 @@ impl Client {
             .header(header::USER_AGENT, &self.user_agent)
             .body(body)
             .map_err(|e| ClientError::local(format!("bad request {uri}: {e}")))?;
+        if let Some((user, _)) = &self.acting {
+            req.extensions_mut().insert(user.clone());
+        }
         Ok(api::handle(self.api.clone(), req).await)
     }
 
@@ -230,6 +252,37 @@ impl Client {
             })
         }))
     }
+}
+
+/// The authorizer's decision on `method uri` by `user`, as a 403
+/// ClientError when it does not allow the request.
+async fn authorize(
+    user: &UserInfo,
+    authz: &dyn Authorizer,
+    method: &Method,
+    uri: &str,
+) -> ClientResult<()> {
+    let parsed: axum::http::Uri = uri
+        .parse()
+        .map_err(|e| ClientError::local(format!("bad request {uri}: {e}")))?;
+    let attrs = request_info::attributes(user, method, parsed.path(), parsed.query());
+    let reason = match authz.authorize(&attrs).await {
+        Ok(Decision::Allow) => return Ok(()),
+        Ok(Decision::NoOpinion(reason)) => reason,
+        Err(e) => {
+            return Err(ClientError {
+                code: e.code,
+                reason: e.reason.to_string(),
+                message: e.message,
+            })
+        }
+    };
+    let e = forbidden::error(&attrs, &reason);
+    Err(ClientError {
+        code: e.code,
+        reason: e.reason.to_string(),
+        message: e.message,
+    })
 }
 
 /// Splits a streamed body into newline-terminated lines.

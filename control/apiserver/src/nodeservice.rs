@@ -5,6 +5,16 @@
 //! [`Client`], so what an agent writes (node status, pod status, events) is
 //! admitted and validated exactly like a kubelet's REST write would be.
 //!
+//! Who may call: an admin (`system:masters`, what agents held before
+//! node identities; its calls are trusted in-process requests), or a node
+//! identity `system:node:<name>` (group `system:nodes`) for its own node
+//! name only. A node's calls act as that node: each underlying request is
+//! authorized by the server's authorizer chain (the Node authorizer: its
+//! own pods and what they reference) and admitted with NodeRestriction,
+//! so the stream grants a node exactly what its REST credential grants.
+//! Anything else is `PERMISSION_DENIED` (`UNAUTHENTICATED` without an
+//! identity).
+//!
 //! Guarantees of `WatchPods`: it is the API's pod watch with the field
 //! selector `spec.nodeName=<node>`, so an agent that resumes from its last
 //! revision on any replica gets every later change exactly once, in order;
@@ -25,6 +35,10 @@ use keel_proto::keelnode::{
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use crate::auth::node::node_name;
+use crate::auth::{Authorizer, UserInfo, MASTERS};
 use crate::client::{path, Client, ClientError};
 use crate::meta;
 use crate::storage::Objects;
@@ -75,16 +89,46 @@ pub struct NodeSvc {
     client: Client,
     objects: Objects,
     cidrs: PodCidrs,
+    authz: Arc<dyn Authorizer>,
 }
 
-/// The tonic service, ready to be routed.
-pub fn service(client: Client, objects: Objects, cidrs: PodCidrs) -> NodeServiceServer<NodeSvc> {
+/// The tonic service, ready to be routed. The server puts the caller's
+/// [`UserInfo`] into each request's extensions; `authz` decides on what a
+/// node identity's calls do.
+pub fn service(
+    client: Client,
+    objects: Objects,
+    cidrs: PodCidrs,
+    authz: Arc<dyn Authorizer>,
+) -> NodeServiceServer<NodeSvc> {
     NodeServiceServer::new(NodeSvc {
         client,
         objects,
         cidrs,
+        authz,
     })
     .max_decoding_message_size(8 * 1024 * 1024)
+}
+
+/// Who called, as the node service acts for them.
+struct Caller {
+    /// Requests on the caller's behalf.
+    client: Client,
+    /// The node of a node identity; None for an admin.
+    node: Option<String>,
+}
+
+impl Caller {
+    /// A node identity may act only for its own node.
+    fn may_act_for(&self, node: &str) -> Result<(), Status> {
+        match &self.node {
+            Some(own) if own != node => Err(Status::permission_denied(format!(
+                "node {own:?} may not act for node {node:?}: a node identity registers, \
+                 heartbeats and watches pods only for its own node name"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn to_status(e: ClientError) -> Status {
@@ -121,10 +165,12 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let caller = self.caller(&req)?;
         let node = parse_json(&req.into_inner().node_json, "node_json")?;
         let name = meta::name(&node).to_string();
         need(&name, "metadata.name of the node")?;
-        let stored = self.register_node(&name, node).await?;
+        caller.may_act_for(&name)?;
+        let stored = self.register_node(&caller.client, &name, node).await?;
         Ok(Response::new(RegisterResponse {
             node_json: stored.to_string().into_bytes(),
         }))
@@ -134,18 +180,21 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         need(&r.node_name, "node_name")?;
+        caller.may_act_for(&r.node_name)?;
         let duration_s = if r.lease_duration_seconds > 0 {
             r.lease_duration_seconds
         } else {
             40
         };
-        self.renew_lease(&r.node_name, duration_s).await?;
+        renew_lease(&caller.client, &r.node_name, duration_s).await?;
         if !r.node_status_json.is_empty() {
             let status = parse_json(&r.node_status_json, "node_status_json")?;
             let uri = format!("{}/status", path("v1", "nodes", None, Some(&r.node_name)));
-            self.client
+            caller
+                .client
                 .merge_patch(&uri, &json!({ "status": status }))
                 .await
                 .map_err(to_status)?;
@@ -159,12 +208,14 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<WatchPodsRequest>,
     ) -> Result<Response<Self::WatchPodsStream>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         need(&r.node_name, "node_name")?;
+        caller.may_act_for(&r.node_name)?;
         if r.from_revision < 0 {
             return Err(Status::invalid_argument("from_revision must be >= 0"));
         }
-        let stream = pod_stream(self.client.clone(), r.node_name, r.from_revision).await?;
+        let stream = pod_stream(caller.client, r.node_name, r.from_revision).await?;
         Ok(Response::new(stream))
     }
 
@@ -172,12 +223,12 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<PodStatusReport>,
     ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         need(&r.namespace, "namespace")?;
         need(&r.name, "name")?;
         let status = parse_json(&r.status_json, "status_json")?;
-        self.write_pod_status(&r.namespace, &r.name, &r.uid, status)
-            .await?;
+        write_pod_status(&caller.client, &r.namespace, &r.name, &r.uid, status).await?;
         Ok(Response::new(ReportResponse {}))
     }
 
@@ -185,6 +236,7 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<DeletePodRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         need(&r.namespace, "namespace")?;
         need(&r.name, "name")?;
@@ -192,7 +244,7 @@ impl NodeService for NodeSvc {
         let uri = path("v1", "pods", Some(&r.namespace), Some(&r.name));
         let opts = json!({"apiVersion": "v1", "kind": "DeleteOptions",
             "gracePeriodSeconds": 0, "preconditions": {"uid": r.uid}});
-        match self.client.delete(&uri, Some(&opts)).await {
+        match caller.client.delete(&uri, Some(&opts)).await {
             // A different uid means this pod is already gone (a new one
             // took the name): nothing of ours is left to delete.
             Ok(_) => {}
@@ -206,6 +258,7 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<GetObjectRequest>,
     ) -> Result<Response<GetObjectResponse>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         // PersistentVolumes are cluster-scoped: the namespace is ignored.
         let (resource, namespaced) = match r.kind.as_str() {
@@ -226,7 +279,7 @@ impl NodeService for NodeSvc {
         need(&r.name, "name")?;
         let ns = namespaced.then_some(r.namespace.as_str());
         let uri = path("v1", resource, ns, Some(&r.name));
-        match self.client.get(&uri).await.map_err(to_status)? {
+        match caller.client.get(&uri).await.map_err(to_status)? {
             Some(obj) => Ok(Response::new(GetObjectResponse {
                 object_json: obj.to_string().into_bytes(),
             })),
@@ -241,6 +294,7 @@ impl NodeService for NodeSvc {
         &self,
         req: Request<EventReport>,
     ) -> Result<Response<ReportResponse>, Status> {
+        let caller = self.caller(&req)?;
         let ev = parse_json(&req.into_inner().event_json, "event_json")?;
         let involved = &ev["involvedObject"];
         let kind = ev["type"].as_str().unwrap_or(crate::events::NORMAL);
@@ -248,28 +302,58 @@ impl NodeService for NodeSvc {
         need(reason, "reason")?;
         let message = ev["message"].as_str().unwrap_or_default();
         let component = ev["source"]["component"].as_str().unwrap_or("kubelet");
-        crate::events::record(&self.client, involved, kind, reason, message, component).await;
+        crate::events::record(&caller.client, involved, kind, reason, message, component).await;
         Ok(Response::new(ReportResponse {}))
     }
 }
 
 impl NodeSvc {
+    /// The caller of `req` (see the module docs).
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let Some(user) = req.extensions().get::<UserInfo>() else {
+            return Err(Status::unauthenticated(
+                "the node service needs an authenticated caller",
+            ));
+        };
+        if user.in_group(MASTERS) {
+            return Ok(Caller {
+                client: self.client.clone(),
+                node: None,
+            });
+        }
+        match node_name(user) {
+            Some(node) => Ok(Caller {
+                node: Some(node.to_string()),
+                client: self.client.acting_as(user.clone(), self.authz.clone()),
+            }),
+            None => Err(Status::permission_denied(format!(
+                "user {:?} may not use the node service (only nodes, system:node:<name> in \
+                 system:nodes, and system:masters)",
+                user.name
+            ))),
+        }
+    }
+
     /// Creates the Node with a pod CIDR, or refreshes an existing one's
     /// labels and status (its spec, e.g. a cordon, is the cluster's).
-    async fn register_node(&self, name: &str, mut node: Value) -> Result<Value, Status> {
+    async fn register_node(
+        &self,
+        client: &Client,
+        name: &str,
+        mut node: Value,
+    ) -> Result<Value, Status> {
         let uri = path("v1", "nodes", None, Some(name));
-        let existing = self.client.get(&uri).await.map_err(to_status)?;
+        let existing = client.get(&uri).await.map_err(to_status)?;
         let Some(mut cur) = existing else {
             let cidr = self.claim_cidr(name).await?;
             node["spec"]["podCIDR"] = json!(cidr);
             node["spec"]["podCIDRs"] = json!([cidr]);
             let status = node.get("status").cloned();
-            let created = self
-                .client
+            let created = client
                 .create(&path("v1", "nodes", None, None), &node)
                 .await
                 .map_err(to_status)?;
-            return self.put_node_status(name, created, status).await;
+            return put_node_status(client, name, created, status).await;
         };
         // The agent's labels and annotations (its local-path root) win over
         // what is stored; others' are kept.
@@ -283,26 +367,9 @@ impl NodeSvc {
             }
         }
         if changed {
-            cur = self.client.update(&uri, &cur).await.map_err(to_status)?;
+            cur = client.update(&uri, &cur).await.map_err(to_status)?;
         }
-        self.put_node_status(name, cur, node.get("status").cloned())
-            .await
-    }
-
-    async fn put_node_status(
-        &self,
-        name: &str,
-        cur: Value,
-        status: Option<Value>,
-    ) -> Result<Value, Status> {
-        let Some(status) = status else {
-            return Ok(cur);
-        };
-        let uri = format!("{}/status", path("v1", "nodes", None, Some(name)));
-        self.client
-            .merge_patch(&uri, &json!({ "status": status }))
-            .await
-            .map_err(to_status)
+        put_node_status(client, name, cur, node.get("status").cloned()).await
     }
 
     /// The first free /24 of the range, claimed for `node` through a store
@@ -323,79 +390,95 @@ impl NodeSvc {
             "every pod CIDR block of the cluster range is taken",
         ))
     }
+}
 
-    async fn renew_lease(&self, node: &str, duration_s: i32) -> Result<(), Status> {
-        let uri = path(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some("kube-node-lease"),
-            Some(node),
-        );
-        let now = meta::now_rfc3339_micro();
-        for _ in 0..5 {
-            let res = match self.client.get(&uri).await.map_err(to_status)? {
-                Some(mut lease) => {
-                    lease["spec"]["renewTime"] = json!(now);
-                    lease["spec"]["holderIdentity"] = json!(node);
-                    lease["spec"]["leaseDurationSeconds"] = json!(duration_s);
-                    self.client.update(&uri, &lease).await
-                }
-                None => {
-                    let lease = json!({
-                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": node, "namespace": "kube-node-lease"},
-                        "spec": {"holderIdentity": node, "leaseDurationSeconds": duration_s,
-                                 "renewTime": now},
-                    });
-                    let coll = path(
-                        "coordination.k8s.io/v1",
-                        "leases",
-                        Some("kube-node-lease"),
-                        None,
-                    );
-                    self.client.create(&coll, &lease).await
-                }
-            };
-            match res {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_conflict() || e.code == 409 => continue,
-                Err(e) => return Err(to_status(e)),
-            }
-        }
-        Err(Status::aborted(
-            "the node lease kept changing underneath; try again",
-        ))
-    }
+async fn put_node_status(
+    client: &Client,
+    name: &str,
+    cur: Value,
+    status: Option<Value>,
+) -> Result<Value, Status> {
+    let Some(status) = status else {
+        return Ok(cur);
+    };
+    let uri = format!("{}/status", path("v1", "nodes", None, Some(name)));
+    client
+        .merge_patch(&uri, &json!({ "status": status }))
+        .await
+        .map_err(to_status)
+}
 
-    async fn write_pod_status(
-        &self,
-        ns: &str,
-        name: &str,
-        uid: &str,
-        status: Value,
-    ) -> Result<(), Status> {
-        let uri = format!("{}/status", path("v1", "pods", Some(ns), Some(name)));
-        for _ in 0..5 {
-            let Some(mut pod) = self.client.get(&uri).await.map_err(to_status)? else {
-                return Err(Status::not_found(format!("pod {ns}/{name} not found")));
-            };
-            if !uid.is_empty() && meta::uid(&pod) != uid {
-                return Err(Status::not_found(format!(
-                    "pod {ns}/{name} with uid {uid} not found (the stored pod has uid {})",
-                    meta::uid(&pod)
-                )));
+async fn renew_lease(client: &Client, node: &str, duration_s: i32) -> Result<(), Status> {
+    let uri = path(
+        "coordination.k8s.io/v1",
+        "leases",
+        Some("kube-node-lease"),
+        Some(node),
+    );
+    let now = meta::now_rfc3339_micro();
+    for _ in 0..5 {
+        let res = match client.get(&uri).await.map_err(to_status)? {
+            Some(mut lease) => {
+                lease["spec"]["renewTime"] = json!(now);
+                lease["spec"]["holderIdentity"] = json!(node);
+                lease["spec"]["leaseDurationSeconds"] = json!(duration_s);
+                client.update(&uri, &lease).await
             }
-            pod["status"] = merge_conditions(&pod["status"], status.clone());
-            match self.client.update(&uri, &pod).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(to_status(e)),
+            None => {
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": node, "namespace": "kube-node-lease"},
+                    "spec": {"holderIdentity": node, "leaseDurationSeconds": duration_s,
+                             "renewTime": now},
+                });
+                let coll = path(
+                    "coordination.k8s.io/v1",
+                    "leases",
+                    Some("kube-node-lease"),
+                    None,
+                );
+                client.create(&coll, &lease).await
             }
+        };
+        match res {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() || e.code == 409 => continue,
+            Err(e) => return Err(to_status(e)),
         }
-        Err(Status::aborted(format!(
-            "pod {ns}/{name} kept changing; try again"
-        )))
     }
+    Err(Status::aborted(
+        "the node lease kept changing underneath; try again",
+    ))
+}
+
+async fn write_pod_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    status: Value,
+) -> Result<(), Status> {
+    let uri = format!("{}/status", path("v1", "pods", Some(ns), Some(name)));
+    for _ in 0..5 {
+        let Some(mut pod) = client.get(&uri).await.map_err(to_status)? else {
+            return Err(Status::not_found(format!("pod {ns}/{name} not found")));
+        };
+        if !uid.is_empty() && meta::uid(&pod) != uid {
+            return Err(Status::not_found(format!(
+                "pod {ns}/{name} with uid {uid} not found (the stored pod has uid {})",
+                meta::uid(&pod)
+            )));
+        }
+        pod["status"] = merge_conditions(&pod["status"], status.clone());
+        match client.update(&uri, &pod).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(to_status(e)),
+        }
+    }
+    Err(Status::aborted(format!(
+        "pod {ns}/{name} kept changing; try again"
+    )))
 }
 
 /// The agent owns the pod's status except conditions it does not report

@@ -131,13 +131,14 @@ pub async fn serve(
         &cfg.api.api_audiences,
     )
     .await?;
+    let authz = Arc::new(crate::auth::authorizer(&objects));
     let auth = Arc::new(Auth {
         tokens,
         ca_cert_pem: boot.ca_cert_pem.clone(),
         join_ca: boot.clone(),
         sa_tokens,
         required: !cfg.insecure_http,
-        authz: crate::auth::authorizer(&objects),
+        authz: authz.clone(),
         rbac: crate::auth::rbac::Rbac {
             objects: objects.clone(),
         },
@@ -160,6 +161,7 @@ pub async fn serve(
         Client::new(api.clone(), "keel-node-service"),
         api.objects.clone(),
         cfg.pod_cidrs,
+        authz,
     ));
     let api_endpoint = ApiEndpoint::new(cfg.advertise_url.as_deref(), local);
     let _kubernetes = AbortOnDrop(tokio::spawn(kubernetes_service::keep(
@@ -264,14 +266,14 @@ struct Auth {
     sa_tokens: crate::auth::sa_token::Tokens,
     /// False only for loopback plain HTTP: every request is the admin.
     required: bool,
-    authz: crate::auth::Chain,
+    authz: Arc<crate::auth::Chain>,
     rbac: crate::auth::rbac::Rbac,
     max_body_bytes: usize,
     audit: Option<Audit>,
 }
 
-/// The group agents' node credentials will carry (node authorizer seam).
-const NODES: &str = "system:nodes";
+/// The group of agents' node credentials.
+const NODES: &str = crate::auth::node::NODES_GROUP;
 
 /// Stops what `on_serving` started when the server stops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -420,8 +422,21 @@ impl Handlers {
             .await;
         }
         if grpc {
-            // The node service: agents (the admin credential today; node
-            // credentials in system:nodes once they exist).
+            // The node service: agents, with a node credential (system:nodes)
+            // or the admin one. Impersonation applies as on REST, so an
+            // admin can act as a node (and tests can).
+            let user = match crate::auth::impersonate::apply(
+                self.auth.authz.as_ref(),
+                user,
+                req.headers(),
+            )
+            .await
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    return tonic::Status::permission_denied(e.message).into_http::<Body>();
+                }
+            };
             if !(user.in_group(crate::auth::MASTERS) || user.in_group(NODES)) {
                 return tonic::Status::permission_denied(format!(
                     "user {:?} may not use the node service",
@@ -430,6 +445,8 @@ impl Handlers {
                 .into_http::<Body>();
             }
             use tower::ServiceExt;
+            let mut req = req;
+            req.extensions_mut().insert(user);
             return match self.grpc.oneshot(req).await {
                 Ok(resp) => resp.map(Body::new),
                 Err(never) => match never {},
@@ -624,7 +641,7 @@ impl Handlers {
     ) -> Result<(UserInfo, crate::auth::Attributes), (ApiError, Option<crate::auth::Attributes>)>
     {
         let anonymous = user.name == crate::auth::ANONYMOUS;
-        let user = crate::auth::impersonate::apply(&self.auth.authz, user, headers)
+        let user = crate::auth::impersonate::apply(self.auth.authz.as_ref(), user, headers)
             .await
             .map_err(|e| (e, None))?;
         let attrs = crate::auth::request_info::attributes(&user, method, uri.path(), uri.query());
@@ -669,7 +686,7 @@ impl Handlers {
             Err(_) => return api::error_response(&ApiError::too_large(limit)),
         };
         let ctx = crate::auth::reviews::Reviews {
-            authz: &self.auth.authz,
+            authz: self.auth.authz.as_ref(),
             rbac: &self.auth.rbac,
             tokens: &self.auth.tokens,
             sa_tokens: &self.auth.sa_tokens,

@@ -1,6 +1,7 @@
 //! The agent's connection to the control plane.
 //!
-//! One HTTP/2 channel, shared by every task (calls are multiplexed), to one
+//! Authenticates with a bearer token or a client certificate (a node
+//! identity). One HTTP/2 channel, shared by every task (calls are multiplexed), to one
 //! of the configured servers at a time. A call that fails for a transport
 //! reason (unavailable, deadline, cancelled, unknown) drops the channel and
 //! moves to the next server, so the next call of any task fails over.
@@ -18,7 +19,7 @@ use keel_proto::keelnode::{
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status, Streaming};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -58,6 +59,7 @@ impl ControlClient {
         servers: Vec<String>,
         token: Option<String>,
         ca_pem: Option<Vec<u8>>,
+        identity: Option<super::ClientIdentity>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!servers.is_empty(), "no control-plane server configured");
         let auth = match token {
@@ -71,9 +73,14 @@ impl ControlClient {
         let tls = ca_pem.map(|pem| {
             // keel's API listener offers h2 by ALPN; accept a server
             // that negotiates nothing, too (gRPC implies HTTP/2).
-            ClientTlsConfig::new()
+            let tls = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(pem))
-                .assume_http2(true)
+                .assume_http2(true);
+            // The node identity, when the kubeconfig carries one.
+            match &identity {
+                Some(id) => tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem)),
+                None => tls,
+            }
         });
         Ok(ControlClient {
             servers,

@@ -72,7 +72,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::runtime::exec::{ExecConfig, ExecRuntime};
 use crate::runtime::Runtime;
 
-pub use kubeconfig::{read_kubeconfig, KubeconfigAuth};
+pub use kubeconfig::{read_kubeconfig, ClientIdentity, KubeconfigAuth};
 
 /// Everything the agent needs. Build it with [`AgentConfig::new`] and
 /// override fields as needed.
@@ -85,6 +85,13 @@ pub struct AgentConfig {
     pub servers: Vec<String>,
     /// Bearer token sent with every call.
     pub token: Option<String>,
+    /// Client certificate presented over TLS (a node identity,
+    /// `system:node:<name>`); used with or instead of `token`.
+    pub identity: Option<ClientIdentity>,
+    /// The credential of the Ingress router's API client when it differs
+    /// from the agent's: the router reads every Ingress and TLS Secret,
+    /// which a node identity may not (`keel up` gives it the admin token).
+    pub ingress_token: Option<String>,
     /// PEM of the cluster CA, required for `https://` servers.
     pub ca_pem: Option<Vec<u8>>,
     /// Agent state (see the module docs); stable across agent restarts.
@@ -145,6 +152,8 @@ impl AgentConfig {
             node_name: node_name.into(),
             servers,
             token: None,
+            identity: None,
+            ingress_token: None,
             ca_pem: None,
             root_dir: root_dir.into(),
             runtime,
@@ -321,6 +330,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         cfg.servers.clone(),
         cfg.token.clone(),
         cfg.ca_pem.clone(),
+        cfg.identity.clone(),
     )?);
     let tasks = tasks::Tasks::default();
     let index = Arc::new(logs::PodIndex::new(cfg.root_dir.clone()));
@@ -459,7 +469,12 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
         storage::volume_root(&ctx.cfg.root_dir),
     ));
     if let Some(ingress) = ctx.cfg.ingress {
-        match api::client(&ctx.cfg, "keel-ingress") {
+        let mut ingress_cfg = ctx.cfg.clone();
+        if let Some(t) = &ctx.cfg.ingress_token {
+            ingress_cfg.token = Some(t.clone());
+            ingress_cfg.identity = None;
+        }
+        match api::client(&ingress_cfg, "keel-ingress") {
             Ok(client) => tasks.spawn(crate::ingress::run(ingress, client)),
             Err(e) => tracing::error!(error = %e, "no API client: the ingress router is off"),
         }

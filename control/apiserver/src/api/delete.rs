@@ -85,6 +85,12 @@ pub async fn delete(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     for _ in 0..MAX_RETRIES {
         let cur = fetch(api, t).await?;
         check_preconditions(t.info, name, &cur, &opts)?;
+        crate::admission::node_restriction::admit(
+            r.user.as_ref(),
+            t.info,
+            None,
+            crate::admission::node_restriction::Op::Delete(&cur.obj),
+        )?;
         if let Some(reply) = delete_one(api, t.info, &cur, &opts).await? {
             return Ok(reply);
         }

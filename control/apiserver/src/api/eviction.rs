@@ -62,6 +62,12 @@ pub async fn evict(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     for _ in 0..MAX_RETRIES {
         let cur = fetch(api, t).await?;
         check_uid(&cur, &opts)?;
+        crate::admission::node_restriction::admit(
+            r.user.as_ref(),
+            t.info,
+            t.sub,
+            crate::admission::node_restriction::Op::Evict(&cur.obj),
+        )?;
         if let Some(v) = decide(api, &cur, &opts).await? {
             verdict = Some(v);
             break;

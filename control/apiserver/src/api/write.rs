@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::read::fetch;
 use super::{decode_body, service_accounts, services, Api, Reply, Req, Target};
+use crate::admission::node_restriction::Op as NodeOp;
 use crate::admission::{self, Cause};
 use crate::meta;
 use crate::patch::{self, apply, PatchType};
@@ -373,6 +374,7 @@ async fn create_object(
         admission::validate(info.group, info.resource, &obj),
     )?;
     escalation(api, t, r, &obj).await?;
+    admission::node_restriction::admit(r.user.as_ref(), info, t.sub, NodeOp::Create(&obj))?;
     check_namespace(api, t).await?;
     service_accounts::admit_pod(api, t, &mut obj).await?;
     match owner {
@@ -444,6 +446,11 @@ pub async fn finish_update(
     let causes = admission::validate_update(info.group, info.resource, &out, &cur.obj);
     invalid(info, &out, causes)?;
     escalation(api, t, r, &out).await?;
+    let op = NodeOp::Update {
+        new: &out,
+        old: &cur.obj,
+    };
+    admission::node_restriction::admit(r.user.as_ref(), info, t.sub, op)?;
     bump_generation(&cur.obj, &mut out);
     if meta::same_object(&out, &cur.obj) {
         return Ok((Updated::Written(cur.obj.clone()), warnings));

@@ -3,10 +3,12 @@
 //! request attributes ([`Attributes`]) as kube-apiserver does.
 //!
 //! The seams are traits so later authenticators (service account JWTs,
-//! bootstrap tokens) and authorizers (the Node authorizer) plug in beside
+//! bootstrap tokens) and authorizers plug in beside
 //! the ones here without touching the request path:
 //! - [`authn`]: client certificates signed by the cluster CA and static
 //!   bearer tokens;
+//! - [`node`]: the Node authorizer (a node's own pods and what they
+//!   reference), asked before RBAC;
 //! - [`rbac`]: rbac.authorization.k8s.io/v1 over the stored roles and
 //!   bindings, behind [`Masters`] (`system:masters` is always allowed);
 //! - [`request_info`]: the attributes of a URL, as Kubernetes'
@@ -21,6 +23,7 @@ pub mod bootstrap_token;
 pub mod escalation;
 pub mod forbidden;
 pub mod impersonate;
+pub mod node;
 pub mod rbac;
 pub mod request_info;
 pub mod reviews;
@@ -116,6 +119,9 @@ pub struct Attributes {
     pub name: String,
     /// The URL path (what non-resource rules match).
     pub path: String,
+    /// The request's raw `fieldSelector` (as sent): the Node authorizer
+    /// lets a node list and watch only pods selected by its own name.
+    pub field_selector: String,
 }
 
 /// What one authorizer says.
@@ -167,10 +173,12 @@ impl Authorizer for Chain {
     }
 }
 
-/// The authorizer chain of this API server: `system:masters`, then RBAC.
+/// The authorizer chain of this API server: `system:masters`, then the
+/// Node authorizer, then RBAC (kube-apiserver's `Node,RBAC`).
 pub fn authorizer(objects: &crate::storage::Objects) -> Chain {
     Chain(vec![
         Arc::new(Masters),
+        Arc::new(node::NodeAuthorizer::new(objects.clone())),
         Arc::new(rbac::Rbac {
             objects: objects.clone(),
         }),

@@ -62,6 +62,12 @@ pub fn attributes(user: &UserInfo, method: &Method, path: &str, query: Option<&s
     if let Some(s) = rest.get(2) {
         a.subresource = s.to_string();
     }
+    if let Some(q) = query {
+        a.field_selector = form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "fieldSelector")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+    }
     let watch = query
         .map(|q| {
             form_urlencoded::parse(q.as_bytes())

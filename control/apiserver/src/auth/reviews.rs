@@ -120,6 +120,7 @@ fn spec_attributes(kind: &str, spec: &Value, user: UserInfo) -> ApiResult<Attrib
             namespace: s(r, "namespace"),
             name: s(r, "name"),
             path: String::new(),
+            field_selector: s(&r["fieldSelector"], "rawSelector"),
         }),
         (None, Some(n)) => Ok(Attributes {
             user,
