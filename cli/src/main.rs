@@ -4,10 +4,12 @@ mod agent;
 mod chaos;
 mod controller_manager;
 mod image;
+mod join;
 mod kubeconfig;
 mod member;
 mod server;
 mod snapshot;
+mod token;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +51,9 @@ enum Command {
     /// Print a kubeconfig for a user (a client certificate signed by the
     /// cluster CA): `keel kubeconfig --user alice --group dev`.
     Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Create, list or delete bootstrap tokens (the join tokens agents and
+    /// replicas join with), as `kubeadm token` does.
+    Token(token::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Simulated replicas log every injected fault; show that only when asked.
     let default_filter = match cli.command {
-        Command::Chaos(_) | Command::Kubeconfig(_) => "off",
+        Command::Chaos(_) | Command::Kubeconfig(_) | Command::Token(_) => "off",
         _ => "info,openraft=warn",
     };
     let filter = std::env::var("RUST_LOG")
@@ -80,5 +85,6 @@ fn main() -> anyhow::Result<()> {
         Command::Image(args) => rt.block_on(image::run(args)),
         Command::Member(args) => rt.block_on(member::run(args)),
         Command::Kubeconfig(args) => kubeconfig::run(args),
+        Command::Token(args) => rt.block_on(token::run(args)),
     }
 }

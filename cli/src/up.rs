@@ -83,7 +83,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let mut runtimes = Vec::new();
     for (name, ip) in names.iter().zip(ips) {
         let args = AgentArgs {
-            kubeconfig: kubeconfig.clone(),
+            kubeconfig: Some(kubeconfig.clone()),
+            join: Default::default(),
             server: vec![],
             node_name: Some(name.clone()),
             root_dir: data_dir.join("agents").join(name),

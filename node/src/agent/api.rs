@@ -38,6 +38,13 @@ pub fn client(cfg: &AgentConfig, user_agent: &str) -> anyhow::Result<kube::Clien
     if let Some(token) = &cfg.token {
         config.auth_info.token = Some(token.clone().into());
     }
+    if let Some(id) = &cfg.node_identity {
+        use base64::Engine as _;
+        let c = id.current();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        config.auth_info.client_certificate_data = Some(b64(&c.cert_pem));
+        config.auth_info.client_key_data = Some(b64(&c.key_pem).into());
+    }
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_str(user_agent).context("user agent is not header text")?,

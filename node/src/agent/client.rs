@@ -45,6 +45,9 @@ pub struct ControlClient {
     servers: Vec<String>,
     tls: Option<ClientTlsConfig>,
     auth: Auth,
+    /// The node's client certificate, read at each connect (rotation
+    /// swaps it, then [`ControlClient::reconnect`]s).
+    identity: Option<super::rotation::NodeIdentity>,
     current: Mutex<Current>,
 }
 
@@ -79,11 +82,27 @@ impl ControlClient {
             servers,
             tls,
             auth: Auth(auth),
+            identity: None,
             current: Mutex::new(Current {
                 index: 0,
                 channel: None,
             }),
         })
+    }
+
+    /// Authenticates with `identity`'s client certificate (as well as the
+    /// token, if any).
+    pub fn with_identity(mut self, identity: Option<super::rotation::NodeIdentity>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Drops the channel so the next call connects afresh (with the
+    /// current client certificate); calls in flight finish on the old one.
+    pub fn reconnect(&self) {
+        if let Ok(mut cur) = self.current.lock() {
+            cur.channel = None;
+        }
     }
 
     /// A client on the current server, connecting (trying each server once,
@@ -135,10 +154,14 @@ impl ControlClient {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
         if url.starts_with("https://") {
-            let tls = self
+            let mut tls = self
                 .tls
                 .clone()
                 .context("https server but no CA configured")?;
+            if let Some(id) = &self.identity {
+                let c = id.current();
+                tls = tls.identity(tonic::transport::Identity::from_pem(c.cert_pem, c.key_pem));
+            }
             ep = ep.tls_config(tls)?;
         }
         Ok(ep.connect().await?)

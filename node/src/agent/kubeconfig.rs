@@ -18,6 +18,10 @@ pub struct KubeconfigAuth {
     /// Decoded `certificate-authority-data` (PEM).
     pub ca_pem: Option<Vec<u8>>,
     pub token: Option<String>,
+    /// Decoded `client-certificate-data` and `client-key-data` (PEM): a
+    /// node's own identity (`keel agent --join`).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
 }
 
 /// Reads `server`, `certificate-authority-data` and `token` from the
@@ -30,18 +34,22 @@ pub fn read_kubeconfig(path: &Path) -> anyhow::Result<KubeconfigAuth> {
 /// [`read_kubeconfig`] on text.
 pub fn parse_kubeconfig(text: &str) -> anyhow::Result<KubeconfigAuth> {
     let server = value_of(text, "server").context("no `server` entry")?;
-    let ca_pem = match value_of(text, "certificate-authority-data") {
-        Some(b64) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .context("certificate-authority-data is not base64")?,
-        ),
-        None => None,
+    let data = |key: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match value_of(text, key) {
+            Some(b64) => Ok(Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .with_context(|| format!("{key} is not base64"))?,
+            )),
+            None => Ok(None),
+        }
     };
     Ok(KubeconfigAuth {
         server,
-        ca_pem,
+        ca_pem: data("certificate-authority-data")?,
         token: value_of(text, "token"),
+        client_cert_pem: data("client-certificate-data")?,
+        client_key_pem: data("client-key-data")?,
     })
 }
 

@@ -47,12 +47,15 @@ pub mod client;
 pub mod events;
 pub mod exec;
 pub mod ipam;
+pub mod join;
 pub mod kubeconfig;
 pub mod logs;
 pub mod manager;
 pub mod metrics;
+pub mod node_cert;
 pub mod pod;
 pub mod register;
+pub mod rotation;
 pub mod storage;
 mod tasks;
 pub(crate) mod time;
@@ -125,6 +128,10 @@ pub struct AgentConfig {
     /// How often node and container usage is sampled; CPU rates served to
     /// the metrics API span the last two samples.
     pub metrics_interval: Duration,
+    /// The node's own client certificate (`keel agent --join`), used
+    /// instead of the token and rotated before it expires when it names
+    /// a kubeconfig.
+    pub node_identity: Option<rotation::NodeIdentity>,
 }
 
 impl AgentConfig {
@@ -161,6 +168,7 @@ impl AgentConfig {
             proxy: true,
             images: None,
             metrics_interval: Duration::from_secs(5),
+            node_identity: None,
         }
     }
 }
@@ -256,12 +264,22 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         .await
         .with_context(|| format!("listen on {}", cfg.listen_logs))?;
     let logs_port = listener.local_addr()?.port();
-    let client = Arc::new(client::ControlClient::new(
-        cfg.servers.clone(),
-        cfg.token.clone(),
-        cfg.ca_pem.clone(),
-    )?);
+    let client = Arc::new(
+        client::ControlClient::new(cfg.servers.clone(), cfg.token.clone(), cfg.ca_pem.clone())?
+            .with_identity(cfg.node_identity.clone()),
+    );
     let tasks = tasks::Tasks::default();
+    if let (Some(identity), Some(ca), Some(server)) =
+        (&cfg.node_identity, &cfg.ca_pem, cfg.servers.first())
+    {
+        tasks.spawn(rotation::run(
+            identity.clone(),
+            cfg.node_name.clone(),
+            server.clone(),
+            ca.clone(),
+            client.clone(),
+        ));
+    }
     let index = Arc::new(logs::PodIndex::new(cfg.root_dir.clone()));
     let sampler = Arc::new(metrics::Sampler::new(cfg.runtime.clone()));
     tasks.spawn(sampler.clone().run(cfg.metrics_interval));
