@@ -15,12 +15,13 @@ use keel_node::runtime::Runtime;
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// Kubeconfig with the control plane's URL, CA and credential: a node
-    /// identity (client certificate `system:node:<name>`, e.g. from `keel
-    /// kubeconfig --user system:node:<name> --group system:nodes`) or the
-    /// admin token `keel server` writes into `<data-dir>/kubeconfig`.
-    #[arg(long)]
-    pub kubeconfig: PathBuf,
+    /// Kubeconfig with the control plane's URL, CA and token (as written
+    /// by `keel server` into `<data-dir>/kubeconfig`) or node certificate.
+    /// Not with --join, which writes `<root-dir>/kubeconfig`.
+    #[arg(long, required_unless_present = "join", conflicts_with = "join")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub join: crate::join::JoinArgs,
     /// Control-plane API URLs to use, in order of preference (repeatable;
     /// default: the kubeconfig's server). The agent moves to the next one
     /// when a replica stops answering.
@@ -175,17 +176,22 @@ impl AgentArgs {
     /// Errors: an unreadable kubeconfig, a root dir that cannot be
     /// created, a bad --node-label, or (docker) an unreachable daemon.
     pub async fn config(&self, node_name: Option<String>) -> anyhow::Result<AgentConfig> {
-        let auth = keel_node::agent::read_kubeconfig(&self.kubeconfig)
-            .with_context(|| format!("--kubeconfig {}", self.kubeconfig.display()))?;
-        let servers = match self.server.is_empty() {
-            true => vec![auth.server.clone()],
-            false => self.server.clone(),
-        };
         let name = node_name
             .or_else(|| self.node_name.clone())
             .unwrap_or_else(hostname);
         std::fs::create_dir_all(&self.root_dir)
             .with_context(|| format!("--root-dir {}", self.root_dir.display()))?;
+        let kubeconfig = match &self.kubeconfig {
+            Some(k) => k.clone(),
+            None => self.join.ensure_joined(&name, &self.root_dir).await?,
+        };
+        let auth = keel_node::agent::read_kubeconfig(&kubeconfig)
+            .with_context(|| format!("--kubeconfig {}", kubeconfig.display()))?;
+        let servers = match self.server.is_empty() {
+            true => vec![auth.server.clone()],
+            false => self.server.clone(),
+        };
+        let identity = crate::join::node_identity(&auth, &kubeconfig);
         let exe = std::env::current_exe().context("locating the keel binary")?;
         if self.network == NetworkMode::Netns && self.runtime != RuntimeKind::Keel {
             bail!("--network netns needs --runtime keel (pods join per-pod network namespaces)");
@@ -204,8 +210,8 @@ impl AgentArgs {
         };
         let mut cfg = AgentConfig::new(name, servers, &self.root_dir, runtime);
         cfg.token = auth.token;
-        cfg.identity = auth.identity;
         cfg.ca_pem = auth.ca_pem;
+        cfg.node_identity = identity;
         cfg.listen_logs = self.listen_logs;
         cfg.node_ip = self.node_ip;
         cfg.ingress = self.ingress.config(self.node_ip);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
+use keel_controllers::certificates::signer::SigningConfig;
 use keel_controllers::manager::{Clients, ManagerConfig};
 
 /// Leader election and control-loop timing, shared by `keel server` and
@@ -40,6 +41,11 @@ pub struct ManagerArgs {
     /// --horizontal-pod-autoscaler-downscale-stabilization).
     #[arg(long, default_value_t = 300)]
     horizontal_pod_autoscaler_downscale_stabilization_s: u64,
+    /// The longest validity of the certificates the CSR signer issues
+    /// (node and user client certificates), a duration such as 8760h or
+    /// 10m; agents renew theirs at 80% of it.
+    #[arg(long, default_value = "8760h")]
+    cluster_signing_duration: String,
 }
 
 impl ManagerArgs {
@@ -61,6 +67,28 @@ impl ManagerArgs {
             Duration::from_secs(self.horizontal_pod_autoscaler_downscale_stabilization_s);
         Ok(m)
     }
+
+    /// The CSR signer's configuration for the CA in `ca_cert_file` and
+    /// `ca_key_file`. Errors: a bad --cluster-signing-duration.
+    pub fn signing(
+        &self,
+        ca_cert_file: PathBuf,
+        ca_key_file: PathBuf,
+    ) -> anyhow::Result<SigningConfig> {
+        let duration = keel_apiserver::api::parse_go_duration(&self.cluster_signing_duration)
+            .filter(|d| d.as_secs() >= 10)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--cluster-signing-duration {:?}: expected a duration of at least 10s, such as 8760h or 10m",
+                    self.cluster_signing_duration
+                )
+            })?;
+        Ok(SigningConfig {
+            ca_cert_file,
+            ca_key_file,
+            duration,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -73,13 +101,23 @@ pub struct ControllerManagerArgs {
     /// process id, unique per instance).
     #[arg(long)]
     identity: Option<String>,
+    /// The cluster CA certificate the CSR signer issues with (a replica
+    /// keeps it in <data-dir>/pki/ca.crt); without it no CSR is signed.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The cluster CA's private key (<data-dir>/pki/ca.key).
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
     #[command(flatten)]
     manager: ManagerArgs,
 }
 
 pub async fn run(a: ControllerManagerArgs) -> anyhow::Result<()> {
     let identity = a.identity.clone().unwrap_or_else(default_identity);
-    let cfg = a.manager.config(&identity)?;
+    let mut cfg = a.manager.config(&identity)?;
+    if let (Some(c), Some(k)) = (&a.cluster_signing_cert_file, &a.cluster_signing_key_file) {
+        cfg.signing = Some(a.manager.signing(c.clone(), k.clone())?);
+    }
     let config = keel_controllers::client::kubeconfig(&a.kubeconfig).await?;
     // Fail now, with the file named, rather than inside a loop later.
     keel_controllers::client::with_user_agent(&config, "keel-controller-manager")?;

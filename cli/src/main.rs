@@ -5,6 +5,7 @@ mod certs;
 mod chaos;
 mod controller_manager;
 mod image;
+mod join;
 mod kubeconfig;
 mod member;
 mod server;
@@ -12,6 +13,7 @@ mod server_join;
 mod server_token;
 mod server_tls;
 mod snapshot;
+mod token;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +58,9 @@ enum Command {
     /// Certificates for TLS between replicas and for etcd clients:
     /// `init-ca` for a static cluster, `issue` peer/server/client certs.
     Certs(certs::CertsArgs),
+    /// Create, list or delete bootstrap tokens (the join tokens agents and
+    /// replicas join with), as `kubeadm token` does.
+    Token(token::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Simulated replicas log every injected fault; show that only when asked.
     let default_filter = match cli.command {
-        Command::Chaos(_) | Command::Kubeconfig(_) | Command::Certs(_) => "off",
+        Command::Chaos(_) | Command::Kubeconfig(_) | Command::Certs(_) | Command::Token(_) => "off",
         _ => "info,openraft=warn",
     };
     let filter = std::env::var("RUST_LOG")
@@ -88,5 +93,6 @@ fn main() -> anyhow::Result<()> {
         Command::Image(args) => rt.block_on(image::run(args)),
         Command::Member(args) => rt.block_on(member::run(args)),
         Command::Kubeconfig(args) => kubeconfig::run(args),
+        Command::Token(args) => rt.block_on(token::run(args)),
     }
 }

@@ -565,7 +565,11 @@ fn manager_config(
     if a.disable_controllers {
         return Ok(None);
     }
-    a.manager.config(&a.name).map(Some)
+    let mut m = a.manager.config(&a.name)?;
+    // The bootstrap writes the cluster CA here before the API serves.
+    let pki = a.data_dir.join("pki");
+    m.signing = Some(a.manager.signing(pki.join("ca.crt"), pki.join("ca.key"))?);
+    Ok(Some(m))
 }
 
 pub async fn shutdown_signal() {

@@ -87,8 +87,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let mut runtimes = Vec::new();
     for (name, ip) in names.iter().zip(ips) {
         let args = AgentArgs {
-            kubeconfig: node_kubeconfig(&data_dir, name, &admin.server)?
-                .unwrap_or_else(|| kubeconfig.clone()),
+            kubeconfig: Some(
+                node_kubeconfig(&data_dir, name, &admin.server)?
+                    .unwrap_or_else(|| kubeconfig.clone()),
+            ),
+            join: Default::default(),
             server: vec![],
             node_name: Some(name.clone()),
             root_dir: data_dir.join("agents").join(name),

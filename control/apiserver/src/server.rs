@@ -397,6 +397,16 @@ impl Handlers {
                         Ok(Ok(u)) => u,
                         Ok(Err(why)) => {
                             tracing::debug!(%why, "bootstrap token refused");
+                            // A joining machine is told why (unknown,
+                            // wrong secret, expired); no secret is named.
+                            if !grpc {
+                                let msg = format!("Unauthorized: {why}");
+                                return api::error_response(&ApiError::new(
+                                    401,
+                                    "Unauthorized",
+                                    msg,
+                                ));
+                            }
                             return unauthorized(grpc, &why);
                         }
                         Err(e) => return unauthorized(grpc, &e.message),

@@ -13,6 +13,7 @@
 //! from keel-apimachinery.
 
 pub mod cache;
+pub mod certificates;
 pub mod client;
 pub mod cronjob;
 pub mod daemonset;

@@ -43,6 +43,9 @@ pub struct ManagerConfig {
     pub default_eviction_s: u64,
     /// The HorizontalPodAutoscaler controller's sync period and windows.
     pub hpa: crate::hpa::HpaConfig,
+    /// The cluster CA the CSR signer issues certificates with; None: no
+    /// signer runs (approved CSRs wait).
+    pub signing: Option<crate::certificates::signer::SigningConfig>,
 }
 
 impl ManagerConfig {
@@ -55,6 +58,7 @@ impl ManagerConfig {
             node_monitor_grace: Duration::from_secs(40),
             default_eviction_s: 300,
             hpa: crate::hpa::HpaConfig::default(),
+            signing: None,
         }
     }
 }
@@ -114,7 +118,7 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
         grace: cfg.node_monitor_grace,
         default_eviction_s: cfg.default_eviction_s,
     };
-    vec![
+    let mut loops = vec![
         tokio::spawn(scheduler::run::run(
             clients("default-scheduler"),
             caches.clone(),
@@ -199,5 +203,17 @@ fn start(clients: &Clients, cfg: &ManagerConfig) -> Vec<JoinHandle<()>> {
             caches.clone(),
             cfg.hpa,
         )),
-    ]
+        tokio::spawn(crate::certificates::approver::run(
+            clients("csrapproving"),
+            caches.clone(),
+        )),
+    ];
+    if let Some(signing) = &cfg.signing {
+        loops.push(tokio::spawn(crate::certificates::signer::run(
+            clients("csrsigning"),
+            caches.clone(),
+            signing.clone(),
+        )));
+    }
+    loops
 }

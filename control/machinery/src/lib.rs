@@ -11,6 +11,7 @@
 //! it stays cheap to compile.
 
 pub mod cron;
+pub mod csr;
 pub mod events;
 pub mod ingress_class;
 pub mod meta;

@@ -20,6 +20,9 @@ pub enum Sub {
     /// `serviceaccounts/token`: TokenRequest, a signed token for the
     /// account (never stored).
     Token,
+    /// `certificatesigningrequests/approval`: the Approved/Denied
+    /// conditions only (who may approve is RBAC on this subresource).
+    Approval,
 }
 
 impl Sub {
@@ -34,6 +37,7 @@ impl Sub {
             Sub::Attach => "attach",
             Sub::PortForward => "portforward",
             Sub::Token => "token",
+            Sub::Approval => "approval",
         }
     }
 
@@ -48,6 +52,7 @@ impl Sub {
             Sub::Attach,
             Sub::PortForward,
             Sub::Token,
+            Sub::Approval,
         ]
         .into_iter()
         .find(|sub| sub.name() == s)
@@ -60,7 +65,7 @@ impl Sub {
             Sub::Scale => Some(("autoscaling", "v1", "Scale")),
             Sub::Binding => Some(("", "v1", "Binding")),
             Sub::Eviction => Some(("policy", "v1", "Eviction")),
-            Sub::Status | Sub::Log => None,
+            Sub::Status | Sub::Log | Sub::Approval => None,
             Sub::Exec => Some(("", "v1", "PodExecOptions")),
             Sub::Attach => Some(("", "v1", "PodAttachOptions")),
             Sub::PortForward => Some(("", "v1", "PodPortForwardOptions")),
@@ -70,7 +75,7 @@ impl Sub {
 
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Sub::Status | Sub::Scale => &["get", "patch", "update"],
+            Sub::Status | Sub::Scale | Sub::Approval => &["get", "patch", "update"],
             Sub::Binding | Sub::Eviction | Sub::Token => &["create"],
             Sub::Log => &["get"],
             Sub::Exec | Sub::Attach | Sub::PortForward => &["create", "get"],
@@ -107,6 +112,7 @@ pub const VERBS: &[&str] = &[
 const ALL: &[&str] = &["all"];
 const STATUS: &[Sub] = &[Sub::Status];
 const SCALABLE: &[Sub] = &[Sub::Status, Sub::Scale];
+const APPROVABLE: &[Sub] = &[Sub::Status, Sub::Approval];
 
 macro_rules! res {
     ($g:expr, $v:expr, $r:expr, $k:expr, $s:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr) => {
@@ -487,6 +493,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &[],
         &[],
         &[]
+    ),
+    res!(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        &[],
+        APPROVABLE
     ),
 ];
 

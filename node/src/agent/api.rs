@@ -1,7 +1,6 @@
 //! A `kube::Client` for the agent's API-watching loops (service proxy,
 //! cluster DNS, ingress router), the way kube-proxy and CoreDNS reach the
-//! API: typed list/watch over HTTPS with the agent's bearer token or client
-//! certificate, trusting
+//! API: typed list/watch over HTTPS with the agent's bearer token, trusting
 //! the cluster CA.
 //!
 //! Pod assignments and status stay on the node service (gRPC); this client
@@ -39,11 +38,12 @@ pub fn client(cfg: &AgentConfig, user_agent: &str) -> anyhow::Result<kube::Clien
     if let Some(token) = &cfg.token {
         config.auth_info.token = Some(token.clone().into());
     }
-    if let Some(id) = &cfg.identity {
+    if let Some(id) = &cfg.node_identity {
         use base64::Engine as _;
-        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-        config.auth_info.client_certificate_data = Some(b64(&id.cert_pem));
-        config.auth_info.client_key_data = Some(b64(&id.key_pem).into());
+        let c = id.current();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        config.auth_info.client_certificate_data = Some(b64(&c.cert_pem));
+        config.auth_info.client_key_data = Some(b64(&c.key_pem).into());
     }
     config.headers.push((
         http::header::USER_AGENT,

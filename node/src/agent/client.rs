@@ -19,7 +19,7 @@ use keel_proto::keelnode::{
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -46,6 +46,9 @@ pub struct ControlClient {
     servers: Vec<String>,
     tls: Option<ClientTlsConfig>,
     auth: Auth,
+    /// The node's client certificate, read at each connect (rotation
+    /// swaps it, then [`ControlClient::reconnect`]s).
+    identity: Option<super::rotation::NodeIdentity>,
     current: Mutex<Current>,
 }
 
@@ -59,7 +62,6 @@ impl ControlClient {
         servers: Vec<String>,
         token: Option<String>,
         ca_pem: Option<Vec<u8>>,
-        identity: Option<super::ClientIdentity>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!servers.is_empty(), "no control-plane server configured");
         let auth = match token {
@@ -70,27 +72,39 @@ impl ControlClient {
             ),
             None => None,
         };
+        // keel's API listener offers h2 by ALPN; accept a server that
+        // negotiates nothing, too (gRPC implies HTTP/2). The node's client
+        // certificate is added at each connect (see `with_identity`).
         let tls = ca_pem.map(|pem| {
-            // keel's API listener offers h2 by ALPN; accept a server
-            // that negotiates nothing, too (gRPC implies HTTP/2).
-            let tls = ClientTlsConfig::new()
+            ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(pem))
-                .assume_http2(true);
-            // The node identity, when the kubeconfig carries one.
-            match &identity {
-                Some(id) => tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem)),
-                None => tls,
-            }
+                .assume_http2(true)
         });
         Ok(ControlClient {
             servers,
             tls,
             auth: Auth(auth),
+            identity: None,
             current: Mutex::new(Current {
                 index: 0,
                 channel: None,
             }),
         })
+    }
+
+    /// Authenticates with `identity`'s client certificate (as well as the
+    /// token, if any).
+    pub fn with_identity(mut self, identity: Option<super::rotation::NodeIdentity>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Drops the channel so the next call connects afresh (with the
+    /// current client certificate); calls in flight finish on the old one.
+    pub fn reconnect(&self) {
+        if let Ok(mut cur) = self.current.lock() {
+            cur.channel = None;
+        }
     }
 
     /// A client on the current server, connecting (trying each server once,
@@ -142,10 +156,14 @@ impl ControlClient {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
         if url.starts_with("https://") {
-            let tls = self
+            let mut tls = self
                 .tls
                 .clone()
                 .context("https server but no CA configured")?;
+            if let Some(id) = &self.identity {
+                let c = id.current();
+                tls = tls.identity(tonic::transport::Identity::from_pem(c.cert_pem, c.key_pem));
+            }
             ep = ep.tls_config(tls)?;
         }
         Ok(ep.connect().await?)

@@ -2,8 +2,7 @@
 //!
 //! keel writes kubeconfigs as simple block YAML (see keel-control's
 //! `Bootstrap::kubeconfig`): one cluster with `server` and optionally
-//! `certificate-authority-data`, one user with optionally `token` or
-//! `client-certificate-data` and `client-key-data` (a node identity). This
+//! `certificate-authority-data`, one user with optionally `token`. This
 //! reader handles exactly that shape by scanning `key: value` lines (the
 //! first occurrence of each key wins), so it needs no YAML library.
 
@@ -19,23 +18,10 @@ pub struct KubeconfigAuth {
     /// Decoded `certificate-authority-data` (PEM).
     pub ca_pem: Option<Vec<u8>>,
     pub token: Option<String>,
-    /// Decoded `client-certificate-data` and `client-key-data` (PEM): the
-    /// agent's own identity, e.g. `system:node:<name>`.
-    pub identity: Option<ClientIdentity>,
-}
-
-/// A client certificate and its private key, both PEM.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for ClientIdentity {
-    /// Never prints the private key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity").finish_non_exhaustive()
-    }
+    /// Decoded `client-certificate-data` and `client-key-data` (PEM): a
+    /// node's own identity (`keel agent --join`).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
 }
 
 /// Reads `server`, `certificate-authority-data` and `token` from the
@@ -48,32 +34,23 @@ pub fn read_kubeconfig(path: &Path) -> anyhow::Result<KubeconfigAuth> {
 /// [`read_kubeconfig`] on text.
 pub fn parse_kubeconfig(text: &str) -> anyhow::Result<KubeconfigAuth> {
     let server = value_of(text, "server").context("no `server` entry")?;
-    let ca_pem = decoded(text, "certificate-authority-data")?;
-    let identity = match (
-        decoded(text, "client-certificate-data")?,
-        decoded(text, "client-key-data")?,
-    ) {
-        (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
-        (None, None) => None,
-        _ => anyhow::bail!("client-certificate-data and client-key-data come together"),
+    let data = |key: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match value_of(text, key) {
+            Some(b64) => Ok(Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .with_context(|| format!("{key} is not base64"))?,
+            )),
+            None => Ok(None),
+        }
     };
     Ok(KubeconfigAuth {
         server,
-        ca_pem,
+        ca_pem: data("certificate-authority-data")?,
         token: value_of(text, "token"),
-        identity,
+        client_cert_pem: data("client-certificate-data")?,
+        client_key_pem: data("client-key-data")?,
     })
-}
-
-/// The base64-decoded value of `key`, if present.
-fn decoded(text: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    value_of(text, key)
-        .map(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .with_context(|| format!("{key} is not base64"))
-        })
-        .transpose()
 }
 
 fn value_of(text: &str, key: &str) -> Option<String> {
@@ -106,31 +83,7 @@ mod tests {
         let text = "clusters:\n- name: keel\n  cluster:\n    server: http://127.0.0.1:6443\nusers:\n- name: admin\n  user: {}\n";
         let k = parse_kubeconfig(text).unwrap();
         assert_eq!(k.server, "http://127.0.0.1:6443");
-        assert_eq!((k.ca_pem, k.token, k.identity), (None, None, None));
+        assert_eq!((k.ca_pem, k.token), (None, None));
         assert!(parse_kubeconfig("kind: Config\n").is_err());
-    }
-
-    #[test]
-    fn reads_a_client_certificate_identity() {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let text = format!(
-            "clusters:\n- name: keel\n  cluster:\n    server: https://127.0.0.1:6443\n    certificate-authority-data: {}\nusers:\n- name: system:node:n1\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-            b64("CA"),
-            b64("CERT"),
-            b64("KEY")
-        );
-        let k = parse_kubeconfig(&text).unwrap();
-        assert_eq!(k.ca_pem.as_deref(), Some(&b"CA"[..]));
-        let id = k.identity.unwrap();
-        assert_eq!(
-            (&id.cert_pem[..], &id.key_pem[..]),
-            (&b"CERT"[..], &b"KEY"[..])
-        );
-        assert_eq!(k.token, None);
-        let half = format!(
-            "clusters:\n- cluster:\n    server: https://x\nusers:\n- user:\n    client-certificate-data: {}\n",
-            b64("CERT")
-        );
-        assert!(parse_kubeconfig(&half).is_err());
     }
 }

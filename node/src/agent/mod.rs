@@ -48,12 +48,15 @@ pub mod client;
 pub mod events;
 pub mod exec;
 pub mod ipam;
+pub mod join;
 pub mod kubeconfig;
 pub mod logs;
 pub mod manager;
 pub mod metrics;
+pub mod node_cert;
 pub mod pod;
 pub mod register;
+pub mod rotation;
 pub mod storage;
 mod tasks;
 pub(crate) mod time;
@@ -72,7 +75,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::runtime::exec::{ExecConfig, ExecRuntime};
 use crate::runtime::Runtime;
 
-pub use kubeconfig::{read_kubeconfig, ClientIdentity, KubeconfigAuth};
+pub use kubeconfig::{read_kubeconfig, KubeconfigAuth};
 
 /// Everything the agent needs. Build it with [`AgentConfig::new`] and
 /// override fields as needed.
@@ -85,9 +88,6 @@ pub struct AgentConfig {
     pub servers: Vec<String>,
     /// Bearer token sent with every call.
     pub token: Option<String>,
-    /// Client certificate presented over TLS (a node identity,
-    /// `system:node:<name>`); used with or instead of `token`.
-    pub identity: Option<ClientIdentity>,
     /// The credential of the Ingress router's API client when it differs
     /// from the agent's: the router reads every Ingress and TLS Secret,
     /// which a node identity may not (`keel up` gives it the admin token).
@@ -137,6 +137,10 @@ pub struct AgentConfig {
     /// namespace per pod, bridge, host-gw routes: see [`crate::podnet`]).
     /// Netns mode needs the isolating runtime ([`keel_runtime_netns`]).
     pub network: crate::podnet::NetworkMode,
+    /// The node's own client certificate (`keel agent --join`), used
+    /// instead of the token and rotated before it expires when it names
+    /// a kubeconfig.
+    pub node_identity: Option<rotation::NodeIdentity>,
 }
 
 impl AgentConfig {
@@ -152,7 +156,6 @@ impl AgentConfig {
             node_name: node_name.into(),
             servers,
             token: None,
-            identity: None,
             ingress_token: None,
             ca_pem: None,
             root_dir: root_dir.into(),
@@ -176,6 +179,7 @@ impl AgentConfig {
             images: None,
             metrics_interval: Duration::from_secs(5),
             network: crate::podnet::NetworkMode::Loopback,
+            node_identity: None,
         }
     }
 }
@@ -326,13 +330,22 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         .await
         .with_context(|| format!("listen on {}", cfg.listen_logs))?;
     let logs_port = listener.local_addr()?.port();
-    let client = Arc::new(client::ControlClient::new(
-        cfg.servers.clone(),
-        cfg.token.clone(),
-        cfg.ca_pem.clone(),
-        cfg.identity.clone(),
-    )?);
+    let client = Arc::new(
+        client::ControlClient::new(cfg.servers.clone(), cfg.token.clone(), cfg.ca_pem.clone())?
+            .with_identity(cfg.node_identity.clone()),
+    );
     let tasks = tasks::Tasks::default();
+    if let (Some(identity), Some(ca), Some(server)) =
+        (&cfg.node_identity, &cfg.ca_pem, cfg.servers.first())
+    {
+        tasks.spawn(rotation::run(
+            identity.clone(),
+            cfg.node_name.clone(),
+            server.clone(),
+            ca.clone(),
+            client.clone(),
+        ));
+    }
     let index = Arc::new(logs::PodIndex::new(cfg.root_dir.clone()));
     let sampler = Arc::new(metrics::Sampler::new(cfg.runtime.clone()));
     tasks.spawn(sampler.clone().run(cfg.metrics_interval));
@@ -472,7 +485,7 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
         let mut ingress_cfg = ctx.cfg.clone();
         if let Some(t) = &ctx.cfg.ingress_token {
             ingress_cfg.token = Some(t.clone());
-            ingress_cfg.identity = None;
+            ingress_cfg.node_identity = None;
         }
         match api::client(&ingress_cfg, "keel-ingress") {
             Ok(client) => tasks.spawn(crate::ingress::run(ingress, client)),

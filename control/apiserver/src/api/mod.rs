@@ -6,6 +6,7 @@
 //! changes nothing; a replica without quorum answers 503/504 within the
 //! request timeout instead of stale data; no request can panic the server.
 
+pub mod csr;
 mod default_class;
 mod delete;
 pub use delete::finish_namespace;
@@ -303,15 +304,21 @@ async fn verb(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     use crate::resources::Sub;
     match (&r.method, t.name.is_some(), t.sub) {
         (&Method::GET, false, None) => read::list(api, t, r).await,
-        (&Method::GET, true, None | Some(Sub::Status)) => read::get(api, t, r).await,
+        (&Method::GET, true, None | Some(Sub::Status | Sub::Approval)) => {
+            read::get(api, t, r).await
+        }
         (&Method::GET, true, Some(Sub::Scale)) => scale::get(api, t).await,
         (&Method::GET, true, Some(Sub::Log)) => read::log(api, t, r).await,
         (&Method::POST, false, None) => write::create(api, t, r).await,
         (&Method::POST, true, Some(Sub::Binding)) => write::bind(api, t, r).await,
         (&Method::POST, true, Some(Sub::Eviction)) => eviction::evict(api, t, r).await,
-        (&Method::PUT, true, None | Some(Sub::Status)) => write::update(api, t, r).await,
+        (&Method::PUT, true, None | Some(Sub::Status | Sub::Approval)) => {
+            write::update(api, t, r).await
+        }
         (&Method::PUT, true, Some(Sub::Scale)) => scale::update(api, t, r).await,
-        (&Method::PATCH, true, None | Some(Sub::Status)) => write::patch(api, t, r).await,
+        (&Method::PATCH, true, None | Some(Sub::Status | Sub::Approval)) => {
+            write::patch(api, t, r).await
+        }
         (&Method::PATCH, true, Some(Sub::Scale)) => scale::patch(api, t, r).await,
         (&Method::DELETE, true, None) => delete::delete(api, t, r).await,
         (&Method::DELETE, false, None) => delete::delete_collection(api, t, r).await,

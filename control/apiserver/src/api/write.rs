@@ -359,6 +359,9 @@ async fn create_object(
     }
     stamp_new(&mut obj)?;
     initial_status(info, &mut obj);
+    if info.group == "certificates.k8s.io" {
+        super::csr::stamp_requester(&mut obj, r.user.as_ref());
+    }
     if info.group.is_empty() && info.resource == "persistentvolumeclaims" {
         super::default_class::assign(&api.objects, &mut obj).await?;
     }
@@ -504,6 +507,9 @@ fn merge_owned(
         let mut out = old.clone();
         out["status"] = new.get("status").cloned().unwrap_or(json!({}));
         return out;
+    }
+    if sub == Some(Sub::Approval) {
+        return super::csr::merge_approval(old, &new);
     }
     let old_meta = meta::meta(old).cloned().unwrap_or_default();
     let m = meta::meta_mut(&mut new);

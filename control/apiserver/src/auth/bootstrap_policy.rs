@@ -323,7 +323,39 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(READ, &["storage.k8s.io"], &["csidrivers", "csinodes"]),
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
                 rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                rule(
+                    &["create", "get", "list", "watch"],
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests"],
+                ),
             ],
+        ),
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
         ),
     ]
 }
@@ -359,6 +391,26 @@ pub fn cluster_role_bindings() -> Vec<Value> {
                 ("Group", "system:authenticated"),
                 ("Group", "system:unauthenticated"),
             ],
+        ),
+        // Agent join tokens may submit CSRs, and nodes may submit their
+        // renewals (the auto-approver decides which get approved).
+        binding(
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            &[
+                ("Group", super::bootstrap_token::AGENT_JOIN_GROUP),
+                ("Group", "system:nodes"),
+            ],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", super::bootstrap_token::AGENT_JOIN_GROUP)],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", "system:nodes")],
         ),
     ]
 }

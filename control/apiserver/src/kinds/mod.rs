@@ -17,6 +17,7 @@
 
 pub mod common;
 
+mod certificate_signing_request;
 mod config_map;
 mod controller_revision;
 mod cron_job;
@@ -163,6 +164,7 @@ pub static KINDS: &[&KindOps] = &[
     &role::CLUSTER_ROLES,
     &role_binding::ROLE_BINDINGS,
     &role_binding::CLUSTER_ROLE_BINDINGS,
+    &certificate_signing_request::CERTIFICATE_SIGNING_REQUESTS,
     &webhook_configuration::MUTATING_WEBHOOK_CONFIGURATIONS,
     &webhook_configuration::VALIDATING_WEBHOOK_CONFIGURATIONS,
     &custom_resource_definition::CUSTOM_RESOURCE_DEFINITIONS,

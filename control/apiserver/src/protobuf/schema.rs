@@ -37,8 +37,42 @@ pub(super) static ROOTS: &[(&str, &str, &Message)] = &[
     ("autoscaling/v2", "HorizontalPodAutoscaler", &AUTOSCALINGV2_HORIZONTAL_POD_AUTOSCALER),
     ("discovery.k8s.io/v1", "EndpointSlice", &DISCOVERY_ENDPOINT_SLICE),
     ("events.k8s.io/v1", "Event", &EVENTS_EVENT),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest", &CERTIFICATES_CSR),
     ("", "DeleteOptions", &META_DELETE_OPTIONS),
 ];
+
+// certificates.k8s.io/v1, added by hand after generation (kubectl sends
+// `certificate approve|deny` as protobuf). `spec.extra`
+// (map<string, ExtraValue>) has no Ty yet and is skipped as unknown.
+pub(super) static CERTIFICATES_CSR: Message = Message("CertificateSigningRequest", &[
+    f(1, "metadata", Msg(&META_OBJECT_META), Opt),
+    f(2, "spec", Msg(&CERTIFICATES_CSR_SPEC), Req),
+    f(3, "status", Msg(&CERTIFICATES_CSR_STATUS), Opt),
+]);
+
+pub(super) static CERTIFICATES_CSR_SPEC: Message = Message("CertificateSigningRequestSpec", &[
+    f(1, "request", Bytes, Req),
+    f(2, "username", Str, Opt),
+    f(3, "uid", Str, Opt),
+    f(4, "groups", Str, Rep),
+    f(5, "usages", Str, Rep),
+    f(7, "signerName", Str, Req),
+    f(8, "expirationSeconds", I32, Ptr),
+]);
+
+pub(super) static CERTIFICATES_CSR_STATUS: Message = Message("CertificateSigningRequestStatus", &[
+    f(1, "conditions", Msg(&CERTIFICATES_CSR_CONDITION), Rep),
+    f(2, "certificate", Bytes, Opt),
+]);
+
+pub(super) static CERTIFICATES_CSR_CONDITION: Message = Message("CertificateSigningRequestCondition", &[
+    f(1, "type", Str, Req),
+    f(6, "status", Str, Req),
+    f(2, "reason", Str, Opt),
+    f(3, "message", Str, Opt),
+    f(4, "lastUpdateTime", Time, Opt),
+    f(5, "lastTransitionTime", Time, Opt),
+]);
 
 pub(super) static CORE_CONFIG_MAP: Message = Message("ConfigMap", &[
     f(1, "metadata", Msg(&META_OBJECT_META), Opt),

@@ -491,3 +491,48 @@ fn kubectl_role_body_decodes() {
         "{role}"
     );
 }
+
+#[test]
+fn certificate_signing_request_approval() {
+    // What `kubectl certificate approve` PUTs: the CSR with an Approved
+    // condition appended; spec.extra (field 6) is skipped.
+    let spec = m(
+        2,
+        &[
+            b(1, b"PEM"),
+            s(2, "system:bootstrap:abcdef"),
+            s(4, "system:bootstrappers"),
+            s(5, "client auth"),
+            m(6, &[s(1, "k"), m(2, &[s(1, "v")])]),
+            s(7, "kubernetes.io/kube-apiserver-client-kubelet"),
+        ],
+    );
+    let status = m(
+        3,
+        &[m(
+            1,
+            &[
+                s(1, "Approved"),
+                s(2, "KubectlApprove"),
+                m(4, &[v(1, 1_767_225_600)]),
+                s(6, "True"),
+            ],
+        )],
+    );
+    let body = envelope(
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        &[meta("c", &[]), spec, status],
+    );
+    assert_eq!(
+        decode_protobuf(&body).unwrap(),
+        json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+               "metadata": {"name": "c"},
+               "spec": {"request": "UEVN", "username": "system:bootstrap:abcdef",
+                        "groups": ["system:bootstrappers"], "usages": ["client auth"],
+                        "signerName": "kubernetes.io/kube-apiserver-client-kubelet"},
+               "status": {"conditions": [{"type": "Approved", "reason": "KubectlApprove",
+                                          "lastUpdateTime": "2026-01-01T00:00:00Z",
+                                          "status": "True"}]}})
+    );
+}
