@@ -780,7 +780,6 @@ async fn tls_and_bearer_token_from_a_kubeconfig() {
     let rt = runtime(dir.path());
     let mut cfg = AgentConfig::new("node-a", vec![auth.server], dir.path(), rt.clone());
     cfg.token = auth.token;
-    cfg.identity = auth.identity;
     cfg.ca_pem = auth.ca_pem;
     cfg.listen_logs = "127.0.0.1:0".parse().unwrap();
     cfg.sync_interval = Duration::from_millis(200);
