@@ -201,10 +201,22 @@ pub fn is_ns_pin(path: &Path) -> bool {
 
 /// Unpins a pod's namespaces (after its last container is removed) and
 /// ends its shared PID namespace, if it has one.
+///
+/// The network namespace pin (`net`, netns mode) is left in place: it
+/// belongs to the pod's network, which outlives container restarts and is
+/// torn down (veth first) when the pod itself goes away.
 pub fn release_pod_namespaces(ns_dir: &Path) -> std::io::Result<()> {
     super::podpid::release(ns_dir);
     for kind in ["ipc", "uts"] {
         let _ = umount2(&ns_dir.join(kind), MntFlags::MNT_DETACH);
+    }
+    if is_ns_pin(&ns_dir.join("net")) {
+        for entry in std::fs::read_dir(ns_dir)?.flatten() {
+            if entry.file_name() != "net" {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        return Ok(());
     }
     match std::fs::remove_dir_all(ns_dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
