@@ -200,7 +200,7 @@ pub fn issue(
 }
 
 /// Writes atomically (temp file + rename) with mode 0600.
-fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

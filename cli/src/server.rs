@@ -278,6 +278,15 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     } else {
         cfg.initial_cluster.clone()
     };
+    // Before TLS is configured: a join writes the peer certificate that
+    // peer TLS then uses, and `--init` makes the CA that signs its own.
+    let joined = match &a.join {
+        Some(url) => Some(join_cluster(&a, url, &peer_addr).await?),
+        None => None,
+    };
+    if a.init {
+        crate::server_token::seed_pki(&a.data_dir, &a.name, &[&advertise_peer, &listen_peer])?;
+    }
     let tls = crate::server_tls::configure(
         &a.tls,
         &a.data_dir,
@@ -301,10 +310,6 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         keel_store::restore::force_new_cluster(&a.data_dir, &a.name, &peer_addr).await?;
         cfg.initial_cluster = vec![(a.name.clone(), peer_addr.clone())];
     }
-    let joined = match &a.join {
-        Some(url) => Some(join_cluster(&a, url, &peer_addr).await?),
-        None => None,
-    };
     if let Some(j) = joined.as_ref().filter(|j| !j.initial_cluster.is_empty()) {
         cfg.initial_cluster = j.initial_cluster.clone();
         cfg.initial_cluster_state = keel_store::InitialClusterState::Existing;

@@ -17,6 +17,54 @@ use keel_apiserver::auth::bootstrap_token::{
     self, ca_hash, BootstrapToken, JoinToken, NAMESPACE, SERVER_JOIN_GROUP,
 };
 
+/// `--init` on a data dir without a store: makes the cluster CA and admin
+/// token in `<data-dir>/pki/` before the store starts (the API server
+/// stores them as the cluster's credentials, see
+/// `keel_apiserver::pki::Bootstrap::read_seed`), and, when a peer URL is
+/// `https://`, a peer certificate signed by that CA for this replica's
+/// name and peer hosts. So the first replica speaks peer TLS with the same
+/// CA that signs the certificates of the replicas that join it.
+///
+/// Errors: unreadable or unwritable files under `<data-dir>/pki/`.
+pub fn seed_pki(
+    data_dir: &Path,
+    name: &str,
+    peer_urls: &[&crate::server_tls::Url],
+) -> anyhow::Result<()> {
+    use keel_apiserver::pki::Bootstrap;
+    let has_store = data_dir.join("store").exists();
+    let seed = match Bootstrap::read_seed(data_dir)? {
+        Some(b) => b,
+        None if !has_store => Bootstrap::write_seed(data_dir)?,
+        None => return Ok(()),
+    };
+    let pki = data_dir.join("pki");
+    if !peer_urls.iter().any(|u| u.https) || pki.join("peer.crt").exists() {
+        return Ok(());
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for u in peer_urls {
+        let h = u.host.trim_matches(|c| c == '[' || c == ']').to_string();
+        if !h.is_empty() && h != "0.0.0.0" && !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    let (cert, key) = crate::certs::issue(
+        &seed.ca_key_pem,
+        crate::certs::Kind::Peer,
+        name,
+        &hosts,
+        PEER_CERT_DAYS,
+    )?;
+    // Key first, as `keel certs issue` writes them.
+    crate::certs::write_private(&pki.join("peer.key"), &key)?;
+    crate::certs::write_private(&pki.join("peer.crt"), &cert)?;
+    Ok(())
+}
+
+/// Validity of the peer certificate `--init` issues itself.
+const PEER_CERT_DAYS: u32 = 365;
+
 /// Where the join token is written.
 pub fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("token")

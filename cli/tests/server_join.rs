@@ -44,6 +44,13 @@ impl Server {
         }
     }
 
+    /// A replica whose peer URL is `https://` (mutual TLS between peers).
+    fn new_tls(dir: &Path, name: &str) -> Server {
+        let mut s = Server::new(dir, name);
+        s.peer = format!("https://{}", s.peer);
+        s
+    }
+
     fn api_url(&self) -> String {
         format!("https://{}", self.api)
     }
@@ -388,4 +395,49 @@ async fn wrong_tokens_are_refused_and_nothing_joins() {
         other.log()
     );
     assert_eq!(members(&s0).await.unwrap().len(), 1);
+}
+
+/// `--init` with an `https://` peer URL makes the cluster CA before its
+/// store starts and signs its own peer certificate with it; a replica that
+/// joins with an `https://` peer URL gets one from the same CA, and the two
+/// speak mutual TLS (each checks the other names a member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_and_join_with_https_peer_urls_use_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s0 = Server::new_tls(dir.path(), "s0");
+    let mut s1 = Server::new_tls(dir.path(), "s1");
+    s0.start(&["--init"]);
+    let token = s0.token();
+    let k0 = s0.kubectl();
+    let pki0 = s0.data_dir.join("pki");
+    assert!(
+        pki0.join("peer.crt").exists(),
+        "--init issued its peer certificate"
+    );
+    assert_eq!(mode(&pki0.join("peer.key")), 0o600);
+    s1.start(&["--join", &s0.api_url(), "--token", &token]);
+    let k1 = s1.kubectl();
+    wait_voters(&s0, &["s0", "s1"], &[&s0, &s1]).await;
+    assert_eq!(
+        std::fs::read(s1.data_dir.join("pki/ca.crt")).unwrap(),
+        std::fs::read(pki0.join("ca.crt")).unwrap(),
+        "the CA --init made before its store is the cluster's"
+    );
+    let ms = members(&s0).await.unwrap();
+    for m in &ms {
+        assert!(
+            m.peer_ur_ls.iter().all(|u| u.starts_with("https://")),
+            "peer URLs are https: {ms:?}"
+        );
+    }
+    k1.ok(&["create", "configmap", "over-tls", "--from-literal=v=1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while configmap(&k0, "over-tls").as_deref() != Some("1") {
+        assert!(
+            Instant::now() < deadline,
+            "a write through s1 never reached s0:\n{}",
+            tail(&s0.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -73,9 +73,54 @@ impl Bootstrap {
         })
     }
 
-    /// The cluster's record, created by the first replica to get here.
-    pub async fn load_or_create(objects: &Objects) -> anyhow::Result<Bootstrap> {
-        let fresh = serde_json::to_vec(&Bootstrap::generate()?)?;
+    /// The credentials a replica finds in `<data-dir>/pki/` before its
+    /// store has any (`keel server --init` makes them first, so its peer
+    /// certificate can be signed by the CA the cluster will keep). None
+    /// when any of `ca.crt`, `ca.key`, `admin.token` is missing.
+    pub fn read_seed(data_dir: &Path) -> anyhow::Result<Option<Bootstrap>> {
+        let pki = data_dir.join("pki");
+        let read = |f: &str| -> anyhow::Result<Option<String>> {
+            match std::fs::read_to_string(pki.join(f)) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(anyhow::anyhow!("{}: {e}", pki.join(f).display())),
+            }
+        };
+        let (Some(ca_cert_pem), Some(ca_key_pem), Some(admin_token)) =
+            (read("ca.crt")?, read("ca.key")?, read("admin.token")?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Bootstrap {
+            ca_cert_pem,
+            ca_key_pem,
+            admin_token: admin_token.trim().to_string(),
+        }))
+    }
+
+    /// Writes a fresh CA and admin token to `<data-dir>/pki/` (what
+    /// [`Bootstrap::read_seed`] reads) and returns them.
+    pub fn write_seed(data_dir: &Path) -> anyhow::Result<Bootstrap> {
+        let b = Bootstrap::generate()?;
+        let pki = data_dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        write_private(&pki.join("ca.key"), b.ca_key_pem.as_bytes())?;
+        write_private(&pki.join("ca.crt"), b.ca_cert_pem.as_bytes())?;
+        write_private(&pki.join("admin.token"), b.admin_token.as_bytes())?;
+        Ok(b)
+    }
+
+    /// The cluster's record, created by the first replica to get here:
+    /// with `seed` if given (see [`Bootstrap::read_seed`]), else fresh. A
+    /// record already in the store always wins over the seed.
+    pub async fn load_or_create(
+        objects: &Objects,
+        seed: Option<&Bootstrap>,
+    ) -> anyhow::Result<Bootstrap> {
+        let fresh = match seed {
+            Some(b) => serde_json::to_vec(b)?,
+            None => serde_json::to_vec(&Bootstrap::generate()?)?,
+        };
         let stored = objects
             .put_raw_if_absent(BOOTSTRAP_KEY, fresh)
             .await

@@ -89,7 +89,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tokio::pin!(shutdown);
     let boot = tokio::select! {
-        b = bootstrap(&objects) => b?,
+        b = bootstrap(&objects, &cfg.data_dir) => b?,
         _ = &mut shutdown => return Ok(()),
     };
     let scheme = if cfg.insecure_http { "http" } else { "https" };
@@ -195,10 +195,11 @@ pub async fn serve(
     }
 }
 
-async fn bootstrap(objects: &Objects) -> anyhow::Result<Bootstrap> {
+async fn bootstrap(objects: &Objects, data_dir: &std::path::Path) -> anyhow::Result<Bootstrap> {
+    let seed = Bootstrap::read_seed(data_dir)?;
     let mut last = None;
     for _ in 0..600 {
-        match Bootstrap::load_or_create(objects).await {
+        match Bootstrap::load_or_create(objects, seed.as_ref()).await {
             Ok(b) => return Ok(b),
             Err(e) => {
                 tracing::info!(error = %e, "waiting for a quorum to load the cluster credentials");
