@@ -277,10 +277,12 @@ fn dashboard_needs_credentials_and_follows_the_cluster_live() {
     wait_for("3 Ready nodes", 90, || ready_nodes(&k) == 3, || up.log());
     let (server, admin) = server_and_token(&k.kubeconfig);
 
-    // The page itself is public (it is the login page and holds no data)...
+    // Unauthenticated, the page is 401, its body the login form (a
+    // browser cannot send a token when it navigates); with a token, 200.
     let (code, body) = curl(&format!("{server}/ui/"), None, "GET");
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 401, "{body}");
     assert!(body.contains("src=\"app.js\""), "{body}");
+    assert_eq!(curl(&format!("{server}/ui/"), Some(&admin), "GET").0, 200);
     assert_eq!(curl(&format!("{server}/ui/app.js"), None, "GET").0, 200);
     assert_eq!(curl(&format!("{server}/ui/nope"), None, "GET").0, 404);
     assert_eq!(curl(&format!("{server}/ui/"), None, "POST").0, 405);

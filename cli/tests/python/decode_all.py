@@ -436,6 +436,31 @@ def b_crd(name):
     )
 
 
+# A CSR for a user certificate (made once with openssl; the key is not
+# kept: nothing is ever signed with it).
+TYPED_CSR_PEM = """-----BEGIN CERTIFICATE REQUEST-----
+MIHiMIGJAgEAMCcxFTATBgNVBAMMDHR5cGVkLWNsaWVudDEOMAwGA1UECgwFdHlw
+ZWQwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR4hwTq+Knb+6RmgqXLCneEXMHi
+PJZhHGp3w3haKWETmB/nbVMnsr5EdV+kI3KQTkT6keU3pr7BvpQreBHmottaoAAw
+CgYIKoZIzj0EAwIDSAAwRQIhAKkA9c9AI3VtwZEsBq+5br/mZdaahFTfna1h2wxt
+9DP4AiBGuN5Sve14wHu28CnBk7pG4fS20T+UA1Xph5qu/vWBKg==
+-----END CERTIFICATE REQUEST-----
+"""
+
+
+def b_csr(name):
+    import base64
+
+    return client.V1CertificateSigningRequest(
+        metadata=meta(name),
+        spec=client.V1CertificateSigningRequestSpec(
+            request=base64.b64encode(TYPED_CSR_PEM.encode()).decode(),
+            signer_name="kubernetes.io/kube-apiserver-client",
+            usages=["client auth", "digital signature"],
+        ),
+    )
+
+
 RULES = [V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["get", "list"])]
 
 
@@ -575,6 +600,9 @@ KINDS = {
     ),
     ("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"): (
         client.AdmissionregistrationV1Api, "validating_webhook_configuration", False, b_webhook_v,
+    ),
+    ("certificates.k8s.io", "v1", "certificatesigningrequests"): (
+        client.CertificatesV1Api, "certificate_signing_request", False, b_csr,
     ),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): (
         client.ApiextensionsV1Api, "custom_resource_definition", False, b_crd,

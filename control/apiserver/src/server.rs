@@ -422,6 +422,10 @@ impl Handlers {
                 }
             }
         };
+        if !grpc && crate::ui::is_page_path(req.uri().path()) {
+            let anonymous = user.name == crate::auth::ANONYMOUS;
+            return crate::ui::page(req.method(), !anonymous);
+        }
         if !grpc && req.uri().path() == crate::server_join::PATH {
             return crate::server_join::respond(
                 self.api.objects.store(),

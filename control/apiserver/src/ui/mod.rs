@@ -1,8 +1,9 @@
 //! The read-only cluster dashboard at `/ui/`.
 //!
 //! The page is static: HTML, one hand-written script and a stylesheet,
-//! embedded with `include_str!` and served to anyone, like a login page —
-//! it holds no cluster data. Everything it shows it reads with the
+//! embedded with `include_str!`. It holds no cluster data, so it is also
+//! the login page: without credentials it is answered 401 with the page
+//! as the body ([`page`]). Everything it shows it reads with the
 //! viewer's own credentials from the ordinary API (list, then `?watch=1`
 //! streamed with `fetch`), so authentication and RBAC apply exactly as
 //! they do to kubectl: a list the viewer may not make shows as not
@@ -36,9 +37,37 @@ connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
 frame-ancestors 'none'";
 
 /// Whether `path` is one of the dashboard's public assets (served before
-/// authentication). Data paths under `/ui/api/` are not.
+/// authentication): its script, stylesheet and the `/ui` redirect. The
+/// page itself ([`is_page_path`]) and data under `/ui/api/` are not.
 pub fn is_asset_path(path: &str) -> bool {
-    (path == PREFIX || path.starts_with("/ui/")) && !path.starts_with("/ui/api/")
+    (path == PREFIX || path.starts_with("/ui/"))
+        && !path.starts_with("/ui/api/")
+        && !is_page_path(path)
+}
+
+/// Whether `path` is the dashboard page.
+pub fn is_page_path(path: &str) -> bool {
+    path == "/ui/" || path == "/ui/index.html"
+}
+
+/// The page for a request that went through authentication: 200 for an
+/// authenticated viewer (a client certificate, or a token from a script);
+/// 401 for anyone else, with the page as the body all the same. A browser
+/// cannot present a bearer token when it navigates, so the page is also
+/// the login form: it keeps the token the viewer pastes and sends it with
+/// every API call it makes. `WWW-Authenticate: Bearer` never opens the
+/// browser's own password prompt.
+pub fn page(method: &Method, authenticated: bool) -> Response<Body> {
+    let mut r = asset(method, "/ui/");
+    if authenticated || !r.status().is_success() {
+        return r;
+    }
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"keel dashboard\""),
+    );
+    r
 }
 
 /// The response for an asset path: the file for GET/HEAD, a redirect
@@ -106,7 +135,7 @@ mod tests {
     #[test]
     fn assets_are_public_but_data_is_not() {
         assert!(is_asset_path("/ui"));
-        assert!(is_asset_path("/ui/"));
+        assert!(!is_asset_path("/ui/") && is_page_path("/ui/"));
         assert!(is_asset_path("/ui/app.js"));
         assert!(!is_asset_path("/ui/api/raft"));
         assert!(!is_asset_path("/uix"));
@@ -134,6 +163,21 @@ mod tests {
         let post = asset(&Method::POST, "/ui/");
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(post.headers()["allow"], "GET, HEAD");
+    }
+
+    #[test]
+    fn the_page_is_401_without_credentials_but_still_the_login_form() {
+        let anon = page(&Method::GET, false);
+        assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+        assert!(anon.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        assert_eq!(page(&Method::GET, true).status(), StatusCode::OK);
+        assert_eq!(
+            page(&Method::POST, false).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[test]
