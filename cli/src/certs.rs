@@ -200,7 +200,7 @@ pub fn issue(
 }
 
 /// Writes atomically (temp file + rename) with mode 0600.
-pub fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -211,7 +211,7 @@ pub fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("{}: cannot write", tmp.display()))?;
-    f.write_all(data.as_bytes())?;
+    f.write_all(data.as_ref())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())

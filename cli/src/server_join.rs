@@ -121,11 +121,11 @@ impl Joiner<'_> {
         }
         std::fs::create_dir_all(self.data_dir.join("pki"))
             .with_context(|| format!("creating {}/pki", self.data_dir.display()))?;
-        write_private(&pki.trusted_ca_file, ca_pem.as_bytes())?;
-        write_private(&pki.peer_cert_file, resp.peer_cert.as_bytes())?;
-        write_private(&pki.peer_key_file, peer_key.serialize_pem().as_bytes())?;
-        write_private(&pki.serving_cert_file, resp.serving_cert.as_bytes())?;
-        write_private(
+        crate::certs::write_private(&pki.trusted_ca_file, ca_pem.as_bytes())?;
+        crate::certs::write_private(&pki.peer_cert_file, resp.peer_cert.as_bytes())?;
+        crate::certs::write_private(&pki.peer_key_file, peer_key.serialize_pem().as_bytes())?;
+        crate::certs::write_private(&pki.serving_cert_file, resp.serving_cert.as_bytes())?;
+        crate::certs::write_private(
             &pki.serving_key_file,
             serving_key.serialize_pem().as_bytes(),
         )?;
@@ -295,24 +295,6 @@ fn csr(key: &KeyPair, hosts: &[String]) -> anyhow::Result<String> {
     Ok(p.serialize_request(key)?.pem()?)
 }
 
-/// Writes `bytes` to `path` readable by the owner only, atomically.
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Once caught up, this learner is a voter: the leader promotes members
 /// added as voters itself, but that promise lives in its memory, so after
 /// a leader change the joiner asks for the promotion (refused until it is
@@ -354,7 +336,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("token");
-        write_private(&p, b"x").unwrap();
+        crate::certs::write_private(&p, b"x").unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -95,7 +95,7 @@ pub async fn ensure(client: kube::Client, data_dir: &Path) -> anyhow::Result<Joi
         .create(&kube::api::PostParams::default(), &secret)
         .await
         .context("creating the server join token Secret")?;
-    crate::server_join::write_private(&path, format!("{token}\n").as_bytes())?;
+    crate::certs::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 

@@ -165,23 +165,8 @@ fn node_kubeconfig(data_dir: &Path, name: &str, server: &str) -> anyhow::Result<
     let dir = data_dir.join("agents");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(format!("{name}.kubeconfig"));
-    write_private(&path, kc.as_bytes())?;
+    crate::certs::write_private(&path, kc.as_bytes())?;
     Ok(Some(path))
-}
-
-/// Writes `bytes` to `path`, readable by the owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("write {}", path.display()))
 }
 
 /// `<host>` for one agent, `<host>-0` ... for several.
