@@ -24,8 +24,15 @@ pub enum PeerMethod {
     Forward,
 }
 
+/// Why a peer call failed. Only `Refused` proves the request never left
+/// this process; callers may retry exactly those without risking a second
+/// apply.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
+    /// The peer's host actively refused the connection (nobody listens:
+    /// the process is dead or restarting). The request was not sent.
+    #[error("peer {addr} refused the connection: {msg}")]
+    Refused { addr: String, msg: String },
     #[error("peer {addr} unreachable: {msg}")]
     Unreachable { addr: String, msg: String },
     #[error("peer {addr}: call timed out after {timeout_ms} ms")]
@@ -116,6 +123,12 @@ impl PeerClient {
 }
 
 fn classify(addr: &str, status: Status, timeout: Duration) -> PeerError {
+    if connection_refused(&status) {
+        return PeerError::Refused {
+            addr: addr.into(),
+            msg: status.message().into(),
+        };
+    }
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown
             if status.message().contains("transport") =>
@@ -182,4 +195,19 @@ pub fn peer_server(handler: Arc<dyn PeerHandler>) -> RaftPeerServer<impl RaftPee
     RaftPeerServer::new(Service { handler })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// True when the call failed because connecting was refused: a request is
+/// only written to an established connection, so this one was never sent.
+fn connection_refused(status: &Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -76,13 +76,7 @@ async fn tcp_round_trip_deadline_and_unreachable() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PeerError::Unreachable { .. } | PeerError::Timeout { .. }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, PeerError::Refused { .. }), "{err:?}");
 }
 
 #[cfg(feature = "turmoil")]

@@ -47,7 +47,9 @@ pub struct PeerConn {
 
 fn to_rpc_error(e: PeerError) -> RPCError<TypeConfig> {
     match e {
-        PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        PeerError::Unreachable { .. } | PeerError::Refused { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         _ => RPCError::Network(NetworkError::new(&e)),
     }
 }

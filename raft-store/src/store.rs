@@ -635,6 +635,10 @@ impl Store {
         }
     }
 
+    /// Sends `req` to the leader. `NotLeader` also stands for "the leader's
+    /// port refused the connection": in both cases the request was not
+    /// taken, and the caller's retry loop waits for the next leader. Any
+    /// other failure leaves the outcome unknown and is returned.
     pub(crate) async fn forward(
         &self,
         leader: &Member,
@@ -649,6 +653,9 @@ impl Store {
             .await
         {
             Ok(b) => decode(&b).map_err(|e| StoreError::Internal(e.to_string())),
+            // Never sent (the leader's port refused the connection), so the
+            // caller may retry it as it would a "not leader" answer.
+            Err(keel_net::PeerError::Refused { .. }) => Ok(ForwardResponse::NotLeader),
             Err(keel_net::PeerError::Timeout { .. }) => Err(StoreError::Timeout),
             Err(_) => Err(StoreError::LeaderChanged),
         }
