@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod cluster;
+mod identify;
 pub mod nemesis;
 pub mod proxy;
 pub mod real;

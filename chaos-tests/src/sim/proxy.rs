@@ -1,7 +1,7 @@
 //! Fault-injecting TCP proxies on loopback for real-process runs, one in
 //! front of each replica's peer port: every peer reaches a replica through
 //! its proxy. A proxy tells which replica dialed a connection (the process
-//! owning the dialing socket, from `/proc`), so each *ordered link*
+//! owning the dialing socket, from `/proc`, see `identify.rs`), so each *ordered link*
 //! `from -> to` (the connections `from` opens to `to`: its raft messages and
 //! forwarded requests to `to`, and `to`'s answers) can be cut on its own.
 //! Cutting both `a -> b` and `b -> a` partitions two replicas the way the
@@ -18,10 +18,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::identify::Identifier;
+
 /// Which ordered links are cut, and which process is which replica.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Links {
     inner: Arc<Mutex<LinksInner>>,
+    identifier: Arc<Identifier>,
 }
 
 #[derive(Default)]
@@ -41,10 +44,14 @@ struct Conn {
 }
 
 impl Links {
-    pub fn new(replicas: usize) -> Self {
-        let links = Links::default();
+    /// Errors: the thread that identifies dialers could not be started.
+    pub fn new(replicas: usize) -> std::io::Result<Self> {
+        let links = Links {
+            inner: Arc::default(),
+            identifier: Arc::new(Identifier::start()?),
+        };
         links.lock().pids = vec![None; replicas];
-        links
+        Ok(links)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinksInner> {
@@ -91,44 +98,10 @@ impl Links {
 
     /// The replica whose process owns the socket bound to `dialer` and
     /// connected to `dialed`, if any.
-    fn identify(&self, dialer: SocketAddr, dialed: SocketAddr) -> Option<usize> {
+    async fn identify(&self, dialer: SocketAddr, dialed: SocketAddr) -> Option<usize> {
         let pids = self.lock().pids.clone();
-        let inode = socket_inode(dialer, dialed)?;
-        let want = format!("socket:[{inode}]");
-        pids.iter().position(|pid| {
-            pid.is_some_and(|pid| {
-                std::fs::read_dir(format!("/proc/{pid}/fd"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|fd| {
-                        std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
-                    })
-            })
-        })
+        self.identifier.identify(dialer, dialed, pids).await
     }
-}
-
-/// The inode of the IPv4 TCP socket `local -> remote`, from
-/// `/proc/net/tcp` (addresses there are little-endian hex, ports big-endian
-/// hex).
-fn socket_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
-    let hex = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) => Some(format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(v4.ip().octets()),
-            v4.port()
-        )),
-        SocketAddr::V6(_) => None,
-    };
-    let (l, r) = (hex(local)?, hex(remote)?);
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 9 && f[1] == l && f[2] == r)
-            .then(|| f[9].parse().ok())
-            .flatten()
-    })
 }
 
 /// The proxy in front of replica `to`'s peer port.
@@ -166,11 +139,7 @@ async fn forward(
     links: Links,
     from: Arc<OnceLock<Option<usize>>>,
 ) {
-    let l = links.clone();
-    let who = tokio::task::spawn_blocking(move || l.identify(dialer, proxy))
-        .await
-        .ok()
-        .flatten();
+    let who = links.identify(dialer, proxy).await;
     {
         // Under the lock `cut` takes: either it sees who dialed and aborts
         // this task, or this sees the cut.
@@ -221,7 +190,7 @@ mod tests {
             }
         });
         // This process plays replica 0; the proxy fronts replica 1.
-        let links = Links::new(2);
+        let links = Links::new(2).unwrap();
         links.set_pid(0, Some(std::process::id()));
         let p = Proxy::start(1, up, links.clone()).await.unwrap();
         let echo = |addr| async move {

@@ -135,7 +135,7 @@ impl Processes {
     async fn start(bin: &Path, n: usize, root: &Path) -> std::io::Result<Processes> {
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
-        let links = Links::new(n);
+        let links = Links::new(n)?;
         for i in 0..n {
             let peer = format!("127.0.0.1:{}", free_port()?);
             let upstream = peer.parse().expect("loopback address");
