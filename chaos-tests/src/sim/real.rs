@@ -225,12 +225,50 @@ impl Drop for Processes {
     }
 }
 
+/// How long each phase of a seed may take before the seed fails with the
+/// reason, instead of the runner hanging: a wedged cluster must show up as
+/// a failed seed, never as a run that never ends. Generous on a loaded
+/// machine (a healthy seed of 100 ops per client takes about 15 s in all),
+/// and together below the 240 s a test runner gives a test.
+struct Deadlines {
+    /// Every replica answering a linearizable read.
+    ready: Duration,
+    /// The workload clients finishing their operations.
+    workload: Duration,
+    /// After healing: the liveness write and the final reads.
+    finale: Duration,
+    /// Then the watchers catching up.
+    watchers: Duration,
+}
+
+impl Deadlines {
+    fn new(cfg: &RealConfig) -> Self {
+        Deadlines {
+            ready: Duration::from_secs(30),
+            workload: Duration::from_secs(45)
+                + Duration::from_millis(150) * cfg.workload.ops_per_client as u32,
+            finale: cfg.liveness_bound * 2 + Duration::from_secs(30),
+            watchers: Duration::from_secs(45),
+        }
+    }
+}
+
 /// A run that could not start: no history, just the error.
 fn setup_failed(cfg: &RealConfig, error: String) -> SeedResult {
+    failed(cfg, vec![], vec![], error)
+}
+
+/// A run that failed with `error`, after injecting `faults`.
+fn failed(
+    cfg: &RealConfig,
+    faults: Vec<String>,
+    fault_spans: Vec<FaultSpan>,
+    error: String,
+) -> SeedResult {
     evaluate(Evaluate {
         seed: cfg.seed,
-        faults: vec![],
-        fault_spans: vec![],
+        faults,
+        fault_spans,
         leader_changes: vec![],
         history: Default::default(),
         watchers: vec![],
@@ -262,14 +300,16 @@ pub fn run_real(cfg: &RealConfig) -> SeedResult {
 }
 
 async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
+    let deadlines = Deadlines::new(cfg);
     let target = procs.target();
-    if let Err(e) = wait_ready(&target).await {
+    if let Err(e) = wait_ready(&target, deadlines.ready).await {
         return setup_failed(cfg, e);
     }
     let rec = Rc::new(RefCell::new(Recorder::new()));
     let shared = Rc::new(Shared::default());
     let finished = Rc::new(Cell::new(0usize));
     let mut watcher_logs = Vec::new();
+    // The watchers' and the clients' tasks.
     let mut tasks = Vec::new();
     for (i, spec) in watcher_specs().into_iter().enumerate() {
         let log = spec.new_log();
@@ -297,7 +337,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             r
         }));
     }
-    let (faults, fault_spans) = nemesis(cfg, &mut procs, &finished).await;
+    let workload_end = tokio::time::Instant::now() + deadlines.workload;
+    let (faults, fault_spans) = nemesis(cfg, &mut procs, &finished, workload_end).await;
     // Heal: every replica running, resumed and reachable.
     procs.links.heal_all();
     for i in 0..cfg.replicas {
@@ -306,11 +347,47 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             let _ = procs.spawn(i);
         }
     }
+    if finished.get() < cfg.workload.clients {
+        abort_all(&tasks);
+        let error = format!(
+            "the workload did not finish within {} s: {} of {} clients done \
+             (the cluster stayed unavailable?)",
+            deadlines.workload.as_secs(),
+            finished.get(),
+            cfg.workload.clients
+        );
+        return failed(cfg, faults, fault_spans, error);
+    }
     shared.healed.set(true);
     let finale = Rc::new(RefCell::new(Finale::default()));
-    run_finale(target, cfg.workload.keys, cfg.liveness_bound * 2, &finale).await;
-    for t in tasks {
-        let _ = t.await;
+    let give_up = cfg.liveness_bound * 2;
+    let finale_run = run_finale(target, cfg.workload.keys, give_up, &finale);
+    if tokio::time::timeout(deadlines.finale, finale_run)
+        .await
+        .is_err()
+    {
+        abort_all(&tasks);
+        let error = format!(
+            "the final reads after healing did not finish within {} s",
+            deadlines.finale.as_secs()
+        );
+        return failed(cfg, faults, fault_spans, error);
+    }
+    let joined = async {
+        for t in tasks.iter_mut() {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(deadlines.watchers, joined)
+        .await
+        .is_err()
+    {
+        abort_all(&tasks);
+        let error = format!(
+            "the watchers did not catch up within {} s after the final reads",
+            deadlines.watchers.as_secs()
+        );
+        return failed(cfg, faults, fault_spans, error);
     }
     let history = std::mem::take(&mut *rec.borrow_mut()).finish();
     let watchers = watcher_logs.iter().map(|l| l.borrow().clone()).collect();
@@ -328,11 +405,21 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     })
 }
 
-async fn wait_ready(target: &Target) -> Result<(), String> {
+/// Stops every task (a failed seed's clients and watchers).
+fn abort_all<T>(tasks: &[tokio::task::JoinHandle<T>]) {
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Waits until every replica answers a linearizable read, for at most
+/// `timeout` in all.
+async fn wait_ready(target: &Target, timeout: Duration) -> Result<(), String> {
+    let end = tokio::time::Instant::now() + timeout;
     let mut chans = super::client::Channels::new(target.clone());
     for i in 0..target.replicas() {
         let mut ok = false;
-        for _ in 0..300 {
+        while tokio::time::Instant::now() < end {
             let call = Call::Get {
                 key: "__ready".into(),
                 linearizable: true,
@@ -347,25 +434,28 @@ async fn wait_ready(target: &Target) -> Result<(), String> {
         }
         if !ok {
             return Err(format!(
-                "replica r{i} ({}) never became ready",
-                target.addrs[i]
+                "replica r{i} ({}) was not ready within {} s",
+                target.addrs[i],
+                timeout.as_secs()
             ));
         }
     }
     Ok(())
 }
 
-/// One fault at a time until the workload finishes.
+/// One fault at a time until the workload finishes or `deadline` passes.
 /// Returns each fault's description and when it was active.
 async fn nemesis(
     cfg: &RealConfig,
     procs: &mut Processes,
     finished: &Cell<usize>,
+    deadline: tokio::time::Instant,
 ) -> (Vec<String>, Vec<FaultSpan>) {
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x7265_616c);
     let mut done = Vec::new();
     let mut spans = Vec::new();
-    let all_done = || finished.get() == cfg.workload.clients;
+    let all_done =
+        || finished.get() == cfg.workload.clients || tokio::time::Instant::now() >= deadline;
     let n = cfg.replicas;
     while !all_done() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
