@@ -30,7 +30,7 @@ use super::client::{execute, now, reset_clock, run_workload_client, Target, Work
 use super::proxy::{Links, Proxy};
 use super::run::{evaluate, run_finale, watcher_specs, Evaluate, FaultSpan, Finale, SeedResult};
 use super::watcher::{run_watcher, Shared};
-use crate::history::Call;
+use crate::history::{Call, History};
 use crate::recorder::Recorder;
 use keel_store::Transport;
 
@@ -228,8 +228,9 @@ impl Drop for Processes {
 /// How long each phase of a seed may take before the seed fails with the
 /// reason, instead of the runner hanging: a wedged cluster must show up as
 /// a failed seed, never as a run that never ends. Generous on a loaded
-/// machine (a healthy seed of 100 ops per client takes about 15 s in all),
-/// and together below the 240 s a test runner gives a test.
+/// machine (a seed of 100 ops per client takes about 15 s alone, about 70 s
+/// beside another run on a busy 2-core machine), and together below the
+/// 240 s a test runner gives a test of 100 ops per client.
 struct Deadlines {
     /// Every replica answering a linearizable read.
     ready: Duration,
@@ -245,8 +246,8 @@ impl Deadlines {
     fn new(cfg: &RealConfig) -> Self {
         Deadlines {
             ready: Duration::from_secs(30),
-            workload: Duration::from_secs(45)
-                + Duration::from_millis(150) * cfg.workload.ops_per_client as u32,
+            workload: Duration::from_secs(20)
+                + Duration::from_millis(800) * cfg.workload.ops_per_client as u32,
             finale: cfg.liveness_bound * 2 + Duration::from_secs(30),
             watchers: Duration::from_secs(45),
         }
@@ -255,14 +256,16 @@ impl Deadlines {
 
 /// A run that could not start: no history, just the error.
 fn setup_failed(cfg: &RealConfig, error: String) -> SeedResult {
-    failed(cfg, vec![], vec![], error)
+    failed(cfg, vec![], vec![], History::default(), error)
 }
 
-/// A run that failed with `error`, after injecting `faults`.
+/// A run that failed with `error`, after injecting `faults` and recording
+/// `history` (kept for the failures file and the report; not checked).
 fn failed(
     cfg: &RealConfig,
     faults: Vec<String>,
     fault_spans: Vec<FaultSpan>,
+    history: History,
     error: String,
 ) -> SeedResult {
     evaluate(Evaluate {
@@ -270,7 +273,7 @@ fn failed(
         faults,
         fault_spans,
         leader_changes: vec![],
-        history: Default::default(),
+        history,
         watchers: vec![],
         finale: Finale::default(),
         liveness_bound: cfg.liveness_bound,
@@ -356,7 +359,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             finished.get(),
             cfg.workload.clients
         );
-        return failed(cfg, faults, fault_spans, error);
+        let history = std::mem::take(&mut *rec.borrow_mut()).finish();
+        return failed(cfg, faults, fault_spans, history, error);
     }
     shared.healed.set(true);
     let finale = Rc::new(RefCell::new(Finale::default()));
@@ -371,7 +375,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             "the final reads after healing did not finish within {} s",
             deadlines.finale.as_secs()
         );
-        return failed(cfg, faults, fault_spans, error);
+        let history = std::mem::take(&mut *rec.borrow_mut()).finish();
+        return failed(cfg, faults, fault_spans, history, error);
     }
     let joined = async {
         for t in tasks.iter_mut() {
@@ -387,7 +392,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             "the watchers did not catch up within {} s after the final reads",
             deadlines.watchers.as_secs()
         );
-        return failed(cfg, faults, fault_spans, error);
+        let history = std::mem::take(&mut *rec.borrow_mut()).finish();
+        return failed(cfg, faults, fault_spans, history, error);
     }
     let history = std::mem::take(&mut *rec.borrow_mut()).finish();
     let watchers = watcher_logs.iter().map(|l| l.borrow().clone()).collect();
