@@ -159,6 +159,7 @@ pub async fn run_workload_client(
         let outcome = match tokio::time::timeout(w.op_timeout, execute(&mut kv, &call)).await {
             Ok(Ok(r)) => {
                 shared.max_seen.set(shared.max_seen.get().max(r.revision()));
+                shared.ok_ops.set(shared.ok_ops.get() + 1);
                 Outcome::Ok(r)
             }
             Ok(Err(status)) if certainly_not_applied(&status) => Outcome::Fail,

@@ -21,6 +21,8 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use keel_proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -228,14 +230,17 @@ impl Drop for Processes {
 /// How long each phase of a seed may take before the seed fails with the
 /// reason, instead of the runner hanging: a wedged cluster must show up as
 /// a failed seed, never as a run that never ends. Generous on a loaded
-/// machine (a seed of 100 ops per client takes about 15 s alone, about 70 s
-/// beside another run on a busy 2-core machine), and together below the
-/// 240 s a test runner gives a test of 100 ops per client.
+/// machine: a seed of 100 ops per client takes about 15 s alone, and up to
+/// 105 s beside another run on a 2-core machine busy with builds, where
+/// the workload is slow but never stops.
 struct Deadlines {
     /// Every replica answering a linearizable read.
     ready: Duration,
-    /// The workload clients finishing their operations.
-    workload: Duration,
+    /// No workload operation succeeding for this long: the cluster is
+    /// wedged (a fault is held for at most 2 s).
+    workload_stall: Duration,
+    /// The workload clients finishing their operations, progress or not.
+    workload_cap: Duration,
     /// After healing: the liveness write and the final reads.
     finale: Duration,
     /// Then the watchers catching up.
@@ -246,11 +251,50 @@ impl Deadlines {
     fn new(cfg: &RealConfig) -> Self {
         Deadlines {
             ready: Duration::from_secs(30),
-            workload: Duration::from_secs(20)
-                + Duration::from_millis(800) * cfg.workload.ops_per_client as u32,
+            workload_stall: cfg.liveness_bound * 2,
+            workload_cap: Duration::from_secs(20)
+                + Duration::from_millis(1500) * cfg.workload.ops_per_client as u32,
             finale: cfg.liveness_bound * 2 + Duration::from_secs(30),
             watchers: Duration::from_secs(45),
         }
+    }
+}
+
+/// Ends the workload phase of a seed that stopped making progress or ran
+/// past its cap, and says which.
+struct WorkloadWatch<'a> {
+    shared: &'a Shared,
+    stall: Duration,
+    end: Instant,
+    /// Successful operations counted at the last check, and since when.
+    last_ok: Cell<(u64, Instant)>,
+}
+
+impl<'a> WorkloadWatch<'a> {
+    fn new(shared: &'a Shared, d: &Deadlines) -> Self {
+        let now = Instant::now();
+        WorkloadWatch {
+            shared,
+            stall: d.workload_stall,
+            end: now + d.workload_cap,
+            last_ok: Cell::new((shared.ok_ops.get(), now)),
+        }
+    }
+
+    /// Why the workload must end now, if it must.
+    fn expired(&self) -> Option<String> {
+        let now = Instant::now();
+        let ok = self.shared.ok_ops.get();
+        let (seen, since) = self.last_ok.get();
+        if ok != seen {
+            self.last_ok.set((ok, now));
+        } else if now - since >= self.stall {
+            return Some(format!(
+                "no workload operation succeeded for {} s (the cluster stayed unavailable)",
+                self.stall.as_secs()
+            ));
+        }
+        (now >= self.end).then(|| "the workload did not finish in time".to_string())
     }
 }
 
@@ -340,8 +384,8 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
             r
         }));
     }
-    let workload_end = tokio::time::Instant::now() + deadlines.workload;
-    let (faults, fault_spans) = nemesis(cfg, &mut procs, &finished, workload_end).await;
+    let watch = WorkloadWatch::new(&shared, &deadlines);
+    let (faults, fault_spans) = nemesis(cfg, &mut procs, &finished, &watch).await;
     // Heal: every replica running, resumed and reachable.
     procs.links.heal_all();
     for i in 0..cfg.replicas {
@@ -352,12 +396,12 @@ async fn drive(cfg: &RealConfig, mut procs: Processes) -> SeedResult {
     }
     if finished.get() < cfg.workload.clients {
         abort_all(&tasks);
+        let why = watch.expired().unwrap_or_else(|| "stopped".into());
         let error = format!(
-            "the workload did not finish within {} s: {} of {} clients done \
-             (the cluster stayed unavailable?)",
-            deadlines.workload.as_secs(),
+            "{why}: {} of {} clients done after {} s",
             finished.get(),
-            cfg.workload.clients
+            cfg.workload.clients,
+            (Instant::now() + deadlines.workload_cap - watch.end).as_secs()
         );
         let history = std::mem::take(&mut *rec.borrow_mut()).finish();
         return failed(cfg, faults, fault_spans, history, error);
@@ -449,19 +493,18 @@ async fn wait_ready(target: &Target, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// One fault at a time until the workload finishes or `deadline` passes.
+/// One fault at a time until the workload finishes or `watch` ends it.
 /// Returns each fault's description and when it was active.
 async fn nemesis(
     cfg: &RealConfig,
     procs: &mut Processes,
     finished: &Cell<usize>,
-    deadline: tokio::time::Instant,
+    watch: &WorkloadWatch<'_>,
 ) -> (Vec<String>, Vec<FaultSpan>) {
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x7265_616c);
     let mut done = Vec::new();
     let mut spans = Vec::new();
-    let all_done =
-        || finished.get() == cfg.workload.clients || tokio::time::Instant::now() >= deadline;
+    let all_done = || finished.get() == cfg.workload.clients || watch.expired().is_some();
     let n = cfg.replicas;
     while !all_done() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;

@@ -25,6 +25,9 @@ pub struct Shared {
     pub max_seen: Cell<Revision>,
     /// Set once the workload finished and every fault was healed.
     pub healed: Cell<bool>,
+    /// Workload operations that succeeded so far (how a real-process run
+    /// tells a slow cluster from a wedged one).
+    pub ok_ops: Cell<u64>,
 }
 
 pub struct Spec {
