@@ -572,6 +572,7 @@ impl Handlers {
             crate::auth::token_request::create(
                 &self.auth.sa_tokens,
                 &self.api.objects,
+                &attrs.user,
                 &attrs.namespace,
                 &attrs.name,
                 &body,
