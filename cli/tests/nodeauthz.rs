@@ -119,7 +119,9 @@ fn agents_use_their_node_identity_and_get_403_beyond_it() {
     let can = |args: &[&str]| {
         let mut a = vec!["auth", "can-i"];
         a.extend_from_slice(args);
-        String::from_utf8_lossy(&router.run(&a).stdout).trim().to_string()
+        String::from_utf8_lossy(&router.run(&a).stdout)
+            .trim()
+            .to_string()
     };
     assert_eq!(can(&["watch", "ingresses.networking.k8s.io", "-A"]), "yes");
     assert_eq!(can(&["list", "secrets", "-A"]), "yes");
