@@ -80,8 +80,6 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     let names = node_names(a.agents, a.node_name.clone());
     let ips = node_ips(a.node_ip, names.len())?;
-    // The Ingress router reads every Ingress and TLS Secret, which a node
-    // identity may not: it keeps the admin credential of this process.
     let admin = keel_node::agent::read_kubeconfig(&kubeconfig)?;
     let mut agents = Vec::new();
     let mut runtimes = Vec::new();
@@ -112,7 +110,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             network: keel_node::podnet::NetworkMode::Loopback,
         };
         let mut cfg = args.config(None).await?;
-        cfg.ingress_token = admin.token.clone();
+        cfg.ingress_identity = ingress_identity(&data_dir, name, &admin.server)?;
         runtimes.push(cfg.runtime.clone());
         agents.push(tokio::spawn(keel_node::agent::run(
             cfg,
@@ -167,6 +165,48 @@ fn node_kubeconfig(data_dir: &Path, name: &str, server: &str) -> anyhow::Result<
     let path = dir.join(format!("{name}.kubeconfig"));
     crate::certs::write_private(&path, kc.as_bytes())?;
     Ok(Some(path))
+}
+
+/// Issues agent `name`'s Ingress router its own identity: it reads every
+/// Ingress and TLS Secret, which the node identity may not, and it must
+/// not hold the admin's power either. A client certificate for
+/// `system:keel:ingress-router:<name>` in `system:keel:ingress-routers`
+/// (bound to the read-only `system:keel:ingress-router` ClusterRole),
+/// also written to `<data-dir>/agents/<name>-ingress.kubeconfig` (0600)
+/// for inspection. None over plain HTTP (every request is the admin's).
+fn ingress_identity(
+    data_dir: &Path,
+    name: &str,
+    server: &str,
+) -> anyhow::Result<Option<keel_node::agent::rotation::NodeIdentity>> {
+    use keel_apiserver::auth::bootstrap_policy::{INGRESS_ROUTERS_GROUP, INGRESS_ROUTER_ROLE};
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let user = format!("{INGRESS_ROUTER_ROLE}:{name}");
+    let kc = keel_apiserver::pki::issue_user_kubeconfig(
+        data_dir,
+        &user,
+        &[INGRESS_ROUTERS_GROUP.to_string()],
+        NODE_CERT_VALIDITY,
+        Some(server),
+    )
+    .with_context(|| format!("issuing the ingress router credential of {name}"))?;
+    let dir = data_dir.join("agents");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("{name}-ingress.kubeconfig"));
+    crate::certs::write_private(&path, kc.as_bytes())?;
+    let auth = keel_node::agent::kubeconfig::parse_kubeconfig(&kc)?;
+    let (Some(cert), Some(key)) = (auth.client_cert_pem, auth.client_key_pem) else {
+        anyhow::bail!("the ingress router kubeconfig of {name} has no client certificate");
+    };
+    Ok(Some(keel_node::agent::rotation::NodeIdentity::new(
+        keel_node::agent::node_cert::NodeCert {
+            cert_pem: String::from_utf8_lossy(&cert).into_owned(),
+            key_pem: String::from_utf8_lossy(&key).into_owned(),
+        },
+        None,
+    )))
 }
 
 /// `<host>` for one agent, `<host>-0` ... for several.

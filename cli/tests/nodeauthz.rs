@@ -2,7 +2,8 @@
 //! certificate `system:node:<name>` and a kubeconfig of its own, with
 //! which it registers, heartbeats and runs a pod that mounts a Secret;
 //! the same credential gets 403 for another node's pod, an unreferenced
-//! Secret and another Node.
+//! Secret and another Node. The Ingress router has a read-only identity
+//! of its own.
 
 mod util;
 
@@ -103,4 +104,28 @@ fn agents_use_their_node_identity_and_get_403_beyond_it() {
         r#"node "na-0" is not allowed to modify node "na-1""#,
     );
     forbidden(&node, &["get", "pods"], "spec.nodeName field selector");
+
+    // The Ingress router has an identity of its own, read-only, not the
+    // admin's.
+    let kc = up.data_dir().join("agents").join("na-0-ingress.kubeconfig");
+    let router = Kubectl::new(kc);
+    let who = router.ok(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(who.trim(), "system:keel:ingress-router:na-0");
+    let can = |args: &[&str]| {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&router.run(&a).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(can(&["watch", "ingresses.networking.k8s.io", "-A"]), "yes");
+    assert_eq!(can(&["list", "secrets", "-A"]), "yes");
+    assert_eq!(can(&["create", "secrets"]), "no");
+    assert_eq!(can(&["delete", "nodes"]), "no");
+    assert_eq!(can(&["get", "pods"]), "no");
 }

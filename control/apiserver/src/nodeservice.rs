@@ -15,6 +15,12 @@
 //! Anything else is `PERMISSION_DENIED` (`UNAUTHENTICATED` without an
 //! identity).
 //!
+//! Upgrade path: an agent still registering with an administrator
+//! credential ([`AdminCredential`], e.g. the admin kubeconfig agents held
+//! before node identities) keeps working; the first registration of each
+//! such node logs a warning ([`admin_credential_warning`]) telling how to
+//! re-join it with its own identity.
+//!
 //! Guarantees of `WatchPods`: it is the API's pod watch with the field
 //! selector `spec.nodeName=<node>`, so an agent that resumes from its last
 //! revision on any replica gets every later change exactly once, in order;
@@ -90,6 +96,30 @@ pub struct NodeSvc {
     objects: Objects,
     cidrs: PodCidrs,
     authz: Arc<dyn Authorizer>,
+    /// Nodes already warned about their admin credential (once each per
+    /// replica process).
+    warned: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Put into a request's extensions by the server when the caller
+/// authenticated with an administrator credential (`system:masters`, not
+/// a node identity) over an authenticated connection: an agent that has
+/// not been re-joined since node identities landed. Its name is the
+/// authenticated user's.
+#[derive(Debug, Clone)]
+pub struct AdminCredential(pub String);
+
+/// The warning logged once per node still using an admin credential:
+/// what it risks and the commands that give it its own identity.
+pub fn admin_credential_warning(node: &str, user: &str) -> String {
+    format!(
+        "agent of node {node:?} uses an administrator credential (user {user:?} in \
+         system:masters), as agents did before node identities: it keeps working, but a \
+         compromised node then owns the whole cluster. Re-join it as system:node:{node}: on a \
+         server run `keel token create --kind agent`, then restart that agent on the same \
+         --root-dir with `keel agent --join https://<server>:6443 --token <token> \
+         --node-name {node}` instead of --kubeconfig (README: Node identities, Upgrading)"
+    )
 }
 
 /// The tonic service, ready to be routed. The server puts the caller's
@@ -106,6 +136,7 @@ pub fn service(
         objects,
         cidrs,
         authz,
+        warned: Default::default(),
     })
     .max_decoding_message_size(8 * 1024 * 1024)
 }
@@ -166,10 +197,14 @@ impl NodeService for NodeSvc {
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let caller = self.caller(&req)?;
+        let admin = req.extensions().get::<AdminCredential>().cloned();
         let node = parse_json(&req.into_inner().node_json, "node_json")?;
         let name = meta::name(&node).to_string();
         need(&name, "metadata.name of the node")?;
         caller.may_act_for(&name)?;
+        if let Some(AdminCredential(user)) = admin {
+            self.warn_admin_credential(&name, &user);
+        }
         let stored = self.register_node(&caller.client, &name, node).await?;
         Ok(Response::new(RegisterResponse {
             node_json: stored.to_string().into_bytes(),
@@ -308,6 +343,18 @@ impl NodeService for NodeSvc {
 }
 
 impl NodeSvc {
+    /// Logs [`admin_credential_warning`] the first time `node` registers
+    /// with an admin credential.
+    fn warn_admin_credential(&self, node: &str, user: &str) {
+        let first = match self.warned.lock() {
+            Ok(mut w) => w.insert(node.to_string()),
+            Err(p) => p.into_inner().insert(node.to_string()),
+        };
+        if first {
+            tracing::warn!(node, "{}", admin_credential_warning(node, user));
+        }
+    }
+
     /// The caller of `req` (see the module docs).
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let Some(user) = req.extensions().get::<UserInfo>() else {

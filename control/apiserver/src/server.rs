@@ -461,6 +461,10 @@ impl Handlers {
             }
             use tower::ServiceExt;
             let mut req = req;
+            if self.auth.required && user.in_group(crate::auth::MASTERS) && !user.in_group(NODES) {
+                let admin = crate::nodeservice::AdminCredential(user.name.clone());
+                req.extensions_mut().insert(admin);
+            }
             req.extensions_mut().insert(user);
             return match self.grpc.oneshot(req).await {
                 Ok(resp) => resp.map(Body::new),
@@ -572,6 +576,7 @@ impl Handlers {
             crate::auth::token_request::create(
                 &self.auth.sa_tokens,
                 &self.api.objects,
+                &attrs.user,
                 &attrs.namespace,
                 &attrs.name,
                 &body,

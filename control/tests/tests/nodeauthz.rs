@@ -180,9 +180,10 @@ async fn a_node_reads_only_its_pods_and_what_they_reference_over_rest() {
     // Services and nodes: readable, as the system:node role grants.
     assert_eq!(get("/api/v1/services").await.code, 200);
     assert_eq!(get("/api/v1/nodes/n2").await.code, 200);
-    // TokenRequest: only for its pods' service accounts.
+    // TokenRequest: only for its pods' service accounts (the rest of
+    // NodeRestriction's rules are in the next test).
     let tr = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "spec": {"audiences": []}});
+                    "spec": {"audiences": [], "boundObjectRef": bound_ref(&t, "p1").await}});
     let r = as_n1(
         &t,
         "POST",
@@ -211,6 +212,72 @@ async fn a_node_reads_only_its_pods_and_what_they_reference_over_rest() {
     // Another node's lease, and leases outside kube-node-lease.
     let r = get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2").await;
     forbidden(&r, "same name as the requesting node");
+}
+
+/// A Pod `boundObjectRef` naming stored pod `name` (with its uid).
+async fn bound_ref(t: &TestServer, name: &str) -> Value {
+    let p = t
+        .get(&format!("/api/v1/namespaces/default/pods/{name}"))
+        .await;
+    assert_eq!(p.code, 200, "{}", p.body);
+    json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": p.body["metadata"]["uid"]})
+}
+
+/// NodeRestriction for TokenRequest (Kubernetes' behaviour): a node may
+/// create a service account token only bound to a pod bound to itself,
+/// named with its current uid; the admin is not restricted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_requests_tokens_only_bound_to_its_own_pods() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let request = |bound: Value| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"boundObjectRef": bound}})
+    };
+    let ask = |body: Value| {
+        let t = &t;
+        async move { as_n1(t, "POST", path, "application/json", Some(&body)).await }
+    };
+    let own = bound_ref(&t, "p1").await;
+    let r = ask(request(own.clone())).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert!(r.body["status"]["token"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    // p2 runs as the same account, but on n2.
+    forbidden(
+        &ask(request(bound_ref(&t, "p2").await)).await,
+        r#"serviceaccounts "default" is forbidden: node "n1" requested token bound to a pod scheduled on a different node"#,
+    );
+    forbidden(
+        &ask(json!({"kind": "TokenRequest", "spec": {}})).await,
+        "requested token not bound to a pod",
+    );
+    let mut no_uid = own.clone();
+    no_uid.as_object_mut().unwrap().remove("uid");
+    forbidden(&ask(request(no_uid)).await, "pod binding without a uid");
+    let mut stale = own.clone();
+    stale["uid"] = json!("00000000-0000-0000-0000-000000000000");
+    forbidden(
+        &ask(request(stale)).await,
+        "does not match the UID in record",
+    );
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "name": "mine", "uid": "x"});
+    forbidden(
+        &ask(request(secret)).await,
+        "requested token not bound to a pod",
+    );
+    let mut gone = own.clone();
+    gone["name"] = json!("nope");
+    let r = ask(request(gone)).await;
+    assert_eq!(r.code, 404, "{}", r.body);
+    assert_eq!(r.body["kind"], "Status", "{}", r.body);
+    // The admin may still ask for an unbound token (kubectl create token).
+    let r = t
+        .post(path, &json!({"kind": "TokenRequest", "spec": {}}))
+        .await;
+    assert_eq!(r.code, 201, "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,26 @@
 //! is for reading cluster-wide objects (Services, EndpointSlices, Ingresses,
 //! Secrets) into `kube-runtime` reflector caches.
 //!
+//! With a node identity (`keel agent --join`) every client authenticates
+//! with the identity's *current* certificate: requests go through a
+//! client rebuilt whenever rotation ([`super::rotation`]) swapped the
+//! certificate, so every loop's next request or watch reconnect uses the
+//! new one, and none keeps presenting a certificate that expires.
+//!
 //! Errors: no server configured, a server URL kube cannot parse, or a CA
 //! bundle without a certificate.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
 
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 
+use super::node_cert::NodeCert;
+use super::rotation::NodeIdentity;
 use super::AgentConfig;
 
 /// The client on the first configured server, sending `user_agent` (the
@@ -38,16 +51,162 @@ pub fn client(cfg: &AgentConfig, user_agent: &str) -> anyhow::Result<kube::Clien
     if let Some(token) = &cfg.token {
         config.auth_info.token = Some(token.clone().into());
     }
-    if let Some(id) = &cfg.node_identity {
-        use base64::Engine as _;
-        let c = id.current();
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        config.auth_info.client_certificate_data = Some(b64(&c.cert_pem));
-        config.auth_info.client_key_data = Some(b64(&c.key_pem).into());
-    }
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_str(user_agent).context("user agent is not header text")?,
     ));
-    Ok(kube::Client::try_from(config)?)
+    match &cfg.node_identity {
+        None => Ok(kube::Client::try_from(config)?),
+        Some(id) => rotating(id.clone(), move |c: &NodeCert| {
+            Ok(kube::Client::try_from(with_cert(config.clone(), c))?)
+        }),
+    }
+}
+
+/// `config` authenticated by the client certificate `c`.
+fn with_cert(mut config: kube::Config, c: &NodeCert) -> kube::Config {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    config.auth_info.client_certificate_data = Some(b64(&c.cert_pem));
+    config.auth_info.client_key_data = Some(b64(&c.key_pem).into());
+    config
+}
+
+type Build = dyn Fn(&NodeCert) -> anyhow::Result<kube::Client> + Send + Sync;
+
+/// A client that sends each request through `build(current certificate)`,
+/// built once per certificate. Errors: the first build's.
+pub fn rotating(
+    identity: NodeIdentity,
+    build: impl Fn(&NodeCert) -> anyhow::Result<kube::Client> + Send + Sync + 'static,
+) -> anyhow::Result<kube::Client> {
+    let svc = Rotating {
+        identity,
+        build: Arc::new(build),
+        current: Arc::new(Mutex::new(None)),
+    };
+    svc.client()?;
+    Ok(kube::Client::new(svc, "default"))
+}
+
+/// See [`rotating`].
+#[derive(Clone)]
+struct Rotating {
+    identity: NodeIdentity,
+    build: Arc<Build>,
+    /// The certificate (PEM) the cached client presents, and the client.
+    current: Arc<Mutex<Option<(String, kube::Client)>>>,
+}
+
+impl Rotating {
+    /// The client of the identity's current certificate.
+    fn client(&self) -> anyhow::Result<kube::Client> {
+        let cert = self.identity.current();
+        let mut cur = match self.current.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((pem, client)) = cur.as_ref() {
+            if *pem == cert.cert_pem {
+                return Ok(client.clone());
+            }
+        }
+        let client = (self.build)(&cert)?;
+        *cur = Some((cert.cert_pem, client.clone()));
+        Ok(client)
+    }
+}
+
+impl tower::Service<http::Request<kube::client::Body>> for Rotating {
+    type Response = http::Response<kube::client::Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let client = self.client();
+        Box::pin(async move {
+            let client = client.map_err(|e| kube::Error::Service(e.into()))?;
+            client.send(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    fn cert(n: u32) -> NodeCert {
+        NodeCert {
+            cert_pem: format!("cert-{n}"),
+            key_pem: format!("key-{n}"),
+        }
+    }
+
+    /// A client answering every request with the certificate it was
+    /// built with, as a server would see it.
+    fn presenting(c: &NodeCert) -> kube::Client {
+        let pem = c.cert_pem.clone();
+        let svc = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            let pem = pem.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::from(
+                    pem.into_bytes(),
+                )))
+            }
+        });
+        kube::Client::new(svc, "default")
+    }
+
+    async fn presented(client: &kube::Client) -> String {
+        let req = http::Request::get("/api/v1/services")
+            .body(kube::client::Body::empty())
+            .unwrap();
+        let resp = client.send(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_use_the_rotated_certificate() {
+        let identity = NodeIdentity::new(cert(1), None);
+        let builds = Arc::new(Mutex::new(0));
+        let b = builds.clone();
+        let client = rotating(identity.clone(), move |c| {
+            *b.lock().unwrap() += 1;
+            Ok(presenting(c))
+        })
+        .unwrap();
+        // A clone, as each loop holds one.
+        let other = client.clone();
+        assert_eq!(presented(&client).await, "cert-1");
+        assert_eq!(presented(&other).await, "cert-1");
+        assert_eq!(*builds.lock().unwrap(), 1, "one build per certificate");
+        identity.set(cert(2));
+        assert_eq!(presented(&other).await, "cert-2");
+        assert_eq!(presented(&client).await, "cert-2");
+        assert_eq!(*builds.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_is_an_error_not_a_panic() {
+        let identity = NodeIdentity::new(cert(1), None);
+        let id = identity.clone();
+        let client = rotating(identity.clone(), move |c| {
+            anyhow::ensure!(c.cert_pem == "cert-1", "unusable certificate");
+            Ok(presenting(c))
+        })
+        .unwrap();
+        id.set(cert(2));
+        let req = http::Request::get("/")
+            .body(kube::client::Body::empty())
+            .unwrap();
+        let e = client.send(req).await.unwrap_err();
+        assert!(e.to_string().contains("unusable certificate"), "{e}");
+        assert!(rotating(identity, |_| anyhow::bail!("no")).is_err());
+    }
 }

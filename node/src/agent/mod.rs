@@ -88,10 +88,13 @@ pub struct AgentConfig {
     pub servers: Vec<String>,
     /// Bearer token sent with every call.
     pub token: Option<String>,
-    /// The credential of the Ingress router's API client when it differs
-    /// from the agent's: the router reads every Ingress and TLS Secret,
-    /// which a node identity may not (`keel up` gives it the admin token).
-    pub ingress_token: Option<String>,
+    /// The client certificate of the Ingress router's API client when it
+    /// differs from the agent's: the router reads every Ingress and TLS
+    /// Secret, which a node identity may not (`keel up` issues each
+    /// agent's router an identity in `system:keel:ingress-routers`, bound
+    /// to a read-only role). Not rotated: `keel up` issues a new one at
+    /// every start.
+    pub ingress_identity: Option<rotation::NodeIdentity>,
     /// PEM of the cluster CA, required for `https://` servers.
     pub ca_pem: Option<Vec<u8>>,
     /// Agent state (see the module docs); stable across agent restarts.
@@ -156,7 +159,7 @@ impl AgentConfig {
             node_name: node_name.into(),
             servers,
             token: None,
-            ingress_token: None,
+            ingress_identity: None,
             ca_pem: None,
             root_dir: root_dir.into(),
             runtime,
@@ -483,9 +486,9 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
     ));
     if let Some(ingress) = ctx.cfg.ingress {
         let mut ingress_cfg = ctx.cfg.clone();
-        if let Some(t) = &ctx.cfg.ingress_token {
-            ingress_cfg.token = Some(t.clone());
-            ingress_cfg.node_identity = None;
+        if let Some(id) = &ctx.cfg.ingress_identity {
+            ingress_cfg.token = None;
+            ingress_cfg.node_identity = Some(id.clone());
         }
         match api::client(&ingress_cfg, "keel-ingress") {
             Ok(client) => tasks.spawn(crate::ingress::run(ingress, client)),

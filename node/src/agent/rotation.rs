@@ -48,7 +48,9 @@ impl NodeIdentity {
         }
     }
 
-    fn set(&self, cert: NodeCert) {
+    /// Swaps in a renewed certificate; every client built by
+    /// [`super::api::client`] presents it from its next request on.
+    pub fn set(&self, cert: NodeCert) {
         match self.cert.write() {
             Ok(mut c) => *c = cert,
             Err(p) => *p.into_inner() = cert,

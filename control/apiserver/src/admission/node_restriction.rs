@@ -13,7 +13,10 @@
 //!   account, Secrets, ConfigMaps or claims; only the status of pods
 //!   bound to it may be updated (never their spec); only pods bound to it
 //!   may be deleted or evicted;
-//! - Leases: only its own (name = the node's) in `kube-node-lease`.
+//! - Leases: only its own (name = the node's) in `kube-node-lease`;
+//! - TokenRequests (`serviceaccounts/token`): only bound to a pod
+//!   (`boundObjectRef` of kind Pod, apiVersion v1, with name and uid)
+//!   that is bound to the node itself ([`admit_token_request`]).
 //!
 //! Other users, and in-process callers (no user: the controllers, the
 //! node service acting for an admin agent), are not restricted here.
@@ -154,6 +157,56 @@ pub fn admit(
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// Admits a TokenRequest for service account `ns/account` by `user`:
+/// a node may only ask for a token bound to one of its own pods, so a
+/// node cannot mint long-lived credentials for accounts its pods do not
+/// run as (Kubernetes' NodeRestriction `admitServiceAccount`). `pod` is
+/// the stored pod `boundObjectRef` names (None: not found, or no
+/// reference). Errors: 403 naming the node and the rule; 404 when the
+/// pod does not exist (as Kubernetes answers).
+pub fn admit_token_request(
+    user: &UserInfo,
+    account: &str,
+    bound_ref: &Value,
+    pod: Option<&Value>,
+) -> ApiResult<()> {
+    let Some(node) = node_name(user) else {
+        return Ok(());
+    };
+    let forbid = |why: String| {
+        Err(ApiError::forbidden(format!(
+            "serviceaccounts \"{account}\" is forbidden: {why}"
+        )))
+    };
+    let field = |k: &str| bound_ref[k].as_str().unwrap_or("");
+    if bound_ref.is_null()
+        || field("apiVersion") != "v1"
+        || field("kind") != "Pod"
+        || field("name").is_empty()
+    {
+        return forbid(format!("node {node:?} requested token not bound to a pod"));
+    }
+    if field("uid").is_empty() {
+        return forbid(format!(
+            "node {node:?} requested token with a pod binding without a uid"
+        ));
+    }
+    match pod {
+        Some(p) if meta::uid(p) != field("uid") => forbid(format!(
+            "the UID in the bound object reference ({}) does not match the UID in record; the object might have been deleted and then recreated",
+            field("uid")
+        )),
+        Some(p) if graph::node_of(p) != node => forbid(format!(
+            "node {node:?} requested token bound to a pod scheduled on a different node"
+        )),
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(
+            crate::resources::find("", "v1", "pods").expect("pods are served"),
+            field("name"),
+        )),
     }
 }
 
@@ -416,5 +469,39 @@ mod tests {
             Op::Create(&lease("default", "n1"))
         )
         .is_err());
+    }
+
+    #[test]
+    fn token_requests_only_bound_to_its_own_pods() {
+        let n1 = node_user("n1");
+        let mut own = pod("n1");
+        own["metadata"]["uid"] = json!("u1");
+        let mut other = pod("n2");
+        other["metadata"]["uid"] = json!("u1");
+        let r = json!({"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "u1"});
+        let msg = |r: &Value, p: Option<&Value>| {
+            let e = admit_token_request(&n1, "default", r, p).unwrap_err();
+            (e.code, e.message)
+        };
+        assert!(admit_token_request(&n1, "default", &r, Some(&own)).is_ok());
+        let (code, m) = msg(&r, Some(&other));
+        assert_eq!(code, 403);
+        assert!(
+            m.contains("bound to a pod scheduled on a different node"),
+            "{m}"
+        );
+        let (code, m) = msg(&Value::Null, None);
+        assert_eq!(code, 403);
+        assert!(m.contains("requested token not bound to a pod"), "{m}");
+        let secret_ref = json!({"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "u"});
+        assert!(msg(&secret_ref, None).1.contains("not bound to a pod"));
+        let no_uid = json!({"apiVersion": "v1", "kind": "Pod", "name": "p"});
+        assert!(msg(&no_uid, Some(&own)).1.contains("without a uid"));
+        let stale = json!({"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "old"});
+        assert!(msg(&stale, Some(&own)).1.contains("does not match the UID"));
+        assert_eq!(msg(&r, None).0, 404);
+        // Anyone else is not restricted here (RBAC decided already).
+        let admin = UserInfo::admin();
+        assert!(admit_token_request(&admin, "default", &Value::Null, None).is_ok());
     }
 }

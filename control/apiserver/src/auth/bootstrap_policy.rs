@@ -17,6 +17,12 @@ const AGG_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 const AGG_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
 const AGG_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
 
+/// The ClusterRole (and its binding) of agents' Ingress routers.
+pub const INGRESS_ROUTER_ROLE: &str = "system:keel:ingress-router";
+/// The group of the Ingress routers' client certificates (`keel up`
+/// issues each agent's router `system:keel:ingress-router:<node>` in it).
+pub const INGRESS_ROUTERS_GROUP: &str = "system:keel:ingress-routers";
+
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
@@ -330,6 +336,22 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // The Ingress router each `keel up` agent runs: it reads every
+        // Ingress and the TLS Secrets they name, which a node identity
+        // may not, so it has an identity of its own (never the admin's).
+        cluster_role(
+            INGRESS_ROUTER_ROLE,
+            &[],
+            vec![
+                rule(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingressclasses"],
+                ),
+                rule(READ, &[""], &["services", "endpoints", "secrets"]),
+                rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+            ],
+        ),
         cluster_role(
             "system:node-bootstrapper",
             &[],
@@ -391,6 +413,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
                 ("Group", "system:authenticated"),
                 ("Group", "system:unauthenticated"),
             ],
+        ),
+        binding(
+            INGRESS_ROUTER_ROLE,
+            INGRESS_ROUTER_ROLE,
+            &[("Group", INGRESS_ROUTERS_GROUP)],
         ),
         // Agent join tokens may submit CSRs, and nodes may submit their
         // renewals (the auto-approver decides which get approved).

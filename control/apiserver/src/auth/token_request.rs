@@ -10,7 +10,10 @@
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
+use super::node::node_name;
 use super::sa_token::{current_uid, now_s, Ref, Tokens};
+use super::UserInfo;
+use crate::admission::node_restriction;
 use crate::resources;
 use crate::status::{ApiError, ApiResult, Cause};
 
@@ -38,11 +41,14 @@ fn invalid(name: &str, field: &str, message: String) -> ApiError {
     e
 }
 
-/// Answers a TokenRequest `body` for account `ns/name`: the request with
-/// `status.token` and `status.expirationTimestamp` filled.
+/// Answers a TokenRequest `body` for account `ns/name` asked by `user`:
+/// the request with `status.token` and `status.expirationTimestamp`
+/// filled. A node may ask only for tokens bound to its own pods
+/// (NodeRestriction, 403).
 pub async fn create(
     tokens: &Tokens,
     objects: &crate::storage::Objects,
+    user: &UserInfo,
     ns: &str,
     name: &str,
     body: &Value,
@@ -97,7 +103,15 @@ pub async fn create(
     let sa_uid = current_uid(objects, "serviceaccounts", ns, name)
         .await?
         .ok_or_else(|| ApiError::not_found(sa_info, name))?;
-    let pod = bound_pod(objects, ns, name, &spec["boundObjectRef"]).await?;
+    let bound_ref = &spec["boundObjectRef"];
+    if node_name(user).is_some() {
+        let pod = match bound_ref["name"].as_str().filter(|n| !n.is_empty()) {
+            Some(pod_name) => stored_pod(objects, ns, pod_name).await?,
+            None => None,
+        };
+        node_restriction::admit_token_request(user, name, bound_ref, pod.as_ref())?;
+    }
+    let pod = bound_pod(objects, ns, name, bound_ref).await?;
     let now = now_s();
     let claims = tokens.claims(
         ns,
@@ -184,4 +198,18 @@ async fn bound_pod(
         name: pod_name.to_string(),
         uid,
     }))
+}
+
+/// The stored pod `ns/name`, None when there is none.
+async fn stored_pod(
+    objects: &crate::storage::Objects,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Option<Value>> {
+    let key = format!("/registry/pods/{ns}/{name}");
+    let found = match objects.get_local(&key).await? {
+        Some(s) => Some(s),
+        None => objects.get(&key).await?,
+    };
+    Ok(found.map(|s| s.obj))
 }
