@@ -9,7 +9,9 @@
 //! Choices and why:
 //! - **Never pull.** There is no registry on these machines and a pull would
 //!   hide a missing image behind a slow network timeout: a missing image is a
-//!   [`RuntimeError::ImagePull`] right away.
+//!   [`RuntimeError::ImagePull`] right away. The built-ins `keel/pause`
+//!   and `keel/echo` are made locally from the keel binary instead (see
+//!   [`super::dockerbuiltin`]).
 //! - **Host networking.** The pod IP handed to containers (`POD_IP`, a 127.x
 //!   address) is a host address, exactly as with the exec runtime.
 //! - **No restart policy, no auto-remove.** The pod lifecycle decides about
@@ -61,6 +63,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
+use super::dockerbuiltin::{builtin_name, Builtins};
 use super::{
     BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ContainerStats, Result,
     Runtime, RuntimeError,
@@ -100,6 +103,8 @@ pub struct DockerRuntime {
     /// of a still running container (e.g. the daemon restarted) is replaced
     /// on the next `list`.
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// `keel/pause` and `keel/echo`, made locally on first use.
+    builtins: Builtins,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -143,7 +148,17 @@ impl DockerRuntime {
             docker,
             owner: owner.to_string(),
             followers: Mutex::new(HashMap::new()),
+            builtins: Builtins::new(None),
         })
+    }
+
+    /// Serves the built-in images (`keel/pause`, `keel/echo`) from
+    /// `binary` (the keel binary, or any binary answering `image <name>`
+    /// like keel), made into local Docker images on first use; see
+    /// [`super::dockerbuiltin`]. Without it built-ins are missing images.
+    pub fn with_keel_binary(mut self, binary: PathBuf) -> Self {
+        self.builtins = Builtins::new(Some(binary));
+        self
     }
 
     /// The underlying client, e.g. for diagnostics.
@@ -152,26 +167,43 @@ impl DockerRuntime {
     }
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<ContainerId> {
-        self.check_image(&spec.image).await?;
-        let body = create_body(spec, &self.owner)?;
+        let builtin = builtin_name(&spec.image);
         let name = container_name(spec);
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        let created = match self.docker.create_container(Some(options), body).await {
-            Ok(c) => c,
-            Err(e) if status_of(&e) == Some(404) => {
-                // The image vanished between the check and the create.
-                return Err(image_missing(&spec.image));
-            }
-            Err(e) => {
-                // A failed create may still have left a container behind.
-                self.force_remove(&name).await;
-                return Err(RuntimeError::StartFailed(format!(
-                    "create container {name}: {}",
-                    message_of(&e)
-                )));
+        // Two attempts for a built-in whose made image was removed since.
+        let mut attempts = if builtin.is_some() { 2 } else { 1 };
+        let created = loop {
+            attempts -= 1;
+            let image = match builtin {
+                Some(b) => self.builtins.ensure(&self.docker, b, &spec.image).await?,
+                None => {
+                    self.check_image(&spec.image).await?;
+                    spec.image.clone()
+                }
+            };
+            let body = create_body(spec, &self.owner, &image, builtin.is_some())?;
+            let options = CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            match self.docker.create_container(Some(options), body).await {
+                Ok(c) => break c,
+                Err(e) if status_of(&e) == Some(404) => {
+                    // The image vanished between the check and the create.
+                    if let Some(b) = builtin {
+                        self.builtins.forget(b).await;
+                    }
+                    if attempts == 0 {
+                        return Err(image_missing(&spec.image));
+                    }
+                }
+                Err(e) => {
+                    // A failed create may still have left a container behind.
+                    self.force_remove(&name).await;
+                    return Err(RuntimeError::StartFailed(format!(
+                        "create container {name}: {}",
+                        message_of(&e)
+                    )));
+                }
             }
         };
         let id = created.id;
@@ -485,9 +517,16 @@ impl DockerRuntime {
     }
 }
 
-/// The create request for a spec: Kubernetes command/args semantics, env
-/// (later entries win), host network, keel labels.
-fn create_body(spec: &ContainerSpec, owner: &str) -> Result<ContainerCreateBody> {
+/// The create request for a spec, run from the Docker image `image`:
+/// Kubernetes command/args semantics, env (later entries win), host
+/// network, keel labels. A `builtin` image gets `POD_NAME`,
+/// `POD_NAMESPACE` and `KEEL_IMAGE` first, as on the other runtimes.
+fn create_body(
+    spec: &ContainerSpec,
+    owner: &str,
+    image: &str,
+    builtin: bool,
+) -> Result<ContainerCreateBody> {
     let spec_json = serde_json::to_string(spec)
         .map_err(|e| RuntimeError::InvalidSpec(format!("cannot serialize spec: {e}")))?;
     let log_path = spec
@@ -528,11 +567,18 @@ fn create_body(spec: &ContainerSpec, owner: &str) -> Result<ContainerCreateBody>
             )));
         }
     }
+    let mut env = Vec::new();
+    if builtin {
+        env.push(("POD_NAME".to_string(), spec.pod_name.clone()));
+        env.push(("POD_NAMESPACE".to_string(), spec.pod_namespace.clone()));
+        env.push(("KEEL_IMAGE".to_string(), spec.image.clone()));
+    }
+    env.extend(spec.env.iter().cloned());
     Ok(ContainerCreateBody {
-        image: Some(spec.image.clone()),
+        image: Some(image.to_string()),
         entrypoint,
         cmd,
-        env: Some(dedup_env(&spec.env)),
+        env: Some(dedup_env(&env)),
         working_dir,
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -898,27 +944,50 @@ mod tests {
     #[test]
     fn command_and_args_follow_kubernetes() {
         let mut s = spec();
-        let b = create_body(&s, "n1").unwrap();
+        let b = create_body(&s, "n1", "img:1", false).unwrap();
         assert_eq!((b.entrypoint, b.cmd), (None, None));
         s.args = vec!["x".into()];
-        let b = create_body(&s, "n1").unwrap();
+        let b = create_body(&s, "n1", "img:1", false).unwrap();
         assert_eq!((b.entrypoint, b.cmd), (None, Some(vec!["x".to_string()])));
         s.command = vec!["sh".into()];
         s.args = vec![];
-        let b = create_body(&s, "n1").unwrap();
+        let b = create_body(&s, "n1", "img:1", false).unwrap();
         assert_eq!(
             (b.entrypoint, b.cmd),
             (Some(vec!["sh".to_string()]), Some(vec![]))
         );
-        let labels = create_body(&s, "n1").unwrap().labels.unwrap();
+        let labels = create_body(&s, "n1", "img:1", false)
+            .unwrap()
+            .labels
+            .unwrap();
         let back: ContainerSpec = serde_json::from_str(&labels[LABEL_SPEC]).unwrap();
         assert_eq!(back, s);
         assert_eq!(labels[LABEL_OWNER], "n1");
         s.env = vec![("A=B".into(), "x".into())];
         assert!(matches!(
-            create_body(&s, "n1"),
+            create_body(&s, "n1", "img:1", false),
             Err(RuntimeError::InvalidSpec(_))
         ));
+    }
+
+    #[test]
+    fn builtins_run_their_docker_image_with_identity_env() {
+        let mut s = spec();
+        s.image = "keel/echo:v2".into();
+        s.env = vec![("POD_NAME".into(), "mine".into())];
+        let b = create_body(&s, "n1", "keel/echo:bin-0123456789ab", true).unwrap();
+        assert_eq!(b.image.as_deref(), Some("keel/echo:bin-0123456789ab"));
+        assert_eq!(
+            b.env.unwrap(),
+            vec![
+                "POD_NAME=mine",
+                "POD_NAMESPACE=default",
+                "KEEL_IMAGE=keel/echo:v2"
+            ]
+        );
+        let labels = b.labels.unwrap();
+        let back: ContainerSpec = serde_json::from_str(&labels[LABEL_SPEC]).unwrap();
+        assert_eq!(back.image, "keel/echo:v2", "the spec keeps the pod's image");
     }
 
     #[test]
