@@ -36,6 +36,14 @@
 //!   Known limit: if Docker's own log was rotated (a daemon-wide `max-size`),
 //!   the byte count overstates what Docker still has and the skip loses
 //!   lines.
+//! - **`list` inspects only what it must.** The agent lists often (each
+//!   `kubectl exec`, each pod worker's adoption, the metrics loop), and an
+//!   inspect per container made that O(containers) engine calls: at 100
+//!   pods `kubectl exec` took ~20 s. A container `docker ps` reports
+//!   running whose start time this instance already inspected is taken
+//!   from the `ps` answer (labels included); others are inspected (exit
+//!   codes need it). Known limit: a container restarted behind keel's
+//!   back (`docker restart`) keeps its old start time until it exits.
 //! - **Resumption happens in `list`.** The agent lists on start-up (that is
 //!   how it re-adopts), so that is where a new instance starts followers for
 //!   containers it did not start. Dropping a [`DockerRuntime`] aborts its
@@ -52,8 +60,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
-    HostConfigLogConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -105,6 +113,10 @@ pub struct DockerRuntime {
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// `keel/pause` and `keel/echo`, made locally on first use.
     builtins: Builtins,
+    /// Start times of running containers already inspected, by Docker id,
+    /// so `list` needs no inspect per running container (see
+    /// [`DockerRuntime::list_containers`]).
+    started: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -149,6 +161,7 @@ impl DockerRuntime {
             owner: owner.to_string(),
             followers: Mutex::new(HashMap::new()),
             builtins: Builtins::new(None),
+            started: Mutex::new(HashMap::new()),
         })
     }
 
@@ -336,17 +349,38 @@ impl DockerRuntime {
         for summary in summaries {
             let Some(id) = summary.id else { continue };
             let cid = ContainerId(id.clone());
-            let inspect = match self.inspect_ours(&cid).await {
-                Ok(i) => i,
-                // Removed between list and inspect.
-                Err(RuntimeError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
+            let known_start = match summary.state {
+                Some(ContainerSummaryStateEnum::RUNNING) => lock(&self.started).get(&id).copied(),
+                _ => None,
             };
-            let labels = inspect
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default();
+            let (labels, state) = match (known_start, summary.labels) {
+                (Some(started_at), Some(labels)) => {
+                    (labels, ContainerState::Running { started_at })
+                }
+                _ => {
+                    let inspect = match self.inspect_ours(&cid).await {
+                        Ok(i) => i,
+                        // Removed between list and inspect.
+                        Err(RuntimeError::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let state = state_of(&inspect);
+                    match &state {
+                        ContainerState::Running { started_at } => {
+                            lock(&self.started).insert(id.clone(), *started_at);
+                        }
+                        _ => {
+                            lock(&self.started).remove(&id);
+                        }
+                    }
+                    let labels = inspect
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.labels.clone())
+                        .unwrap_or_default();
+                    (labels, state)
+                }
+            };
             let spec: ContainerSpec = match labels.get(LABEL_SPEC).map(|s| serde_json::from_str(s))
             {
                 Some(Ok(spec)) => spec,
@@ -355,7 +389,6 @@ impl DockerRuntime {
                     continue;
                 }
             };
-            let state = state_of(&inspect);
             let offset = labels
                 .get(LABEL_LOG_OFFSET)
                 .and_then(|s| s.parse::<u64>().ok())
@@ -430,6 +463,7 @@ impl DockerRuntime {
         if let Some(handle) = lock(&self.followers).remove(&id.0) {
             handle.abort();
         }
+        lock(&self.started).remove(&id.0);
         match self.docker.remove_container(&id.0, None).await {
             Ok(()) => Ok(()),
             // Started again between our check and the removal (not by keel).
