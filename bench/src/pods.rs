@@ -120,7 +120,12 @@ async fn one_runtime(args: &PodsArgs, bin: &Path, runtime: &str) -> Result<Row> 
         .args(["--listen-api", "127.0.0.1:0"]);
     eprintln!("{runtime}: starting keel up in {}", procs.path().display());
     procs.spawn("up", cmd)?;
-    match measure(args, &mut procs, &data_dir, runtime).await {
+    let measured = measure(args, &mut procs, &data_dir, runtime).await;
+    if runtime == "docker" {
+        // Docker containers outlive their agent by design: remove ours.
+        remove_docker_containers(procs.path());
+    }
+    match measured {
         Ok(row) => Ok(row),
         Err(e) => {
             let log = procs.path().join("up.log");
@@ -361,6 +366,48 @@ fn docker_memory() -> Result<(u64, u64, usize)> {
         "no containerd-shim process names the bench's containers"
     );
     Ok((shim_kib, container_kib, ids.len()))
+}
+
+/// Removes (forced) the containers whose `io.keel.log-path` label lies
+/// under `dir`, i.e. those of this bench's `keel up`; errors are printed.
+fn remove_docker_containers(dir: &Path) {
+    let prefix = dir.to_string_lossy().to_string();
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.ID}} {{.Label \"io.keel.log-path\"}}",
+        ])
+        .args(["--filter", &format!("name=_{LABEL}-")])
+        .output();
+    let ids: Vec<String> = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, path)| path.starts_with(&prefix))
+            .map(|(id, _)| id.to_string())
+            .collect(),
+        Err(e) => {
+            eprintln!("docker: cannot list the bench's containers: {e}");
+            return;
+        }
+    };
+    if ids.is_empty() {
+        return;
+    }
+    match Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&ids)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "docker: removing the bench's containers failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("docker: cannot run docker rm: {e}"),
+    }
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
