@@ -9,9 +9,11 @@
 //!   watch event showing it `Running` (p50/p99, and until all ran);
 //! - sums the resident memory of the pods' supervisors (`keel __supervise`
 //!   processes naming the temp dir) and of their container processes, per
-//!   pod (the docker runtime has no supervisors: its column stays empty);
-//! - runs `kubectl exec <pod> -- true` `--execs` times and times each
-//!   round trip (kubectl start, API server, agent, runtime, exit code back).
+//!   pod; on docker the supervisor column is the containers'
+//!   `containerd-shim` processes (the daemons themselves are not counted);
+//! - runs `kubectl exec <pod> -- true` (docker: `/keel --version`, see
+//!   [`exec_command`]) `--execs` times and times each round trip (kubectl
+//!   start, API server, agent, runtime, exit code back).
 //!
 //! Runtimes run one after the other, never together; each `keel up` and
 //! everything under its temp dir is killed before the next starts.
@@ -118,7 +120,12 @@ async fn one_runtime(args: &PodsArgs, bin: &Path, runtime: &str) -> Result<Row> 
         .args(["--listen-api", "127.0.0.1:0"]);
     eprintln!("{runtime}: starting keel up in {}", procs.path().display());
     procs.spawn("up", cmd)?;
-    match measure(args, &mut procs, &data_dir, runtime).await {
+    let measured = measure(args, &mut procs, &data_dir, runtime).await;
+    if runtime == "docker" {
+        // Docker containers outlive their agent by design: remove ours.
+        remove_docker_containers(procs.path());
+    }
+    match measured {
         Ok(row) => Ok(row),
         Err(e) => {
             let log = procs.path().join("up.log");
@@ -207,14 +214,12 @@ async fn measure(args: &PodsArgs, procs: &mut Procs, data_dir: &Path, rt: &str) 
         running.len()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (supervisor_kib_per_pod, container_kib_per_pod) = match rt {
-        "docker" => (None, None),
-        _ => {
-            let (sup, cont, count) = supervisor_memory(procs.path());
-            let per = |kib: u64| (count > 0).then(|| kib as f64 / count as f64);
-            (per(sup), per(cont))
-        }
+    let (sup, cont, count) = match rt {
+        "docker" => docker_memory()?,
+        _ => supervisor_memory(procs.path()),
     };
+    let per = |kib: u64| (count > 0).then(|| kib as f64 / count as f64);
+    let (supervisor_kib_per_pod, container_kib_per_pod) = (per(sup), per(cont));
     let mut exec_ms = Vec::new();
     let mut exec_failures = 0;
     let cache = procs.path().join("kube-cache");
@@ -224,7 +229,8 @@ async fn measure(args: &PodsArgs, procs: &mut Procs, data_dir: &Path, rt: &str) 
         let status = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .args(["exec", &pod, "--", "true"])
+            .args(["exec", &pod, "--"])
+            .args(exec_command(rt))
             .env("KUBECACHEDIR", &cache)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -248,6 +254,16 @@ async fn measure(args: &PodsArgs, procs: &mut Procs, data_dir: &Path, rt: &str) 
         exec_ms,
         exec_failures,
     })
+}
+
+/// What `kubectl exec` runs: `true`, except on docker, whose `keel/pause`
+/// image holds only the keel binary and its libraries (the other runtimes
+/// run built-ins on the host's userland), so there it is `/keel --version`.
+fn exec_command(runtime: &str) -> &'static [&'static str] {
+    match runtime {
+        "docker" => &["/keel", "--version"],
+        _ => &["true"],
+    }
 }
 
 fn pod(name: &str) -> Value {
@@ -297,6 +313,103 @@ fn supervisor_memory(dir: &Path) -> (u64, u64, usize) {
     (sup, cont, supervisors.len())
 }
 
+/// (containerd shims' RSS, container processes' RSS, containers) in KiB
+/// for the running containers of the bench's pods: Docker's per-container
+/// cost outside the daemons is its `containerd-shim` (one per container on
+/// Docker 20.10's runc v2 shim), found by the container id in its command
+/// line.
+fn docker_memory() -> Result<(u64, u64, usize)> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .arg(format!("label=io.keel.pod-namespace={NS}"))
+        .args(["--filter", &format!("name=_{LABEL}-")])
+        .output()
+        .context("run docker ps")?;
+    ensure!(out.status.success(), "docker ps failed");
+    let ids: HashSet<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut shims = 0;
+    let mut shim_kib = 0;
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = args.first().is_some_and(|a| a.contains("containerd-shim"));
+            let ours = args
+                .windows(2)
+                .any(|w| w[0] == "-id" && ids.contains(&w[1]));
+            if is_shim && ours {
+                shims += 1;
+                shim_kib += rss_kib(pid).unwrap_or(0);
+            }
+        }
+    }
+    let mut container_kib = 0;
+    for id in &ids {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Pid}}", id])
+            .output()
+            .context("run docker inspect")?;
+        let pid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
+        container_kib += pid.ok().and_then(rss_kib).unwrap_or(0);
+    }
+    ensure!(
+        ids.is_empty() || shims > 0,
+        "no containerd-shim process names the bench's containers"
+    );
+    Ok((shim_kib, container_kib, ids.len()))
+}
+
+/// Removes (forced) the containers whose `io.keel.log-path` label lies
+/// under `dir`, i.e. those of this bench's `keel up`; errors are printed.
+fn remove_docker_containers(dir: &Path) {
+    let prefix = dir.to_string_lossy().to_string();
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.ID}} {{.Label \"io.keel.log-path\"}}",
+        ])
+        .args(["--filter", &format!("name=_{LABEL}-")])
+        .output();
+    let ids: Vec<String> = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, path)| path.starts_with(&prefix))
+            .map(|(id, _)| id.to_string())
+            .collect(),
+        Err(e) => {
+            eprintln!("docker: cannot list the bench's containers: {e}");
+            return;
+        }
+    };
+    if ids.is_empty() {
+        return;
+    }
+    match Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&ids)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "docker: removing the bench's containers failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("docker: cannot run docker rm: {e}"),
+    }
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -315,7 +428,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 fn markdown(rows: &[Row]) -> String {
     let kib = |v: Option<f64>| v.map_or("n/a".to_string(), |k| format!("{:.0}", k));
     let mut out = String::from(
-        "| runtime | pods Running | start p50 ms | start p99 ms | all Running s | supervisor RSS/pod KiB | container RSS/pod KiB | exec p50 ms | exec p99 ms | exec failures |\n\
+        "| runtime | pods Running | start p50 ms | start p99 ms | all Running s | supervisor (docker: shim) RSS/pod KiB | container RSS/pod KiB | exec p50 ms | exec p99 ms | exec failures |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {

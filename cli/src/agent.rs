@@ -200,7 +200,9 @@ impl AgentArgs {
             RuntimeKind::Exec => {
                 keel_node::agent::exec_runtime(&self.root_dir, exe, self.image_dir.clone())?
             }
-            RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&name).await?),
+            RuntimeKind::Docker => {
+                Arc::new(DockerRuntime::connect(&name).await?.with_keel_binary(exe))
+            }
             RuntimeKind::Keel if self.network == NetworkMode::Netns => {
                 keel_node::agent::keel_runtime_netns(&self.root_dir, exe, self.image_dir.clone())?
             }

@@ -74,16 +74,9 @@ fn pod_phase_ready(k: &Kubectl, name: &str) -> (String, bool) {
     )
 }
 
-#[test]
-fn a_pod_runs_logs_and_stops_in_docker() {
-    if !docker_image::docker_available() {
-        return;
-    }
-    docker_image::ensure_image();
-    let cluster = Cluster::start(1, &[]);
-    cluster.api_addr(0);
+/// Starts `keel agent --runtime docker` against `cluster`'s first replica.
+fn start_agent(cluster: &Cluster) -> Agent {
     let kc = cluster.replicas[0].data_dir.join("kubeconfig");
-    let k = Kubectl::new(kc.clone());
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -108,12 +101,25 @@ fn a_pod_runs_logs_and_stops_in_docker() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start keel agent");
-    let agent = Agent {
+    Agent {
         child,
-        node: node.clone(),
+        node,
         log,
         _dir: dir,
-    };
+    }
+}
+
+#[test]
+fn a_pod_runs_logs_and_stops_in_docker() {
+    if !docker_image::docker_available() {
+        return;
+    }
+    docker_image::ensure_image();
+    let cluster = Cluster::start(1, &[]);
+    cluster.api_addr(0);
+    let k = Kubectl::new(cluster.replicas[0].data_dir.join("kubeconfig"));
+    let agent = start_agent(&cluster);
+    let node = agent.node.clone();
     let logs = || format!("{}\n--- agent ---\n{}", cluster.log(0), agent.log());
 
     let manifest = format!(
@@ -151,6 +157,65 @@ fn a_pod_runs_logs_and_stops_in_docker() {
     );
 
     k.ok(&["delete", "pod", "hello", "--timeout=60s"]);
+    wait_for(
+        "the container to be removed",
+        30,
+        || agent.containers(true).is_empty(),
+        logs,
+    );
+}
+
+/// No registry: the agent makes `keel/pause` itself (the keel binary and
+/// its libraries, imported into the engine) and the pod runs from it.
+#[test]
+fn a_builtin_pause_pod_runs_in_docker_from_a_locally_made_image() {
+    if !docker_image::docker_available() {
+        return;
+    }
+    let cluster = Cluster::start(1, &[]);
+    cluster.api_addr(0);
+    let k = Kubectl::new(cluster.replicas[0].data_dir.join("kubeconfig"));
+    let agent = start_agent(&cluster);
+    let node = agent.node.clone();
+    let logs = || format!("{}\n--- agent ---\n{}", cluster.log(0), agent.log());
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "paused"}},
+            "spec": {{"nodeName": "{node}", "terminationGracePeriodSeconds": 1,
+              "containers": [{{"name": "pause", "image": "keel/pause"}}]}}}}"#
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), manifest).unwrap();
+    wait_for(
+        "the docker node to register",
+        60,
+        || k.run(&["get", "node", &node]).status.success(),
+        logs,
+    );
+    k.ok(&["apply", "-f", file.path().to_str().unwrap()]);
+    // The first start imports the (debug: large) keel binary.
+    wait_for(
+        "the keel/pause pod to run and be ready",
+        120,
+        || pod_phase_ready(&k, "paused") == ("Running".to_string(), true),
+        logs,
+    );
+    let ids = agent.containers(false);
+    assert_eq!(ids.len(), 1, "one running container");
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.Config.Image}} {{json .Config.Entrypoint}}",
+        ])
+        .arg(&ids[0])
+        .output()
+        .expect("docker inspect");
+    let inspect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        inspect.starts_with("keel/pause:bin-") && inspect.ends_with(r#"["/keel","image","pause"]"#),
+        "the container runs the locally made image: {inspect}"
+    );
+    k.ok(&["delete", "pod", "paused", "--timeout=60s"]);
     wait_for(
         "the container to be removed",
         30,

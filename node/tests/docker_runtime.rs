@@ -434,3 +434,108 @@ async fn stats_report_cpu_and_memory_of_a_running_container() {
     f.rt.remove(&id).await.unwrap();
     assert!(f.rt.stats(&id).await.is_err());
 }
+
+/// `keel/pause` needs no registry: the runtime imports an image made of
+/// the binary serving built-ins (here `keel-node-images`) and its
+/// libraries, runs it, and the pause process exits 0 on a graceful stop.
+/// Without a binary the image is a clear `ImagePull` error.
+#[tokio::test]
+async fn builtin_pause_is_made_locally_and_stops_gracefully() {
+    let Some(f) = fixture("builtin").await else {
+        return;
+    };
+    let mut spec = f.spec("pause", "");
+    spec.image = "keel/pause".into();
+    spec.command = Vec::new();
+    spec.args = Vec::new();
+    spec.working_dir = None;
+    match f.rt.start(&spec).await {
+        Err(RuntimeError::ImagePull { image, reason }) => {
+            assert_eq!(image, "keel/pause");
+            assert!(reason.contains("no keel binary"), "{reason}");
+        }
+        other => panic!("expected ImagePull without a keel binary, got {other:?}"),
+    }
+    let rt = DockerRuntime::connect(&f.namespace)
+        .await
+        .unwrap()
+        .with_keel_binary(PathBuf::from(env!("CARGO_BIN_EXE_keel-node-images")));
+    let id = rt.start(&spec).await.expect("start keel/pause");
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.Config.Image}} {{json .Config.Entrypoint}}",
+        ])
+        .arg(&id.0)
+        .output()
+        .unwrap();
+    let inspect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        inspect.starts_with("keel/pause:bin-") && inspect.ends_with(r#"["/keel","image","pause"]"#),
+        "{inspect}"
+    );
+    wait_catches_sigterm(&id.0).await;
+    // Exit 0 on SIGTERM is `keel image pause` itself: a broken image
+    // (missing library, wrong entrypoint) exits 127 or 2 at once.
+    match rt.stop(&id, 10_000).await.unwrap() {
+        ContainerState::Exited { code, reason, .. } => {
+            assert_eq!((code, reason.as_str()), (0, "Completed"));
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    rt.remove(&id).await.unwrap();
+
+    // Removed behind the runtime's back: the next start makes it again.
+    let image = inspect.split_whitespace().next().unwrap().to_string();
+    let rmi = Command::new("docker")
+        .args(["rmi", &image])
+        .output()
+        .unwrap();
+    assert!(
+        rmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
+    let id = rt.start(&spec).await.expect("start keel/pause after rmi");
+    wait_catches_sigterm(&id.0).await;
+    let remade = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .unwrap();
+    assert!(remade.status.success(), "{image} was not made again");
+    rt.stop(&id, 1_000).await.unwrap();
+    rt.remove(&id).await.unwrap();
+}
+
+/// Waits until the container's PID 1 has a SIGTERM handler (`SigCgt`):
+/// before that, PID 1 of a PID namespace ignores SIGTERM and a stop
+/// would wait out its whole grace period.
+async fn wait_catches_sigterm(id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Pid}}", id])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc_sigterm() - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never handled SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn libc_sigterm() -> u32 {
+    15
+}

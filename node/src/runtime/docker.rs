@@ -9,7 +9,9 @@
 //! Choices and why:
 //! - **Never pull.** There is no registry on these machines and a pull would
 //!   hide a missing image behind a slow network timeout: a missing image is a
-//!   [`RuntimeError::ImagePull`] right away.
+//!   [`RuntimeError::ImagePull`] right away. The built-ins `keel/pause`
+//!   and `keel/echo` are made locally from the keel binary instead (see
+//!   [`super::dockerbuiltin`]).
 //! - **Host networking.** The pod IP handed to containers (`POD_IP`, a 127.x
 //!   address) is a host address, exactly as with the exec runtime.
 //! - **No restart policy, no auto-remove.** The pod lifecycle decides about
@@ -34,6 +36,14 @@
 //!   Known limit: if Docker's own log was rotated (a daemon-wide `max-size`),
 //!   the byte count overstates what Docker still has and the skip loses
 //!   lines.
+//! - **`list` inspects only what it must.** The agent lists often (each
+//!   `kubectl exec`, each pod worker's adoption, the metrics loop), and an
+//!   inspect per container made that O(containers) engine calls: at 100
+//!   pods `kubectl exec` took ~20 s. A container `docker ps` reports
+//!   running whose start time this instance already inspected is taken
+//!   from the `ps` answer (labels included); others are inspected (exit
+//!   codes need it). Known limit: a container restarted behind keel's
+//!   back (`docker restart`) keeps its old start time until it exits.
 //! - **Resumption happens in `list`.** The agent lists on start-up (that is
 //!   how it re-adopts), so that is where a new instance starts followers for
 //!   containers it did not start. Dropping a [`DockerRuntime`] aborts its
@@ -50,8 +60,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
-    HostConfigLogConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -61,6 +71,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
+use super::dockerbuiltin::{builtin_name, Builtins};
 use super::{
     BoxFuture, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ContainerStats, Result,
     Runtime, RuntimeError,
@@ -100,6 +111,12 @@ pub struct DockerRuntime {
     /// of a still running container (e.g. the daemon restarted) is replaced
     /// on the next `list`.
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// `keel/pause` and `keel/echo`, made locally on first use.
+    builtins: Builtins,
+    /// Start times of running containers already inspected, by Docker id,
+    /// so `list` needs no inspect per running container (see
+    /// [`DockerRuntime::list_containers`]).
+    started: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -143,7 +160,18 @@ impl DockerRuntime {
             docker,
             owner: owner.to_string(),
             followers: Mutex::new(HashMap::new()),
+            builtins: Builtins::new(None),
+            started: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Serves the built-in images (`keel/pause`, `keel/echo`) from
+    /// `binary` (the keel binary, or any binary answering `image <name>`
+    /// like keel), made into local Docker images on first use; see
+    /// [`super::dockerbuiltin`]. Without it built-ins are missing images.
+    pub fn with_keel_binary(mut self, binary: PathBuf) -> Self {
+        self.builtins = Builtins::new(Some(binary));
+        self
     }
 
     /// The underlying client, e.g. for diagnostics.
@@ -152,26 +180,43 @@ impl DockerRuntime {
     }
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<ContainerId> {
-        self.check_image(&spec.image).await?;
-        let body = create_body(spec, &self.owner)?;
+        let builtin = builtin_name(&spec.image);
         let name = container_name(spec);
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        let created = match self.docker.create_container(Some(options), body).await {
-            Ok(c) => c,
-            Err(e) if status_of(&e) == Some(404) => {
-                // The image vanished between the check and the create.
-                return Err(image_missing(&spec.image));
-            }
-            Err(e) => {
-                // A failed create may still have left a container behind.
-                self.force_remove(&name).await;
-                return Err(RuntimeError::StartFailed(format!(
-                    "create container {name}: {}",
-                    message_of(&e)
-                )));
+        // Two attempts for a built-in whose made image was removed since.
+        let mut attempts = if builtin.is_some() { 2 } else { 1 };
+        let created = loop {
+            attempts -= 1;
+            let image = match builtin {
+                Some(b) => self.builtins.ensure(&self.docker, b, &spec.image).await?,
+                None => {
+                    self.check_image(&spec.image).await?;
+                    spec.image.clone()
+                }
+            };
+            let body = create_body(spec, &self.owner, &image, builtin.is_some())?;
+            let options = CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            match self.docker.create_container(Some(options), body).await {
+                Ok(c) => break c,
+                Err(e) if status_of(&e) == Some(404) => {
+                    // The image vanished between the check and the create.
+                    if let Some(b) = builtin {
+                        self.builtins.forget(b).await;
+                    }
+                    if attempts == 0 {
+                        return Err(image_missing(&spec.image));
+                    }
+                }
+                Err(e) => {
+                    // A failed create may still have left a container behind.
+                    self.force_remove(&name).await;
+                    return Err(RuntimeError::StartFailed(format!(
+                        "create container {name}: {}",
+                        message_of(&e)
+                    )));
+                }
             }
         };
         let id = created.id;
@@ -304,17 +349,38 @@ impl DockerRuntime {
         for summary in summaries {
             let Some(id) = summary.id else { continue };
             let cid = ContainerId(id.clone());
-            let inspect = match self.inspect_ours(&cid).await {
-                Ok(i) => i,
-                // Removed between list and inspect.
-                Err(RuntimeError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
+            let known_start = match summary.state {
+                Some(ContainerSummaryStateEnum::RUNNING) => lock(&self.started).get(&id).copied(),
+                _ => None,
             };
-            let labels = inspect
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default();
+            let (labels, state) = match (known_start, summary.labels) {
+                (Some(started_at), Some(labels)) => {
+                    (labels, ContainerState::Running { started_at })
+                }
+                _ => {
+                    let inspect = match self.inspect_ours(&cid).await {
+                        Ok(i) => i,
+                        // Removed between list and inspect.
+                        Err(RuntimeError::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let state = state_of(&inspect);
+                    match &state {
+                        ContainerState::Running { started_at } => {
+                            lock(&self.started).insert(id.clone(), *started_at);
+                        }
+                        _ => {
+                            lock(&self.started).remove(&id);
+                        }
+                    }
+                    let labels = inspect
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.labels.clone())
+                        .unwrap_or_default();
+                    (labels, state)
+                }
+            };
             let spec: ContainerSpec = match labels.get(LABEL_SPEC).map(|s| serde_json::from_str(s))
             {
                 Some(Ok(spec)) => spec,
@@ -323,7 +389,6 @@ impl DockerRuntime {
                     continue;
                 }
             };
-            let state = state_of(&inspect);
             let offset = labels
                 .get(LABEL_LOG_OFFSET)
                 .and_then(|s| s.parse::<u64>().ok())
@@ -398,6 +463,7 @@ impl DockerRuntime {
         if let Some(handle) = lock(&self.followers).remove(&id.0) {
             handle.abort();
         }
+        lock(&self.started).remove(&id.0);
         match self.docker.remove_container(&id.0, None).await {
             Ok(()) => Ok(()),
             // Started again between our check and the removal (not by keel).
@@ -485,9 +551,16 @@ impl DockerRuntime {
     }
 }
 
-/// The create request for a spec: Kubernetes command/args semantics, env
-/// (later entries win), host network, keel labels.
-fn create_body(spec: &ContainerSpec, owner: &str) -> Result<ContainerCreateBody> {
+/// The create request for a spec, run from the Docker image `image`:
+/// Kubernetes command/args semantics, env (later entries win), host
+/// network, keel labels. A `builtin` image gets `POD_NAME`,
+/// `POD_NAMESPACE` and `KEEL_IMAGE` first, as on the other runtimes.
+fn create_body(
+    spec: &ContainerSpec,
+    owner: &str,
+    image: &str,
+    builtin: bool,
+) -> Result<ContainerCreateBody> {
     let spec_json = serde_json::to_string(spec)
         .map_err(|e| RuntimeError::InvalidSpec(format!("cannot serialize spec: {e}")))?;
     let log_path = spec
@@ -528,11 +601,18 @@ fn create_body(spec: &ContainerSpec, owner: &str) -> Result<ContainerCreateBody>
             )));
         }
     }
+    let mut env = Vec::new();
+    if builtin {
+        env.push(("POD_NAME".to_string(), spec.pod_name.clone()));
+        env.push(("POD_NAMESPACE".to_string(), spec.pod_namespace.clone()));
+        env.push(("KEEL_IMAGE".to_string(), spec.image.clone()));
+    }
+    env.extend(spec.env.iter().cloned());
     Ok(ContainerCreateBody {
-        image: Some(spec.image.clone()),
+        image: Some(image.to_string()),
         entrypoint,
         cmd,
-        env: Some(dedup_env(&spec.env)),
+        env: Some(dedup_env(&env)),
         working_dir,
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -898,27 +978,50 @@ mod tests {
     #[test]
     fn command_and_args_follow_kubernetes() {
         let mut s = spec();
-        let b = create_body(&s, "n1").unwrap();
+        let b = create_body(&s, "n1", "img:1", false).unwrap();
         assert_eq!((b.entrypoint, b.cmd), (None, None));
         s.args = vec!["x".into()];
-        let b = create_body(&s, "n1").unwrap();
+        let b = create_body(&s, "n1", "img:1", false).unwrap();
         assert_eq!((b.entrypoint, b.cmd), (None, Some(vec!["x".to_string()])));
         s.command = vec!["sh".into()];
         s.args = vec![];
-        let b = create_body(&s, "n1").unwrap();
+        let b = create_body(&s, "n1", "img:1", false).unwrap();
         assert_eq!(
             (b.entrypoint, b.cmd),
             (Some(vec!["sh".to_string()]), Some(vec![]))
         );
-        let labels = create_body(&s, "n1").unwrap().labels.unwrap();
+        let labels = create_body(&s, "n1", "img:1", false)
+            .unwrap()
+            .labels
+            .unwrap();
         let back: ContainerSpec = serde_json::from_str(&labels[LABEL_SPEC]).unwrap();
         assert_eq!(back, s);
         assert_eq!(labels[LABEL_OWNER], "n1");
         s.env = vec![("A=B".into(), "x".into())];
         assert!(matches!(
-            create_body(&s, "n1"),
+            create_body(&s, "n1", "img:1", false),
             Err(RuntimeError::InvalidSpec(_))
         ));
+    }
+
+    #[test]
+    fn builtins_run_their_docker_image_with_identity_env() {
+        let mut s = spec();
+        s.image = "keel/echo:v2".into();
+        s.env = vec![("POD_NAME".into(), "mine".into())];
+        let b = create_body(&s, "n1", "keel/echo:bin-0123456789ab", true).unwrap();
+        assert_eq!(b.image.as_deref(), Some("keel/echo:bin-0123456789ab"));
+        assert_eq!(
+            b.env.unwrap(),
+            vec![
+                "POD_NAME=mine",
+                "POD_NAMESPACE=default",
+                "KEEL_IMAGE=keel/echo:v2"
+            ]
+        );
+        let labels = b.labels.unwrap();
+        let back: ContainerSpec = serde_json::from_str(&labels[LABEL_SPEC]).unwrap();
+        assert_eq!(back.image, "keel/echo:v2", "the spec keeps the pod's image");
     }
 
     #[test]

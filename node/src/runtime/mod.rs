@@ -7,6 +7,7 @@
 //! one (agent restart) and never starts duplicates by itself.
 
 pub mod docker;
+mod dockerbuiltin;
 mod dockerexec;
 pub mod exec;
 mod hostexec;
