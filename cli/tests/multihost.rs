@@ -38,16 +38,38 @@ use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-#[allow(dead_code)]
-#[path = "../../node/tests/support/docker_image.rs"]
-mod docker_image;
-
 /// Label on every container and network this test creates (Drop removes
 /// them by it).
 const LABEL: &str = "keel-test-multihost";
 const NS: &str = "default";
 
 // ---------------------------------------------------------------- docker
+
+/// Whether to run: not with `KEEL_SKIP_DOCKER=1`, nor without a reachable
+/// Docker daemon (both print why).
+fn docker_usable() -> bool {
+    if std::env::var("KEEL_SKIP_DOCKER").is_ok_and(|v| v == "1") {
+        eprintln!("KEEL_SKIP_DOCKER=1: skipping the multi-host Docker test");
+        return false;
+    }
+    match Command::new("docker")
+        .args(["info", "-f", "{{.ServerVersion}}"])
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipping the multi-host Docker test: no Docker daemon is reachable (`docker info`: {})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipping the multi-host Docker test: cannot run the docker CLI ({e})");
+            false
+        }
+    }
+}
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -376,47 +398,104 @@ async fn wait_ready(c: &Client, what: &str, net: &Net, name: &str) {
 struct PhaseStats {
     /// Writes acknowledged (created, or found created by an earlier try).
     acked: u64,
-    /// Tries a server answered with an error or did not answer in time.
+    /// Tries a running server answered with an error, or that got no
+    /// answer in time: the failed requests.
     failed: u64,
-    /// Tries whose connection was refused or reset (server down): the
-    /// client moved on to the next server.
+    /// Tries whose connection was refused or reset (that server was
+    /// down): the client moved on to the next server at once.
     failovers: u64,
-    /// Read-backs that failed or saw another value.
+    /// Read-backs answered with an error or not at all.
     read_errors: u64,
+    /// Read-backs of an acknowledged write that saw another value or none
+    /// (a GET without resourceVersion must be linearizable).
+    stale_reads: u64,
     /// Writes given up after 30 s on every server.
     lost_ops: u64,
     /// The longest write, tries included.
     max_write_ms: u128,
+    /// The first few errors, to say what failed.
+    samples: Vec<String>,
+}
+
+impl PhaseStats {
+    fn note(&mut self, what: &str, e: String) {
+        if self.samples.len() < 4 {
+            self.samples.push(format!("{what}: {e}"));
+        }
+    }
 }
 
 #[derive(Default)]
 struct Shared {
     phase: String,
+    /// Phases in the order they ran.
+    phases: Vec<String>,
     stats: BTreeMap<String, PhaseStats>,
+    /// The servers' clients, in order of preference (a replaced server's
+    /// is swapped for its successor's).
+    clients: Vec<Client>,
     /// name → value of every acknowledged write.
     acked: BTreeMap<String, String>,
     order: Vec<String>,
 }
 
-fn is_transport(e: &kube::Error) -> bool {
-    let s = format!("{e:?}").to_lowercase();
-    !matches!(e, kube::Error::Api(_))
-        && [
-            "connection refused",
-            "connection reset",
-            "broken pipe",
-            "no route",
-            "connect",
-        ]
-        .iter()
-        .any(|k| s.contains(k))
-        && !s.contains("timed out")
-        && !s.contains("elapsed")
+/// How one try went.
+enum Try<T> {
+    Done(T),
+    /// The server was down (refused or reset): try the next at once.
+    Down,
+    /// The server answered an error or nothing in time.
+    Failed(String),
+}
+
+fn classify<T>(r: Result<Result<T, kube::Error>, tokio::time::error::Elapsed>) -> Try<T> {
+    match r {
+        Ok(Ok(v)) => Try::Done(v),
+        Ok(Err(kube::Error::Api(s))) => Try::Failed(format!("{} {}", s.code, s.message)),
+        Ok(Err(e)) => {
+            let chain = error_chain(&e);
+            let s = chain.to_lowercase();
+            // Refused or reset, or a kept-alive connection the server
+            // closed as it went away (hyper: "connection closed before
+            // message completed"): the request never reached it.
+            let down = [
+                "connection refused",
+                "connection reset",
+                "broken pipe",
+                "no route",
+                "closed before message completed",
+            ]
+            .iter()
+            .any(|k| s.contains(k));
+            match down {
+                true => Try::Down,
+                false => Try::Failed(chain),
+            }
+        }
+        Err(_) => Try::Failed("no answer within 6s".into()),
+    }
+}
+
+/// `e: its source: ...`, the whole chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn current(shared: &Mutex<Shared>) -> (String, Vec<Client>) {
+    let g = shared.lock().unwrap();
+    (g.phase.clone(), g.clients.clone())
 }
 
 /// Creates `w-<n>` through the servers in turn until one acknowledges it,
-/// then reads it back through the same server. Runs until `stop`.
-async fn client_loop(clients: Vec<Client>, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
+/// then reads it back (from the same server first). Runs until `stop`.
+async fn client_loop(shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
     let mut cur = 0usize;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -429,48 +508,48 @@ async fn client_loop(clients: Vec<Client>, shared: Arc<Mutex<Shared>>, stop: Arc
         let started = Instant::now();
         let mut tried = false;
         let acked = loop {
-            let phase = shared.lock().unwrap().phase.clone();
+            let (phase, clients) = current(&shared);
+            cur %= clients.len();
             let api: Api<ConfigMap> = Api::namespaced(clients[cur].clone(), NS);
             let r = tokio::time::timeout(
                 Duration::from_secs(6),
                 api.create(&PostParams::default(), &cm),
             )
             .await;
+            let r = match r {
+                // An earlier try was committed though its answer was lost.
+                Ok(Err(kube::Error::Api(s))) if tried && s.code == 409 => break true,
+                r => classify(r),
+            };
             {
                 let mut g = shared.lock().unwrap();
                 let st = g.stats.entry(phase).or_default();
                 match r {
-                    Ok(Ok(_)) => break true,
-                    // An earlier try was committed though its answer was lost.
-                    Ok(Err(kube::Error::Api(s))) if tried && s.code == 409 => break true,
-                    Ok(Err(e)) if is_transport(&e) => st.failovers += 1,
-                    _ => st.failed += 1,
+                    Try::Done(_) => break true,
+                    Try::Down => st.failovers += 1,
+                    Try::Failed(e) => {
+                        st.failed += 1;
+                        st.note(&format!("create {name} via #{cur}"), e);
+                    }
                 }
             }
             tried = true;
-            cur = (cur + 1) % clients.len();
+            cur += 1;
             if started.elapsed() > Duration::from_secs(30) {
                 break false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let ms = started.elapsed().as_millis();
-        let read = if acked {
-            let api: Api<ConfigMap> = Api::namespaced(clients[cur].clone(), NS);
-            match tokio::time::timeout(Duration::from_secs(6), api.get(&name)).await {
-                Ok(Ok(c)) => c.data.and_then(|d| d.get("v").cloned()) == Some(value.clone()),
-                _ => false,
-            }
-        } else {
-            true
-        };
+        if acked {
+            read_back(&shared, cur, &name, &value).await;
+        }
         let mut g = shared.lock().unwrap();
         let phase = g.phase.clone();
         let st = g.stats.entry(phase).or_default();
         st.max_write_ms = st.max_write_ms.max(ms);
         st.acked += u64::from(acked);
         st.lost_ops += u64::from(!acked);
-        st.read_errors += u64::from(!read);
         if acked {
             g.acked.insert(name.clone(), value);
             g.order.push(name);
@@ -478,9 +557,45 @@ async fn client_loop(clients: Vec<Client>, shared: Arc<Mutex<Shared>>, stop: Arc
     }
 }
 
+/// Reads `name` back from server `cur`, or the next ones while servers
+/// are down; an error answer or another value counts as a read error.
+async fn read_back(shared: &Mutex<Shared>, mut cur: usize, name: &str, value: &str) {
+    for _ in 0..6 {
+        let (phase, clients) = current(shared);
+        cur %= clients.len();
+        let api: Api<ConfigMap> = Api::namespaced(clients[cur].clone(), NS);
+        let r = classify(tokio::time::timeout(Duration::from_secs(6), api.get(name)).await);
+        let mut g = shared.lock().unwrap();
+        let st = g.stats.entry(phase).or_default();
+        match r {
+            Try::Failed(e) if e.starts_with("404 ") => {
+                st.stale_reads += 1;
+                st.note(&format!("read {name} via #{cur}"), e);
+                return;
+            }
+            Try::Done(c) => {
+                let got = c.data.and_then(|d| d.get("v").cloned());
+                if got.as_deref() != Some(value) {
+                    st.stale_reads += 1;
+                    st.note(&format!("read {name} via #{cur}"), format!("{got:?}"));
+                }
+                return;
+            }
+            Try::Down => {}
+            Try::Failed(e) => {
+                st.read_errors += 1;
+                st.note(&format!("read {name} via #{cur}"), e);
+                return;
+            }
+        }
+        cur += 1;
+    }
+}
+
 fn set_phase(shared: &Mutex<Shared>, phase: &str) {
     let mut g = shared.lock().unwrap();
     g.phase = phase.to_string();
+    g.phases.push(phase.to_string());
     g.stats.entry(phase.to_string()).or_default();
 }
 
@@ -549,7 +664,7 @@ async fn wait_nodes(c: &Client, names: &[&str], since: SystemTime, net: &Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_two_agents_survive_partition_kill_replacement_and_rolling_restart() {
-    if !docker_image::docker_available() {
+    if !docker_usable() {
         return;
     }
     let t0 = Instant::now();
@@ -644,10 +759,13 @@ async fn three_servers_two_agents_survive_partition_kill_replacement_and_rolling
     wait_nodes(&clients[0], &["a0", "a1"], UNIX_EPOCH, &net).await;
 
     // The client loop runs through every fault below.
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let shared = Arc::new(Mutex::new(Shared {
+        clients: clients.clone(),
+        ..Shared::default()
+    }));
     let stop = Arc::new(AtomicBool::new(false));
     set_phase(&shared, "steady");
-    let looper = tokio::spawn(client_loop(clients.clone(), shared.clone(), stop.clone()));
+    let looper = tokio::spawn(client_loop(shared.clone(), stop.clone()));
     let all = ["s0", "s1", "s2"];
     wait_progress(&shared, 5, "with three servers", &net, &all).await;
 
@@ -715,6 +833,7 @@ async fn three_servers_two_agents_survive_partition_kill_replacement_and_rolling
     wait_voters(&net, &now, 120);
     let c3 = client(&kubeconfig, &net.ip(s3.host)).await;
     wait_ready(&c3, "s3's API", &net, "s3").await;
+    shared.lock().unwrap().clients[2] = c3.clone();
     wait_progress(&shared, 3, "after s3 replaced s2", &net, &now).await;
 
     // 5. Rolling restart (SIGTERM: the leader hands over first).
@@ -735,7 +854,7 @@ async fn three_servers_two_agents_survive_partition_kill_replacement_and_rolling
     looper.await.unwrap();
 
     // Every acknowledged write, through every current server.
-    let g = shared.lock().unwrap();
+    let g = std::mem::take(&mut *shared.lock().unwrap());
     for (name, c) in now.iter().zip(&ready_clients) {
         let api: Api<ConfigMap> = Api::namespaced(c.clone(), NS);
         let list = api
@@ -767,17 +886,35 @@ async fn three_servers_two_agents_survive_partition_kill_replacement_and_rolling
     println!("multi-host (Docker) results: first leader {first_leader}, setup {setup_s:.1}s, rolling restart {roll_s:.1}s, total {:.1}s",
         t0.elapsed().as_secs_f64());
     println!(
-        "| phase | acked writes | failed tries | failovers | read errors | lost ops | max write ms |"
+        "| phase | acked writes | failed tries | failovers | read errors | stale reads | lost ops | max write ms |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (phase, st) in &g.stats {
+    println!("|---|---|---|---|---|---|---|---|");
+    for phase in &g.phases {
+        let st = &g.stats[phase];
         println!(
-            "| {phase} | {} | {} | {} | {} | {} | {} |",
-            st.acked, st.failed, st.failovers, st.read_errors, st.lost_ops, st.max_write_ms
+            "| {phase} | {} | {} | {} | {} | {} | {} | {} |",
+            st.acked,
+            st.failed,
+            st.failovers,
+            st.read_errors,
+            st.stale_reads,
+            st.lost_ops,
+            st.max_write_ms
         );
+    }
+    for phase in &g.phases {
+        for e in &g.stats[phase].samples {
+            println!("{phase}: {e}");
+        }
     }
     let lost: u64 = g.stats.values().map(|s| s.lost_ops).sum();
     assert_eq!(lost, 0, "writes given up on every server: {:?}", g.stats);
+    let stale: u64 = g.stats.values().map(|s| s.stale_reads).sum();
+    assert_eq!(
+        stale, 0,
+        "acknowledged writes read back stale: {:?}",
+        g.stats
+    );
     assert!(
         g.acked.len() > 30,
         "too few writes to mean anything: {}",
