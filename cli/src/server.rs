@@ -273,16 +273,20 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         .filter_map(|p| p.split_once('='))
         .map(|(n, u)| (n.trim().to_string(), u.trim().to_string()))
         .collect();
-    let seed_members = if cfg.initial_cluster.is_empty() {
-        vec![(a.name.clone(), peer_addr.clone())]
-    } else {
-        cfg.initial_cluster.clone()
-    };
     // Before TLS is configured: a join writes the peer certificate that
     // peer TLS then uses, and `--init` makes the CA that signs its own.
     let joined = match &a.join {
         Some(url) => Some(join_cluster(&a, url, &peer_addr).await?),
         None => None,
+    };
+    // Whom peer TLS accepts until the store follows the live membership. A
+    // joiner must accept the members the join answered: with only itself
+    // it refused every existing replica's certificate (unnoticed on
+    // loopback, where all peers share the 127.0.0.1 SAN).
+    let seed_members = match joined.as_ref().filter(|j| !j.initial_cluster.is_empty()) {
+        Some(j) => j.initial_cluster.clone(),
+        None if cfg.initial_cluster.is_empty() => vec![(a.name.clone(), peer_addr.clone())],
+        None => cfg.initial_cluster.clone(),
     };
     if a.init {
         crate::server_token::seed_pki(&a.data_dir, &a.name, &[&advertise_peer, &listen_peer])?;

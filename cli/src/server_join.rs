@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use keel_apiserver::auth::bootstrap_token::{ca_hash, JoinToken};
 use keel_apiserver::server_join::{JoinRequest, JoinResponse, PATH};
+use keel_node::agent::join::fetch_ca;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use tokio::time::Instant;
 
@@ -168,26 +169,30 @@ impl Joiner<'_> {
 
     /// The CA `URL/cacerts` serves, if it is the one the token names.
     async fn fetch_trusted_ca(&self) -> anyhow::Result<String> {
-        let mut cfg = kube::Config::new(self.url.parse().with_context(|| {
+        // Not trusted yet: the fingerprint below decides. The fetch trusts
+        // whatever certificate the server shows and needs no system roots
+        // (a kube client would load the platform's, which a minimal host or
+        // container image does not have: the join then failed there).
+        let uri: http::Uri = self.url.parse().with_context(|| {
             format!(
                 "--join {:?} is not a URL such as https://host:6443",
                 self.url
             )
-        })?);
-        // Not trusted yet: the fingerprint below decides.
-        cfg.accept_invalid_certs = true;
-        cfg.connect_timeout = Some(Duration::from_secs(5));
-        cfg.read_timeout = Some(Duration::from_secs(10));
-        let client = kube::Client::try_from(cfg)?;
+        })?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            bail!(
+                "--join {:?} is not a URL such as https://host:6443",
+                self.url
+            );
+        }
         tracing::info!(url = %self.url, "fetching the cluster CA");
         // A replica still starting accepts connections before it answers
         // (and the TLS handshake has no timeout of its own): bound each try.
         let deadline = Instant::now() + RETRY_FOR;
         let pem = loop {
-            let req = http::Request::get(keel_apiserver::cacerts::PATH).body(vec![])?;
-            let err = match tokio::time::timeout(TRY_FOR, client.request_text(req)).await {
+            let err = match tokio::time::timeout(TRY_FOR, fetch_ca(self.url)).await {
                 Ok(Ok(pem)) => break pem,
-                Ok(Err(e)) => anyhow::Error::new(e),
+                Ok(Err(e)) => e,
                 Err(_) => anyhow::anyhow!("no answer within {TRY_FOR:?}"),
             };
             if Instant::now() >= deadline {
