@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use keel_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -175,10 +176,11 @@ pub async fn serve(
         ))
     });
     tracing::info!(%url, "serving the Kubernetes API");
+    let connections = GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => spawn_conn(sock, peer, acceptor.clone(), Handlers {
+                Ok((sock, peer)) => spawn_conn(sock, peer, acceptor.clone(), connections.watcher(), Handlers {
                     api: api.clone(),
                     grpc: grpc.clone(),
                     auth: auth.clone(),
@@ -190,8 +192,33 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                drain(connections).await;
+                return Ok(());
+            }
         }
+    }
+}
+
+/// How long a stopping server lets open connections finish. Watches and
+/// node streams never finish by themselves; they are cut after this.
+const DRAIN_TIMEOUT_MS: u64 = 3_000;
+
+/// Drains open connections before the caller shuts the store down, so a
+/// rolling restart answers in-flight requests instead of failing them with
+/// "raft stopped": HTTP/2 connections get GOAWAY (clients open new streams
+/// elsewhere), HTTP/1.1 ones close after their current response, idle ones
+/// at once. Bounded by [`DRAIN_TIMEOUT_MS`].
+async fn drain(connections: GracefulShutdown) {
+    let open = connections.count();
+    let drained = tokio::time::timeout(
+        Duration::from_millis(DRAIN_TIMEOUT_MS),
+        connections.shutdown(),
+    )
+    .await;
+    match drained {
+        Ok(()) => tracing::info!(open, "API connections drained"),
+        Err(_) => tracing::info!(open, "API connections still open after the drain timeout"),
     }
 }
 
@@ -734,7 +761,13 @@ fn service_of(
     })
 }
 
-fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, h: Handlers) {
+fn spawn_conn(
+    sock: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    watcher: Watcher,
+    h: Handlers,
+) {
     let _ = sock.set_nodelay(true);
     tokio::spawn(async move {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -748,8 +781,8 @@ fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, 
                         .and_then(|c| c.first())
                         .map(|leaf| authn::cert_user(leaf));
                     let service = service_of(Handlers { cert, ..h });
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service))
                         .await
                 }
                 Ok(Err(e)) => {
@@ -759,8 +792,10 @@ fn spawn_conn(sock: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, 
                 Err(_) => return,
             },
             None => {
-                builder
-                    .serve_connection_with_upgrades(TokioIo::new(sock), service_of(h))
+                watcher
+                    .watch(
+                        builder.serve_connection_with_upgrades(TokioIo::new(sock), service_of(h)),
+                    )
                     .await
             }
         };
