@@ -5,8 +5,9 @@
 //! Counters (leader changes, failed proposals, heartbeat round trips) are
 //! counted where the event happens; gauges and the committed/applied
 //! counters are read from raft's metrics when the text is rendered
-//! ([`crate::Store::render_metrics`]). Every value starts at zero when the
-//! process starts, as etcd's do.
+//! ([`crate::Store::render_metrics`]). Counters count from process start,
+//! as etcd's do, except the committed/applied counters, which equal the
+//! raft indexes (what etcd's gauges of the same names show).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
