@@ -173,7 +173,13 @@ async fn dispatch(api: &Arc<Api>, route: Route, req: Request<Body>) -> ApiResult
         Route::OpenApiRoot => Ok(Reply::ok(discovery::openapi_root())),
         Route::OpenApiGroupVersion(g, v) => Ok(Reply::ok(discovery::openapi_group_version(&g, &v))),
         Route::Healthz | Route::Livez => Ok(text(200, "ok")),
-        Route::Readyz => Ok(readyz(api, req.uri().clone()).await),
+        Route::Readyz => {
+            // Type-erased: the checks' futures would otherwise deepen every
+            // future that awaits the API past rustc's layout query depth.
+            let checks: std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> =
+                Box::pin(readyz(api, req.uri().clone()));
+            Ok(checks.await)
+        }
         Route::Metrics => Ok(Reply::Text {
             code: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
