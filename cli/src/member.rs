@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use keel_proto::etcdserverpb::{
     cluster_client::ClusterClient, maintenance_client::MaintenanceClient, Member, MemberAddRequest,
@@ -18,8 +18,35 @@ pub struct MemberArgs {
     /// that answers is used.
     #[arg(long, global = true, default_value = "127.0.0.1:2379")]
     endpoints: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     #[command(subcommand)]
     command: MemberCommand,
+}
+
+/// etcdctl's client TLS flags, for a replica whose client port requires
+/// TLS (an `https://` endpoint, or any endpoint once one is given).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientTlsArgs {
+    /// CA certificate that signed the replicas' serving certificates.
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (e.g. from `keel certs issue --kind etcd-client`).
+    #[arg(long, global = true)]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    #[arg(long, global = true)]
+    key: Option<std::path::PathBuf>,
+}
+
+impl ClientTlsArgs {
+    pub fn files(&self) -> keel_store::tls::ClientTlsFiles {
+        keel_store::tls::ClientTlsFiles {
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,7 +71,7 @@ enum MemberCommand {
 }
 
 pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
-    let (endpoint, ch) = connect(&a.endpoints).await?;
+    let (endpoint, ch) = connect(&a.endpoints, &a.tls).await?;
     let mut cluster = ClusterClient::new(ch.clone());
     match a.command {
         MemberCommand::List => {
@@ -116,23 +143,22 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
-async fn connect(endpoints: &str) -> anyhow::Result<(String, Channel)> {
+async fn connect(endpoints: &str, tls: &ClientTlsArgs) -> anyhow::Result<(String, Channel)> {
+    let tls = tls.files().client_config()?;
     let mut errors = Vec::new();
     for ep in endpoints
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
     {
-        let url = if ep.contains("://") {
-            ep.to_string()
-        } else {
-            format!("http://{ep}")
-        };
-        let endpoint = Channel::from_shared(url.clone())
-            .with_context(|| format!("bad endpoint {ep:?}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15));
-        match endpoint.connect().await {
+        let connected = keel_store::tls::connect_etcd_client(
+            ep,
+            tls.clone(),
+            Duration::from_secs(2),
+            Duration::from_secs(15),
+        )
+        .await;
+        match connected {
             Ok(ch) => return Ok((ep.to_string(), ch)),
             Err(e) => errors.push(format!("{ep}: {e}")),
         }

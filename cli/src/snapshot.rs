@@ -22,6 +22,8 @@ enum SnapshotCommand {
         /// Client endpoints (etcd v3 API), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
         endpoints: Vec<String>,
+        #[command(flatten)]
+        tls: crate::member::ClientTlsArgs,
     },
     /// Verify FILE and print its hash, revision, key count and size.
     Status {
@@ -56,8 +58,12 @@ enum Format {
 
 pub async fn run(a: SnapshotArgs) -> anyhow::Result<()> {
     match a.command {
-        SnapshotCommand::Save { file, endpoints } => {
-            let st = snapshot_file::save(&endpoints, &file).await?;
+        SnapshotCommand::Save {
+            file,
+            endpoints,
+            tls,
+        } => {
+            let st = snapshot_file::save(&endpoints, &file, &tls.files()).await?;
             println!(
                 "Snapshot saved at {} (revision {}, {} bytes)",
                 file.display(),

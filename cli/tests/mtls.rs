@@ -357,6 +357,96 @@ fn tls_cluster_replicates_and_refuses_strangers() {
     util::wait_for("replication", 10, || c.get(0, "k") == "v3", || c.log());
 }
 
+/// `keel member list` and `keel snapshot save` reach a client port that
+/// requires client certificates with etcdctl's --cacert/--cert/--key;
+/// without the client certificate they fail, naming the endpoint.
+#[test]
+fn keel_member_and_snapshot_save_speak_tls() {
+    let c = TlsCluster::start();
+    c.wait_writable();
+    assert!(c.put(0, "tls-key", "tls-value"));
+    let d = c.dir.path();
+    let ca = d.join("ca/ca.crt");
+    let (cert, key) = (d.join("client/client.crt"), d.join("client/client.key"));
+    let tls_args = |with_cert: bool| {
+        let mut v = vec!["--cacert".to_string(), ca.display().to_string()];
+        if with_cert {
+            v.extend([
+                "--cert".to_string(),
+                cert.display().to_string(),
+                "--key".to_string(),
+                key.display().to_string(),
+            ]);
+        }
+        v
+    };
+
+    let table = run_ok(
+        keel()
+            .args(["member", "list", "--endpoints", &c.endpoint(1)])
+            .args(tls_args(true)),
+    );
+    for n in ["a", "b", "c"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(n)),
+            "{n} missing from:\n{table}"
+        );
+    }
+    assert!(
+        table.lines().any(|l| l.trim_end().ends_with('*')),
+        "{table}"
+    );
+
+    // Without a client certificate the replica refuses the handshake.
+    let out = keel()
+        .args(["member", "list", "--endpoints", &c.endpoint(1)])
+        .args(tls_args(false))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An https endpoint without --cacert is refused up front.
+    let out = keel()
+        .args(["member", "list", "--endpoints", &c.endpoint(1)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs --cacert"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let file = d.join("backup.snap");
+    let saved = run_ok(
+        keel()
+            .args(["snapshot", "save"])
+            .arg(&file)
+            .args(["--endpoints", &c.endpoint(2)])
+            .args(tls_args(true)),
+    );
+    assert!(saved.contains("Snapshot saved"), "{saved}");
+    let status = run_ok(keel().args(["snapshot", "status", "-w", "json"]).arg(&file));
+    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(st["totalKey"].as_u64().unwrap_or(0) >= 2, "{status}");
+
+    let refused = keel()
+        .args(["snapshot", "save"])
+        .arg(d.join("nocert.snap"))
+        .args(["--endpoints", &c.endpoint(2)])
+        .args(tls_args(false))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(!d.join("nocert.snap").exists());
+}
+
 #[test]
 fn certificates_rotate_on_sighup_without_failed_writes() {
     let c = TlsCluster::start();

@@ -19,6 +19,7 @@ pub mod restore;
 pub mod runtime;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod stats;
 mod store;
 pub mod types;
 pub mod watch;

@@ -2,6 +2,7 @@
 //! the peer service's byte payload.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_net::{PeerClient, PeerError, PeerMethod};
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::log_store::{decode, encode};
+use crate::stats::StoreStats;
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// Snapshots can be large; give them more time than a heartbeat.
@@ -27,22 +29,28 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Network {
     pub client: PeerClient,
+    /// Where heartbeat round trips are recorded.
+    pub stats: Arc<StoreStats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConn;
 
-    async fn new_client(&mut self, _target: NodeId, node: &Member) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         PeerConn {
+            target,
             addr: node.peer_addr.clone(),
             client: self.client.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
 
 pub struct PeerConn {
+    target: NodeId,
     addr: String,
     client: PeerClient,
+    stats: Arc<StoreStats>,
 }
 
 fn to_rpc_error(e: PeerError) -> RPCError<TypeConfig> {
@@ -83,9 +91,15 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // A heartbeat (no entries) costs the follower next to nothing, so
+        // its round trip is the network's: etcd's peer RTT metric.
+        let started = rpc.entries.is_empty().then(tokio::time::Instant::now);
         let res: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> = self
             .call(PeerMethod::AppendEntries, &rpc, option.soft_ttl())
             .await?;
+        if let Some(t) = started {
+            self.stats.observe_rtt(self.target, t.elapsed());
+        }
         res.map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 

@@ -165,11 +165,17 @@ impl SnapshotFile {
     }
 }
 
-/// Streams a snapshot from the first of `endpoints` (`http://host:port` or
-/// `host:port`) that serves one into `path`, verifies it, and only then
-/// moves it into place (like etcdctl: `path.part`, fsync, rename). Refuses
-/// to overwrite an existing `path`.
-pub async fn save(endpoints: &[String], path: &Path) -> Result<SnapshotStatus, SaveError> {
+/// Streams a snapshot from the first of `endpoints` (`http://host:port`,
+/// `https://host:port` or `host:port`) that serves one into `path`,
+/// verifies it, and only then moves it into place (like etcdctl:
+/// `path.part`, fsync, rename). Refuses to overwrite an existing `path`.
+/// `tls`: etcdctl's `--cacert/--cert/--key`, for a client port that
+/// requires TLS (see [`keel_net::tls::connect_etcd_client`]).
+pub async fn save(
+    endpoints: &[String],
+    path: &Path,
+    tls: &keel_net::tls::ClientTlsFiles,
+) -> Result<SnapshotStatus, SaveError> {
     use keel_proto::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
     if path.exists() {
         return Err(SaveError::Exists(path.to_path_buf()));
@@ -177,20 +183,20 @@ pub async fn save(endpoints: &[String], path: &Path) -> Result<SnapshotStatus, S
     if endpoints.is_empty() {
         return Err(SaveError::NoEndpoints);
     }
+    let tls = tls
+        .client_config()
+        .map_err(|e| SaveError::Tls(e.to_string()))?;
     let mut errors = Vec::new();
     for ep in endpoints {
-        let url = if ep.contains("://") {
-            ep.clone()
-        } else {
-            format!("http://{ep}")
-        };
         let fetch = async {
-            let ch = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| e.to_string())?
-                .connect_timeout(std::time::Duration::from_secs(3))
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
+            let ch = keel_net::tls::connect_etcd_client(
+                ep,
+                tls.clone(),
+                std::time::Duration::from_secs(3),
+                // A large store takes a while to stream.
+                std::time::Duration::from_secs(600),
+            )
+            .await?;
             let mut client = MaintenanceClient::new(ch).max_decoding_message_size(usize::MAX);
             let mut stream = client
                 .snapshot(SnapshotRequest {})
@@ -235,6 +241,8 @@ pub enum SaveError {
     Exists(PathBuf),
     #[error("no --endpoints given")]
     NoEndpoints,
+    #[error("{0}")]
+    Tls(String),
     #[error("no endpoint served a snapshot: {0}")]
     NoEndpointServed(String),
     #[error("the snapshot received is unusable: {0}")]

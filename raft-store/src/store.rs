@@ -23,7 +23,7 @@ use keel_proto::etcdserverpb::{
 };
 use openraft::alias::{SnapshotMetaOf, VoteOf};
 use openraft::async_runtime::WatchReceiver;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::{Config, ReadPolicy, SnapshotPolicy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,8 @@ use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{member_id, Command, CommandOutput, CommandResponse, Member, NodeId, Raft};
 use crate::watch::{run_watcher, WatchCtl, WatchOut, WatchSpec};
 
+#[path = "check_quorum.rs"]
+mod check_quorum;
 #[path = "leader_watch.rs"]
 mod leader_watch;
 
@@ -206,6 +208,10 @@ struct Inner {
     /// The leader whose peer port was found refusing connections (0: none);
     /// see `leader_watch`.
     dead_leader: std::sync::atomic::AtomicU64,
+    /// When an append from the current leader was last accepted; see
+    /// `check_quorum`.
+    leader_heard_at: std::sync::Mutex<Instant>,
+    stats: Arc<crate::stats::StoreStats>,
 }
 
 /// A handle to this replica's store. Cheap to clone.
@@ -315,8 +321,10 @@ impl Store {
         .validate()
         .map_err(|e| OpenStoreError::Config(e.to_string()))?;
         let cfg_durability = cfg.durability;
+        let stats = Arc::new(crate::stats::StoreStats::new());
         let network = Network {
             client: peers.clone(),
+            stats: stats.clone(),
         };
         let raft = Raft::new(
             id,
@@ -358,6 +366,8 @@ impl Store {
                 lessor: Lessor::default(),
                 membership,
                 dead_leader: Default::default(),
+                leader_heard_at: std::sync::Mutex::new(Instant::now()),
+                stats,
             }),
         };
         store.spawn_background();
@@ -407,13 +417,23 @@ impl Store {
     /// A cheap probe of whether this replica is the leader, which stays
     /// valid (answering false) after the store is gone and holds nothing of
     /// it: for fault injectors that target the leader.
+    /// Leadership as check-quorum sees it (see `check_quorum`).
     pub fn leadership_probe(&self) -> impl Fn() -> bool + 'static {
         let rx = self.inner.raft.metrics();
-        move || rx.borrow_watched().state.is_leader()
+        let lease = self.lease();
+        move || check_quorum::leads(&rx.borrow_watched(), lease)
     }
 
+    /// The leader this replica acts on: `None` without one, and also while
+    /// this replica leads without a quorum or has not heard from its leader
+    /// within the leader lease (check-quorum, see `check_quorum`).
     pub fn current_leader(&self) -> Option<NodeId> {
-        self.inner.raft.metrics().borrow_watched().current_leader
+        self.acting_leader()
+    }
+
+    /// The replica's raft metrics (etcd names), for `/metrics`.
+    pub fn stats(&self) -> &crate::stats::StoreStats {
+        &self.inner.stats
     }
 
     pub(crate) fn membership_state(&self) -> &crate::membership::MembershipState {
@@ -426,7 +446,7 @@ impl Store {
 
     pub(crate) fn leader_member(&self) -> Option<(NodeId, Member)> {
         let m = self.inner.raft.metrics().borrow_watched().clone();
-        let leader = m.current_leader?;
+        let leader = check_quorum::acting_leader(&m, self.lease(), self.leader_heard_ago())?;
         let node = m.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, node))
     }
@@ -577,8 +597,20 @@ impl Store {
         Ok(out.revision)
     }
 
-    /// Replicates `cmd` and returns what applying it produced.
+    /// Replicates `cmd` and returns what applying it produced. Failures
+    /// for want of a leader or quorum are counted for the metrics.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        let r = self.propose_uncounted(cmd).await;
+        if matches!(
+            r,
+            Err(StoreError::NoLeader | StoreError::Timeout | StoreError::LeaderChanged)
+        ) {
+            self.inner.stats.proposal_failed();
+        }
+        r
+    }
+
+    async fn propose_uncounted(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
         if self.inner.cfg.mutation == Mutation::WedgeAfterElections
             && self.inner.raft.metrics().borrow_watched().current_term > 2
         {
@@ -801,7 +833,8 @@ impl Store {
         let m = self.inner.raft.metrics().borrow_watched().clone();
         let size = self.db_size_bytes();
         StoreStatus {
-            leader: m.current_leader.unwrap_or(0),
+            leader: check_quorum::acting_leader(&m, self.lease(), self.leader_heard_ago())
+                .unwrap_or(0),
             raft_term: m.current_term,
             raft_index: m.last_log_index.unwrap_or(0),
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),
@@ -858,6 +891,8 @@ impl Store {
         tokio::spawn(async move { s.compactor_loop().await });
         let s = self.clone();
         tokio::spawn(async move { s.leader_watch_loop().await });
+        let s = self.clone();
+        tokio::spawn(async move { s.quorum_watch_loop().await });
     }
 
     fn is_running(&self) -> bool {
@@ -872,7 +907,8 @@ impl Store {
     async fn lessor_loop(&self) {
         while self.is_running() {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if !self.inner.raft.is_leader() {
+            // A leader without a quorum could not commit a revoke anyway.
+            if !self.is_acting_leader() {
                 self.inner.lessor.demote();
                 continue;
             }
@@ -966,7 +1002,7 @@ impl Store {
                         .map_or(0, |(_, r)| *r)
                 }
             };
-            if self.inner.raft.is_leader() && target > compacted {
+            if self.is_acting_leader() && target > compacted {
                 if let Err(e) = self.compact(target).await {
                     tracing::debug!("auto compaction to {target}: {e}");
                 }
@@ -978,7 +1014,7 @@ impl Store {
         if let ForwardRequest::Membership(r) = req {
             return ForwardResponse::Membership(self.serve_membership(r).await);
         }
-        if !self.inner.raft.is_leader() {
+        if !self.is_acting_leader() {
             return ForwardResponse::NotLeader;
         }
         let timeout = self.inner.cfg.request_timeout;
@@ -1075,7 +1111,11 @@ impl PeerHandler for Store {
             PeerMethod::AppendEntries => {
                 let req: AppendEntriesRequest<crate::types::TypeConfig> =
                     decode(&data).map_err(bad)?;
-                encode(&raft.append_entries(req).await)
+                let resp = raft.append_entries(req).await;
+                if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    self.heard_from_leader();
+                }
+                encode(&resp)
             }
             PeerMethod::Vote => {
                 let req: VoteRequest<crate::types::TypeConfig> = decode(&data).map_err(bad)?;
@@ -1089,7 +1129,11 @@ impl PeerHandler for Store {
                 );
                 let (vote, meta, snapshot): Req = decode(&data).map_err(bad)?;
                 let snap = openraft::Snapshot { meta, snapshot };
-                encode(&raft.install_full_snapshot(vote, snap).await)
+                let resp = raft.install_full_snapshot(vote, snap).await;
+                if resp.is_ok() {
+                    self.heard_from_leader();
+                }
+                encode(&resp)
             }
             PeerMethod::Forward => match decode(&data).map_err(bad)? {
                 ForwardRequest::PreVote(b) => {

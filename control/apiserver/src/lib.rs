@@ -16,6 +16,10 @@
 //! `/registry/<resource>/<namespace>/<name>`; `metadata.resourceVersion` is
 //! the store's mod revision.
 
+// The node service's handlers await the whole API (through `LocalApi`):
+// their futures nest deeper than rustc's default layout query depth.
+#![recursion_limit = "256"]
+
 pub mod admission;
 pub mod api;
 pub mod audit;
@@ -36,6 +40,7 @@ pub mod pki;
 pub mod podexec;
 pub mod podlogs;
 pub mod protobuf;
+pub mod readyz;
 pub mod server;
 pub mod server_join;
 pub mod status;

@@ -1,6 +1,8 @@
 //! `/metrics` in Prometheus text format: API requests by verb, resource
 //! and code with latency histograms, store write latency, raft state and
-//! watch counts.
+//! watch counts, and the store's raft metrics under etcd's names
+//! (`etcd_server_has_leader`, `etcd_server_leader_changes_seen_total`,
+//! proposals, peer round trips: see `keel_store::stats`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -184,9 +186,15 @@ impl Metrics {
         self.raft_applied.set(clamp(s.raft_applied_index));
         self.store_revision.set(s.revision);
         self.store_watchers.set(store.watcher_count() as i64);
+        // One exposition: the API server's registry, then the store's raft
+        // metrics (etcd's names, see keel_store::stats), then one `# EOF`.
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         let r = self.registry.lock().expect("metrics registry lock");
-        if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
+        let encoded = encode_registry(&mut out, &r)
+            .and_then(|()| store.render_metrics(&mut out))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.push_str("# encoding failed\n");
         }
         out

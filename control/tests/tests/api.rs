@@ -550,6 +550,89 @@ async fn health_and_metrics() {
     assert!(text.contains("keel_store_write_duration_seconds"));
 }
 
+/// The value of the unlabelled sample `name` in a Prometheus text body.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn readyz_lists_membership_and_quorum_checks() {
+    let s = TestServer::start().await;
+    let r = s.get("/readyz?verbose").await;
+    assert_eq!(
+        (r.code, r.body.as_str()),
+        (
+            200,
+            Some(
+                "[+]ping ok\n[+]etcd-member ok\n[+]etcd-leader ok\n[+]etcd ok\nreadyz check passed\n"
+            )
+        )
+    );
+    let r = s.get("/readyz?verbose&exclude=etcd&exclude=ping").await;
+    assert_eq!(
+        r.body.as_str(),
+        Some("[+]etcd-member ok\n[+]etcd-leader ok\nreadyz check passed\n")
+    );
+    let r = s.get("/readyz/etcd-leader").await;
+    assert_eq!(
+        (r.code, r.body.as_str()),
+        (200, Some("[+]etcd-leader ok\nreadyz check passed\n"))
+    );
+    let r = s.get("/readyz/nonsense").await;
+    assert_eq!(r.code, 404);
+    assert!(
+        r.body
+            .as_str()
+            .unwrap()
+            .contains("no readyz check named \"nonsense\""),
+        "{:?}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn raft_metrics_use_etcd_names_and_move_with_writes() {
+    let s = TestServer::start().await;
+    let scrape = || async { s.get("/metrics").await.body.as_str().unwrap().to_string() };
+    let before = scrape().await;
+    assert_eq!(sample(&before, "etcd_server_has_leader"), 1.0);
+    assert_eq!(sample(&before, "etcd_server_is_leader"), 1.0);
+    assert_eq!(sample(&before, "etcd_server_is_learner"), 0.0);
+    assert!(sample(&before, "etcd_server_raft_term") >= 1.0);
+    assert!(sample(&before, "etcd_server_leader_changes_seen_total") >= 1.0);
+    assert_eq!(sample(&before, "etcd_server_proposals_failed_total"), 0.0);
+    assert!(
+        before.trim_end().ends_with("# EOF"),
+        "one exposition: {before}"
+    );
+    assert_eq!(before.matches("# EOF").count(), 1);
+    for i in 0..5 {
+        let r = s
+            .post(
+                "/api/v1/namespaces/default/configmaps",
+                &configmap(&format!("m{i}"), json!({"a": "b"})),
+            )
+            .await;
+        assert_eq!(r.code, 201);
+    }
+    let after = scrape().await;
+    let moved = |name: &str| sample(&after, name) - sample(&before, name);
+    assert!(
+        moved("etcd_server_proposals_committed_total") >= 5.0,
+        "{after}"
+    );
+    assert!(
+        moved("etcd_server_proposals_applied_total") >= 5.0,
+        "{after}"
+    );
+    assert!(sample(&after, "keel_raft_apply_lag_entries") >= 0.0);
+}
+
 #[tokio::test]
 async fn services_get_unique_cluster_ips_and_node_ports() {
     let s = TestServer::start().await;

@@ -18,12 +18,14 @@
 
 mod accept;
 mod connect;
+mod etcd_client;
 mod files;
 mod members;
 mod reload;
 mod verify;
 
 pub use accept::{tls_incoming, TlsConn, TlsIncoming};
+pub use etcd_client::{connect_etcd_client, ClientTlsFiles};
 pub use files::{TlsError, TlsFiles};
 pub use members::{MemberSource, Members};
 pub use reload::{Role, TlsConfig};

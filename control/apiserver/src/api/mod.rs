@@ -173,7 +173,13 @@ async fn dispatch(api: &Arc<Api>, route: Route, req: Request<Body>) -> ApiResult
         Route::OpenApiRoot => Ok(Reply::ok(discovery::openapi_root())),
         Route::OpenApiGroupVersion(g, v) => Ok(Reply::ok(discovery::openapi_group_version(&g, &v))),
         Route::Healthz | Route::Livez => Ok(text(200, "ok")),
-        Route::Readyz => Ok(readyz(api).await),
+        Route::Readyz => {
+            // Type-erased: the checks' futures would otherwise deepen every
+            // future that awaits the API past rustc's layout query depth.
+            let checks: std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> =
+                Box::pin(readyz(api, req.uri().clone()));
+            Ok(checks.await)
+        }
         Route::Metrics => Ok(Reply::Text {
             code: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -209,17 +215,34 @@ fn text(code: u16, s: &str) -> Reply {
     }
 }
 
-/// Ready = this replica knows a leader and can complete a linearizable
-/// read (it has applied everything committed before the check).
-async fn readyz(api: &Api) -> Reply {
-    let store = api.objects.store();
-    let check = tokio::time::timeout(Duration::from_secs(2), store.read_barrier()).await;
-    match check {
-        Ok(Ok(())) if store.current_leader().is_some() => text(200, "ok"),
-        _ => text(
-            503,
-            "[-]store: no leader or not caught up\nreadyz check failed",
-        ),
+/// `/readyz[/check][?verbose][&exclude=check]` (see [`crate::readyz`]).
+async fn readyz(api: &Api, uri: axum::http::Uri) -> Reply {
+    let only: Vec<String> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .skip(1)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let verbose = !only.is_empty() || pairs.iter().any(|(k, _)| k == "verbose");
+    let exclude: Vec<String> = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "exclude")
+        .map(|(_, v)| v)
+        .collect();
+    if let Some(why) = crate::readyz::unknown(&only) {
+        return text(404, &why);
+    }
+    let checks = crate::readyz::run(api.objects.store(), &only, &exclude).await;
+    let (code, body) = crate::readyz::render(&checks, verbose);
+    Reply::Text {
+        code,
+        content_type: "text/plain; charset=utf-8",
+        body,
     }
 }
 
