@@ -2,6 +2,8 @@
 //! paging at one revision, watch (initial state, selectors, bookmarks,
 //! timeouts, 410), kube-rs typed clients, health and metrics.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::collections::BTreeSet;

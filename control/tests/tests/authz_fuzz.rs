@@ -18,6 +18,8 @@
 //! The RNG is seeded; the seed is printed and `AUTHZ_FUZZ_SEED=<n>`
 //! replays a run (`AUTHZ_FUZZ_CASES=<n>` changes its length).
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::fmt::Write as _;

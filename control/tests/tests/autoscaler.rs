@@ -4,6 +4,8 @@
 //! endpoint. So the usage the HPA sees is exact, and the replica counts,
 //! conditions and events can be asserted without any real CPU load.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::pin::Pin;

@@ -2,6 +2,8 @@
 //! the problem, and writes nothing; no request is answered 500 or panics
 //! the server. A table of bad requests, then a fuzz of request decoding.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! agent runs here: pods are made Running and Ready by writing their status
 //! as a kubelet would, and, having no node, an evicted pod is deleted at once.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use http_body_util::BodyExt;

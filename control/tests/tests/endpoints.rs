@@ -3,6 +3,8 @@
 //! runs pods here: the tests play the kubelet, writing each pod's IP and
 //! readiness through the status subresource.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::collections::BTreeSet;

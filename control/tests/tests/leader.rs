@@ -1,6 +1,8 @@
 //! Leader election on a Lease: one leader at a time, fast hand-over on a
 //! clean stop, takeover after expiry when the holder vanishes.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::Duration;

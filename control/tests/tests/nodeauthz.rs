@@ -5,6 +5,8 @@
 //! same for the stream. The plain-HTTP test server authenticates everyone
 //! as the admin, who impersonates the node (as kubectl's `--as` does).
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::Duration;

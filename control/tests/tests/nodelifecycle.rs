@@ -4,6 +4,8 @@
 //! out and removed when already terminating, and the taint goes again once
 //! the lease moves.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::Duration;

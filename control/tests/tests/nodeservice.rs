@@ -2,6 +2,8 @@
 //! CIDR, the node lease, the pod assignment stream (snapshot, changes,
 //! resume without loss or replay), status reports and final deletion.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::Duration;

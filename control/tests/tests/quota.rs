@@ -3,6 +3,8 @@
 //! nothing is written; concurrent creates cannot overshoot a quota; the
 //! controller keeps `status.used` in step with the namespace.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use keel_controllers::cache::Caches;

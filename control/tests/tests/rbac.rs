@@ -4,6 +4,8 @@
 //! random subjects (impersonated), verbs, resources and paths that must
 //! never answer 5xx.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! ConfigMap with the cluster CA (read from the API's `/cacerts`), and it
 //! is put back when deleted or changed.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use keel_apiserver::api::ApiConfig;

@@ -4,6 +4,8 @@
 //! retries when a node appears, and never binds more than fits while
 //! bindings are in flight.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::collections::BTreeMap;

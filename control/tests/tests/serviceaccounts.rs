@@ -3,6 +3,8 @@
 //! server's ServiceAccount admission refuses pods whose account does not
 //! exist, which is what makes clients wait for the controller.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //! (Retain keeps a Released volume, Delete removes it), PVC protection,
 //! and the scheduler keeping pods with their volumes. No agent runs here.
 
+#![recursion_limit = "256"]
+
 use keel_control_tests as support;
 
 use keel_controllers::cache::Caches;
