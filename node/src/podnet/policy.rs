@@ -212,6 +212,12 @@ fn peer_pods<'a>(
         .collect()
 }
 
+/// A rule's peers and ports, either direction.
+type Rule<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 /// The chain lines (without the final drop) allowing `dir` traffic of the
 /// pod `target` under `policies` (all already known to select it).
 fn allow_lines(
@@ -231,10 +237,7 @@ fn allow_lines(
         let Some(spec) = policy.spec.as_ref() else {
             continue;
         };
-        let rules: Vec<(
-            Option<&Vec<NetworkPolicyPeer>>,
-            Option<&Vec<NetworkPolicyPort>>,
-        )> = match dir {
+        let rules: Vec<Rule<'_>> = match dir {
             Direction::Ingress => spec
                 .ingress
                 .iter()
