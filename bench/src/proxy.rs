@@ -19,6 +19,15 @@
 //! timed from just before the PATCH is sent until a new connection to the
 //! cluster IP reaches the new backend (polled every 2 ms), so it includes
 //! the API write, the watch delivery to the agent and the table rebuild.
+//!
+//! netns mode (`--netns`, root and `nft`): two network namespaces the
+//! benchmark creates ("node" and "pod", joined by a veth, 10.250.0.1/.2,
+//! which exist only inside them); the pod runs the servers, the node the
+//! clients, and the cluster IPs (10.96.0.0/16, routed via the pod) are
+//! DNATed by the ruleset keel's netns-mode proxy generates
+//! (`keel_node::proxy::nft`). Rule change: time to replace table `ip keel`
+//! holding `--rule-services` Services when one endpoint changes (`nft -f`,
+//! the kernel transaction included), `--updates` times.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -44,7 +53,7 @@ const RTT_BYTES: usize = 64;
 /// How long a flipped EndpointSlice may take to be used before the run fails.
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ProxyArgs {
     /// MiB sent in the throughput workload (over all streams).
     #[arg(long, default_value_t = 1024)]
@@ -67,6 +76,12 @@ pub struct ProxyArgs {
     /// Measure the data path only (no `keel up`).
     #[arg(long)]
     skip_updates: bool,
+    /// Also measure netns mode (nftables DNAT; needs root and `nft`).
+    #[arg(long)]
+    netns: bool,
+    /// Services in the table replaced by the netns rule-change workload.
+    #[arg(long, default_value_t = 1000)]
+    rule_services: usize,
     /// keel binary [default: `keel` next to this executable].
     #[arg(long)]
     keel_bin: Option<PathBuf>,
@@ -85,6 +100,10 @@ pub async fn main(args: ProxyArgs) -> Result<()> {
         "--megabytes, --streams, --round-trips and --conn-clients must be positive"
     );
     let pairs = data_path(&args).await?;
+    let netns = match args.netns {
+        true => Some(netns_mode(&args)?),
+        false => None,
+    };
     let updates = match args.skip_updates {
         true => None,
         false => Some(update_latency(&args).await?),
@@ -97,6 +116,26 @@ pub async fn main(args: ProxyArgs) -> Result<()> {
     println!("|---|---:|---:|");
     for p in &pairs {
         println!("| {} | {} | {} |", p.name, p.direct, p.proxied);
+    }
+    if let Some((pairs, h)) = netns {
+        println!("\nService proxy, netns mode (nftables DNAT, node namespace → pod namespace over a veth)\n");
+        println!("| workload | direct to pod IP | through cluster IP |");
+        println!("|---|---:|---:|");
+        for p in &pairs {
+            println!("| {} | {} | {} |", p.name, p.direct, p.proxied);
+        }
+        println!(
+            "\n| endpoint change → table `ip keel` replaced ({} Services, {} changes) | p50 ms | p99 ms | max ms |",
+            args.rule_services,
+            h.len()
+        );
+        println!("|---|---:|---:|---:|");
+        println!(
+            "| nft -f (generated ruleset) | {:.1} | {:.1} | {:.1} |",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
     }
     if let Some(h) = updates {
         println!(
@@ -192,6 +231,191 @@ async fn data_path(args: &ProxyArgs) -> Result<Vec<Pair>> {
     });
     drop(listeners);
     Ok(pairs)
+}
+
+// ---- netns mode ----
+
+/// Runs `work` on a thread of its own inside the network namespace at
+/// `/run/netns/<ns>`, with a current-thread runtime (so every socket its
+/// tasks open is in that namespace).
+fn in_netns<T, F, Fut>(ns: &str, work: F) -> std::thread::JoinHandle<Result<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on a descriptor `f` owns; it moves this thread only.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        ensure!(rc == 0, "setns {path}: {}", std::io::Error::last_os_error());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work())
+    })
+}
+
+fn ip_cmd(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The two namespaces, deleted on drop.
+struct BenchNetns([String; 2]);
+
+impl Drop for BenchNetns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn one_route(backend: SocketAddr) -> Arc<Route> {
+    Arc::new(Route {
+        service: "bench/proxy".into(),
+        backends: vec![Backend::ready(backend)],
+        affinity_timeout: None,
+    })
+}
+
+fn netns_mode(args: &ProxyArgs) -> Result<(Vec<Pair>, Histogram<u64>)> {
+    ensure!(
+        keel_node::podnet::nft::available(),
+        "--netns needs the nft tool (nftables)"
+    );
+    let pid = std::process::id();
+    let names = [
+        format!("keelbench-node-{pid}"),
+        format!("keelbench-pod-{pid}"),
+    ];
+    for n in &names {
+        ip_cmd(&["netns", "add", n])?;
+    }
+    let guard = BenchNetns(names.clone());
+    let [node, pod] = &guard.0;
+    for n in [node, pod] {
+        ip_cmd(&["-n", n, "link", "set", "lo", "up"])?;
+    }
+    ip_cmd(&[
+        "-n", node, "link", "add", "kbn0", "type", "veth", "peer", "name", "kbp0", "netns", pod,
+    ])?;
+    ip_cmd(&["-n", node, "addr", "add", "10.250.0.1/24", "dev", "kbn0"])?;
+    ip_cmd(&["-n", pod, "addr", "add", "10.250.0.2/24", "dev", "kbp0"])?;
+    ip_cmd(&["-n", node, "link", "set", "kbn0", "up"])?;
+    ip_cmd(&["-n", pod, "link", "set", "kbp0", "up"])?;
+    ip_cmd(&[
+        "-n",
+        node,
+        "route",
+        "add",
+        "10.96.0.0/16",
+        "via",
+        "10.250.0.2",
+    ])?;
+
+    let pod_ip = IpAddr::V4(Ipv4Addr::new(10, 250, 0, 2));
+    let (addrs_tx, addrs_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let servers = in_netns(pod, move || async move {
+        let echo = spawn_server(pod_ip, serve_echo).await?;
+        let sink = spawn_server(pod_ip, serve_sink).await?;
+        let _ = addrs_tx.send((echo, sink));
+        let _ = stop_rx.await;
+        Ok(())
+    });
+    let (echo, sink) = addrs_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("servers in the pod namespace did not start")?;
+    let echo_fe = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 5)), 80);
+    let sink_fe = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 6)), 80);
+    let fe = |addr| Frontend {
+        addr,
+        protocol: Protocol::Tcp,
+    };
+    let table = Table {
+        routes: [
+            (fe(echo_fe), one_route(echo)),
+            (fe(sink_fe), one_route(sink)),
+        ]
+        .into(),
+    };
+    let script = keel_node::proxy::nft::script(&table);
+    let args = ProxyArgs { ..args.clone() };
+    let clients = in_netns(node, move || async move {
+        keel_node::podnet::nft::apply(&script)?;
+        let mut pairs = Vec::new();
+        eprintln!("proxy netns: throughput ...");
+        let (d, p) = (
+            throughput(sink, &args).await?,
+            throughput(sink_fe, &args).await?,
+        );
+        pairs.push(Pair {
+            name: "throughput MB/s",
+            direct: format!("{d:.0}"),
+            proxied: format!("{p:.0}"),
+        });
+        eprintln!("proxy netns: connections/s ...");
+        let (d, p) = (conns(echo, &args).await?, conns(echo_fe, &args).await?);
+        pairs.push(Pair {
+            name: "connections/s",
+            direct: format!("{:.0}", d.0),
+            proxied: format!("{:.0}", p.0),
+        });
+        let q = |h: &Histogram<u64>| {
+            format!(
+                "{} / {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99)
+            )
+        };
+        pairs.push(Pair {
+            name: "connect + round trip p50 / p99 µs",
+            direct: q(&d.1),
+            proxied: q(&p.1),
+        });
+        eprintln!("proxy netns: round trips ...");
+        let (d, p) = (
+            round_trips(echo, &args).await?,
+            round_trips(echo_fe, &args).await?,
+        );
+        pairs.push(Pair {
+            name: "round trip p50 / p99 µs",
+            direct: q(&d),
+            proxied: q(&p),
+        });
+        eprintln!("proxy netns: rule changes ...");
+        let mut hist = new_hist();
+        for i in 0..args.updates {
+            let mut t = Table::default();
+            for s in 0..args.rule_services {
+                let ip = Ipv4Addr::new(10, 96, 1 + (s / 250) as u8, (s % 250) as u8 + 1);
+                // The endpoint of Service 0 changes every round.
+                let last = if s == 0 { (i % 200) as u8 + 10 } else { 3 };
+                let ep = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 250, 0, last)), 8080);
+                t.routes
+                    .insert(fe(SocketAddr::new(IpAddr::V4(ip), 80)), one_route(ep));
+            }
+            let started = Instant::now();
+            keel_node::podnet::nft::apply(&keel_node::proxy::nft::script(&t))?;
+            hist.record(micros(started.elapsed()))?;
+        }
+        Ok((pairs, hist))
+    });
+    let result = clients
+        .join()
+        .map_err(|_| anyhow::anyhow!("netns client thread panicked"))?;
+    let _ = stop_tx.send(());
+    let _ = servers.join();
+    drop(guard);
+    result
 }
 
 /// A listener on `ip` (free port) serving each connection with `serve`.

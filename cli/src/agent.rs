@@ -227,6 +227,7 @@ impl AgentArgs {
         cfg.backoff_base = Duration::from_millis(self.restart_backoff_base_ms.max(100));
         cfg.metrics_interval = Duration::from_millis(self.metrics_interval_ms.max(100));
         cfg.dns = self.dns.config();
+        cfg.dns.at_pod_gateway = self.network == NetworkMode::Netns;
         cfg.proxy = !self.disable_proxy;
         cfg.network = self.network;
         cfg.images = Some(self.images.config(&self.root_dir, self.image_dir.clone())?);

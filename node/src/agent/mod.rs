@@ -421,7 +421,15 @@ fn start_networking(cfg: &AgentConfig, tasks: &tasks::Tasks) -> Option<cache::Ca
             name: cfg.node_name.clone(),
             ip: cfg.node_ip,
         };
-        tasks.spawn(crate::proxy::run(services.clone(), slices, node));
+        match cfg.network {
+            // Pods in namespaces of their own: DNAT in the kernel.
+            crate::podnet::NetworkMode::Netns => {
+                tasks.spawn(crate::proxy::nft::run(services.clone(), slices, node))
+            }
+            crate::podnet::NetworkMode::Loopback => {
+                tasks.spawn(crate::proxy::run(services.clone(), slices, node))
+            }
+        }
     }
     Some(services)
 }
@@ -457,8 +465,36 @@ async fn start_pod_network(ctx: &Ctx, cidr: Option<&str>, tasks: &tasks::Tasks) 
         }
         Err(e) => tracing::error!(error = %e, "no API client: no host-gw routes"),
     }
+    start_network_policies(ctx, net.gateway.trunc(), tasks);
+    ctx.dns.set_pod_gateway(IpAddr::V4(net.gateway.addr()));
     tracing::info!(bridge = %net.bridge, gateway = %net.gateway, "pod network ready (netns mode)");
     let _ = ctx.podnet.set(net);
+}
+
+/// Netns mode: NetworkPolicy enforcement for this node's pods (podCIDR
+/// `local`), on caches of policies, pods and namespaces of its own.
+fn start_network_policies(ctx: &Ctx, local: ipnet::Ipv4Net, tasks: &tasks::Tasks) {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    if let Err(e) = crate::podnet::policy::enable_bridge_netfilter() {
+        tracing::warn!(error = %format!("{e:#}"), "bridge netfilter");
+    }
+    let client = match api::client(&ctx.cfg, "keel-netpol") {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no API client: network policies are not enforced");
+            return;
+        }
+    };
+    let (policies, feed) = cache::Cache::start(kube::Api::<NetworkPolicy>::all(client.clone()));
+    tasks.spawn(feed);
+    let (pods, feed) = cache::Cache::start(kube::Api::<Pod>::all(client.clone()));
+    tasks.spawn(feed);
+    let (namespaces, feed) = cache::Cache::start(kube::Api::<Namespace>::all(client));
+    tasks.spawn(feed);
+    tasks.spawn(crate::podnet::policy::run(
+        policies, pods, namespaces, local,
+    ));
 }
 
 async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow::Result<()> {

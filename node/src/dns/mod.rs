@@ -15,6 +15,12 @@
 //! Service (rebinding on change). Binding port 53 needs root or
 //! CAP_NET_BIND_SERVICE: a failure is logged once per address, and the
 //! agent runs on without DNS.
+//!
+//! In netns mode ([`DnsConfig::at_pod_gateway`]) pods have namespaces of
+//! their own and reach the node through the bridge: the agent serves on
+//! the bridge's address (the pods' gateway, known once the node has its
+//! podCIDR, see [`DnsInfo::set_pod_gateway`]), and pods' resolv.conf names
+//! that address.
 
 pub mod forward;
 pub mod handler;
@@ -53,6 +59,9 @@ pub struct DnsConfig {
     pub upstreams: Vec<SocketAddr>,
     /// The port to listen on (53; other values for tests).
     pub port: u16,
+    /// Netns mode: serve on the pod gateway (bridge) address instead of
+    /// the kube-dns cluster IP; ignored when `cluster_dns` is set.
+    pub at_pod_gateway: bool,
 }
 
 impl Default for DnsConfig {
@@ -63,6 +72,7 @@ impl Default for DnsConfig {
             cluster_dns: None,
             upstreams: vec![],
             port: DNS_PORT,
+            at_pod_gateway: false,
         }
     }
 }
@@ -72,6 +82,8 @@ impl Default for DnsConfig {
 pub struct DnsInfo {
     domain: String,
     address: channel::Receiver<Option<IpAddr>>,
+    /// Netns mode: where the pod gateway address is announced.
+    gateway: Option<std::sync::Arc<channel::Sender<Option<IpAddr>>>>,
 }
 
 impl DnsInfo {
@@ -81,6 +93,15 @@ impl DnsInfo {
             cluster_dns: *self.address.borrow(),
             cluster_domain: self.domain.clone(),
             host: std::fs::read_to_string(forward::HOST_RESOLV_CONF).unwrap_or_default(),
+        }
+    }
+
+    /// Netns mode: the bridge address `ip` is now the cluster DNS address
+    /// (served and written into pods' resolv.conf). Does nothing unless
+    /// the configuration asked for [`DnsConfig::at_pod_gateway`].
+    pub fn set_pod_gateway(&self, ip: IpAddr) {
+        if let Some(tx) = &self.gateway {
+            tx.send_replace(Some(ip));
         }
     }
 }
@@ -107,7 +128,13 @@ pub fn start(
             watched_tx,
         )));
     }
+    let mut gateway = None;
     let address = match cfg.cluster_dns {
+        None if cfg.at_pod_gateway => {
+            let (tx, rx) = channel::channel(None);
+            gateway = Some(std::sync::Arc::new(tx));
+            rx
+        }
         Some(ip) => {
             let (tx, rx) = channel::channel(Some(ip));
             // Hold the sender so the address never reads as closed.
@@ -125,6 +152,7 @@ pub fn start(
     let info = DnsInfo {
         domain: cfg.cluster_domain.clone(),
         address,
+        gateway,
     };
     Ok((info, tasks))
 }

@@ -20,7 +20,9 @@
 
 pub mod hostgw;
 pub mod links;
+pub mod nft;
 pub mod ns;
+pub mod policy;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};

@@ -22,6 +22,7 @@
 //! addresses.
 
 pub mod listener;
+pub mod nft;
 pub mod picker;
 pub mod table;
 pub mod udp;

@@ -1,0 +1,582 @@
+//! NetworkPolicy (networking.k8s.io/v1) in **netns mode**, enforced with
+//! nftables in the agent's network namespace (table `ip keel-policy`).
+//!
+//! Every packet to or from a pod of this node crosses the node's `forward`
+//! hook: routed packets from other nodes, and bridged packets between pods
+//! of the node too, because bridge netfilter hands bridged IPv4 to the `ip`
+//! hooks ([`enable_bridge_netfilter`] turns it on). The chain there sends
+//! packets for an *isolated* pod (one selected by a policy of that
+//! direction) to a chain of its own, which accepts what the policies'
+//! rules allow and drops the rest:
+//! ```text
+//! chain forward   ct established,related accept; ip daddr vmap {pod: jump in-N}; ip saddr vmap {pod: jump out-N}
+//! chain in-N      ip saddr {peer IPs} meta l4proto tcp th dport 8080 accept; ...; drop
+//! chain out-N     ip daddr {peer IPs} ...; drop
+//! ```
+//! Semantics, as Kubernetes': a pod no policy selects (for a direction) is
+//! not isolated; the allowed traffic of an isolated pod is the union of
+//! every selecting policy's rules; a rule without peers allows every peer
+//! and one without ports every port; `podSelector` peers are pods of the
+//! policy's namespace, `namespaceSelector` peers pods of the matching
+//! namespaces (both: pods matching both); `ipBlock` is a CIDR minus its
+//! `except`s; a port is a number, a range (`endPort`) or a named container
+//! port (of the selected pod for ingress, of the peer pods for egress);
+//! policyTypes default to Ingress, plus Egress when egress rules exist.
+//! Replies of allowed connections pass (conntrack). Traffic between a pod
+//! and its own node is not filtered (the node's probes must reach it).
+//! Not done: IPv6 peers and pods (table `ip`), SCTP is matched like TCP/UDP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as TypedSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use keel_apimachinery::selector::LabelSelector;
+
+use crate::agent::cache::{Cache, SyncState};
+
+/// nftables family and name of the table keel owns for policies.
+pub const FAMILY: &str = "ip";
+pub const TABLE: &str = "keel-policy";
+/// How often the table is re-applied without a change.
+const RESYNC: Duration = Duration::from_secs(30);
+/// The label the API server puts on every Namespace.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Which way a policy rule looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// A pod as policies see it.
+struct PodView<'a> {
+    namespace: &'a str,
+    labels: Option<&'a BTreeMap<String, String>>,
+    ip: Ipv4Addr,
+    pod: &'a Pod,
+}
+
+fn view(pod: &Pod) -> Option<PodView<'_>> {
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let ip = status.pod_ip.as_deref()?.parse().ok()?;
+    Some(PodView {
+        namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+        labels: pod.metadata.labels.as_ref(),
+        ip,
+        pod,
+    })
+}
+
+/// A selector that does not parse selects nothing (the API validated it;
+/// failing closed is the safe reading of anything else).
+fn selector(s: Option<&TypedSelector>) -> Option<LabelSelector> {
+    match s {
+        None => Some(LabelSelector::default()),
+        Some(s) => LabelSelector::from_typed(s).ok(),
+    }
+}
+
+fn selects(s: Option<&TypedSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    selector(s).is_some_and(|sel| sel.matches_labels(labels))
+}
+
+fn types(p: &NetworkPolicy) -> (bool, bool) {
+    let spec = p.spec.as_ref();
+    match spec.and_then(|s| s.policy_types.as_ref()) {
+        Some(t) => (
+            t.iter().any(|t| t == "Ingress"),
+            t.iter().any(|t| t == "Egress"),
+        ),
+        None => (
+            true,
+            spec.and_then(|s| s.egress.as_ref())
+                .is_some_and(|e| !e.is_empty()),
+        ),
+    }
+}
+
+/// One match on the peer side of a rule: addresses, or a CIDR minus
+/// exceptions. `None` addresses: any peer.
+#[derive(Debug, Clone, PartialEq)]
+enum Peer {
+    Any,
+    Pods(BTreeSet<Ipv4Addr>),
+    Block { cidr: Ipv4Net, except: Vec<Ipv4Net> },
+}
+
+/// A protocol with an optional port or port range.
+#[derive(Debug, Clone, PartialEq)]
+struct PortMatch {
+    protocol: &'static str,
+    ports: Option<(u16, u16)>,
+}
+
+fn protocol(p: Option<&str>) -> Option<&'static str> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some("tcp"),
+        "UDP" => Some("udp"),
+        "SCTP" => Some("sctp"),
+        _ => None,
+    }
+}
+
+/// The numbers a named port has among `pods`' containers.
+fn named_port(pods: &[&Pod], name: &str, proto: &str) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for pod in pods {
+        let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+        for p in containers.flat_map(|c| c.ports.iter().flatten()) {
+            let p_proto = protocol(p.protocol.as_deref());
+            if p.name.as_deref() == Some(name) && p_proto == Some(proto) {
+                out.extend(u16::try_from(p.container_port).ok());
+            }
+        }
+    }
+    out
+}
+
+/// The port matches of a rule's `ports`; `named_in` are the pods whose
+/// container ports give names their numbers. An empty list allows every
+/// port; a list whose entries all fail to resolve allows none.
+fn port_matches(ports: Option<&Vec<NetworkPolicyPort>>, named_in: &[&Pod]) -> Vec<PortMatch> {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        return vec![PortMatch {
+            protocol: "",
+            ports: None,
+        }];
+    };
+    let mut out = Vec::new();
+    for p in ports {
+        let Some(proto) = protocol(p.protocol.as_deref()) else {
+            continue;
+        };
+        match &p.port {
+            None => out.push(PortMatch {
+                protocol: proto,
+                ports: None,
+            }),
+            Some(IntOrString::Int(n)) => {
+                let Ok(start) = u16::try_from(*n) else {
+                    continue;
+                };
+                let end = p
+                    .end_port
+                    .and_then(|e| u16::try_from(e).ok())
+                    .filter(|e| *e >= start)
+                    .unwrap_or(start);
+                out.push(PortMatch {
+                    protocol: proto,
+                    ports: Some((start, end)),
+                });
+            }
+            Some(IntOrString::String(name)) => {
+                for n in named_port(named_in, name, proto) {
+                    out.push(PortMatch {
+                        protocol: proto,
+                        ports: Some((n, n)),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pods one peer designates.
+fn peer_pods<'a>(
+    peer: &NetworkPolicyPeer,
+    policy_ns: &str,
+    pods: &'a [PodView<'a>],
+    ns_labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<&'a PodView<'a>> {
+    pods.iter()
+        .filter(|p| match &peer.namespace_selector {
+            None => p.namespace == policy_ns,
+            Some(sel) => selects(Some(sel), ns_labels.get(p.namespace)),
+        })
+        .filter(|p| selects(peer.pod_selector.as_ref(), p.labels))
+        .collect()
+}
+
+/// A rule's peers and ports, either direction.
+type Rule<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
+/// The chain lines (without the final drop) allowing `dir` traffic of the
+/// pod `target` under `policies` (all already known to select it).
+fn allow_lines(
+    dir: Direction,
+    target: &PodView<'_>,
+    policies: &[&NetworkPolicy],
+    pods: &[PodView<'_>],
+    ns_labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<String> {
+    let peer_field = match dir {
+        Direction::Ingress => "ip saddr",
+        Direction::Egress => "ip daddr",
+    };
+    let mut lines = Vec::new();
+    for policy in policies {
+        let policy_ns = policy.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(spec) = policy.spec.as_ref() else {
+            continue;
+        };
+        let rules: Vec<Rule<'_>> = match dir {
+            Direction::Ingress => spec
+                .ingress
+                .iter()
+                .flatten()
+                .map(|r| (r.from.as_ref(), r.ports.as_ref()))
+                .collect(),
+            Direction::Egress => spec
+                .egress
+                .iter()
+                .flatten()
+                .map(|r| (r.to.as_ref(), r.ports.as_ref()))
+                .collect(),
+        };
+        for (peers, ports) in rules {
+            let (peer_list, peer_pod_refs): (Vec<Peer>, Vec<&Pod>) =
+                match peers.filter(|p| !p.is_empty()) {
+                    None => (vec![Peer::Any], pods.iter().map(|p| p.pod).collect()),
+                    Some(peers) => {
+                        let mut list = Vec::new();
+                        let mut refs = Vec::new();
+                        for peer in peers {
+                            if let Some(block) = &peer.ip_block {
+                                if let Ok(cidr) = block.cidr.parse::<Ipv4Net>() {
+                                    let except = block
+                                        .except
+                                        .iter()
+                                        .flatten()
+                                        .filter_map(|e| e.parse::<Ipv4Net>().ok())
+                                        .collect();
+                                    list.push(Peer::Block {
+                                        cidr: cidr.trunc(),
+                                        except,
+                                    });
+                                }
+                                continue;
+                            }
+                            let matched = peer_pods(peer, policy_ns, pods, ns_labels);
+                            refs.extend(matched.iter().map(|p| p.pod));
+                            list.push(Peer::Pods(matched.iter().map(|p| p.ip).collect()));
+                        }
+                        (list, refs)
+                    }
+                };
+            let named_in: Vec<&Pod> = match dir {
+                Direction::Ingress => vec![target.pod],
+                Direction::Egress => peer_pod_refs,
+            };
+            for port in port_matches(ports, &named_in) {
+                let port_part = match (port.protocol, port.ports) {
+                    ("", _) => String::new(),
+                    (p, None) => format!(" meta l4proto {p}"),
+                    (p, Some((a, b))) if a == b => format!(" meta l4proto {p} th dport {a}"),
+                    (p, Some((a, b))) => format!(" meta l4proto {p} th dport {a}-{b}"),
+                };
+                for peer in &peer_list {
+                    let peer_part = match peer {
+                        Peer::Any => String::new(),
+                        Peer::Pods(ips) if ips.is_empty() => continue,
+                        Peer::Pods(ips) => {
+                            let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                            format!(" {peer_field} {{ {} }}", ips.join(", "))
+                        }
+                        Peer::Block { cidr, except } => {
+                            let mut s = format!(" {peer_field} {cidr}");
+                            if !except.is_empty() {
+                                let ex: Vec<String> =
+                                    except.iter().map(|e| e.to_string()).collect();
+                                let _ = write!(s, " {peer_field} != {{ {} }}", ex.join(", "));
+                            }
+                            s
+                        }
+                    };
+                    let line = format!("   {peer_part}{port_part} accept");
+                    if !lines.contains(&line) {
+                        lines.push(line);
+                    }
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// The body of table `ip keel-policy` for the pods of this node (those
+/// with an IP in `local`), from every policy, pod and namespace.
+pub fn ruleset(
+    policies: &[&NetworkPolicy],
+    pods: &[&Pod],
+    namespaces: &[&Namespace],
+    local: Ipv4Net,
+) -> String {
+    let views: Vec<PodView<'_>> = pods.iter().filter_map(|p| view(p)).collect();
+    let mut ns_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for ns in namespaces {
+        let Some(name) = ns.metadata.name.clone() else {
+            continue;
+        };
+        let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+        labels
+            .entry(NAMESPACE_NAME_LABEL.into())
+            .or_insert_with(|| name.clone());
+        ns_labels.insert(name, labels);
+    }
+    let mut dispatch: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut chains = String::new();
+    let local_pods = views
+        .iter()
+        .filter(|p| local.contains(&p.ip) && p.ip != local.network());
+    for (n, target) in local_pods.enumerate() {
+        for (d, dir) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .enumerate()
+        {
+            let selecting: Vec<&NetworkPolicy> = policies
+                .iter()
+                .copied()
+                .filter(|p| {
+                    p.metadata.namespace.as_deref().unwrap_or("default") == target.namespace
+                })
+                .filter(|p| {
+                    let (ing, eg) = types(p);
+                    if dir == Direction::Ingress {
+                        ing
+                    } else {
+                        eg
+                    }
+                })
+                .filter(|p| {
+                    let sel = p.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
+                    selects(sel, target.labels)
+                })
+                .collect();
+            if selecting.is_empty() {
+                continue;
+            }
+            let name = match dir {
+                Direction::Ingress => format!("in-{n}"),
+                Direction::Egress => format!("out-{n}"),
+            };
+            dispatch[d].push(format!("{} : jump {name}", target.ip));
+            let _ = writeln!(chains, "  chain {name} {{");
+            for line in allow_lines(dir, target, &selecting, &views, &ns_labels) {
+                let _ = writeln!(chains, "{line}");
+            }
+            let _ = writeln!(chains, "    counter drop\n  }}");
+        }
+    }
+    let mut body = String::from(
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n",
+    );
+    for (field, arms) in ["ip daddr", "ip saddr"].iter().zip(&dispatch) {
+        if !arms.is_empty() {
+            let _ = writeln!(body, "    {field} vmap {{ {} }}", arms.join(", "));
+        }
+    }
+    body.push_str("  }\n");
+    body.push_str(&chains);
+    body
+}
+
+/// Turns on bridge netfilter in the caller's network namespace, so that
+/// packets between pods of one bridge cross the `ip` hooks (policies and
+/// Service replies need it). A kernel without it leaves no file: Ok, and
+/// only routed traffic is filtered.
+pub fn enable_bridge_netfilter() -> anyhow::Result<()> {
+    let path = std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    match std::fs::read_to_string(path) {
+        Ok(v) if v.trim() == "1" => Ok(()),
+        Ok(_) => std::fs::write(path, "1").map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(_) => {
+            tracing::warn!("no bridge netfilter: policies do not apply between pods of one node");
+            Ok(())
+        }
+    }
+}
+
+/// Enforces policies for this node's pods (`local`, its podCIDR): the
+/// table is rebuilt on every change of a policy, pod or namespace, and
+/// applied when it differs from the last one (and every [`RESYNC`]). No
+/// table is applied before all three caches have listed once, so a
+/// partial list never drops traffic.
+pub async fn run(
+    policies: Cache<NetworkPolicy>,
+    pods: Cache<Pod>,
+    namespaces: Cache<Namespace>,
+    local: Ipv4Net,
+) {
+    let mut changes = [policies.changes(), pods.changes(), namespaces.changes()];
+    let mut last: Option<String> = None;
+    loop {
+        for c in changes.iter_mut() {
+            c.mark_unchanged();
+        }
+        let synced = [
+            policies.sync_state(),
+            pods.sync_state(),
+            namespaces.sync_state(),
+        ]
+        .iter()
+        .all(|s| *s == SyncState::Synced);
+        if synced {
+            let (pol, pod, ns) = (
+                policies.store().state(),
+                pods.store().state(),
+                namespaces.store().state(),
+            );
+            let pol: Vec<&NetworkPolicy> = pol.iter().map(AsRef::as_ref).collect();
+            let pod: Vec<&Pod> = pod.iter().map(AsRef::as_ref).collect();
+            let ns: Vec<&Namespace> = ns.iter().map(AsRef::as_ref).collect();
+            let script =
+                super::nft::replace_script(FAMILY, TABLE, &ruleset(&pol, &pod, &ns, local));
+            if last.as_ref() != Some(&script) {
+                let s = script.clone();
+                match tokio::task::spawn_blocking(move || super::nft::apply(&s)).await {
+                    Ok(Ok(())) => {
+                        tracing::debug!("network policies applied");
+                        last = Some(script);
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "network policies"),
+                    Err(e) => tracing::warn!(error = %e, "network policies"),
+                }
+            }
+        }
+        let [a, b, c] = &mut changes;
+        tokio::select! {
+            r = a.changed() => if r.is_err() { return },
+            r = b.changed() => if r.is_err() { return },
+            r = c.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(RESYNC) => last = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn pod(ns: &str, name: &str, ip: &str, labels: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "x",
+                      "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    fn policy(ns: &str, spec: Value) -> NetworkPolicy {
+        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": ns}, "spec": spec}))
+            .unwrap()
+    }
+
+    fn namespace(name: &str, labels: Value) -> Namespace {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()
+    }
+
+    fn local() -> Ipv4Net {
+        "10.244.0.0/24".parse().unwrap()
+    }
+
+    #[test]
+    fn unselected_pods_are_open_and_deny_all_drops() {
+        let web = pod("default", "web", "10.244.0.5", json!({"app": "web"}));
+        let other = pod("default", "db", "10.244.0.6", json!({"app": "db"}));
+        let r = ruleset(&[], &[&web, &other], &[], local());
+        assert!(!r.contains("vmap"), "{r}");
+        let deny = policy(
+            "default",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}}),
+        );
+        let r = ruleset(&[&deny], &[&web, &other], &[], local());
+        assert!(
+            r.contains("ip daddr vmap { 10.244.0.5 : jump in-0 }"),
+            "{r}"
+        );
+        assert!(r.contains("chain in-0 {\n    counter drop"), "{r}");
+        assert!(!r.contains("10.244.0.6 :"), "{r}");
+    }
+
+    #[test]
+    fn pod_and_namespace_selectors_with_named_ports() {
+        let web = pod("default", "web", "10.244.0.5", json!({"app": "web"}));
+        let client = pod("default", "client", "10.244.1.7", json!({"role": "client"}));
+        let stranger = pod("default", "x", "10.244.1.8", json!({}));
+        let mon = pod("mon", "prom", "10.244.1.9", json!({}));
+        let allow = policy(
+            "default",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [
+              {"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+               "ports": [{"port": "http"}]},
+              {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}],
+               "ports": [{"protocol": "UDP", "port": 9000, "endPort": 9010}]},
+              {"from": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}}]}
+            ]}),
+        );
+        let nss = [namespace("default", json!({})), namespace("mon", json!({}))];
+        let r = ruleset(
+            &[&allow],
+            &[&web, &client, &stranger, &mon],
+            &nss.iter().collect::<Vec<_>>(),
+            local(),
+        );
+        assert!(
+            r.contains("ip saddr { 10.244.1.7 } meta l4proto tcp th dport 8080 accept"),
+            "{r}"
+        );
+        assert!(r.contains("ip saddr { 10.244.1.9 } meta l4proto udp th dport 9000-9010 accept"));
+        assert!(r.contains("ip saddr 192.168.0.0/16 ip saddr != { 192.168.1.0/24 } accept"));
+        assert!(!r.contains("10.244.1.8"), "{r}");
+        // Only pods of this node get chains.
+        assert!(!r.contains("10.244.1.7 : jump"), "{r}");
+    }
+
+    #[test]
+    fn egress_rules_filter_by_destination() {
+        let web = pod("default", "web", "10.244.0.5", json!({"app": "web"}));
+        let db = pod("default", "db", "10.244.1.6", json!({"app": "db"}));
+        let p = policy(
+            "default",
+            json!({"podSelector": {}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}],
+                               "ports": [{"port": "http"}]}]}),
+        );
+        let r = ruleset(&[&p], &[&web, &db], &[], local());
+        assert!(
+            r.contains("ip saddr vmap { 10.244.0.5 : jump out-0 }"),
+            "{r}"
+        );
+        assert!(r.contains("ip daddr { 10.244.1.6 } meta l4proto tcp th dport 8080 accept"));
+        assert!(!r.contains("ip daddr vmap"), "{r}");
+    }
+
+    #[test]
+    fn an_empty_rule_allows_everything() {
+        let web = pod("default", "web", "10.244.0.5", json!({}));
+        let p = policy("default", json!({"podSelector": {}, "ingress": [{}]}));
+        let r = ruleset(&[&p], &[&web], &[], local());
+        assert!(r.contains("chain in-0 {\n    accept\n"), "{r}");
+    }
+}

@@ -1,0 +1,167 @@
+//! The nftables rulesets keel generates (Service DNAT, NetworkPolicy) are
+//! accepted by the kernel as generated, including the parts the end-to-end
+//! test does not reach (ClientIP affinity sets, rejects, egress, ipBlock
+//! exceptions, port ranges), and a re-apply replaces a table atomically.
+//!
+//! Root and `nft` only (skips with a reason otherwise); the rules are
+//! loaded into a network namespace this test creates and deletes, never
+//! into the test's own.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use keel_node::proxy::table::{Backend, Frontend, Protocol, Route, Table};
+use serde_json::json;
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    if !keel_node::podnet::nft::available() {
+        return Some("no nft (install nftables)");
+    }
+    None
+}
+
+/// A scratch network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("keeltest-nft-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// `nft <args>` in the namespace, with `stdin`: (success, output).
+    fn nft(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn service_table(affinity: bool, second_endpoint: bool) -> Table {
+    let mut t = Table::default();
+    let mut backends = vec![Backend::ready("10.244.0.2:8080".parse().unwrap())];
+    if second_endpoint {
+        backends.push(Backend::ready("10.244.1.2:8080".parse().unwrap()));
+    }
+    for (addr, protocol, backends) in [
+        ("10.96.0.5:80", Protocol::Tcp, backends.clone()),
+        ("10.96.0.10:53", Protocol::Udp, backends),
+        ("10.96.0.6:80", Protocol::Tcp, vec![]),
+    ] {
+        t.routes.insert(
+            Frontend {
+                addr: addr.parse().unwrap(),
+                protocol,
+            },
+            Arc::new(Route {
+                service: "ns/svc:p".into(),
+                backends,
+                affinity_timeout: affinity.then_some(Duration::from_secs(300)),
+            }),
+        );
+    }
+    t
+}
+
+#[test]
+fn service_and_policy_rulesets_load_and_replace() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let ns = Netns::new();
+    let first = keel_node::proxy::nft::script(&service_table(true, true));
+    let (ok, out) = ns.nft(&["-f", "-"], &first);
+    assert!(ok, "{out}\n{first}");
+    let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
+    assert!(listed.contains("10.244.1.2:8080"), "{listed}");
+    assert!(listed.contains("flags dynamic,timeout"), "{listed}");
+    // A replace drops what the new table lacks.
+    let second = keel_node::proxy::nft::script(&service_table(false, false));
+    let (ok, out) = ns.nft(&["-f", "-"], &second);
+    assert!(ok, "{out}\n{second}");
+    let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
+    assert!(
+        !listed.contains("10.244.1.2") && !listed.contains("set aff"),
+        "{listed}"
+    );
+    assert!(listed.contains("reject"), "{listed}");
+
+    let pod = |name: &str, ip: &str, labels: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "x",
+                      "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    };
+    let pods = [
+        pod("web", "10.244.0.5", json!({"app": "web"})),
+        pod("db", "10.244.0.6", json!({"app": "db"})),
+        pod("client", "10.244.1.7", json!({"role": "client"})),
+    ];
+    let policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"role": "client"}}},
+                          {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}}],
+                 "ports": [{"port": "http"}, {"protocol": "UDP", "port": 9000, "endPort": 9010}]},
+                {}
+            ],
+            "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "SCTP"}]}]
+        }
+    }))
+    .unwrap();
+    let default_ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+    let body = keel_node::podnet::policy::ruleset(
+        &[&policy],
+        &pods.iter().collect::<Vec<_>>(),
+        &[&default_ns],
+        "10.244.0.0/24".parse().unwrap(),
+    );
+    let script = keel_node::podnet::nft::replace_script("ip", "keel-policy", &body);
+    let (ok, out) = ns.nft(&["-f", "-"], &script);
+    assert!(ok, "{out}\n{script}");
+    let (_, listed) = ns.nft(&["list", "table", "ip", "keel-policy"], "");
+    assert!(listed.contains("9000-9010"), "{listed}");
+    assert!(listed.contains("jump out-1"), "{listed}");
+}
