@@ -102,8 +102,8 @@ pub enum Mutation {
     AckUncommittedPuts,
     /// Watchers silently skip some events.
     DropWatchEvents,
-    /// Once a few elections have happened, every write times out: the
-    /// cluster never recovers (a liveness bug).
+    /// Once the first leader is replaced, every write fails: the cluster
+    /// never recovers (a liveness bug).
     WedgeAfterElections,
 }
 
@@ -419,9 +419,12 @@ impl Store {
     /// it: for fault injectors that target the leader.
     /// Leadership as check-quorum sees it (see `check_quorum`).
     pub fn leadership_probe(&self) -> impl Fn() -> bool + 'static {
+        // raft's own state, not the check-quorum view: that one reads the
+        // clock, and fault injectors call this outside the replica's
+        // runtime, where a simulation's clock is the wall clock and would
+        // make a seed's faults differ between runs.
         let rx = self.inner.raft.metrics();
-        let lease = self.lease();
-        move || check_quorum::leads(&rx.borrow_watched(), lease)
+        move || rx.borrow_watched().state.is_leader()
     }
 
     /// The leader this replica acts on: `None` without one, and also while
@@ -603,7 +606,7 @@ impl Store {
     // type past rustc's query depth limit in the API's test binaries.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
         if self.inner.cfg.mutation == Mutation::WedgeAfterElections
-            && self.inner.raft.metrics().borrow_watched().current_term > 2
+            && self.inner.raft.metrics().borrow_watched().current_term > 1
         {
             return self.counted(Err(StoreError::NoLeader));
         }
