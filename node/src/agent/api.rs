@@ -16,6 +16,7 @@
 //! Errors: no server configured, a server URL kube cannot parse, or a CA
 //! bundle without a certificate.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -29,13 +30,25 @@ use super::node_cert::NodeCert;
 use super::rotation::NodeIdentity;
 use super::AgentConfig;
 
-/// The client on the first configured server, sending `user_agent` (the
-/// field manager of any status writes, e.g. `keel-ingress`).
+/// A client on the configured servers, sending `user_agent` (the field
+/// manager of any status writes, e.g. `keel-ingress`). With several
+/// servers it fails over as the node stream does: a request that could not
+/// reach its server moves the client to the next one (see [`failover`]).
 pub fn client(cfg: &AgentConfig, user_agent: &str) -> anyhow::Result<kube::Client> {
-    let server = cfg
+    anyhow::ensure!(
+        !cfg.servers.is_empty(),
+        "no control-plane server configured"
+    );
+    let clients = cfg
         .servers
-        .first()
-        .context("no control-plane server configured")?;
+        .iter()
+        .map(|server| one_client(cfg, server, user_agent))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(failover(clients))
+}
+
+/// The client of one server.
+fn one_client(cfg: &AgentConfig, server: &str, user_agent: &str) -> anyhow::Result<kube::Client> {
     let url = server
         .parse()
         .with_context(|| format!("control-plane server {server:?} is not a URL"))?;
@@ -61,6 +74,68 @@ pub fn client(cfg: &AgentConfig, user_agent: &str) -> anyhow::Result<kube::Clien
             Ok(kube::Client::try_from(with_cert(config.clone(), c))?)
         }),
     }
+}
+
+/// One client over `clients` (one per server, at least one): requests go
+/// to the current one; a transport failure (connect refused, connection
+/// lost: no answer from the server) is returned to the caller, whose loop
+/// retries as it does for any error, and moves every clone of the client
+/// to the next server. Answers from a server, errors included, never move
+/// it.
+pub fn failover(clients: Vec<kube::Client>) -> kube::Client {
+    assert!(!clients.is_empty(), "failover needs at least one client");
+    if clients.len() == 1 {
+        return clients.into_iter().next().expect("one client");
+    }
+    let svc = Failover {
+        clients: Arc::new(clients),
+        current: Arc::new(AtomicUsize::new(0)),
+    };
+    kube::Client::new(svc, "default")
+}
+
+/// See [`failover`].
+#[derive(Clone)]
+struct Failover {
+    clients: Arc<Vec<kube::Client>>,
+    current: Arc<AtomicUsize>,
+}
+
+impl tower::Service<http::Request<kube::client::Body>> for Failover {
+    type Response = http::Response<kube::client::Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let n = self.clients.len();
+        let i = self.current.load(Ordering::Relaxed) % n;
+        let client = self.clients[i].clone();
+        let current = self.current.clone();
+        Box::pin(async move {
+            let r = client.send(req).await;
+            if let Err(e) = &r {
+                if unreachable(e) {
+                    // Only the first failing request of this server moves it.
+                    let _ = current.compare_exchange(
+                        i,
+                        (i + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            r
+        })
+    }
+}
+
+/// Whether `e` means the server never answered (as opposed to an answer).
+fn unreachable(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
 }
 
 /// `config` authenticated by the client certificate `c`.
@@ -208,5 +283,32 @@ mod tests {
         let e = client.send(req).await.unwrap_err();
         assert!(e.to_string().contains("unusable certificate"), "{e}");
         assert!(rotating(identity, |_| anyhow::bail!("no")).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_moves_the_client_to_the_next() {
+        let down = kube::Client::new(
+            tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+                Err::<http::Response<kube::client::Body>, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "refused",
+                ))
+            }),
+            "default",
+        );
+        let client = failover(vec![down, presenting(&cert(2))]);
+        let req = http::Request::get("/api/v1/services")
+            .body(kube::client::Body::empty())
+            .unwrap();
+        assert!(
+            client.send(req).await.is_err(),
+            "the first answer is the failure"
+        );
+        assert_eq!(presented(&client.clone()).await, "cert-2");
+        assert_eq!(
+            presented(&client).await,
+            "cert-2",
+            "it stays on the live server"
+        );
     }
 }
