@@ -702,6 +702,20 @@ async fn watches_on_any_replica_deliver_the_same_sequence() {
         clients.push(c);
     }
     let api1: Api<ConfigMap> = Api::namespaced(clients[1].clone(), NS);
+    // Every namespace gets the cluster CA's ConfigMap from a controller,
+    // at a moment of its own: start after it, so only the writes below are
+    // in the streams.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api1
+        .get_opt("kube-root-ca.crt")
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no kube-root-ca.crt in {NS}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let list = api1.list(&ListParams::default()).await.expect("list");
     let from: u64 = list
         .metadata
