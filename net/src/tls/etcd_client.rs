@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ClientConfig;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -151,21 +151,6 @@ fn connector(
        + Send {
     tower::service_fn(move |uri: Uri| {
         let cfg = cfg.clone();
-        async move {
-            let host = uri
-                .host()
-                .unwrap_or("localhost")
-                .trim_matches(['[', ']'])
-                .to_string();
-            let port = uri.port_u16().unwrap_or(2379);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(host)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let s = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(s))
-        }
+        async move { super::connect::dial(&uri, cfg, 2379, None).await }
     })
 }
