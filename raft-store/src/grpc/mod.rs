@@ -2,6 +2,7 @@
 //! between wire messages and store calls; it never touches storage.
 
 mod cluster;
+mod http;
 mod kv;
 mod lease;
 mod maintenance;
@@ -49,26 +50,31 @@ pub async fn serve_client_tls(
         .await
 }
 
+/// gRPC services plus etcd's `/health` and `/version` ([`http`]) on one
+/// listener: HTTP/1.1 requests go to the HTTP routes, h2 to either by
+/// path.
 fn client_router(store: Store) -> tonic::transport::server::Router {
     let max = store.config().max_request_bytes + GRPC_SLACK_BYTES;
+    let grpc = tonic::service::Routes::new(
+        KvServer::new(kv::KvService::new(store.clone())).max_decoding_message_size(max),
+    )
+    .add_service(
+        WatchServer::new(watch::WatchService::new(store.clone())).max_decoding_message_size(max),
+    )
+    .add_service(LeaseServer::new(lease::LeaseService::new(store.clone())))
+    .add_service(ClusterServer::new(cluster::ClusterService::new(
+        store.clone(),
+    )))
+    .add_service(
+        MaintenanceServer::new(maintenance::MaintenanceService::new(store.clone()))
+            .max_encoding_message_size(keel_net::MAX_MESSAGE_BYTES),
+    );
+    let routes = grpc.into_axum_router().merge(http::router(store));
     tonic::transport::Server::builder()
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .add_service(
-            KvServer::new(kv::KvService::new(store.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
-            WatchServer::new(watch::WatchService::new(store.clone()))
-                .max_decoding_message_size(max),
-        )
-        .add_service(LeaseServer::new(lease::LeaseService::new(store.clone())))
-        .add_service(ClusterServer::new(cluster::ClusterService::new(
-            store.clone(),
-        )))
-        .add_service(
-            MaintenanceServer::new(maintenance::MaintenanceService::new(store))
-                .max_encoding_message_size(keel_net::MAX_MESSAGE_BYTES),
-        )
+        .add_routes(routes.into())
 }
 
 /// Serves raft peer RPCs on `listener` until `shutdown` resolves.
