@@ -72,10 +72,14 @@ enum MemberCommand {
 
 pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
     let (endpoint, ch) = connect(&a.endpoints, &a.tls).await?;
+    let tls = !a.tls.files().is_empty();
+    // With TLS 1.3 a refused client certificate shows only at the first
+    // RPC, so RPC failures are explained like dial failures.
+    let status_error = |s: tonic::Status| status_error(&endpoint, tls, s);
     let mut cluster = ClusterClient::new(ch.clone());
     match a.command {
         MemberCommand::List => {
-            let members = list(&mut cluster).await?;
+            let members = list(&mut cluster).await.map_err(status_error)?;
             let leader = MaintenanceClient::new(ch)
                 .status(StatusRequest {})
                 .await
@@ -120,7 +124,7 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
             );
         }
         MemberCommand::Remove { member } => {
-            let id = resolve(&mut cluster, &member).await?;
+            let id = resolve(&mut cluster, &member, status_error).await?;
             cluster
                 .member_remove(MemberRemoveRequest { id })
                 .await
@@ -128,7 +132,7 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
             println!("removed member {member} ({id:x})");
         }
         MemberCommand::Promote { member } => {
-            let id = resolve(&mut cluster, &member).await?;
+            let id = resolve(&mut cluster, &member, status_error).await?;
             cluster
                 .member_promote(MemberPromoteRequest { id })
                 .await
@@ -139,8 +143,18 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", s.message())
+/// An RPC failure: etcd's error message as the server sent it, or for a
+/// transport failure (no server error) the readable cause, e.g. the TLS
+/// handshake the server refused.
+fn status_error(endpoint: &str, tls: bool, s: tonic::Status) -> anyhow::Error {
+    if std::error::Error::source(&s).is_none() {
+        return anyhow::anyhow!("{}", s.message());
+    }
+    let msg = keel_store::tls::explain_failure(endpoint, &s, tls);
+    match msg.starts_with("TLS handshake with ") {
+        true => anyhow::anyhow!("{msg}"),
+        false => anyhow::anyhow!("{endpoint}: {msg}"),
+    }
 }
 
 async fn connect(endpoints: &str, tls: &ClientTlsArgs) -> anyhow::Result<(String, Channel)> {
@@ -160,23 +174,27 @@ async fn connect(endpoints: &str, tls: &ClientTlsArgs) -> anyhow::Result<(String
         .await;
         match connected {
             Ok(ch) => return Ok((ep.to_string(), ch)),
+            Err(e) if e.starts_with("TLS handshake with ") => errors.push(e),
             Err(e) => errors.push(format!("{ep}: {e}")),
         }
     }
     bail!("no endpoint answered: {}", errors.join("; "))
 }
 
-async fn list(c: &mut ClusterClient<Channel>) -> anyhow::Result<Vec<Member>> {
+async fn list(c: &mut ClusterClient<Channel>) -> Result<Vec<Member>, tonic::Status> {
     Ok(c.member_list(MemberListRequest { linearizable: true })
-        .await
-        .map_err(status_error)?
+        .await?
         .into_inner()
         .members)
 }
 
 /// A member by name, or by its hex ID.
-async fn resolve(c: &mut ClusterClient<Channel>, member: &str) -> anyhow::Result<u64> {
-    let members = list(c).await?;
+async fn resolve(
+    c: &mut ClusterClient<Channel>,
+    member: &str,
+    status_error: impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<u64> {
+    let members = list(c).await.map_err(status_error)?;
     if let Some(m) = members.iter().find(|m| m.name == member) {
         return Ok(m.id);
     }

@@ -360,6 +360,47 @@ fn tls_cluster_replicates_and_refuses_strangers() {
 /// `keel member list` and `keel snapshot save` reach a client port that
 /// requires client certificates with etcdctl's --cacert/--cert/--key;
 /// without the client certificate they fail, naming the endpoint.
+/// `GET path` over HTTP/1.1 (no ALPN) on a TLS port, presenting
+/// `cert`/`key` and trusting `ca`: (status, body).
+fn https_get(addr: &str, path: &str, ca: &Path, cert: &Path, key: &Path) -> (u16, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_pem_certs(ca) {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            read_pem_certs(cert),
+            PrivateKeyDer::from_pem_file(key).unwrap(),
+        )
+        .unwrap();
+    let host = addr.rsplit_once(':').unwrap().0.to_string();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from(host).unwrap()).unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    // The server may close without close_notify; what was read counts.
+    let _ = tls.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer from {addr}: {raw:?}"));
+    (code, body.to_string())
+}
+
 #[test]
 fn keel_member_and_snapshot_save_speak_tls() {
     let c = TlsCluster::start();
@@ -380,6 +421,12 @@ fn keel_member_and_snapshot_save_speak_tls() {
         }
         v
     };
+
+    // etcd's /health on the same TLS port, for load balancers.
+    let addr = format!("{}:{}", c.nodes[1].ip, c.nodes[1].client_port);
+    let (code, body) = https_get(&addr, "/health", &ca, &cert, &key);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""health":"true""#), "{body}");
 
     let table = run_ok(
         keel()
@@ -411,6 +458,43 @@ fn keel_member_and_snapshot_save_speak_tls() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // ... and says so, as etcdctl does, not a bare "transport error".
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ep = format!("{}:{}", c.nodes[1].ip, c.nodes[1].client_port);
+    assert!(
+        err.contains(&format!("TLS handshake with {ep} failed"))
+            && err.contains("refused this client's certificate")
+            && err.contains("--cert/--key"),
+        "{err}"
+    );
+    // A CA that did not sign the replica's certificate: named as such.
+    run_ok(
+        keel()
+            .args(["certs", "init-ca", "--out"])
+            .arg(d.join("other-ca")),
+    );
+    let out = keel()
+        .args(["member", "list", "--endpoints", &c.endpoint(1)])
+        .arg("--cacert")
+        .arg(d.join("other-ca/ca.crt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("TLS handshake with {ep} failed"))
+            && err.contains("certificate signed by unknown authority")
+            && err.contains("--cacert"),
+        "{err}"
+    );
+    // Plaintext against the TLS port: the hint names the TLS flags.
+    let out = keel()
+        .args(["member", "list", "--endpoints", &ep])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cacert") && err.contains(&ep), "{err}");
     // An https endpoint without --cacert is refused up front.
     let out = keel()
         .args(["member", "list", "--endpoints", &c.endpoint(1)])

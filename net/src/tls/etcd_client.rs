@@ -128,15 +128,85 @@ pub async fn connect_etcd_client(
         None => ep.connect().await,
         Some(cfg) => ep.connect_with_connector(connector(cfg)).await,
     };
-    r.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg = format!("{msg}: {s}");
-            src = s.source();
+    r.map_err(|e| explain_failure(endpoint, &e, use_tls))
+}
+
+/// A readable message for a failed dial or RPC to `endpoint`, as etcdctl
+/// gives: a TLS failure anywhere in `err`'s source chain is named (unknown
+/// CA, a certificate for another host, a client certificate the server
+/// refused) with the flags to fix it; other errors show their whole chain
+/// instead of tonic's bare "transport error". Only the TLS message names
+/// `endpoint` (it starts with "TLS handshake with"; callers prefix the
+/// others). `tls`: whether this client
+/// dialled with TLS (a plaintext dial of a TLS port gets a hint).
+pub fn explain_failure(
+    endpoint: &str,
+    err: &(dyn std::error::Error + 'static),
+    tls: bool,
+) -> String {
+    let chain = error_chain(err);
+    if let Some(why) = describe_tls(&chain) {
+        let host_port = endpoint.split_once("://").map_or(endpoint, |(_, hp)| hp);
+        return format!("TLS handshake with {host_port} failed: {why} ({chain})");
+    }
+    if tls {
+        chain
+    } else {
+        format!(
+            "{chain} (if this port serves TLS, use an https:// endpoint and pass --cacert/--cert/--key)"
+        )
+    }
+}
+
+/// `err` and its sources, joined by ": ", repeated messages dropped. A
+/// gRPC status contributes its message, not its verbose Display.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let s = match e.downcast_ref::<tonic::Status>() {
+            Some(st) => st.message().to_string(),
+            None => e.to_string(),
+        };
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
         }
-        msg
-    })
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+/// What a TLS failure in `chain` (rustls's messages: the variant names
+/// of its certificate errors and alerts) means for the user, with the flag
+/// to fix it; `None` when the chain shows no TLS failure. Matched on text
+/// because the layers between rustls and tonic (tokio-rustls, hyper)
+/// keep only the message of rustls's error.
+fn describe_tls(chain: &str) -> Option<&'static str> {
+    let any = |words: &[&str]| words.iter().any(|w| chain.contains(w));
+    if any(&["UnknownIssuer", "BadSignature"]) {
+        Some("certificate signed by unknown authority — pass --cacert with the CA that signed the replicas' certificates")
+    } else if any(&["NotValidForName"]) {
+        Some("the server's certificate is not valid for the host dialled — use an endpoint its certificate names")
+    } else if any(&["Expired", "NotValidYet"]) {
+        Some("the server's certificate is expired or not yet valid")
+    } else if chain.contains("received fatal alert")
+        && any(&[
+            "CertificateRequired",
+            "BadCertificate",
+            "UnknownCA",
+            "UnsupportedCertificate",
+            "CertificateUnknown",
+            "HandshakeFailure",
+        ])
+    {
+        Some("the server refused this client's certificate (none given, or not signed by a CA it trusts) — pass --cert/--key issued by the cluster's CA")
+    } else if any(&["InvalidContentType", "corrupt message"]) {
+        Some("the server did not answer with TLS — is the endpoint plaintext (http://)?")
+    } else if chain.contains("invalid peer certificate") {
+        Some("the server's certificate does not verify — check --cacert")
+    } else {
+        None
+    }
 }
 
 /// TCP, then a TLS handshake verifying the server against the CA.
@@ -153,4 +223,38 @@ fn connector(
         let cfg = cfg.clone();
         async move { super::connect::dial(&uri, cfg, 2379, None).await }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_are_named_with_the_flag_to_fix() {
+        let io = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let refused = io("received fatal alert: CertificateRequired");
+        let msg = explain_failure("127.0.0.2:2379", &refused, true);
+        assert!(
+            msg.starts_with("TLS handshake with 127.0.0.2:2379 failed: the server refused")
+                && msg.contains("--cert/--key"),
+            "{msg}"
+        );
+        let unknown = io("invalid peer certificate: UnknownIssuer");
+        let msg = explain_failure("a:1", &unknown, true);
+        assert!(
+            msg.contains("unknown authority") && msg.contains("--cacert"),
+            "{msg}"
+        );
+        let status = tonic::Status::unavailable("etcdserver: no leader");
+        assert_eq!(
+            explain_failure("a:1", &status, true),
+            "etcdserver: no leader"
+        );
+        let plain = io("connection reset");
+        let msg = explain_failure("a:1", &plain, false);
+        assert!(
+            msg.starts_with("connection reset (if this port serves TLS"),
+            "{msg}"
+        );
+    }
 }
