@@ -478,6 +478,25 @@ async fn join_cluster(
         api_hosts.push(listen_host);
     }
     api_hosts.extend(a.tls_san.iter().cloned());
+    // The API serves the certificate issued here (see
+    // `keel_apiserver::pki::joined_server_cert`), so it names what the
+    // certificate a replica makes itself names: the advertised host and
+    // the `kubernetes` Service's names and address, which pods dial.
+    if let Some(host) = a.advertise_api.as_deref().and_then(url_host) {
+        api_hosts.push(host);
+    }
+    api_hosts.extend(
+        keel_apiserver::kubernetes_service::SERVICE_DNS_NAMES
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let range: keel_apiserver::api::services::ServiceRange = a
+        .service_cluster_ip_range
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+    api_hosts.push(range.api_service_ip().to_string());
+    let mut seen = std::collections::HashSet::new();
+    api_hosts.retain(|h| seen.insert(h.clone()));
     crate::server_join::Joiner {
         url: url.trim_end_matches('/'),
         token: &token,
@@ -488,6 +507,18 @@ async fn join_cluster(
     }
     .join()
     .await
+}
+
+/// The host of `https://host:port[/...]` (brackets of an IPv6 address
+/// removed); `None` when there is none.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// What starts once the API serves: the controller manager (unless
@@ -614,6 +645,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("twice"));
+    }
+
+    #[test]
+    fn url_host_strips_scheme_port_and_brackets() {
+        assert_eq!(
+            url_host("https://api.example:6443").as_deref(),
+            Some("api.example")
+        );
+        assert_eq!(url_host("https://[::1]:6443/x").as_deref(), Some("::1"));
+        assert_eq!(url_host("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(url_host("https://:6443"), None);
     }
 
     #[test]

@@ -242,6 +242,14 @@ async fn init_then_two_joins_make_three_voters_that_keep_quorum() {
             std::fs::read(s0.data_dir.join("pki/ca.crt")).unwrap(),
             "one cluster CA"
         );
+        // The API serves the certificate issued at the join (which names
+        // the `kubernetes` Service too, else the replica would make its own).
+        assert_eq!(
+            served_cert(&s.api, &pki.join("ca.crt")).await,
+            pem_der(&pki.join("server.crt")),
+            "{} serves its joined server.crt",
+            s.name
+        );
     }
 
     // A write through one replica reads through the others.
@@ -310,6 +318,35 @@ async fn init_then_two_joins_make_three_voters_that_keep_quorum() {
     );
     assert_eq!(s0.token(), token, "a restart reuses the join token");
     seen(&k0, "after-kill", "3");
+}
+
+/// The DER of the first certificate in the PEM file `path`.
+fn pem_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_vec()
+}
+
+/// The leaf certificate (DER) the API at `addr` serves, after verifying it
+/// against the CA in `ca` for the name 127.0.0.1.
+async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pem_der(ca).into()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {addr}: {e}"));
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
 /// A token like `token` with another secret.

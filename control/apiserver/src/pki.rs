@@ -192,6 +192,84 @@ impl Bootstrap {
     }
 }
 
+/// The serving certificate and key a replica got when it joined
+/// (`<data-dir>/pki/server.crt` and `server.key`, written by `keel server
+/// --join` from a CSR the cluster CA signed), so it serves the
+/// certificate it was issued rather than one it makes itself.
+///
+/// `Ok(None)` when the files are absent (replicas that did not join make
+/// their own certificate from the cluster CA), and when the certificate
+/// does not name every host in `hosts` (unspecified addresses such as
+/// 0.0.0.0 aside): a replica that joined with other addresses, or before
+/// joins asked for the `kubernetes` Service's names, would otherwise fail
+/// TLS for the clients dialling those; it makes its own then, and says so
+/// in the log. Errors: unreadable files or bad PEM, naming the file.
+#[allow(clippy::type_complexity)]
+pub fn joined_server_cert(
+    data_dir: &Path,
+    hosts: &[String],
+) -> anyhow::Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
+    use rustls::pki_types::pem::PemObject;
+    let pki = data_dir.join("pki");
+    let (cert_path, key_path) = (pki.join("server.crt"), pki.join("server.key"));
+    if !cert_path.exists() || !key_path.exists() {
+        return Ok(None);
+    }
+    let chain = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: bad PEM certificate: {e}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| anyhow::anyhow!("{}: bad PEM private key: {e}", key_path.display()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate in it", cert_path.display()))?;
+    let missing =
+        missing_sans(leaf, hosts).map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
+    if !missing.is_empty() {
+        tracing::warn!(
+            cert = %cert_path.display(),
+            ?missing,
+            "the serving certificate from the join does not name these hosts; serving one made from the cluster CA instead"
+        );
+        return Ok(None);
+    }
+    Ok(Some((chain, key)))
+}
+
+/// The entries of `hosts` (DNS names or IPs) that `cert` has no SAN for;
+/// unspecified addresses (0.0.0.0, ::) are never required.
+fn missing_sans(cert: &CertificateDer<'_>, hosts: &[String]) -> anyhow::Result<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Some(ext) = parsed
+        .subject_alternative_name()
+        .map_err(|e| anyhow::anyhow!("bad subjectAltName: {e}"))?
+    {
+        for n in &ext.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(std::net::IpAddr::from(<[u8; 4]>::try_from(*b)?)),
+                    16 => ips.push(std::net::IpAddr::from(<[u8; 16]>::try_from(*b)?)),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(hosts
+        .iter()
+        .filter(|h| match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_unspecified() && !ips.contains(&ip),
+            Err(_) => !dns.contains(&h.to_ascii_lowercase()),
+        })
+        .cloned()
+        .collect())
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

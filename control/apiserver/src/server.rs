@@ -113,6 +113,7 @@ pub async fn serve(
     } else {
         Some(tls_acceptor(
             &boot,
+            &cfg.data_dir,
             local,
             &cfg.tls_sans,
             cfg.api.service_range,
@@ -240,6 +241,7 @@ async fn bootstrap(objects: &Objects, data_dir: &std::path::Path) -> anyhow::Res
 
 fn tls_acceptor(
     boot: &Bootstrap,
+    data_dir: &std::path::Path,
     local: SocketAddr,
     sans: &[String],
     range: ServiceRange,
@@ -258,7 +260,11 @@ fn tls_acceptor(
     );
     hosts.push(range.api_service_ip().to_string());
     hosts.extend(sans.iter().cloned());
-    let (chain, key) = boot.server_cert(&hosts)?;
+    // A joined replica serves the certificate it was issued at the join.
+    let (chain, key) = match crate::pki::joined_server_cert(data_dir, &hosts)? {
+        Some(issued) => issued,
+        None => boot.server_cert(&hosts)?,
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Client certificates signed by the cluster CA authenticate their
     // subject; connections without one still serve (bearer tokens).
