@@ -524,6 +524,45 @@ mod tests {
             .unwrap();
     }
 
+    #[test]
+    fn a_joined_certificate_is_served_only_when_it_names_every_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = |v: &[&str]| v.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        assert!(joined_server_cert(dir.path(), &hosts(&["localhost"]))
+            .unwrap()
+            .is_none());
+        let b = Bootstrap::generate().unwrap();
+        let (chain, key) = b
+            .server_cert(&hosts(&["127.0.0.2", "kubernetes.default"]))
+            .unwrap();
+        let pki = dir.path().join("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+        };
+        std::fs::write(pki.join("server.crt"), pem("CERTIFICATE", &chain[0])).unwrap();
+        std::fs::write(pki.join("server.key"), pem("PRIVATE KEY", key.secret_der())).unwrap();
+        // Unspecified addresses are never required; names are
+        // case-insensitive.
+        let (got, _) = joined_server_cert(
+            dir.path(),
+            &hosts(&["127.0.0.2", "Kubernetes.Default", "0.0.0.0"]),
+        )
+        .unwrap()
+        .expect("served from the files");
+        assert_eq!(got, chain);
+        assert!(
+            joined_server_cert(dir.path(), &hosts(&["127.0.0.2", "127.0.0.3"]))
+                .unwrap()
+                .is_none(),
+            "a missing SAN makes the replica use its own certificate"
+        );
+        std::fs::write(pki.join("server.key"), "not pem").unwrap();
+        let err = joined_server_cert(dir.path(), &hosts(&["127.0.0.2"])).unwrap_err();
+        assert!(err.to_string().contains("server.key"), "{err}");
+    }
+
     fn pem_der(pem: &str) -> Vec<u8> {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         base64::engine::general_purpose::STANDARD
