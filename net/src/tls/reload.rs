@@ -51,6 +51,17 @@ fn h2() -> Vec<Vec<u8>> {
     vec![b"h2".to_vec()]
 }
 
+/// What a listener offers in ALPN: peers speak only gRPC (h2); the etcd
+/// client port also answers `GET /health` and `/version` over HTTP/1.1, so a
+/// probe that offers only `http/1.1` (a load balancer, Prometheus' blackbox
+/// exporter) must not be refused at the handshake.
+fn server_alpn(role: &Role) -> Vec<Vec<u8>> {
+    match role {
+        Role::Client { .. } => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Role::Peer { .. } => h2(),
+    }
+}
+
 fn build(files: &TlsFiles, role: &Role) -> Result<Built, TlsError> {
     let Loaded { chain, key, roots } = files.load()?;
     let p = provider();
@@ -99,7 +110,7 @@ fn build(files: &TlsFiles, role: &Role) -> Result<Built, TlsError> {
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(err)?;
-    server.alpn_protocols = h2();
+    server.alpn_protocols = server_alpn(role);
     let client = match role {
         Role::Client { .. } => None,
         Role::Peer { members, .. } => {
