@@ -72,10 +72,10 @@ enum MemberCommand {
 
 pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
     let (endpoint, ch) = connect(&a.endpoints, &a.tls).await?;
-    let tls = !a.tls.files().is_empty();
+    let dial = keel_store::tls::Dial::from_files(&a.tls.files());
     // With TLS 1.3 a refused client certificate shows only at the first
     // RPC, so RPC failures are explained like dial failures.
-    let status_error = |s: tonic::Status| status_error(&endpoint, tls, s);
+    let status_error = |s: tonic::Status| status_error(&endpoint, dial, s);
     let mut cluster = ClusterClient::new(ch.clone());
     match a.command {
         MemberCommand::List => {
@@ -146,11 +146,11 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
 /// An RPC failure: etcd's error message as the server sent it, or for a
 /// transport failure (no server error) the readable cause, e.g. the TLS
 /// handshake the server refused.
-fn status_error(endpoint: &str, tls: bool, s: tonic::Status) -> anyhow::Error {
+fn status_error(endpoint: &str, dial: keel_store::tls::Dial, s: tonic::Status) -> anyhow::Error {
     if std::error::Error::source(&s).is_none() {
         return anyhow::anyhow!("{}", s.message());
     }
-    let msg = keel_store::tls::explain_failure(endpoint, &s, tls);
+    let msg = keel_store::tls::explain_failure(endpoint, &s, dial);
     match msg.starts_with("TLS handshake with ") {
         true => anyhow::anyhow!("{msg}"),
         false => anyhow::anyhow!("{endpoint}: {msg}"),

@@ -124,11 +124,39 @@ pub async fn connect_etcd_client(
         .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
         .connect_timeout(connect_timeout)
         .timeout(timeout);
+    let dial = match (use_tls, &tls) {
+        (true, Some(cfg)) => Dial::Tls {
+            client_cert: cfg.client_auth_cert_resolver.has_certs(),
+        },
+        _ => Dial::Plaintext,
+    };
     let r = match tls.filter(|_| use_tls) {
         None => ep.connect().await,
         Some(cfg) => ep.connect_with_connector(connector(cfg)).await,
     };
-    r.map_err(|e| explain_failure(endpoint, &e, use_tls))
+    r.map_err(|e| explain_failure(endpoint, &e, dial))
+}
+
+/// How a client dialled the etcd port, for [`explain_failure`]'s hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dial {
+    Plaintext,
+    /// TLS; `client_cert`: whether this client offered a certificate.
+    Tls {
+        client_cert: bool,
+    },
+}
+
+impl Dial {
+    /// From what the user passed: TLS once any TLS file was given.
+    pub fn from_files(files: &ClientTlsFiles) -> Dial {
+        match files.is_empty() {
+            true => Dial::Plaintext,
+            false => Dial::Tls {
+                client_cert: files.cert.is_some(),
+            },
+        }
+    }
 }
 
 /// A readable message for a failed dial or RPC to `endpoint`, as etcdctl
@@ -137,25 +165,43 @@ pub async fn connect_etcd_client(
 /// refused) with the flags to fix it; other errors show their whole chain
 /// instead of tonic's bare "transport error". Only the TLS message names
 /// `endpoint` (it starts with "TLS handshake with"; callers prefix the
-/// others). `tls`: whether this client
-/// dialled with TLS (a plaintext dial of a TLS port gets a hint).
+/// others). `dial`: how this client dialled (a plaintext dial of a TLS port
+/// gets a hint; so does a TLS dial without a client certificate that the
+/// server closed).
 pub fn explain_failure(
     endpoint: &str,
     err: &(dyn std::error::Error + 'static),
-    tls: bool,
+    dial: Dial,
 ) -> String {
     let chain = error_chain(err);
+    let host_port = endpoint.split_once("://").map_or(endpoint, |(_, hp)| hp);
     if let Some(why) = describe_tls(&chain) {
-        let host_port = endpoint.split_once("://").map_or(endpoint, |(_, hp)| hp);
         return format!("TLS handshake with {host_port} failed: {why} ({chain})");
     }
-    if tls {
-        chain
-    } else {
-        format!(
+    match dial {
+        Dial::Plaintext => format!(
             "{chain} (if this port serves TLS, use an https:// endpoint and pass --cacert/--cert/--key)"
-        )
+        ),
+        // TLS 1.3: the client's handshake completes before the server checks
+        // the client's certificate, so a refusal may arrive as a closed
+        // connection instead of the alert naming it.
+        Dial::Tls { client_cert: false } if closed(&chain) => format!(
+            "TLS handshake with {host_port} failed: the server closed the connection after the handshake; it probably requires a client certificate — pass --cert/--key issued by the cluster's CA ({chain})"
+        ),
+        Dial::Tls { .. } => chain,
     }
+}
+
+/// Whether `chain` says the server closed the connection.
+fn closed(chain: &str) -> bool {
+    [
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "unexpected EOF",
+    ]
+    .iter()
+    .any(|w| chain.contains(w))
 }
 
 /// `err` and its sources, joined by ": ", repeated messages dropped. A
@@ -229,32 +275,47 @@ fn connector(
 mod tests {
     use super::*;
 
+    const TLS: Dial = Dial::Tls { client_cert: true };
+
     #[test]
     fn tls_failures_are_named_with_the_flag_to_fix() {
         let io = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
         let refused = io("received fatal alert: CertificateRequired");
-        let msg = explain_failure("127.0.0.2:2379", &refused, true);
+        let msg = explain_failure("127.0.0.2:2379", &refused, TLS);
         assert!(
             msg.starts_with("TLS handshake with 127.0.0.2:2379 failed: the server refused")
                 && msg.contains("--cert/--key"),
             "{msg}"
         );
         let unknown = io("invalid peer certificate: UnknownIssuer");
-        let msg = explain_failure("a:1", &unknown, true);
+        let msg = explain_failure("a:1", &unknown, TLS);
         assert!(
             msg.contains("unknown authority") && msg.contains("--cacert"),
             "{msg}"
         );
         let status = tonic::Status::unavailable("etcdserver: no leader");
         assert_eq!(
-            explain_failure("a:1", &status, true),
+            explain_failure("a:1", &status, TLS),
             "etcdserver: no leader"
         );
         let plain = io("connection reset");
-        let msg = explain_failure("a:1", &plain, false);
+        let msg = explain_failure("a:1", &plain, Dial::Plaintext);
         assert!(
             msg.starts_with("connection reset (if this port serves TLS"),
             "{msg}"
+        );
+        // A closed connection is named as a refusal only when no client
+        // certificate was offered.
+        let closed = io("transport error: connection closed");
+        let msg = explain_failure("a:1", &closed, Dial::Tls { client_cert: false });
+        assert!(
+            msg.starts_with("TLS handshake with a:1 failed: the server closed")
+                && msg.contains("--cert/--key"),
+            "{msg}"
+        );
+        assert_eq!(
+            explain_failure("a:1", &closed, TLS),
+            "transport error: connection closed"
         );
     }
 }
