@@ -7,9 +7,10 @@
 //! `keel_node::runtime::steps`: the runtime's, the supervisor's and, on the
 //! isolating runtime, the container init's, on one monotonic clock) and
 //! prints per step p50/p99/max in µs and its share of the mean start, then
-//! the start totals of every runtime side by side. Gaps between processes
-//! (fork + exec + dynamic loader of the next process, the entrypoint's
-//! `execve`, the report pipes) are steps of their own.
+//! the start totals of every runtime side by side. A `spawn` step lasts
+//! until the spawned process's first step (fork, exec, dynamic loader,
+//! `main`); gaps between processes (the entrypoint's `execve`, the report
+//! pipes) are steps of their own.
 //!
 //! Containers run `keel/pause` (the built-in image `keel-bench pods` uses:
 //! the keel binary on a tmpfs root with the host's `/usr`, `/bin`, `/lib*`
@@ -275,16 +276,29 @@ fn busybox_rootfs(dir: &Path) -> Result<PathBuf> {
 /// Lays the processes' steps on one timeline (consecutive, no overlap) from
 /// the runtime's first step to its last. Steps that only wait for another
 /// process (`await ...`) are left out: the other process's steps, and the
-/// gaps between them, show where that time went. A step that overlaps an
-/// earlier one keeps only its part after it; a gap becomes a step of its
-/// own, named by what it holds (see [`gap_name`]).
+/// gaps between them, show where that time went. A `spawn <process>` step
+/// of a recorded process ends where that process's first step begins (its
+/// fork, exec, dynamic loader and `main`; the parent's return from the
+/// spawn overlaps the child's first steps and is not counted twice). A
+/// step that overlaps an earlier one keeps only its part after it; a gap
+/// becomes a step of its own, named by what it holds (see [`gap_name`]).
 fn timeline(processes: &[ProcessSteps]) -> Vec<(String, u64)> {
     let mut intervals: Vec<(u64, u64, String, bool)> = Vec::new();
     for p in processes {
         let mut at = p.start_mono_us;
         for (i, (name, us)) in p.steps.iter().enumerate() {
+            let child = name
+                .strip_prefix("spawn ")
+                .and_then(|c| processes.iter().find(|q| q.process == c));
+            let (end, label) = match child {
+                Some(c) => (
+                    c.start_mono_us.max(at),
+                    format!("{}: {name} (fork, exec, loader, until its main)", p.process),
+                ),
+                None => (at + us, format!("{}: {name}", p.process)),
+            };
             if !name.starts_with("await ") {
-                intervals.push((at, at + us, format!("{}: {name}", p.process), i == 0));
+                intervals.push((at, end, label, i == 0));
             }
             at += us;
         }
@@ -424,7 +438,7 @@ mod tests {
                 ("await supervisor report", 600),
             ],
         );
-        // Starts inside the runtime's spawn step: only its later part counts.
+        // Starts inside the runtime's spawn step, which ends there.
         let supervisor = proc(
             "supervisor",
             1350,
@@ -435,6 +449,7 @@ mod tests {
                 ("write running.json", 50),
             ],
         );
+        // Starts after the supervisor's spawn step, which is extended to it.
         let init = proc("init", 1600, &[("pivot_root", 100)]);
         let t = timeline(&[runtime, supervisor, init]);
         let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
@@ -442,17 +457,16 @@ mod tests {
             names,
             [
                 "runtime: write spec.json",
-                "runtime: spawn supervisor",
+                "runtime: spawn supervisor (fork, exec, loader, until its main)",
                 "supervisor: read spec.json",
-                "supervisor: spawn init",
-                "(gap) init process start: fork, exec, loader, main",
+                "supervisor: spawn init (fork, exec, loader, until its main)",
                 "init: pivot_root",
                 "(gap) execve of the entrypoint, report pipe EOF",
                 "supervisor: write running.json",
                 "(gap) supervisor report read by the runtime",
             ]
         );
-        assert_eq!(t[2].1, 50, "overlapping part dropped: {t:?}");
+        assert_eq!((t[1].1, t[2].1, t[3].1), (250, 100, 150), "{t:?}");
         assert_eq!(t.iter().map(|(_, us)| us).sum::<u64>(), 1000);
     }
 
