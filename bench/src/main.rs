@@ -19,6 +19,7 @@
 //! target/release/keel-bench proxy          # Service proxy data path + updates
 //! target/release/keel-bench failover       # leader SIGKILLs: write outage, vs etcd
 //! target/release/keel-bench pods           # pod start, memory, exec per runtime
+//! target/release/keel-bench runtime-steps  # container start step by step, in process
 //! ```
 
 mod api;
@@ -30,6 +31,7 @@ mod ingress;
 mod pods;
 mod proxy;
 mod report;
+mod runtime_steps;
 mod scheduler;
 mod workload;
 
@@ -108,6 +110,10 @@ enum Command {
     /// Per container runtime (keel, exec, docker): pod start latency
     /// (create → Running), supervisor memory per pod, `exec` round trips.
     Pods(pods::PodsArgs),
+    /// Container starts through keel's runtimes in process (no API, no
+    /// agent), timed step by step: namespaces, mounts, cgroups, process
+    /// starts; p50/p99/max per step and the totals per runtime.
+    RuntimeSteps(runtime_steps::RuntimeStepsArgs),
     /// keel's Ingress router in process: requests/s and latency through
     /// the router vs straight to the upstream, HTTP/1.1 keep-alive.
     Ingress(ingress::IngressArgs),
@@ -148,6 +154,7 @@ async fn main() -> Result<()> {
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
         Some(Command::Pods(a)) => return pods::main(a).await,
+        Some(Command::RuntimeSteps(a)) => return runtime_steps::main(a).await,
         Some(Command::Ingress(a)) => return ingress::main(a).await,
         Some(Command::Dns(a)) => return dns::main(a).await,
         Some(Command::Proxy(a)) => return proxy::main(a).await,

@@ -10,7 +10,13 @@
 //! - sums the resident memory of the pods' supervisors (`keel __supervise`
 //!   processes naming the temp dir) and of their container processes, per
 //!   pod; on docker the supervisor column is the containers'
-//!   `containerd-shim` processes (the daemons themselves are not counted);
+//!   `containerd-shim` processes (the daemons themselves are not counted).
+//!   Both as RSS (every page a process maps, so the keel binary's shared
+//!   text counts in full in every supervisor and built-in container) and as
+//!   PSS (`/proc/<pid>/smaps_rollup`: a shared page divided among the
+//!   processes mapping it, so the sum over all processes is the memory
+//!   they really occupy; the agent's and other processes' shares of the
+//!   same binary pages are not counted);
 //! - runs `kubectl exec <pod> -- true` (docker: `/keel --version`, see
 //!   [`exec_command`]) `--execs` times and times each round trip (kubectl
 //!   start, API server, agent, runtime, exit code back).
@@ -61,6 +67,8 @@ struct Row {
     all_running_s: f64,
     supervisor_kib_per_pod: Option<f64>,
     container_kib_per_pod: Option<f64>,
+    supervisor_pss_kib_per_pod: Option<f64>,
+    container_pss_kib_per_pod: Option<f64>,
     exec_ms: Vec<f64>,
     exec_failures: usize,
 }
@@ -93,6 +101,8 @@ pub async fn main(args: PodsArgs) -> Result<()> {
         args.pods, args.execs
     );
     print!("{}", markdown(&rows));
+    println!("\nMemory per pod as PSS (shared pages divided among the processes mapping them)\n");
+    print!("{}", pss_markdown(&rows));
     Ok(())
 }
 
@@ -214,12 +224,14 @@ async fn measure(args: &PodsArgs, procs: &mut Procs, data_dir: &Path, rt: &str) 
         running.len()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (sup, cont, count) = match rt {
+    let mem = match rt {
         "docker" => docker_memory()?,
         _ => supervisor_memory(procs.path()),
     };
-    let per = |kib: u64| (count > 0).then(|| kib as f64 / count as f64);
-    let (supervisor_kib_per_pod, container_kib_per_pod) = (per(sup), per(cont));
+    let per = |kib: u64| (mem.count > 0).then(|| kib as f64 / mem.count as f64);
+    let (supervisor_kib_per_pod, container_kib_per_pod) = (per(mem.sup.rss), per(mem.cont.rss));
+    let (supervisor_pss_kib_per_pod, container_pss_kib_per_pod) =
+        (per(mem.sup.pss), per(mem.cont.pss));
     let mut exec_ms = Vec::new();
     let mut exec_failures = 0;
     let cache = procs.path().join("kube-cache");
@@ -251,6 +263,8 @@ async fn measure(args: &PodsArgs, procs: &mut Procs, data_dir: &Path, rt: &str) 
         all_running_s,
         supervisor_kib_per_pod,
         container_kib_per_pod,
+        supervisor_pss_kib_per_pod,
+        container_pss_kib_per_pod,
         exec_ms,
         exec_failures,
     })
@@ -278,14 +292,47 @@ fn pod(name: &str) -> Value {
     })
 }
 
-/// (supervisors' RSS, their children's RSS, supervisors) in KiB: the
-/// `__supervise` processes whose command line names `dir`.
-fn supervisor_memory(dir: &Path) -> (u64, u64, usize) {
+/// Resident memory of a group of processes, KiB.
+#[derive(Debug, Default, Clone, Copy)]
+struct Kib {
+    rss: u64,
+    pss: u64,
+}
+
+impl Kib {
+    /// `pid`'s RSS and PSS; zero for a process that is gone.
+    fn of(pid: u32) -> Kib {
+        Kib {
+            rss: rss_kib(pid).unwrap_or(0),
+            pss: pss_kib(pid).unwrap_or(0),
+        }
+    }
+
+    fn add(self, other: Kib) -> Kib {
+        Kib {
+            rss: self.rss + other.rss,
+            pss: self.pss + other.pss,
+        }
+    }
+}
+
+/// Memory of the pods' per-pod processes: supervisors (docker: shims),
+/// container processes, and how many pods they serve.
+#[derive(Debug, Default)]
+struct PodMemory {
+    sup: Kib,
+    cont: Kib,
+    count: usize,
+}
+
+/// The `__supervise` processes whose command line names `dir`, and their
+/// children.
+fn supervisor_memory(dir: &Path) -> PodMemory {
     let needle = dir.to_string_lossy().to_string();
     let mut parent_of = Vec::new();
     let mut supervisors = HashSet::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return (0, 0, 0);
+        return PodMemory::default();
     };
     for e in entries.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -304,21 +351,28 @@ fn supervisor_memory(dir: &Path) -> (u64, u64, usize) {
             parent_of.push((pid, ppid));
         }
     }
-    let sup: u64 = supervisors.iter().filter_map(|p| rss_kib(*p)).sum();
-    let cont: u64 = parent_of
+    let sup = supervisors
+        .iter()
+        .map(|p| Kib::of(*p))
+        .fold(Kib::default(), Kib::add);
+    let cont = parent_of
         .iter()
         .filter(|(_, ppid)| supervisors.contains(ppid))
-        .filter_map(|(pid, _)| rss_kib(*pid))
-        .sum();
-    (sup, cont, supervisors.len())
+        .map(|(pid, _)| Kib::of(*pid))
+        .fold(Kib::default(), Kib::add);
+    PodMemory {
+        sup,
+        cont,
+        count: supervisors.len(),
+    }
 }
 
-/// (containerd shims' RSS, container processes' RSS, containers) in KiB
-/// for the running containers of the bench's pods: Docker's per-container
+/// Memory of containerd shims, container processes, and containers, for
+/// the running containers of the bench's pods: Docker's per-container
 /// cost outside the daemons is its `containerd-shim` (one per container on
 /// Docker 20.10's runc v2 shim), found by the container id in its command
 /// line.
-fn docker_memory() -> Result<(u64, u64, usize)> {
+fn docker_memory() -> Result<PodMemory> {
     let out = Command::new("docker")
         .args(["ps", "-q", "--no-trunc", "--filter"])
         .arg(format!("label=io.keel.pod-namespace={NS}"))
@@ -331,7 +385,7 @@ fn docker_memory() -> Result<(u64, u64, usize)> {
         .map(str::to_string)
         .collect();
     let mut shims = 0;
-    let mut shim_kib = 0;
+    let mut shim_kib = Kib::default();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -348,24 +402,30 @@ fn docker_memory() -> Result<(u64, u64, usize)> {
                 .any(|w| w[0] == "-id" && ids.contains(&w[1]));
             if is_shim && ours {
                 shims += 1;
-                shim_kib += rss_kib(pid).unwrap_or(0);
+                shim_kib = shim_kib.add(Kib::of(pid));
             }
         }
     }
-    let mut container_kib = 0;
+    let mut container_kib = Kib::default();
     for id in &ids {
         let out = Command::new("docker")
             .args(["inspect", "-f", "{{.State.Pid}}", id])
             .output()
             .context("run docker inspect")?;
         let pid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
-        container_kib += pid.ok().and_then(rss_kib).unwrap_or(0);
+        if let Ok(pid) = pid {
+            container_kib = container_kib.add(Kib::of(pid));
+        }
     }
     ensure!(
         ids.is_empty() || shims > 0,
         "no containerd-shim process names the bench's containers"
     );
-    Ok((shim_kib, container_kib, ids.len()))
+    Ok(PodMemory {
+        sup: shim_kib,
+        cont: container_kib,
+        count: ids.len(),
+    })
 }
 
 /// Removes (forced) the containers whose `io.keel.log-path` label lies
@@ -412,7 +472,19 @@ fn remove_docker_containers(dir: &Path) {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    kib_field(&status, "VmRSS:")
+}
+
+/// Proportional set size: each mapped page divided by the number of
+/// processes mapping it (Linux 4.14+ `smaps_rollup`).
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kib_field(&rollup, "Pss:")
+}
+
+/// The number of the `<key> <n> kB` line of a /proc file.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -449,9 +521,43 @@ fn markdown(rows: &[Row]) -> String {
     out
 }
 
+/// The PSS table: per pod, supervisor (docker: shim) and container PSS
+/// and their sum, next to the RSS sum it replaces.
+fn pss_markdown(rows: &[Row]) -> String {
+    let kib = |v: Option<f64>| v.map_or("n/a".to_string(), |k| format!("{:.0}", k));
+    let sum = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
+    let mut out = String::from(
+        "| runtime | supervisor (docker: shim) PSS/pod KiB | container PSS/pod KiB | PSS/pod KiB | RSS/pod KiB |\n\
+         |---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.runtime,
+            kib(r.supervisor_pss_kib_per_pod),
+            kib(r.container_pss_kib_per_pod),
+            kib(sum(
+                r.supervisor_pss_kib_per_pod,
+                r.container_pss_kib_per_pod
+            )),
+            kib(sum(r.supervisor_kib_per_pod, r.container_kib_per_pod)),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pss_of_this_process_is_positive_and_at_most_its_rss() {
+        let pid = std::process::id();
+        let (rss, pss) = (rss_kib(pid).unwrap(), pss_kib(pid).unwrap());
+        assert!(pss > 0 && pss <= rss, "pss {pss} rss {rss}");
+        assert_eq!(kib_field("Rss: 12 kB\nPss:  7 kB\n", "Pss:"), Some(7));
+        assert_eq!(kib_field("Rss: 12 kB\n", "Pss:"), None);
+    }
 
     #[test]
     fn quantiles_use_the_nearest_rank() {

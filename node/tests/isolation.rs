@@ -855,3 +855,42 @@ async fn the_startup_sweep_removes_leftovers_of_dead_pods_and_keeps_running_ones
     rt.remove(&live).await.unwrap();
     assert!(!mounted_under(&f.dir));
 }
+
+#[tokio::test]
+async fn every_start_records_its_steps_in_all_three_processes_on_one_clock() {
+    require_isolation!();
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let id = rt.start(&f.sh("steps", "c", "sleep 30")).await.unwrap();
+    let steps = rt.start_steps(&id).unwrap();
+    let of = |p: &str| {
+        steps
+            .iter()
+            .find(|s| s.process == p)
+            .unwrap_or_else(|| panic!("no {p} steps in {steps:?}"))
+    };
+    let (runtime, supervisor, init) = (of("runtime"), of("supervisor"), of("init"));
+    let names: Vec<&str> = init.steps.iter().map(|(n, _)| n.as_str()).collect();
+    for step in [
+        "join cgroups",
+        "assemble root",
+        "pivot_root",
+        "user and privileges",
+    ] {
+        assert!(names.contains(&step), "init steps {names:?} lack {step:?}");
+    }
+    // One monotonic clock: each process starts after the one that spawned
+    // it, and the runtime returned only after the others' steps ended.
+    assert!(
+        runtime.start_mono_us < supervisor.start_mono_us,
+        "{steps:?}"
+    );
+    assert!(supervisor.start_mono_us < init.start_mono_us, "{steps:?}");
+    assert!(init.end_mono_us() <= supervisor.end_mono_us(), "{steps:?}");
+    assert!(
+        supervisor.end_mono_us() <= runtime.end_mono_us(),
+        "{steps:?}"
+    );
+    rt.stop(&id, 0).await.unwrap();
+    rt.remove(&id).await.unwrap();
+}

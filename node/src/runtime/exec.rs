@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::images::ImageResolver;
+use super::steps::{read_steps, ProcessSteps, Steps};
 use super::supervisor::{
     kill_group, now_ms, read_json, write_json_atomic, ContainerRecord, ExitRecord, RunningRecord,
     EXIT_FILE, RUNNING_FILE, SPEC_FILE, SUPERVISOR_LOG_FILE,
@@ -110,7 +111,9 @@ impl ExecRuntime {
                 spec.image
             )));
         }
+        let mut steps = Steps::start("runtime");
         let process = self.images.resolve(spec)?;
+        steps.mark("resolve image");
         let id = new_container_id(spec);
         let record = ContainerRecord {
             spec: spec.clone(),
@@ -118,7 +121,15 @@ impl ExecRuntime {
             created_at_ms: now_ms(),
             isolation: None,
         };
-        self.launch(&id, record).await
+        self.launch(&id, record, steps).await
+    }
+
+    /// How container `id`'s start went, step by step, in each process that
+    /// took part (see [`super::steps`]); empty for a container started
+    /// before steps were recorded.
+    pub fn start_steps(&self, id: &ContainerId) -> Result<Vec<ProcessSteps>> {
+        let dir = self.container_dir(id)?;
+        read_steps(&dir).map_err(|e| RuntimeError::io(format!("read the start steps of {id}"), e))
     }
 
     /// The image resolver of this runtime (shared with runtimes built on it).
@@ -132,19 +143,24 @@ impl ExecRuntime {
     }
 
     /// Writes `record` as container `id` and starts its supervisor; on
-    /// failure the container directory is removed again.
+    /// failure the container directory is removed again. `steps` (the
+    /// caller's, see [`super::steps`]) gets this part's steps and is
+    /// appended to the container's steps file once the container runs.
     pub(crate) async fn launch(
         &self,
         id: &ContainerId,
         record: ContainerRecord,
+        mut steps: Steps,
     ) -> Result<ContainerId> {
         let dir = self.containers_dir.join(&id.0);
         std::fs::create_dir_all(&dir)
             .and_then(|()| write_json_atomic(&dir.join(SPEC_FILE), &record))
             .map_err(|e| RuntimeError::io(format!("write {}", dir.display()), e))?;
-        match self.spawn_supervisor(&dir).await {
+        steps.mark("write spec.json");
+        match self.spawn_supervisor(&dir, &mut steps).await {
             Ok(()) => {
-                tracing::debug!(container = %id, pod = %record.spec.pod_name, "container started");
+                steps.append_to_dir(&dir);
+                tracing::debug!(container = %id, pod = %record.spec.pod_name, steps_us = ?steps.record().steps, "container started");
                 Ok(id.clone())
             }
             Err(e) => {
@@ -155,7 +171,7 @@ impl ExecRuntime {
     }
 
     /// Spawns the supervisor and waits for its one-line start report.
-    async fn spawn_supervisor(&self, dir: &Path) -> Result<()> {
+    async fn spawn_supervisor(&self, dir: &Path, steps: &mut Steps) -> Result<()> {
         let log = File::create(dir.join(SUPERVISOR_LOG_FILE))
             .map_err(|e| RuntimeError::io("create supervisor log", e))?;
         let mut command = tokio::process::Command::new(&self.config.keel_binary);
@@ -179,6 +195,7 @@ impl ExecRuntime {
         let mut child = command.spawn().map_err(|e| {
             RuntimeError::io(format!("spawn {}", self.config.keel_binary.display()), e)
         })?;
+        steps.mark("spawn supervisor");
         let stdout = child.stdout.take().expect("piped stdout");
         // Reap the supervisor whenever it exits, so it never lingers as a zombie.
         tokio::spawn(async move {
@@ -187,7 +204,9 @@ impl ExecRuntime {
         let mut line = String::new();
         let mut reader = BufReader::new(stdout);
         let read = reader.read_line(&mut line);
-        match tokio::time::timeout(Duration::from_millis(START_TIMEOUT_MS), read).await {
+        let report = tokio::time::timeout(Duration::from_millis(START_TIMEOUT_MS), read).await;
+        steps.mark("await supervisor report");
+        match report {
             Ok(Ok(_)) => supervisor_report(line.trim_end(), dir),
             Ok(Err(e)) => Err(RuntimeError::io("read supervisor report", e)),
             Err(_) => Err(RuntimeError::StartFailed(

@@ -16,6 +16,7 @@ pub mod isolated;
 mod procfs;
 pub use procfs::clock_ticks_per_second;
 pub mod session;
+pub mod steps;
 pub(crate) mod supervisor;
 
 use std::future::Future;

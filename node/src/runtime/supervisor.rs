@@ -30,6 +30,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::images::ProcessSpec;
 use super::isolated::plan::IsolationRecord;
 use super::procfs::ProcessIdentity;
+use super::steps::Steps;
 use super::ContainerSpec;
 
 pub(crate) const SPEC_FILE: &str = "spec.json";
@@ -128,12 +129,20 @@ fn supervise(dir: &Path) -> anyhow::Result<()> {
     // The runtime signals only the container's process group, but a terminal or
     // a careless `kill` must not take the supervisor down with the container.
     set_termination_signals(libc::SIG_IGN);
+    let mut steps = Steps::start("supervisor");
     let record: ContainerRecord =
         read_json(&dir.join(SPEC_FILE))?.ok_or_else(|| anyhow::anyhow!("missing {SPEC_FILE}"))?;
+    steps.mark("read spec.json");
     let started_at_ms = now_ms();
     let spawned = match &record.isolation {
-        Some(iso) => super::isolated::spawn_isolated(dir, iso, &record.process.log_path),
-        None => spawn_container(&record.process),
+        Some(iso) => {
+            super::isolated::spawn_isolated(dir, iso, &record.process.log_path, &mut steps)
+        }
+        None => {
+            let spawned = spawn_container(&record.process);
+            steps.mark("spawn container process");
+            spawned
+        }
     };
     let mut child = match spawned {
         Ok(child) => child,
@@ -147,6 +156,8 @@ fn supervise(dir: &Path) -> anyhow::Result<()> {
         started_at_ms,
     };
     write_json_atomic(&dir.join(RUNNING_FILE), &running)?;
+    steps.mark("write running.json");
+    steps.append_to_dir(dir);
     report_to_runtime("ok");
     let status = child.wait()?;
     kill_group(main_pid, libc::SIGKILL);

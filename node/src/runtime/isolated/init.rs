@@ -26,6 +26,7 @@ use nix::sched::{unshare, CloneFlags};
 use super::caps;
 use super::plan::{resolve_user, under_any, IsolationRecord, NetworkMode, RootSource};
 use crate::runtime::images::ProcessSpec;
+use crate::runtime::steps::{open_steps_file, Steps};
 use crate::runtime::supervisor::{read_json, ContainerRecord, SPEC_FILE};
 
 /// The descriptor start errors are reported on.
@@ -39,11 +40,12 @@ const OLD_ROOT: &str = "/.keel-old-root";
 
 /// Entry point of `keel __init <dir>`; never returns.
 pub fn run_init(dir: &Path) -> ! {
+    let steps = Steps::start("init");
     // SAFETY: the supervisor put the report pipe at fd 3; nothing else owns it.
     let mut report = unsafe { File::from_raw_fd(REPORT_FD) };
     // SAFETY: fcntl on a descriptor we own: close it on the final execve.
     unsafe { libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let err = match setup_and_exec(dir) {
+    let err = match setup_and_exec(dir, steps) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -52,16 +54,22 @@ pub fn run_init(dir: &Path) -> ! {
     std::process::exit(127)
 }
 
-fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
+/// Sets the container up and execs its process, timing each step into
+/// `steps` (written to the container's steps file just before the exec,
+/// through a descriptor opened while the host's paths are still visible).
+fn setup_and_exec(dir: &Path, mut steps: Steps) -> anyhow::Result<std::convert::Infallible> {
+    let mut steps_file = open_steps_file(dir).ok();
     let record: ContainerRecord =
         read_json(&dir.join(SPEC_FILE))?.ok_or_else(|| anyhow!("missing {SPEC_FILE}"))?;
     let iso = record
         .isolation
         .as_ref()
         .ok_or_else(|| anyhow!("{SPEC_FILE} has no isolation record"))?;
+    steps.mark("read spec.json");
     for procs in iso.cgroup.procs_files() {
         std::fs::write(&procs, "0").with_context(|| format!("join {}", procs.display()))?;
     }
+    steps.mark("join cgroups");
     match &iso.pod_ns_dir {
         Some(ns_dir) => pod_namespaces(ns_dir, &iso.hostname)?,
         None => {
@@ -70,6 +78,7 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
             nix::unistd::sethostname(&iso.hostname).context("sethostname")?;
         }
     }
+    steps.mark("UTS and IPC namespaces");
     match &iso.network {
         // Loopback mode: the host's network namespace.
         NetworkMode::Host => {}
@@ -81,6 +90,7 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
                 .context("join the pod's network namespace")?;
         }
     }
+    steps.mark("network namespace");
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
     mount(
         None::<&str>,
@@ -90,7 +100,9 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
         None::<&str>,
     )
     .context("make / private")?;
+    steps.mark("mount namespace");
     assemble_root(iso)?;
+    steps.mark("assemble root");
     // Opened before pivot_root, mounted after it: a mount destination then
     // resolves inside the container's root, so an image's symlinks cannot
     // point a volume at a host path.
@@ -107,15 +119,20 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
         true => Some(open_path(Path::new("/dev"))?),
         false => None,
     };
+    steps.mark("open bind sources");
     enter_root(&iso.merged_dir)?;
+    steps.mark("pivot_root");
     mount_proc_sys(iso.privileged)?;
+    steps.mark("mount /proc and /sys");
     match &host_dev {
         Some(dev) => bind(&fd_path(dev), Path::new("/dev"), false, true)?,
         None => {
             harden_proc(&devices[0])?;
+            steps.mark("mask /proc");
             mount_dev(&devices)?;
         }
     }
+    steps.mark("mount /dev");
     for (m, src) in iso.binds.iter().zip(&sources) {
         let is_dir = src.metadata().map(|m| m.is_dir()).unwrap_or(false);
         create_target(&m.destination, is_dir)
@@ -126,7 +143,9 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
     drop(sources);
     drop(devices);
     drop(host_dev);
+    steps.mark("bind volumes and /etc files");
     detach_old_root()?;
+    steps.mark("detach old root");
     let process = &record.process;
     // Kubernetes creates a missing workingDir; a read-only root cannot.
     let _ = std::fs::create_dir_all(&process.working_dir);
@@ -135,6 +154,11 @@ fn setup_and_exec(dir: &Path) -> anyhow::Result<std::convert::Infallible> {
     }
     let (uid, gid) = resolve_user(&iso.user).map_err(|e| anyhow!(e))?;
     drop_privileges(iso, uid, gid)?;
+    steps.mark("user and privileges");
+    if let Some(file) = steps_file.as_mut() {
+        steps.append_to(file);
+    }
+    drop(steps_file);
     Err(exec_process(process))
 }
 

@@ -30,7 +30,10 @@
 //! supervisor's records. The few hundred lines here (unshare, mount,
 //! pivot_root, setns, cgroup files) reuse every piece of the exec runtime
 //! instead, build in seconds, and handle this host's cgroup v1 + v2-hybrid
-//! layout explicitly.
+//! layout explicitly. Measured (`keel-bench runtime-steps`, README
+//! "Benchmarks: pods"): the namespace and mount steps take a few ms of a
+//! start; process starts, cgroup joins and fsynced records dominate. Every
+//! start's steps are recorded ([`crate::runtime::steps`]).
 //!
 //! IPC and UTS namespaces are per pod (pinned by bind mounts under
 //! `<state>/pods/<uid>/ns` until the pod's last container is removed); PID
@@ -60,6 +63,7 @@ use cgroup::{CgroupLayout, ContainerCgroup};
 use plan::{IsolationRecord, NetworkMode, UserSpec};
 
 use super::exec::{new_container_id, read_record, ExecConfig, ExecRuntime};
+use super::steps::{ProcessSteps, Steps};
 use super::supervisor::{
     now_ms, open_log, read_json, set_termination_signals, write_json_atomic, ContainerRecord,
     ExitRecord, SPEC_FILE,
@@ -154,6 +158,7 @@ impl IsolatedRuntime {
     }
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<ContainerId> {
+        let mut steps = Steps::start("runtime");
         let exec = &self.config.exec;
         let resolved = image::resolve(
             spec,
@@ -186,6 +191,7 @@ impl IsolatedRuntime {
                 )));
             }
         }
+        steps.mark("resolve image and security");
         let id = new_container_id(spec);
         let dir = self.inner.new_container_dir(&id);
         let io = |what: &str| {
@@ -197,6 +203,7 @@ impl IsolatedRuntime {
         for d in [&upper_dir, &work_dir, &merged_dir] {
             std::fs::create_dir_all(d).map_err(io("create layers"))?;
         }
+        steps.mark("create layer dirs");
         let binds = pod_files(spec, &dir)
             .map(|etc| spec.mounts.iter().cloned().chain(etc).collect())
             .map_err(io("write /etc files"));
@@ -207,6 +214,7 @@ impl IsolatedRuntime {
                 return Err(e);
             }
         };
+        steps.mark("write /etc files");
         let created = cgroup::create(
             &self.layout,
             &self.config.cgroup_parent,
@@ -226,6 +234,7 @@ impl IsolatedRuntime {
             tracing::warn!(pod = %spec.pod_name, container = %spec.container_name, "{w}");
         }
         let _ = write_json_atomic(&dir.join(WARNINGS_FILE), &warnings);
+        steps.mark("create cgroups");
         let isolation = IsolationRecord {
             hostname: hostname(&spec.pod_name),
             root: resolved.root,
@@ -254,7 +263,7 @@ impl IsolatedRuntime {
             created_at_ms: now_ms(),
             isolation: Some(isolation),
         };
-        let started = self.inner.launch(&id, record).await;
+        let started = self.inner.launch(&id, record, steps).await;
         if started.is_err() {
             let _ = cgroup.remove();
         }
@@ -378,6 +387,12 @@ impl IsolatedRuntime {
             memory_working_set_bytes,
             timestamp: std::time::SystemTime::now(),
         })
+    }
+
+    /// How container `id`'s start went, step by step (see [`super::steps`]):
+    /// the runtime's, the supervisor's and the container init's steps.
+    pub fn start_steps(&self, id: &ContainerId) -> Result<Vec<ProcessSteps>> {
+        self.inner.start_steps(id)
     }
 
     /// The cgroup of container `id` (for tests and diagnostics).
@@ -511,12 +526,14 @@ pub(crate) fn spawn_isolated(
     dir: &Path,
     iso: &IsolationRecord,
     log_path: &Path,
+    steps: &mut Steps,
 ) -> std::result::Result<std::process::Child, String> {
     match (&iso.pod_ns_dir, iso.share_pid) {
         (Some(ns_dir), true) => podpid::enter(ns_dir)?,
         _ => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| format!("unshare PID namespace: {e}"))?,
     }
+    steps.mark("PID namespace");
     let log = open_log(log_path).map_err(|e| format!("open log {}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let mut fds = [0 as libc::c_int; 2];
@@ -556,11 +573,14 @@ pub(crate) fn spawn_isolated(
             Ok(())
         });
     }
+    steps.mark("open log and report pipe");
     let spawned = command.spawn();
     drop(writer);
     let mut child = spawned.map_err(|e| format!("spawn the container init: {e}"))?;
+    steps.mark("spawn init");
     let mut message = String::new();
     let _ = reader.read_to_string(&mut message);
+    steps.mark("await init report");
     if message.is_empty() {
         return Ok(child);
     }
