@@ -144,17 +144,10 @@ pub async fn run(a: MemberArgs) -> anyhow::Result<()> {
 }
 
 /// An RPC failure: etcd's error message as the server sent it, or for a
-/// transport failure (no server error) the readable cause, e.g. the TLS
+/// transport failure the readable cause naming the endpoint, e.g. the TLS
 /// handshake the server refused.
 fn status_error(endpoint: &str, dial: keel_store::tls::Dial, s: tonic::Status) -> anyhow::Error {
-    if std::error::Error::source(&s).is_none() {
-        return anyhow::anyhow!("{}", s.message());
-    }
-    let msg = keel_store::tls::explain_failure(endpoint, &s, dial);
-    match msg.starts_with("TLS handshake with ") {
-        true => anyhow::anyhow!("{msg}"),
-        false => anyhow::anyhow!("{endpoint}: {msg}"),
-    }
+    anyhow::anyhow!("{}", keel_store::tls::explain_status(endpoint, &s, dial))
 }
 
 async fn connect(endpoints: &str, tls: &ClientTlsArgs) -> anyhow::Result<(String, Channel)> {

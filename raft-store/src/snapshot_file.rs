@@ -183,6 +183,7 @@ pub async fn save(
     if endpoints.is_empty() {
         return Err(SaveError::NoEndpoints);
     }
+    let dial = keel_net::tls::Dial::from_files(tls);
     let tls = tls
         .client_config()
         .map_err(|e| SaveError::Tls(e.to_string()))?;
@@ -201,13 +202,13 @@ pub async fn save(
             let mut stream = client
                 .snapshot(SnapshotRequest {})
                 .await
-                .map_err(|s| s.message().to_string())?
+                .map_err(|s| keel_net::tls::explain_status(ep, &s, dial))?
                 .into_inner();
             let mut bytes = Vec::new();
             while let Some(chunk) = stream
                 .message()
                 .await
-                .map_err(|s| s.message().to_string())?
+                .map_err(|s| keel_net::tls::explain_status(ep, &s, dial))?
             {
                 bytes.extend_from_slice(&chunk.blob);
             }
@@ -229,7 +230,7 @@ pub async fn save(
                 })?;
                 return Ok(snap.status());
             }
-            Err(e) => errors.push(format!("{ep}: {e}")),
+            Err(e) => errors.push(keel_net::tls::name_endpoint(ep, e)),
         }
     }
     Err(SaveError::NoEndpointServed(errors.join("; ")))

@@ -192,6 +192,27 @@ pub fn explain_failure(
     }
 }
 
+/// An RPC failure as a user reads it: etcd's own error message as the
+/// server sent it (`etcdserver: ...`, as etcdctl prints it), or for a
+/// transport failure (no server answer) the readable cause from
+/// [`explain_failure`], naming `endpoint`.
+pub fn explain_status(endpoint: &str, status: &tonic::Status, dial: Dial) -> String {
+    if std::error::Error::source(status).is_none() {
+        return status.message().to_string();
+    }
+    name_endpoint(endpoint, explain_failure(endpoint, status, dial))
+}
+
+/// `msg` prefixed with `endpoint`, unless it names the endpoint already
+/// (a TLS failure does: "TLS handshake with host:port failed").
+pub fn name_endpoint(endpoint: &str, msg: String) -> String {
+    let host_port = endpoint.split_once("://").map_or(endpoint, |(_, hp)| hp);
+    match msg.contains(host_port) {
+        true => msg,
+        false => format!("{endpoint}: {msg}"),
+    }
+}
+
 /// Whether `chain` says the server closed the connection.
 fn closed(chain: &str) -> bool {
     [

@@ -25,7 +25,9 @@ mod reload;
 mod verify;
 
 pub use accept::{tls_incoming, TlsConn, TlsIncoming};
-pub use etcd_client::{connect_etcd_client, explain_failure, ClientTlsFiles, Dial};
+pub use etcd_client::{
+    connect_etcd_client, explain_failure, explain_status, name_endpoint, ClientTlsFiles, Dial,
+};
 pub use files::{TlsError, TlsFiles};
 pub use members::{MemberSource, Members};
 pub use reload::{Role, TlsConfig};
