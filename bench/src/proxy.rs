@@ -347,7 +347,7 @@ fn netns_mode(args: &ProxyArgs) -> Result<(Vec<Pair>, Histogram<u64>)> {
         ]
         .into(),
     };
-    let script = keel_node::proxy::nft::script(&table);
+    let script = keel_node::proxy::nft::script(&table, None);
     let args = ProxyArgs { ..args.clone() };
     let clients = in_netns(node, move || async move {
         keel_node::podnet::nft::apply(&script)?;
@@ -404,7 +404,7 @@ fn netns_mode(args: &ProxyArgs) -> Result<(Vec<Pair>, Histogram<u64>)> {
                     .insert(fe(SocketAddr::new(IpAddr::V4(ip), 80)), one_route(ep));
             }
             let started = Instant::now();
-            keel_node::podnet::nft::apply(&keel_node::proxy::nft::script(&t))?;
+            keel_node::podnet::nft::apply(&keel_node::proxy::nft::script(&t, None))?;
             hist.record(micros(started.elapsed()))?;
         }
         Ok((pairs, hist))

@@ -104,14 +104,20 @@ fn service_and_policy_rulesets_load_and_replace() {
         return;
     }
     let ns = Netns::new();
-    let first = keel_node::proxy::nft::script(&service_table(true, true));
+    let dns = keel_node::proxy::nft::DnsRedirect::new(
+        Some("10.96.0.10".parse().unwrap()),
+        Some("10.244.0.1".parse().unwrap()),
+        53,
+    );
+    let first = keel_node::proxy::nft::script(&service_table(true, true), dns);
     let (ok, out) = ns.nft(&["-f", "-"], &first);
     assert!(ok, "{out}\n{first}");
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
     assert!(listed.contains("10.244.1.2:8080"), "{listed}");
     assert!(listed.contains("flags dynamic,timeout"), "{listed}");
+    assert!(listed.contains("dnat to 10.244.0.1:53"), "{listed}");
     // A replace drops what the new table lacks.
-    let second = keel_node::proxy::nft::script(&service_table(false, false));
+    let second = keel_node::proxy::nft::script(&service_table(false, false), None);
     let (ok, out) = ns.nft(&["-f", "-"], &second);
     assert!(ok, "{out}\n{second}");
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
