@@ -229,6 +229,8 @@ impl AgentArgs {
         cfg.dns = self.dns.config();
         cfg.dns.at_pod_gateway = self.network == NetworkMode::Netns;
         cfg.proxy = !self.disable_proxy;
+        // The proxy's nft table sends the cluster DNS address to the bridge.
+        cfg.dns.cluster_ip_redirected = cfg.dns.at_pod_gateway && cfg.proxy;
         cfg.network = self.network;
         cfg.images = Some(self.images.config(&self.root_dir, self.image_dir.clone())?);
         Ok(cfg)

@@ -2,6 +2,9 @@
 //! accepted by the kernel as generated, including the parts the end-to-end
 //! test does not reach (ClientIP affinity sets, rejects, egress, ipBlock
 //! exceptions, port ranges), and a re-apply replaces a table atomically.
+//! Restart: the tables of a stopped agent stay (kube-proxy's behaviour,
+//! Service traffic flows on), and what a restarted agent applies replaces
+//! them, one table each, without the rules of a pod deleted meanwhile.
 //!
 //! Root and `nft` only (skips with a reason otherwise); the rules are
 //! loaded into a network namespace this test creates and deletes, never
@@ -32,8 +35,8 @@ fn skip_reason() -> Option<&'static str> {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("keeltest-nft-{}", std::process::id());
+    fn new(tag: &str) -> Netns {
+        let name = format!("keeltest-nft{tag}-{}", std::process::id());
         let ok = Command::new("ip").args(["netns", "add", &name]).status();
         assert!(ok.is_ok_and(|s| s.success()), "ip netns add {name}");
         Netns(name)
@@ -103,15 +106,21 @@ fn service_and_policy_rulesets_load_and_replace() {
         eprintln!("skipping: {why}");
         return;
     }
-    let ns = Netns::new();
-    let first = keel_node::proxy::nft::script(&service_table(true, true));
+    let ns = Netns::new("");
+    let dns = keel_node::proxy::nft::DnsRedirect::new(
+        Some("10.96.0.10".parse().unwrap()),
+        Some("10.244.0.1".parse().unwrap()),
+        53,
+    );
+    let first = keel_node::proxy::nft::script(&service_table(true, true), dns);
     let (ok, out) = ns.nft(&["-f", "-"], &first);
     assert!(ok, "{out}\n{first}");
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
     assert!(listed.contains("10.244.1.2:8080"), "{listed}");
     assert!(listed.contains("flags dynamic,timeout"), "{listed}");
+    assert!(listed.contains("dnat to 10.244.0.1:53"), "{listed}");
     // A replace drops what the new table lacks.
-    let second = keel_node::proxy::nft::script(&service_table(false, false));
+    let second = keel_node::proxy::nft::script(&service_table(false, false), None);
     let (ok, out) = ns.nft(&["-f", "-"], &second);
     assert!(ok, "{out}\n{second}");
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
@@ -164,4 +173,99 @@ fn service_and_policy_rulesets_load_and_replace() {
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel-policy"], "");
     assert!(listed.contains("9000-9010"), "{listed}");
     assert!(listed.contains("jump out-1"), "{listed}");
+}
+
+fn web_pods(with_db: bool) -> Vec<Pod> {
+    let pod = |name: &str, ip: &str, labels: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    };
+    let mut pods = vec![pod("web", "10.244.0.5", json!({"app": "web"}))];
+    if with_db {
+        pods.push(pod("db", "10.244.0.66", json!({"app": "db"})));
+    }
+    pods
+}
+
+/// Both tables as an agent with `with_db`'s pods applies them: the
+/// Service table (db is an endpoint) and the policy table (a deny-all
+/// policy isolates every pod).
+fn agent_scripts(with_db: bool) -> [String; 2] {
+    let mut t = Table::default();
+    let mut backends = vec![Backend::ready("10.244.0.5:8080".parse().unwrap())];
+    if with_db {
+        backends.push(Backend::ready("10.244.0.66:8080".parse().unwrap()));
+    }
+    t.routes.insert(
+        Frontend {
+            addr: "10.96.0.5:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+        },
+        Arc::new(Route {
+            service: "default/svc:p".into(),
+            backends,
+            affinity_timeout: None,
+        }),
+    );
+    let deny: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "deny", "namespace": "default"},
+        "spec": {"podSelector": {}}
+    }))
+    .unwrap();
+    let pods = web_pods(with_db);
+    let body = keel_node::podnet::policy::ruleset(
+        &[&deny],
+        &pods.iter().collect::<Vec<_>>(),
+        &[],
+        "10.244.0.0/24".parse().unwrap(),
+    );
+    [
+        keel_node::proxy::nft::script(&t, None),
+        keel_node::podnet::nft::replace_script(
+            keel_node::podnet::policy::FAMILY,
+            keel_node::podnet::policy::TABLE,
+            &body,
+        ),
+    ]
+}
+
+#[test]
+fn a_restarted_agent_replaces_its_tables_without_stale_rules() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let ns = Netns::new("-restart");
+    // The first agent applies its tables, then stops: nothing deletes
+    // them (no table is deleted on exit), so they stay as they were.
+    for script in agent_scripts(true) {
+        let (ok, out) = ns.nft(&["-f", "-"], &script);
+        assert!(ok, "{out}\n{script}");
+    }
+    let (_, before) = ns.nft(&["list", "ruleset"], "");
+    assert!(before.contains("10.244.0.66"), "{before}");
+    // db was deleted while no agent ran; the restarted agent applies
+    // what its fresh caches give, twice (its first round and a resync).
+    for _ in 0..2 {
+        for script in agent_scripts(false) {
+            let (ok, out) = ns.nft(&["-f", "-"], &script);
+            assert!(ok, "{out}\n{script}");
+        }
+    }
+    let (_, tables) = ns.nft(&["list", "tables"], "");
+    assert_eq!(tables.matches("table ip keel\n").count(), 1, "{tables}");
+    assert_eq!(
+        tables.matches("table ip keel-policy\n").count(),
+        1,
+        "{tables}"
+    );
+    let (_, after) = ns.nft(&["list", "ruleset"], "");
+    assert!(!after.contains("10.244.0.66"), "stale rules of db: {after}");
+    assert!(after.contains("dnat to 10.244.0.5:8080"), "{after}");
+    assert!(after.contains("10.244.0.5 : jump in-0"), "{after}");
+    assert_eq!(after.matches("chain forward").count(), 1, "{after}");
 }

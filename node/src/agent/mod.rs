@@ -361,7 +361,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
     let dns = start_dns(&cfg, &tasks)?;
-    let services = start_networking(&cfg, &tasks);
+    let services = start_networking(&cfg, &dns, &tasks);
     let api = api::client(&cfg, "keel-agent")
         .inspect_err(|e| tracing::error!(error = %e, "no API client: no service account tokens"))
         .ok();
@@ -404,7 +404,11 @@ fn start_dns(cfg: &AgentConfig, tasks: &tasks::Tasks) -> anyhow::Result<crate::d
 /// Starts the Service cache and, when configured, the Service proxy on
 /// an EndpointSlice cache of its own. An API client that cannot be built
 /// is logged, not fatal: pods then start without Service variables.
-fn start_networking(cfg: &AgentConfig, tasks: &tasks::Tasks) -> Option<cache::Cache<Service>> {
+fn start_networking(
+    cfg: &AgentConfig,
+    dns: &crate::dns::DnsInfo,
+    tasks: &tasks::Tasks,
+) -> Option<cache::Cache<Service>> {
     let client = match api::client(cfg, "keel-agent") {
         Ok(c) => c,
         Err(e) => {
@@ -423,9 +427,12 @@ fn start_networking(cfg: &AgentConfig, tasks: &tasks::Tasks) -> Option<cache::Ca
         };
         match cfg.network {
             // Pods in namespaces of their own: DNAT in the kernel.
-            crate::podnet::NetworkMode::Netns => {
-                tasks.spawn(crate::proxy::nft::run(services.clone(), slices, node))
-            }
+            crate::podnet::NetworkMode::Netns => tasks.spawn(crate::proxy::nft::run(
+                services.clone(),
+                slices,
+                node,
+                dns.node_local(),
+            )),
             crate::podnet::NetworkMode::Loopback => {
                 tasks.spawn(crate::proxy::run(services.clone(), slices, node))
             }

@@ -19,8 +19,12 @@
 //! In netns mode ([`DnsConfig::at_pod_gateway`]) pods have namespaces of
 //! their own and reach the node through the bridge: the agent serves on
 //! the bridge's address (the pods' gateway, known once the node has its
-//! podCIDR, see [`DnsInfo::set_pod_gateway`]), and pods' resolv.conf names
-//! that address.
+//! podCIDR, see [`DnsInfo::set_pod_gateway`]). Pods' resolv.conf names the
+//! kube-dns cluster IP (or `--cluster-dns`), as the kubelet writes it, and
+//! the Service proxy DNATs that address's port 53 to the node's own server
+//! ([`NodeLocalDns`], node-local like NodeLocal DNSCache). Without a proxy
+//! on the node, or before any cluster IP is known, resolv.conf names the
+//! bridge address itself.
 
 pub mod forward;
 pub mod handler;
@@ -60,8 +64,12 @@ pub struct DnsConfig {
     /// The port to listen on (53; other values for tests).
     pub port: u16,
     /// Netns mode: serve on the pod gateway (bridge) address instead of
-    /// the kube-dns cluster IP; ignored when `cluster_dns` is set.
+    /// the cluster DNS address (kube-dns' cluster IP or `cluster_dns`).
     pub at_pod_gateway: bool,
+    /// Netns mode: the Service proxy sends the cluster DNS address to the
+    /// gateway ([`DnsInfo::node_local`]), so pods' resolv.conf names the
+    /// cluster DNS address; false: it names the gateway.
+    pub cluster_ip_redirected: bool,
 }
 
 impl Default for DnsConfig {
@@ -73,6 +81,7 @@ impl Default for DnsConfig {
             upstreams: vec![],
             port: DNS_PORT,
             at_pod_gateway: false,
+            cluster_ip_redirected: false,
         }
     }
 }
@@ -81,23 +90,63 @@ impl Default for DnsConfig {
 #[derive(Clone, Debug)]
 pub struct DnsInfo {
     domain: String,
-    address: channel::Receiver<Option<IpAddr>>,
+    /// The cluster DNS address: `--cluster-dns`, else kube-dns' cluster IP.
+    cluster: channel::Receiver<Option<IpAddr>>,
+    /// Where the server listens (netns mode: the pod gateway).
+    serving: channel::Receiver<Option<IpAddr>>,
     /// Netns mode: where the pod gateway address is announced.
     gateway: Option<std::sync::Arc<channel::Sender<Option<IpAddr>>>>,
+    redirected: bool,
+    port: u16,
+}
+
+/// Netns mode: the cluster DNS address (`from`) to send to the node's own
+/// server (`to`, the bridge address, on `port`). Both change over time
+/// (kube-dns' Service is watched, the bridge exists once the node has a
+/// podCIDR); while either is unknown there is nothing to redirect.
+#[derive(Clone, Debug)]
+pub struct NodeLocalDns {
+    pub from: channel::Receiver<Option<IpAddr>>,
+    pub to: channel::Receiver<Option<IpAddr>>,
+    pub port: u16,
 }
 
 impl DnsInfo {
     /// Settings for a pod's resolv.conf, with the host's file as read now.
     pub fn settings(&self) -> DnsSettings {
         DnsSettings {
-            cluster_dns: *self.address.borrow(),
+            cluster_dns: self.pod_address(),
             cluster_domain: self.domain.clone(),
             host: std::fs::read_to_string(forward::HOST_RESOLV_CONF).unwrap_or_default(),
         }
     }
 
-    /// Netns mode: the bridge address `ip` is now the cluster DNS address
-    /// (served and written into pods' resolv.conf). Does nothing unless
+    /// The nameserver pods are given: the cluster DNS address, except in
+    /// netns mode without a redirect (or before the address is known),
+    /// where it is the server's own (the bridge) address.
+    fn pod_address(&self) -> Option<IpAddr> {
+        let serving = *self.serving.borrow();
+        if self.gateway.is_some() && self.redirected {
+            self.cluster.borrow().or(serving)
+        } else {
+            serving
+        }
+    }
+
+    /// Netns mode with a redirect: what the Service proxy must send to
+    /// the node's server. `None` in loopback mode (the server binds the
+    /// cluster DNS address itself).
+    pub fn node_local(&self) -> Option<NodeLocalDns> {
+        (self.gateway.is_some() && self.redirected).then(|| NodeLocalDns {
+            from: self.cluster.clone(),
+            to: self.serving.clone(),
+            port: self.port,
+        })
+    }
+
+    /// Netns mode: the bridge address `ip` is now where the server listens
+    /// (and what pods' resolv.conf names when the cluster DNS address is
+    /// not redirected to it, see [`DnsInfo::node_local`]). Does nothing unless
     /// the configuration asked for [`DnsConfig::at_pod_gateway`].
     pub fn set_pod_gateway(&self, ip: IpAddr) {
         if let Some(tx) = &self.gateway {
@@ -128,13 +177,7 @@ pub fn start(
             watched_tx,
         )));
     }
-    let mut gateway = None;
-    let address = match cfg.cluster_dns {
-        None if cfg.at_pod_gateway => {
-            let (tx, rx) = channel::channel(None);
-            gateway = Some(std::sync::Arc::new(tx));
-            rx
-        }
+    let cluster = match cfg.cluster_dns {
         Some(ip) => {
             let (tx, rx) = channel::channel(Some(ip));
             // Hold the sender so the address never reads as closed.
@@ -146,13 +189,22 @@ pub fn start(
         }
         None => watched_rx,
     };
+    let (serving, gateway) = if cfg.at_pod_gateway {
+        let (tx, rx) = channel::channel(None);
+        (rx, Some(std::sync::Arc::new(tx)))
+    } else {
+        (cluster.clone(), None)
+    };
     if cfg.serve {
-        tasks.push(Box::pin(serve_loop(cfg.clone(), index, address.clone())));
+        tasks.push(Box::pin(serve_loop(cfg.clone(), index, serving.clone())));
     }
     let info = DnsInfo {
         domain: cfg.cluster_domain.clone(),
-        address,
+        cluster,
+        serving,
         gateway,
+        redirected: cfg.cluster_ip_redirected,
+        port: cfg.port,
     };
     Ok((info, tasks))
 }

@@ -6,11 +6,13 @@
 //! of the node too, because bridge netfilter hands bridged IPv4 to the `ip`
 //! hooks ([`enable_bridge_netfilter`] turns it on). The chain there sends
 //! packets for an *isolated* pod (one selected by a policy of that
-//! direction) to a chain of its own, which accepts what the policies'
-//! rules allow and drops the rest:
+//! direction) to a chain of its own, which returns what the policies'
+//! rules allow and drops the rest. Allowed packets *return* rather than
+//! being accepted, so a packet between two pods of this node passes only
+//! when the receiver's ingress and the sender's egress both allow it:
 //! ```text
 //! chain forward   ct established,related accept; ip daddr vmap {pod: jump in-N}; ip saddr vmap {pod: jump out-N}
-//! chain in-N      ip saddr {peer IPs} meta l4proto tcp th dport 8080 accept; ...; drop
+//! chain in-N      ip saddr {peer IPs} meta l4proto tcp th dport 8080 return; ...; drop
 //! chain out-N     ip daddr {peer IPs} ...; drop
 //! ```
 //! Semantics, as Kubernetes': a pod no policy selects (for a direction) is
@@ -310,7 +312,7 @@ fn allow_lines(
                             s
                         }
                     };
-                    let line = format!("   {peer_part}{port_part} accept");
+                    let line = format!("   {peer_part}{port_part} return");
                     if !lines.contains(&line) {
                         lines.push(line);
                     }
@@ -543,11 +545,11 @@ mod tests {
             local(),
         );
         assert!(
-            r.contains("ip saddr { 10.244.1.7 } meta l4proto tcp th dport 8080 accept"),
+            r.contains("ip saddr { 10.244.1.7 } meta l4proto tcp th dport 8080 return"),
             "{r}"
         );
-        assert!(r.contains("ip saddr { 10.244.1.9 } meta l4proto udp th dport 9000-9010 accept"));
-        assert!(r.contains("ip saddr 192.168.0.0/16 ip saddr != { 192.168.1.0/24 } accept"));
+        assert!(r.contains("ip saddr { 10.244.1.9 } meta l4proto udp th dport 9000-9010 return"));
+        assert!(r.contains("ip saddr 192.168.0.0/16 ip saddr != { 192.168.1.0/24 } return"));
         assert!(!r.contains("10.244.1.8"), "{r}");
         // Only pods of this node get chains.
         assert!(!r.contains("10.244.1.7 : jump"), "{r}");
@@ -568,8 +570,32 @@ mod tests {
             r.contains("ip saddr vmap { 10.244.0.5 : jump out-0 }"),
             "{r}"
         );
-        assert!(r.contains("ip daddr { 10.244.1.6 } meta l4proto tcp th dport 8080 accept"));
+        assert!(r.contains("ip daddr { 10.244.1.6 } meta l4proto tcp th dport 8080 return"));
         assert!(!r.contains("ip daddr vmap"), "{r}");
+    }
+
+    #[test]
+    fn an_ingress_allow_does_not_bypass_the_senders_egress() {
+        let web = pod("default", "web", "10.244.0.5", json!({"app": "web"}));
+        let client = pod("default", "client", "10.244.0.6", json!({"role": "client"}));
+        let ingress = policy(
+            "default",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]}),
+        );
+        let egress = policy(
+            "default",
+            json!({"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"]}),
+        );
+        let r = ruleset(&[&ingress, &egress], &[&web, &client], &[], local());
+        // web's ingress chain returns to `forward`, where the client's
+        // egress chain (nothing allowed) still drops.
+        assert!(r.contains("ip saddr { 10.244.0.6 } return"), "{r}");
+        assert!(
+            r.contains("ip saddr vmap { 10.244.0.6 : jump out-1 }"),
+            "{r}"
+        );
+        assert!(r.contains("chain out-1 {\n    counter drop"), "{r}");
     }
 
     #[test]
@@ -577,6 +603,6 @@ mod tests {
         let web = pod("default", "web", "10.244.0.5", json!({}));
         let p = policy("default", json!({"podSelector": {}, "ingress": [{}]}));
         let r = ruleset(&[&p], &[&web], &[], local());
-        assert!(r.contains("chain in-0 {\n    accept\n"), "{r}");
+        assert!(r.contains("chain in-0 {\n    return\n"), "{r}");
     }
 }

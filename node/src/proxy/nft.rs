@@ -8,7 +8,8 @@
 //! node), and conntrack reverses it on the way back. Layout:
 //! ```text
 //! chain prerouting / output   nat hooks → jump services
-//! chain services              <frontend ip> . <proto> . <port> → goto svc-N
+//! chain services              cluster DNS ip:53 → dnat to the node's DNS server;
+//!                             <frontend ip> . <proto> . <port> → goto svc-N
 //! chain svc-N                 affinity sets first, then numgen random mod k → ep-N-i
 //! chain ep-N-i                hairpin mark, affinity update, dnat to <endpoint>
 //! chain postrouting           masquerade marked (hairpin) packets
@@ -22,16 +23,25 @@
 //! new connection); a frontend without endpoints is refused at once
 //! (ICMP port unreachable, i.e. ECONNREFUSED), never left to time out.
 //! IPv6 frontends and backends are skipped (table `ip` is IPv4 only).
+//!
+//! Cluster DNS ([`DnsRedirect`]): the kube-dns cluster IP (port 53, UDP
+//! and TCP) is DNATed to the agent's own DNS server on the bridge address,
+//! node-local like NodeLocal DNSCache, so pods' resolv.conf names the
+//! cluster IP as in Kubernetes. Any Service route on that address and
+//! port is dropped from the table in favour of the redirect.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use tokio::sync::watch;
+
 use super::picker::candidates;
 use super::table::{self, NodeInfo, Protocol, Table};
 use crate::agent::cache::Cache;
+use crate::dns::NodeLocalDns;
 
 /// nftables family and name of the table keel owns.
 pub const FAMILY: &str = "ip";
@@ -52,14 +62,58 @@ fn v4(addr: SocketAddr) -> bool {
     matches!(addr.ip(), IpAddr::V4(_))
 }
 
-/// The body of table `ip keel` for `table` (see the module docs).
-pub fn ruleset(table: &Table) -> String {
+/// Cluster DNS queries to `cluster_ip`:53 go to the node's `server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsRedirect {
+    pub cluster_ip: Ipv4Addr,
+    pub server: SocketAddrV4,
+}
+
+impl DnsRedirect {
+    /// The redirect for `cluster_ip` to `server` on `port`; `None` when
+    /// either is unknown or not IPv4, or they are the same address (no
+    /// kube-dns: pods already name the server).
+    pub fn new(cluster_ip: Option<IpAddr>, server: Option<IpAddr>, port: u16) -> Option<Self> {
+        match (cluster_ip?, server?) {
+            (IpAddr::V4(c), IpAddr::V4(s)) if c != s => Some(DnsRedirect {
+                cluster_ip: c,
+                server: SocketAddrV4::new(s, port),
+            }),
+            _ => None,
+        }
+    }
+
+    fn covers(&self, fe: &table::Frontend) -> bool {
+        fe.addr.ip() == IpAddr::V4(self.cluster_ip)
+            && fe.addr.port() == crate::dns::DNS_PORT
+            && fe.protocol != Protocol::Sctp
+    }
+}
+
+/// The body of table `ip keel` for `table` and the cluster DNS redirect
+/// `dns` (see the module docs).
+pub fn ruleset(table: &Table, dns: Option<DnsRedirect>) -> String {
     let mut services = String::new();
     let mut rejects = String::new();
     let mut chains = String::new();
     // Sets are declared before the chains that name them.
     let mut sets = String::new();
-    for (n, (fe, route)) in table.routes.iter().filter(|(f, _)| v4(f.addr)).enumerate() {
+    if let Some(d) = dns {
+        for p in ["udp", "tcp"] {
+            let _ = writeln!(
+                services,
+                "    ip daddr {} meta l4proto {p} th dport {} dnat to {}",
+                d.cluster_ip,
+                crate::dns::DNS_PORT,
+                d.server
+            );
+        }
+    }
+    let routes = table
+        .routes
+        .iter()
+        .filter(|(f, _)| v4(f.addr) && !dns.is_some_and(|d| d.covers(f)));
+    for (n, (fe, route)) in routes.enumerate() {
         let matcher = format!(
             "ip daddr {} meta l4proto {} th dport {}",
             fe.addr.ip(),
@@ -138,16 +192,31 @@ pub fn ruleset(table: &Table) -> String {
     body
 }
 
-/// The whole replacing script for `table`.
-pub fn script(table: &Table) -> String {
-    crate::podnet::nft::replace_script(FAMILY, TABLE, &ruleset(table))
+/// The whole replacing script for `table` and `dns`.
+pub fn script(table: &Table, dns: Option<DnsRedirect>) -> String {
+    crate::podnet::nft::replace_script(FAMILY, TABLE, &ruleset(table, dns))
 }
 
 /// Runs the netns-mode proxy for `node`: rebuilds the table on every
-/// Service or EndpointSlice change and applies it when it differs from the
-/// last one applied (and every [`RESYNC`], which repairs a table deleted
-/// by hand). A refused apply is logged and retried on the next round.
-pub async fn run(services: Cache<Service>, slices: Cache<EndpointSlice>, node: NodeInfo) {
+/// Service, EndpointSlice or cluster DNS address change and applies it
+/// when it differs from the last one applied (and every [`RESYNC`], which
+/// repairs a table deleted by hand). A refused apply is logged and retried
+/// on the next round. `dns`: the node-local cluster DNS redirect, if any.
+///
+/// The table outlives the agent, as kube-proxy's rules do: Service traffic
+/// keeps flowing while the agent is stopped or restarting, and the next
+/// agent replaces the table whole (atomically) once its caches have
+/// listed, which drops whatever changed meanwhile.
+pub async fn run(
+    services: Cache<Service>,
+    slices: Cache<EndpointSlice>,
+    node: NodeInfo,
+    dns: Option<NodeLocalDns>,
+) {
+    let (mut dns_from, mut dns_to, dns_port) = match dns {
+        Some(d) => (Some(d.from), Some(d.to), d.port),
+        None => (None, None, 0),
+    };
     let mut svc_changes = services.changes();
     let mut slice_changes = slices.changes();
     let first_svc = svc_changes.wait_for(|n| *n > 0).await.is_ok();
@@ -166,7 +235,12 @@ pub async fn run(services: Cache<Service>, slices: Cache<EndpointSlice>, node: N
             eps.iter().map(AsRef::as_ref),
             &node,
         );
-        let script = script(&table);
+        let redirect = DnsRedirect::new(
+            dns_from.as_mut().and_then(|r| *r.borrow_and_update()),
+            dns_to.as_mut().and_then(|r| *r.borrow_and_update()),
+            dns_port,
+        );
+        let script = script(&table, redirect);
         if last.as_ref() != Some(&script) {
             let s = script.clone();
             match tokio::task::spawn_blocking(move || crate::podnet::nft::apply(&s)).await {
@@ -181,8 +255,19 @@ pub async fn run(services: Cache<Service>, slices: Cache<EndpointSlice>, node: N
         tokio::select! {
             r = svc_changes.changed() => if r.is_err() { return },
             r = slice_changes.changed() => if r.is_err() { return },
+            // A closed address channel stays at its last value.
+            Ok(()) = changed(&mut dns_from) => {},
+            Ok(()) = changed(&mut dns_to) => {},
             () = tokio::time::sleep(RESYNC) => last = None,
         }
+    }
+}
+
+/// The next change of `rx`; never, without one.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -225,7 +310,7 @@ mod tests {
             ),
         );
         t.routes.insert(fe("10.96.0.6:80"), route(vec![], None));
-        let r = ruleset(&t);
+        let r = ruleset(&t, None);
         assert!(
             r.contains("ip daddr 10.96.0.5 meta l4proto tcp th dport 80 goto svc-0"),
             "{r}"
@@ -247,12 +332,12 @@ mod tests {
             fe("10.96.0.5:80"),
             route(vec![draining.clone(), ready], None),
         );
-        let r = ruleset(&t);
+        let r = ruleset(&t, None);
         assert!(!r.contains("10.244.0.3") && r.contains("mod 1"), "{r}");
         let mut t = Table::default();
         t.routes
             .insert(fe("10.96.0.5:80"), route(vec![draining], None));
-        assert!(ruleset(&t).contains("dnat to 10.244.0.3:8080"));
+        assert!(ruleset(&t, None).contains("dnat to 10.244.0.3:8080"));
     }
 
     #[test]
@@ -265,8 +350,31 @@ mod tests {
                 Some(Duration::from_secs(60)),
             ),
         );
-        let r = ruleset(&t);
+        let r = ruleset(&t, None);
         assert!(r.contains("ip saddr @aff-0-0 goto ep-0-0"), "{r}");
         assert!(r.contains("timeout 60s") && r.contains("update @aff-0-0 { ip saddr }"));
+    }
+
+    #[test]
+    fn cluster_dns_goes_to_the_node_server() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let dns = DnsRedirect::new(ip("10.96.0.10"), ip("10.244.0.1"), 53);
+        let mut t = Table::default();
+        // A route on the same address (a kube-dns without the served-by
+        // annotation) gives way to the redirect.
+        t.routes.insert(fe("10.96.0.10:53"), route(vec![], None));
+        let r = ruleset(&t, dns);
+        assert!(
+            r.contains("ip daddr 10.96.0.10 meta l4proto udp th dport 53 dnat to 10.244.0.1:53"),
+            "{r}"
+        );
+        assert!(r.contains("meta l4proto tcp th dport 53 dnat to 10.244.0.1:53"));
+        assert!(!r.contains(" reject\n"), "{r}");
+        assert_eq!(
+            DnsRedirect::new(ip("10.244.0.1"), ip("10.244.0.1"), 53),
+            None
+        );
+        assert_eq!(DnsRedirect::new(None, ip("10.244.0.1"), 53), None);
+        assert_eq!(DnsRedirect::new(ip("fd00::a"), ip("10.244.0.1"), 53), None);
     }
 }
