@@ -12,7 +12,7 @@ mod util;
 
 use serde_json::Value;
 use util::kubectl::Kubectl;
-use util::up::{http_get, write, Up};
+use util::up::{write, Up};
 use util::wait_for;
 
 fn deployment(dir: &str) -> String {
@@ -138,8 +138,18 @@ fn top_and_the_hpa_scale_up_and_back_down() {
     let port = node["items"][0]["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_i64()
         .unwrap();
-    let text =
-        http_get(&format!("{}:{port}", up.node_ip()), "/metrics/resource").unwrap_or_default();
+    // Served to the API server's identity only (mutual TLS).
+    let data = up.data_dir();
+    let ca = util::agent_port::ca(&data);
+    let apiserver = util::agent_port::apiserver(&data);
+    let text = util::agent_port::https_get(
+        &ca,
+        Some(&apiserver),
+        &up.node_ip(),
+        port as u16,
+        "/metrics/resource",
+    )
+    .unwrap_or_default();
     for name in [
         "node_cpu_usage_seconds_total ",
         "node_memory_working_set_bytes ",

@@ -2,7 +2,8 @@
 //! 1`, with the real kubectl 1.33 (exec: WebSocket `v5.channel.k8s.io`, or
 //! plain SPDY; port-forward: SPDY tunneled over a WebSocket, or plain SPDY),
 //! and the official Python client's `stream` / `portforward`
-//! (`python/exec_portforward.py`).
+//! (`python/exec_portforward.py`); and the agent port itself, which serves
+//! only the API server (mutual TLS from the cluster CA).
 
 mod util;
 
@@ -12,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use util::agent_port;
 use util::kubectl::Kubectl;
 use util::up::{http_get, is_ready, write, Up};
 use util::{free_port, tail, wait_for};
@@ -93,6 +95,68 @@ fn kubectl_and_python_stream_through_the_agent() {
     port_forward_reaches_the_pod(&k, &up, true);
     port_forward_reaches_the_pod(&k, &up, false);
     python_client(&up);
+    agent_port_serves_only_the_api_server(&k, &up);
+}
+
+/// A direct call to the agent port is refused unless it comes from the
+/// API server: plaintext, TLS without a client certificate, and the
+/// node's own client certificate (from the cluster CA, but not the API
+/// server's) all fail; the API server's certificate works, and the
+/// agent's serving certificate verifies against the cluster CA and the
+/// Node's InternalIP.
+fn agent_port_serves_only_the_api_server(k: &Kubectl, up: &Up) {
+    let nodes = k.json(&["get", "nodes", "-o", "json"]);
+    let node = &nodes["items"][0];
+    let name = node["metadata"]["name"].as_str().unwrap();
+    let (ip, port) = agent_port::endpoint(node);
+    let data = up.data_dir();
+    let ca = agent_port::ca(&data);
+    let apiserver = agent_port::apiserver(&data);
+    let node_id = agent_port::node(&data, name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let plain = agent_port::stats(None, None, &ip, port).await;
+        assert!(plain.is_err(), "plaintext h2c was served: {plain:?}");
+        let anonymous = agent_port::stats(Some(&ca), None, &ip, port).await;
+        assert!(
+            anonymous.is_err(),
+            "TLS without a client certificate was served: {anonymous:?}"
+        );
+        let as_node = agent_port::stats(Some(&ca), Some(&node_id), &ip, port)
+            .await
+            .expect_err("the node's certificate was served");
+        assert_eq!(
+            as_node.code,
+            Some(tonic::Code::PermissionDenied),
+            "{as_node:?}"
+        );
+        assert!(
+            as_node.message.contains(&format!("system:node:{name}"))
+                && as_node.message.contains("kube-apiserver-kubelet-client"),
+            "{as_node:?}"
+        );
+        agent_port::stats(Some(&ca), Some(&apiserver), &ip, port)
+            .await
+            .expect("the API server's certificate is served");
+    });
+    let plain = http_get(&format!("{ip}:{port}"), "/metrics/resource").unwrap_or_default();
+    assert!(
+        !plain.contains("node_cpu_usage"),
+        "served in plaintext: {plain}"
+    );
+    let as_node =
+        agent_port::https_get(&ca, Some(&node_id), &ip, port, "/metrics/resource").unwrap();
+    assert!(as_node.starts_with("HTTP/1.1 403"), "{as_node}");
+    assert!(
+        as_node.contains("kube-apiserver-kubelet-client"),
+        "{as_node}"
+    );
+    let metrics =
+        agent_port::https_get(&ca, Some(&apiserver), &ip, port, "/metrics/resource").unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
 }
 
 fn exec_streams_and_exit_codes(k: &Kubectl, up: &Up) {

@@ -2,6 +2,7 @@
 //! with SIGKILL, restarted on the same data dir.
 #![allow(dead_code)]
 
+pub mod agent_port;
 pub mod kubectl;
 pub mod netns;
 pub mod up;

@@ -21,6 +21,7 @@
 #![recursion_limit = "256"]
 
 pub mod admission;
+pub mod agent_client;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -5,10 +5,10 @@
 //!
 //! The agent is found through the Node object: its InternalIP address and
 //! `status.daemonEndpoints.kubeletEndpoint.Port` (the agent's log service,
-//! `keelnode.AgentService`). Errors keep Kubernetes' shape: a bad container
-//! name is 400, an unreachable agent 503.
-
-use std::time::Duration;
+//! `keelnode.AgentService`), dialled over TLS as the API server
+//! ([`crate::agent_client`]). Errors keep Kubernetes' shape: a bad
+//! container name is 400, an unreachable agent (or one whose certificate
+//! does not verify) 503.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response};
@@ -35,7 +35,11 @@ pub fn agent_url(node: &Value) -> Option<String> {
 }
 
 /// Opens the agent's log stream, as a `text/plain` response.
-pub async fn stream(node: &Value, req: LogsRequest) -> ApiResult<Response<Body>> {
+pub async fn stream(
+    tls: Option<&crate::agent_client::AgentTls>,
+    node: &Value,
+    req: LogsRequest,
+) -> ApiResult<Response<Body>> {
     let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let unavailable = |why: String| {
         ApiError::new(
@@ -46,13 +50,9 @@ pub async fn stream(node: &Value, req: LogsRequest) -> ApiResult<Response<Body>>
     };
     let url =
         agent_url(node).ok_or_else(|| unavailable("the node reports no agent endpoint".into()))?;
-    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| unavailable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
+    let channel = crate::agent_client::connect(tls, &url)
         .await
-        .map_err(|e| unavailable(format!("{url}: {e}")))?;
+        .map_err(unavailable)?;
     let pod = req.pod.clone();
     let answer = AgentServiceClient::new(channel)
         .logs(req)

@@ -154,10 +154,15 @@ pub async fn serve(
         objects.clone(),
         Duration::from_secs(2),
     )));
+    let mut api_cfg = cfg.api.clone();
+    if !cfg.insecure_http {
+        let tls = crate::agent_client::AgentTls::new(&boot, Some(&cfg.data_dir))?;
+        api_cfg.agent_tls = Some(Arc::new(tls));
+    }
     let api = Arc::new(Api {
         objects,
         metrics,
-        cfg: cfg.api.clone(),
+        cfg: api_cfg,
     });
     let grpc = tonic::service::Routes::new(crate::nodeservice::service(
         Client::new(api.clone(), "keel-node-service"),

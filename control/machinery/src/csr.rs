@@ -3,11 +3,14 @@
 //! CSR's `spec.request` says, and which requests each built-in signer
 //! accepts.
 //!
-//! The signers are Kubernetes' two client signers:
-//! [`KUBELET_CLIENT_SIGNER`] issues node client certificates only
+//! The signers are Kubernetes' two client signers and the kubelet serving
+//! signer: [`KUBELET_CLIENT_SIGNER`] issues node client certificates only
 //! (`CN=system:node:<name>`, `O=system:nodes`, client auth, no SANs);
 //! [`CLIENT_SIGNER`] issues user client certificates (client auth, any
-//! subject but never a node's or `system:masters`).
+//! subject but never a node's or `system:masters`);
+//! [`KUBELET_SERVING_SIGNER`] issues the serving certificates of node
+//! agents (`CN=system:node:<name>`, `O=system:nodes`, server auth, DNS
+//! and IP subjectAltNames only, at least one).
 //!
 //! Errors: every refusal is a sentence naming the field or rule broken.
 
@@ -17,6 +20,8 @@ use x509_parser::prelude::FromDer;
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// User client certificates for the API server.
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// Serving certificates of node agents (the kubelet's port).
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// The user name prefix of node identities.
 pub const NODE_USER_PREFIX: &str = "system:node:";
 /// The group node identities are in.
@@ -34,6 +39,12 @@ pub struct Request {
     pub organizations: Vec<String>,
     /// Whether it asks for any subjectAltName (DNS, IP, email, URI).
     pub has_sans: bool,
+    /// The DNS subjectAltNames it asks for.
+    pub dns_names: Vec<String>,
+    /// The IP address subjectAltNames it asks for.
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    /// Whether it asks for any other subjectAltName (email, URI, ...).
+    pub other_sans: bool,
     /// The request's DER bytes.
     pub der: Vec<u8>,
 }
@@ -65,25 +76,46 @@ pub fn parse_der(der: &[u8]) -> Result<Request, String> {
         .find_map(text)
         .unwrap_or_default();
     let organizations = subject.iter_organization().filter_map(text).collect();
-    let has_sans = csr.requested_extensions().is_some_and(|mut exts| {
-        exts.any(|e| {
-            matches!(
-                e,
-                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
-            )
-        })
-    });
-    Ok(Request {
+    let mut r = Request {
         common_name,
         organizations,
-        has_sans,
+        has_sans: false,
+        dns_names: vec![],
+        ip_addresses: vec![],
+        other_sans: false,
         der: der.to_vec(),
-    })
+    };
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+            r.has_sans = true;
+            for name in &san.general_names {
+                add_san(&mut r, name);
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Sorts one subjectAltName into the request's DNS names, IP addresses or
+/// "other" (anything else, or an IP of neither 4 nor 16 bytes).
+fn add_san(r: &mut Request, name: &x509_parser::extensions::GeneralName) {
+    use x509_parser::extensions::GeneralName;
+    match name {
+        GeneralName::DNSName(d) => r.dns_names.push(d.to_string()),
+        GeneralName::IPAddress(b) => match <[u8; 4]>::try_from(*b) {
+            Ok(v4) => r.ip_addresses.push(std::net::IpAddr::from(v4)),
+            Err(_) => match <[u8; 16]>::try_from(*b) {
+                Ok(v6) => r.ip_addresses.push(std::net::IpAddr::from(v6)),
+                Err(_) => r.other_sans = true,
+            },
+        },
+        _ => r.other_sans = true,
+    }
 }
 
 /// Whether `signer` is one keel signs for.
 pub fn is_known_signer(signer: &str) -> bool {
-    signer == KUBELET_CLIENT_SIGNER || signer == CLIENT_SIGNER
+    signer == KUBELET_CLIENT_SIGNER || signer == CLIENT_SIGNER || signer == KUBELET_SERVING_SIGNER
 }
 
 /// Checks `req` and `usages` against `signer`'s rules (Kubernetes'
@@ -93,14 +125,17 @@ pub fn check_signer(signer: &str, req: &Request, usages: &[String]) -> Result<()
     match signer {
         KUBELET_CLIENT_SIGNER => check_node_client(req, usages),
         CLIENT_SIGNER => check_user_client(req, usages),
+        KUBELET_SERVING_SIGNER => check_node_serving(req, usages),
         _ => Ok(()),
     }
 }
 
-fn check_node_client(req: &Request, usages: &[String]) -> Result<(), String> {
+/// The node a `CN=system:node:<name>, O=system:nodes` subject names, or
+/// why the subject is not a node's for `signer`.
+pub fn node_subject<'a>(signer: &str, req: &'a Request) -> Result<&'a str, String> {
     let Some(node) = req.common_name.strip_prefix(NODE_USER_PREFIX) else {
         return Err(format!(
-            "signer {KUBELET_CLIENT_SIGNER} signs only subjects CN=system:node:<name>, not CN={:?}",
+            "signer {signer} signs only subjects CN=system:node:<name>, not CN={:?}",
             req.common_name
         ));
     };
@@ -109,10 +144,45 @@ fn check_node_client(req: &Request, usages: &[String]) -> Result<(), String> {
     }
     if req.organizations != [NODES_GROUP] {
         return Err(format!(
-            "signer {KUBELET_CLIENT_SIGNER} signs only subjects with O={NODES_GROUP}, not {:?}",
+            "signer {signer} signs only subjects with O={NODES_GROUP}, not {:?}",
             req.organizations
         ));
     }
+    Ok(node)
+}
+
+/// Kubernetes' `ValidateKubeletServingCSR`: a node subject, DNS or IP
+/// names only (at least one), and server auth usages.
+fn check_node_serving(req: &Request, usages: &[String]) -> Result<(), String> {
+    node_subject(KUBELET_SERVING_SIGNER, req)?;
+    if req.other_sans {
+        return Err(format!(
+            "signer {KUBELET_SERVING_SIGNER} signs only DNS and IP subjectAltNames"
+        ));
+    }
+    if req.dns_names.is_empty() && req.ip_addresses.is_empty() {
+        return Err(format!(
+            "signer {KUBELET_SERVING_SIGNER} needs at least one DNS or IP subjectAltName"
+        ));
+    }
+    if !usages.iter().any(|u| u == "server auth") {
+        return Err(format!(
+            "signer {KUBELET_SERVING_SIGNER} needs spec.usages to include \"server auth\""
+        ));
+    }
+    if let Some(u) = usages
+        .iter()
+        .find(|u| !["server auth", "digital signature", "key encipherment"].contains(&u.as_str()))
+    {
+        return Err(format!(
+            "signer {KUBELET_SERVING_SIGNER} does not allow usage {u:?} (only \"server auth\", \"digital signature\", \"key encipherment\")"
+        ));
+    }
+    Ok(())
+}
+
+fn check_node_client(req: &Request, usages: &[String]) -> Result<(), String> {
+    node_subject(KUBELET_CLIENT_SIGNER, req)?;
     if req.has_sans {
         return Err(format!(
             "signer {KUBELET_CLIENT_SIGNER} does not sign subjectAltNames"
@@ -211,6 +281,40 @@ mod tests {
         assert!(e.contains("O=system:nodes"), "{e}");
         let e = check_signer(KUBELET_CLIENT_SIGNER, &ok, &usages(&["server auth"])).unwrap_err();
         assert!(e.contains("client auth"), "{e}");
+    }
+
+    fn serving_csr(cn: &str, sans: &[&str]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut p = rcgen::CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, NODES_GROUP);
+        p.serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+            .into_bytes()
+    }
+
+    #[test]
+    fn serving_signer_takes_node_subjects_with_names_and_server_auth() {
+        let serving = usages(&["server auth", "digital signature", "key encipherment"]);
+        let ok = parse_pem(&serving_csr("system:node:n1", &["n1", "127.0.0.2"])).unwrap();
+        assert_eq!(ok.dns_names, vec!["n1".to_string()]);
+        assert_eq!(
+            ok.ip_addresses,
+            vec!["127.0.0.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        check_signer(KUBELET_SERVING_SIGNER, &ok, &serving).unwrap();
+        let e = check_signer(KUBELET_SERVING_SIGNER, &ok, &usages(&["client auth"])).unwrap_err();
+        assert!(e.contains("server auth"), "{e}");
+        let bare = parse_pem(&serving_csr("system:node:n1", &[])).unwrap();
+        let e = check_signer(KUBELET_SERVING_SIGNER, &bare, &serving).unwrap_err();
+        assert!(e.contains("at least one"), "{e}");
+        let user = parse_pem(&serving_csr("alice", &["n1"])).unwrap();
+        let e = check_signer(KUBELET_SERVING_SIGNER, &user, &serving).unwrap_err();
+        assert!(e.contains("CN=system:node:"), "{e}");
     }
 
     #[test]

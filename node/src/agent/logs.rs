@@ -352,6 +352,7 @@ pub async fn serve(
     index: Arc<PodIndex>,
     runtime: Arc<dyn Runtime>,
     sampler: Arc<super::metrics::Sampler>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let svc = AgentServiceServer::new(Svc {
         index,
@@ -371,15 +372,26 @@ pub async fn serve(
             )
         }
     });
-    let router = std::mem::take(routes.axum_router_mut()).route("/metrics/resource", metrics);
+    let mut router = std::mem::take(routes.axum_router_mut()).route("/metrics/resource", metrics);
+    if tls.is_some() {
+        router = router.layer(axum::middleware::from_fn(super::serving::authorize));
+    }
     *routes.axum_router_mut() = router;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    if let Err(e) = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming(incoming)
-        .await
-    {
+        .add_routes(routes);
+    let served = match tls {
+        Some(cfg) => {
+            server
+                .serve_with_incoming(super::serving::tls_incoming(listener, cfg))
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server.serve_with_incoming(incoming).await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "log server failed");
     }
 }

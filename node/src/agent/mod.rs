@@ -18,6 +18,8 @@
 //! - [`storage`]: local-path volumes (published root, reclaim of deleted ones);
 //! - [`logs`]: the `AgentService` log server and its pod index;
 //! - [`exec`]: `AgentService` exec, attach and port-forward;
+//! - [`serving`]: the agent port's TLS (serving certificate from the
+//!   cluster CA, only the API server's client certificate accepted);
 //! - [`metrics`]: node and container CPU/memory samples, `AgentService.Stats`
 //!   and the kubelet-style `/metrics/resource` on the same port;
 //! - the Ingress router ([`crate::ingress`]) when [`AgentConfig::ingress`] is set;
@@ -57,6 +59,7 @@ pub mod node_cert;
 pub mod pod;
 pub mod register;
 pub mod rotation;
+pub mod serving;
 pub mod storage;
 mod tasks;
 pub(crate) mod time;
@@ -102,7 +105,9 @@ pub struct AgentConfig {
     pub runtime: Arc<dyn Runtime>,
     /// Where the `AgentService` (logs, exec, port-forward, stats) and
     /// `GET /metrics/resource` listen; port 0 picks one, which is then
-    /// advertised in the Node's `daemonEndpoints.kubeletEndpoint`.
+    /// advertised in the Node's `daemonEndpoints.kubeletEndpoint`. Served
+    /// over TLS for the API server only (see [`serving`]); without a
+    /// cluster CA, in plaintext and on a loopback address only.
     pub listen_logs: SocketAddr,
     /// InternalIP of the node; hostNetwork pods get it as their IP.
     pub node_ip: IpAddr,
@@ -352,12 +357,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let index = Arc::new(logs::PodIndex::new(cfg.root_dir.clone()));
     let sampler = Arc::new(metrics::Sampler::new(cfg.runtime.clone()));
     tasks.spawn(sampler.clone().run(cfg.metrics_interval));
-    tasks.spawn(logs::serve(
-        listener,
-        index.clone(),
-        cfg.runtime.clone(),
-        sampler,
-    ));
+    start_agent_port(&cfg, &tasks, listener, index.clone(), sampler)?;
     let events = events::Recorder::start(&tasks, client.clone(), cfg.node_name.clone());
     let ipam = ipam::Ipam::load(&cfg.root_dir)?;
     let dns = start_dns(&cfg, &tasks)?;
@@ -382,6 +382,41 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     };
     tasks.shutdown().await;
     result
+}
+
+/// Serves the agent port: over TLS once its serving certificate is
+/// issued, or, without a cluster CA, in plaintext on loopback only (see
+/// [`serving`]). Errors: plaintext on another address, a bad CA.
+fn start_agent_port(
+    cfg: &AgentConfig,
+    tasks: &tasks::Tasks,
+    listener: tokio::net::TcpListener,
+    index: Arc<logs::PodIndex>,
+    sampler: Arc<metrics::Sampler>,
+) -> anyhow::Result<()> {
+    let runtime = cfg.runtime.clone();
+    let Some(ca) = &cfg.ca_pem else {
+        let addr = listener.local_addr()?;
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "the agent port {addr} would serve exec, logs and port-forward without \
+             authentication: there is no cluster CA (the control plane is on plain HTTP); \
+             listen on a loopback address or use a control plane with TLS"
+        );
+        tracing::warn!(%addr, "no cluster CA: the agent port serves plaintext without authentication (loopback only)");
+        tasks.spawn(logs::serve(listener, index, runtime, sampler, None));
+        return Ok(());
+    };
+    let slot = Arc::new(serving::CertSlot::default());
+    let tls = serving::server_config(ca, slot.clone())?;
+    let (ready, issued) = tokio::sync::oneshot::channel();
+    tasks.spawn(serving::run(cfg.clone(), slot, ready));
+    tasks.spawn(async move {
+        if issued.await.is_ok() {
+            logs::serve(listener, index, runtime, sampler, Some(tls)).await;
+        }
+    });
+    Ok(())
 }
 
 /// Starts the cluster DNS loops (watch + server). A client that cannot be

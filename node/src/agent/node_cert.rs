@@ -1,12 +1,14 @@
-//! A node's client certificate: requesting one through a
+//! A node's certificates: requesting one through a
 //! CertificateSigningRequest (the kubelet's TLS bootstrap and rotation),
-//! reading one's validity, and the kubeconfig that carries it.
+//! reading one's validity, and the kubeconfig that carries a client one.
 //!
-//! The key is generated here and never leaves the node; the CSR asks
-//! signer `kubernetes.io/kube-apiserver-client-kubelet` for
-//! `CN=system:node:<name>, O=system:nodes`, and the control plane's
-//! approver and signer answer it (or an admin does, with `kubectl
-//! certificate approve`).
+//! The key is generated here and never leaves the node; the CSR asks for
+//! `CN=system:node:<name>, O=system:nodes` from signer
+//! `kubernetes.io/kube-apiserver-client-kubelet` (the client certificate,
+//! [`request`]) or `kubernetes.io/kubelet-serving` (the agent port's
+//! serving certificate, [`request_serving`], with the node's names), and
+//! the control plane's approver and signer answer it (or an admin does,
+//! with `kubectl certificate approve`).
 //!
 //! Errors: the API refusing the CSR (its message), a Denied or Failed
 //! condition (its reason and message), or no certificate within the
@@ -25,6 +27,8 @@ use kube::api::{Api, PostParams};
 
 /// The signer of node client certificates.
 pub const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The signer of the agents' serving certificates.
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 const POLL: Duration = Duration::from_millis(300);
 
 /// A node's credentials: certificate and private key, PEM.
@@ -97,8 +101,56 @@ pub async fn request(
     node: &str,
     timeout: Duration,
 ) -> anyhow::Result<NodeCert> {
+    let usages = ["digital signature", "key encipherment", "client auth"];
+    let kind = Kind {
+        signer: SIGNER,
+        names: vec![],
+        usages: &usages,
+        approve: false,
+    };
+    request_kind(client, node, kind, timeout).await
+}
+
+/// Requests a serving certificate for `node` naming `names` (DNS names or
+/// IP addresses) and waits up to `timeout` for it. `approve`: approve the
+/// request with the same client too, for an agent running with an admin's
+/// credentials (as the admin would with `kubectl certificate approve`); a
+/// refusal of that approval is only logged.
+pub async fn request_serving(
+    client: kube::Client,
+    node: &str,
+    names: Vec<String>,
+    approve: bool,
+    timeout: Duration,
+) -> anyhow::Result<NodeCert> {
+    let usages = ["digital signature", "key encipherment", "server auth"];
+    let kind = Kind {
+        signer: SERVING_SIGNER,
+        names,
+        usages: &usages,
+        approve,
+    };
+    request_kind(client, node, kind, timeout).await
+}
+
+/// What one CSR asks for.
+struct Kind<'a> {
+    signer: &'a str,
+    /// subjectAltNames (DNS names or IP addresses).
+    names: Vec<String>,
+    usages: &'a [&'a str],
+    /// Approve it with the requesting client.
+    approve: bool,
+}
+
+async fn request_kind(
+    client: kube::Client,
+    node: &str,
+    kind: Kind<'_>,
+    timeout: Duration,
+) -> anyhow::Result<NodeCert> {
     let key = rcgen::KeyPair::generate()?;
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    let mut p = rcgen::CertificateParams::new(kind.names.clone())?;
     p.distinguished_name
         .push(rcgen::DnType::CommonName, node_user(node));
     p.distinguished_name
@@ -112,12 +164,8 @@ pub async fn request(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(csr_pem.into_bytes()),
-            signer_name: SIGNER.into(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "client auth".into(),
-            ]),
+            signer_name: kind.signer.into(),
+            usages: Some(kind.usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         ..Default::default()
@@ -127,7 +175,10 @@ pub async fn request(
         .await
         .context("submitting the node's CertificateSigningRequest")?;
     let name = created.metadata.name.unwrap_or_default();
-    tracing::info!(csr = %name, node, "submitted certificate signing request");
+    tracing::info!(csr = %name, node, signer = kind.signer, "submitted certificate signing request");
+    if kind.approve {
+        approve(&api, &name).await;
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let c = api
@@ -161,6 +212,20 @@ pub async fn request(
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Approves CSR `name` (see [`request_serving`]); a refusal is logged.
+async fn approve(api: &Api<CertificateSigningRequest>, name: &str) {
+    let patch = serde_json::json!({"status": {"conditions": [{
+        "type": "Approved", "status": "True", "reason": "AgentSelfApproved",
+        "message": "approved by the agent's own (administrator) credentials"}]}});
+    let params = kube::api::PatchParams::default();
+    if let Err(e) = api
+        .patch_approval(name, &params, &kube::api::Patch::Merge(&patch))
+        .await
+    {
+        tracing::info!(csr = name, error = %e, "cannot approve the serving certificate request; it waits for the approver or an admin");
     }
 }
 

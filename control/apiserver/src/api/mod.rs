@@ -52,6 +52,9 @@ pub struct ApiConfig {
     pub service_account_issuer: String,
     /// Audiences a token must carry one of (`--api-audiences`).
     pub api_audiences: Vec<String>,
+    /// How this replica dials node agents over TLS; None: plaintext (a
+    /// server on plain HTTP). Set by the server once it has the CA.
+    pub agent_tls: Option<Arc<crate::agent_client::AgentTls>>,
 }
 
 impl Default for ApiConfig {
@@ -63,6 +66,7 @@ impl Default for ApiConfig {
             service_account_admission: true,
             service_account_issuer: crate::auth::sa_token::DEFAULT_ISSUER.to_string(),
             api_audiences: vec![crate::auth::sa_token::DEFAULT_ISSUER.to_string()],
+            agent_tls: None,
         }
     }
 }

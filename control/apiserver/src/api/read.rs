@@ -198,7 +198,9 @@ pub async fn log(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
                 format!("node {node:?} of pod {name:?} is not registered, so its logs cannot be fetched"),
             )
         })?;
-    Ok(Reply::Stream(crate::podlogs::stream(&node_obj, req).await?))
+    Ok(Reply::Stream(
+        crate::podlogs::stream(api.cfg.agent_tls.as_deref(), &node_obj, req).await?,
+    ))
 }
 
 /// The options of a log request (`pods/{name}/log`), read from the query.

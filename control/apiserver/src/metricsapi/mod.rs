@@ -197,7 +197,7 @@ fn not_found(what: &str, name: &str) -> ApiError {
 
 async fn nodes(api: &Api, name: Option<&str>, q: &Query) -> ApiResult<Reply> {
     let nodes = select(api, core("nodes")?, None, name, q).await?;
-    let stats = agents::collect(&nodes).await;
+    let stats = agents::collect(api.cfg.agent_tls.as_deref(), &nodes).await;
     let by_node: HashMap<&str, &StatsResponse> =
         stats.iter().map(|(n, s)| (n.as_str(), s)).collect();
     let items: Vec<Value> = nodes
@@ -230,7 +230,7 @@ async fn pods(
             nodes.push(s.obj);
         }
     }
-    let stats = agents::collect(&nodes).await;
+    let stats = agents::collect(api.cfg.agent_tls.as_deref(), &nodes).await;
     let by_pod: HashMap<(&str, &str), &keel_proto::keelnode::PodUsage> = stats
         .iter()
         .flat_map(|(_, s)| s.pods.iter())

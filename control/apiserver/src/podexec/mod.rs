@@ -24,10 +24,15 @@
 //! the upgrade as a `Failure` Status on the error channel.
 //!
 //! Authentication: the client is authenticated like every API request (the
-//! server's bearer-token check). The call to the agent is unauthenticated
-//! plain gRPC on the node's address, exactly as for logs; mutual TLS (agent
-//! certificate checked against the cluster CA, API server client
-//! certificate checked by the agent) is still to be done.
+//! server's bearer-token check). The call to the agent is mutual TLS, as
+//! for logs ([`crate::agent_client`]): the API server presents its
+//! `kube-apiserver-kubelet-client` certificate (`O=system:masters`) from
+//! the cluster CA and checks the agent's serving certificate (signer
+//! `kubernetes.io/kubelet-serving`) against the cluster CA and the Node's
+//! InternalIP; the agent refuses any other client, so reaching the agent
+//! port is not enough to exec into a pod. A server on plain HTTP
+//! (`--insecure-http`, loopback only) and its agents (loopback only) talk
+//! plaintext.
 
 mod channels;
 mod portforward;
@@ -35,7 +40,6 @@ mod spdy;
 mod spdyexec;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
@@ -349,12 +353,9 @@ async fn connect_agent(api: &Api, node: &str, pod: &str) -> ApiResult<AgentServi
     };
     let url = crate::podlogs::agent_url(&node_obj)
         .ok_or_else(|| unavailable("the node reports no agent endpoint".into()))?;
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| unavailable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+    let channel = crate::agent_client::connect(api.cfg.agent_tls.as_deref(), &url)
         .await
-        .map_err(|e| unavailable(format!("{url}: {e}")))?;
+        .map_err(unavailable)?;
     Ok(AgentServiceClient::new(channel))
 }
 

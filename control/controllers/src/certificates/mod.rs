@@ -1,8 +1,9 @@
 //! The CertificateSigningRequest controllers (Kubernetes'
 //! `pkg/controller/certificates`): the [`approver`] approves node client
-//! CSRs that bootstrap or renew a node's identity, and the [`signer`]
-//! issues certificates for approved CSRs of the two client signers with
-//! the cluster CA.
+//! CSRs that bootstrap or renew a node's identity and nodes' serving CSRs
+//! for their own names, and the [`signer`] issues certificates for
+//! approved CSRs of the two client signers and the kubelet-serving signer
+//! with the cluster CA.
 //!
 //! Both reconcile one CSR (key: its name) from the shared CSR cache and
 //! write only through the API (`/approval`, `/status`), so a CSR an admin

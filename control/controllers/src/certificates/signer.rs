@@ -1,11 +1,14 @@
-//! The CSR signer (Kubernetes' csrsigning controller): issues a client
+//! The CSR signer (Kubernetes' csrsigning controller): issues a
 //! certificate, signed by the cluster CA, for every approved CSR of
-//! `kubernetes.io/kube-apiserver-client-kubelet` or
-//! `kubernetes.io/kube-apiserver-client` that has none yet.
+//! `kubernetes.io/kube-apiserver-client-kubelet`,
+//! `kubernetes.io/kube-apiserver-client` or `kubernetes.io/kubelet-serving`
+//! that has none yet.
 //!
 //! The certificate carries the request's subject (CN and up to two O) and
-//! public key and nothing else the requester asked for: client auth only,
-//! no SANs, valid from a little before now (clock skew) for the shorter of
+//! public key and nothing else the requester asked for: client auth only
+//! and no SANs for the client signers; server auth only and the request's
+//! DNS and IP names (checked by the signer's rules) for kubelet-serving;
+//! valid from a little before now (clock skew) for the shorter of
 //! the configured duration and the CSR's `expirationSeconds`. A request
 //! that cannot be signed (its PEM no longer checks out against the
 //! signer's rules) gets a `Failed` condition saying why, as Kubernetes'.
@@ -81,7 +84,12 @@ impl SigningConfig {
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - backdate(validity);
         p.not_after = now + validity;
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if c.spec.signer_name == csr::KUBELET_SERVING_SIGNER {
+            p.subject_alt_names = serving_names(&req)?;
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        } else {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -91,6 +99,24 @@ impl SigningConfig {
             .map_err(|e| format!("signing: {e}"))?;
         Ok(cert.pem())
     }
+}
+
+/// The DNS and IP subjectAltNames of a kubelet-serving request.
+fn serving_names(req: &csr::Request) -> Result<Vec<rcgen::SanType>, String> {
+    let mut names = Vec::new();
+    for d in &req.dns_names {
+        let name = d
+            .clone()
+            .try_into()
+            .map_err(|e| format!("subjectAltName {d:?}: {e}"))?;
+        names.push(rcgen::SanType::DnsName(name));
+    }
+    names.extend(
+        req.ip_addresses
+            .iter()
+            .map(|ip| rcgen::SanType::IpAddress(*ip)),
+    );
+    Ok(names)
 }
 
 /// How far before now a certificate is valid from, for clocks a little
@@ -262,6 +288,36 @@ mod tests {
         let lifetime_s = v.not_after.timestamp() - v.not_before.timestamp();
         assert_eq!(lifetime_s, 600 + 60, "expirationSeconds caps the duration");
         assert!(cert.issuer().to_string().contains("test-ca"));
+    }
+
+    #[test]
+    fn serving_certificates_carry_the_requested_names_and_server_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ca(dir.path());
+        let key = KeyPair::generate().unwrap();
+        let mut p =
+            CertificateParams::new(vec!["n1".to_string(), "127.0.0.3".to_string()]).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        let mut c = request("system:node:n1", csr::KUBELET_SERVING_SIGNER, None);
+        c.spec.request = ByteString(
+            p.serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap()
+                .into_bytes(),
+        );
+        c.spec.usages = Some(vec!["server auth".into(), "digital signature".into()]);
+        let pem = cfg.sign(&c).unwrap();
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = block.parse_x509().unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap().value;
+        let text = format!("{:?}", san.general_names);
+        assert!(text.contains("n1") && text.contains("127"), "{text}");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
     }
 
     #[test]
