@@ -131,7 +131,6 @@ pub async fn serve(
         .advertise_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{local}"));
-    boot.write_files(&cfg.data_dir, &url, !cfg.insecure_http)?;
     crate::bootstrap::ensure_namespaces(&objects).await;
     crate::bootstrap::ensure_default_service_accounts(&objects).await;
     crate::bootstrap::ensure_storage_class(&objects).await;
@@ -203,16 +202,19 @@ pub async fn serve(
         cfg.api.service_range,
         api_endpoint,
     )));
-    let _loops = on_serving.map(|start| {
-        AbortOnDrop(start(
-            LocalApi::new(api.clone()).with_ca_cert(&boot.ca_cert_pem),
-        ))
-    });
     tokio::select! {
         _ = catch_up(api.objects.store()) => {}
         _ = &mut shutdown => return Ok(()),
     }
     let listener = socket.listen(LISTEN_BACKLOG)?;
+    // Written once the port accepts, so whoever waits for the kubeconfig
+    // (tests, `keel up`'s agents) finds the API serving.
+    boot.write_files(&cfg.data_dir, &url, !cfg.insecure_http)?;
+    let _loops = on_serving.map(|start| {
+        AbortOnDrop(start(
+            LocalApi::new(api.clone()).with_ca_cert(&boot.ca_cert_pem),
+        ))
+    });
     tracing::info!(%url, "serving the Kubernetes API");
     let connections = GracefulShutdown::new();
     loop {
