@@ -403,13 +403,16 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             stopped(stop_rx.clone()),
         )),
     };
+    // The API stops first, on its own signal: the store keeps serving its
+    // peers until the API has drained (see `stop_serving`).
+    let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
     let api = api_listener.map(|l| {
         tokio::spawn(keel_apiserver::server::serve(
             store.clone(),
             l,
             api_cfg,
             serving_hook(manager, a.init.then(|| a.data_dir.clone())),
-            stopped(stop_rx),
+            stopped(api_stop_rx),
         ))
     });
     let removed = tokio::select! {
@@ -417,20 +420,12 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         _ = store.wait_removed() => true,
     };
     tracing::info!("shutting down");
-    if !removed {
-        // Rolling restarts: a leader hands over first, so there is no
-        // election gap.
-        store.hand_off_leadership().await;
-    }
+    let _ = api_stop_tx.send(true);
+    stop_serving(&store, api, !removed).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = client.await;
         let _ = peer.await;
-        if let Some(api) = api {
-            if let Ok(Err(e)) = api.await {
-                tracing::error!(error = %e, "the API server failed");
-            }
-        }
     })
     .await;
     store.shutdown().await;
@@ -442,6 +437,42 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The API's half of a clean stop, after its stop signal was sent: it
+/// refuses new connections and drains open ones while this replica, if it
+/// leads and `hand_off`, hands leadership over (no election gap in a
+/// rolling restart) and then applies up to the new leader's commit index.
+/// Writes it took as leader are then answered (committed by the new
+/// leader, or discarded) before its peer port closes; with the port closed
+/// first they waited for entries that could no longer reach it and failed
+/// with "raft stopped" or a timeout. Waits for the API at most
+/// [`API_STOP_TIMEOUT`] (its drain is bounded below that).
+async fn stop_serving(
+    store: &Store,
+    api: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    hand_off: bool,
+) {
+    let hand_over = async {
+        if hand_off {
+            store.hand_off_leadership().await;
+            if let Err(e) = store.read_barrier().await {
+                tracing::warn!(error = %e, "no read barrier after the leadership hand-off");
+            }
+        }
+    };
+    let api_done = async {
+        let Some(api) = api else { return };
+        match tokio::time::timeout(API_STOP_TIMEOUT, api).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the API server did not stop in time"),
+        }
+    };
+    tokio::join!(hand_over, api_done);
+}
+
+/// Upper bound on the API's stop (its connection drain is 3 s).
+const API_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -13,7 +13,7 @@ use axum::http::{header, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use keel_store::Store;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::services::ServiceRange;
@@ -63,31 +63,64 @@ pub struct AuditConfig {
 pub type OnServing = Box<dyn FnOnce(LocalApi) -> tokio::task::JoinHandle<()> + Send>;
 
 /// Binds the API port (before anything is written, so a clash fails
-/// first). Plain HTTP is refused on a non-loopback address.
-pub async fn bind(addr: &str, insecure_http: bool) -> anyhow::Result<TcpListener> {
-    let l = TcpListener::bind(addr)
+/// first) without listening: until [`serve`] is ready, connections are
+/// refused, so a client moves on to another replica at once instead of
+/// waiting on a replica that is still starting or catching up. Plain HTTP
+/// is refused on a non-loopback address.
+///
+/// Errors: the address does not resolve, or binding it fails (in use, not
+/// local).
+pub async fn bind(addr: &str, insecure_http: bool) -> anyhow::Result<TcpSocket> {
+    let bound = bind_socket(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--listen-api {addr}: {e}"))?;
-    if insecure_http && !l.local_addr()?.ip().is_loopback() {
+    if insecure_http && !bound.local_addr()?.ip().is_loopback() {
         anyhow::bail!("--insecure-http serves without authentication and is allowed only on a loopback address, not {addr}");
     }
-    Ok(l)
+    Ok(bound)
 }
 
+/// The first of `addr`'s resolved addresses that binds (as
+/// `TcpListener::bind` tries them), with `SO_REUSEADDR` so a restarted
+/// server rebinds over its old connections in TIME_WAIT.
+async fn bind_socket(addr: &str) -> std::io::Result<TcpSocket> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = match a {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolves to no address")
+    }))
+}
+
+/// Connections the API port queues before it accepts them.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Waits for the cluster's credentials (needs a quorum), writes the data
-/// dir files, then serves until `shutdown` resolves. `on_serving` (the
+/// dir files, catches up with the leader, and only then listens on
+/// `socket` (from [`bind`]) and serves until `shutdown` resolves. Then it
+/// stops accepting at once (new connections are refused) and drains the
+/// open ones (see [`drain`]) before returning. `on_serving` (the
 /// controller manager, when this replica runs one) starts once the API is
 /// ready and stops with it.
 pub async fn serve(
     store: Store,
-    listener: TcpListener,
+    socket: TcpSocket,
     cfg: ServeConfig,
     on_serving: Option<OnServing>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let objects = Objects::new(store, metrics.clone());
-    let local = listener.local_addr()?;
+    let local = socket.local_addr()?;
     tokio::pin!(shutdown);
     let boot = tokio::select! {
         b = bootstrap(&objects, &cfg.data_dir) => b?,
@@ -98,7 +131,6 @@ pub async fn serve(
         .advertise_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{local}"));
-    boot.write_files(&cfg.data_dir, &url, !cfg.insecure_http)?;
     crate::bootstrap::ensure_namespaces(&objects).await;
     crate::bootstrap::ensure_default_service_accounts(&objects).await;
     crate::bootstrap::ensure_storage_class(&objects).await;
@@ -176,6 +208,14 @@ pub async fn serve(
         cfg.api.service_range,
         api_endpoint,
     )));
+    tokio::select! {
+        _ = catch_up(api.objects.store()) => {}
+        _ = &mut shutdown => return Ok(()),
+    }
+    let listener = socket.listen(LISTEN_BACKLOG)?;
+    // Written once the port accepts, so whoever waits for the kubeconfig
+    // (tests, `keel up`'s agents) finds the API serving.
+    boot.write_files(&cfg.data_dir, &url, !cfg.insecure_http)?;
     let _loops = on_serving.map(|start| {
         AbortOnDrop(start(
             LocalApi::new(api.clone()).with_ca_cert(&boot.ca_cert_pem),
@@ -199,6 +239,9 @@ pub async fn serve(
                 }
             },
             _ = &mut shutdown => {
+                // Closed first: new connections are refused (clients try
+                // the next replica) rather than queued and never accepted.
+                drop(listener);
                 drain(connections).await;
                 return Ok(());
             }
@@ -225,6 +268,17 @@ async fn drain(connections: GracefulShutdown) {
     match drained {
         Ok(()) => tracing::info!(open, "API connections drained"),
         Err(_) => tracing::info!(open, "API connections still open after the drain timeout"),
+    }
+}
+
+/// Waits until this replica has applied everything committed so far (a
+/// read barrier through the leader), so the first request it serves does
+/// not wait behind a restart's backlog of entries. Retries while there is
+/// no leader yet; each try is bounded by the store's request timeout.
+async fn catch_up(store: &Store) {
+    while let Err(e) = store.read_barrier().await {
+        tracing::info!(error = %e, "waiting to catch up with the leader before serving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -86,6 +86,14 @@ impl TestServer {
             stop,
             _dir: dir,
         };
+        // The API refuses connections until it serves.
+        let addr = t.url.trim_start_matches("http://").to_string();
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         t.wait_ready().await;
         t
     }
