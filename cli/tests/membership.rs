@@ -8,104 +8,12 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use util::free_port;
-
-/// A `keel server --disable-api` replica started by this test.
-struct Node {
-    name: String,
-    client: String,
-    peer: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(dir: &Path, name: &str) -> Node {
-        Node {
-            name: name.into(),
-            client: format!("127.0.0.1:{}", free_port()),
-            peer: format!("127.0.0.1:{}", free_port()),
-            data_dir: dir.join(name),
-            log: dir.join(format!("{name}.log")),
-            child: None,
-        }
-    }
-
-    fn peer_url(&self) -> String {
-        format!("http://{}", self.peer)
-    }
-
-    /// Starts the server; `state` is `new` or `existing`.
-    fn start(&mut self, initial_cluster: &str, state: &str) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["server", "--disable-api", "--name", &self.name])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen-client", &self.client, "--listen-peer", &self.peer])
-            .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-state", state])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start keel server");
-        self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit on its own; its exit status.
-    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let c = self.child.as_mut().expect("running");
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {secs}s:\n{}",
-                self.name,
-                util::tail(&self.log(), 40)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn initial_cluster(nodes: &[&Node]) -> String {
-    nodes
-        .iter()
-        .map(|n| format!("{}={}", n.name, n.peer_url()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
+use util::member::{initial_cluster, Member as Node};
 
 struct Out {
     ok: bool,
@@ -230,9 +138,9 @@ fn env_line<'a>(out: &'a str, var: &str) -> &'a str {
 #[test]
 fn grow_one_to_three_move_and_remove_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let mut r0 = Node::new(dir.path(), "r0");
-    let mut r1 = Node::new(dir.path(), "r1");
-    let mut r2 = Node::new(dir.path(), "r2");
+    let mut r0 = Node::store_only(dir.path(), "r0");
+    let mut r1 = Node::store_only(dir.path(), "r1");
+    let mut r2 = Node::store_only(dir.path(), "r2");
     r0.start(&initial_cluster(&[&r0]), "new");
     for i in 0..20 {
         put(&[&r0], &format!("k{i:02}"), &format!("v{i}"));
@@ -356,9 +264,9 @@ fn grow_one_to_three_move_and_remove_the_leader() {
 /// Starts a 3-replica static cluster and waits until it takes writes.
 fn three(dir: &Path) -> [Node; 3] {
     let mut ns = [
-        Node::new(dir, "r0"),
-        Node::new(dir, "r1"),
-        Node::new(dir, "r2"),
+        Node::store_only(dir, "r0"),
+        Node::store_only(dir, "r1"),
+        Node::store_only(dir, "r2"),
     ];
     let ic = initial_cluster(&[&ns[0], &ns[1], &ns[2]]);
     for n in ns.iter_mut() {

@@ -10,84 +10,27 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::free_port;
+use util::member::{initial_cluster, Member as Node};
 
-/// A `keel server` replica started by this test.
-struct Node {
-    name: String,
-    client: String,
-    peer: String,
-    api: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
+/// What this test reads from a member: `/readyz`, `/metrics` (API port)
+/// and `/health` (etcd client port).
 impl Node {
-    fn new(dir: &Path, name: &str) -> Node {
-        Node {
-            name: name.into(),
-            client: format!("127.0.0.1:{}", free_port()),
-            peer: format!("127.0.0.1:{}", free_port()),
-            api: format!("127.0.0.1:{}", free_port()),
-            data_dir: dir.join(name),
-            log: dir.join(format!("{name}.log")),
-            child: None,
-        }
-    }
-
-    fn peer_url(&self) -> String {
-        format!("http://{}", self.peer)
-    }
-
-    /// Starts the server; `state` is `new` or `existing`.
-    fn start(&mut self, initial_cluster: &str, state: &str) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["server", "--name", &self.name, "--disable-controllers"])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen-client", &self.client, "--listen-peer", &self.peer])
-            .args(["--listen-api", &self.api, "--insecure-http"])
-            .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-state", state])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start keel server");
-        self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn api_addr(&self) -> &str {
+        self.api.as_deref().expect("members here serve the API")
     }
 
     /// `/readyz?verbose` on the API port: (status, body), None when the
     /// request failed.
     fn readyz(&self) -> Option<(u16, String)> {
-        http_get(&self.api, "/readyz?verbose")
+        http_get(self.api_addr(), "/readyz?verbose")
     }
 
     /// The value of an unlabelled sample in the API port's `/metrics`.
     fn metric(&self, name: &str) -> Option<f64> {
-        let (code, body) = http_get(&self.api, "/metrics")?;
+        let (code, body) = http_get(self.api_addr(), "/metrics")?;
         if code != 200 {
             return None;
         }
@@ -101,23 +44,6 @@ impl Node {
     fn health(&self) -> Option<(u16, String)> {
         http_get(&self.client, "/health")
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.name, util::tail(&self.log(), 40));
-        }
-    }
-}
-
-fn initial_cluster(nodes: &[&Node]) -> String {
-    nodes
-        .iter()
-        .map(|n| format!("{}={}", n.name, n.peer_url()))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A plain HTTP/1.1 GET: (status, body), None when the connection or the
@@ -205,9 +131,9 @@ fn leader_of(nodes: &[&Node]) -> usize {
 fn readyz_metrics_and_health_follow_membership_and_quorum() {
     let dir = tempfile::tempdir().unwrap();
     let mut ns = [
-        Node::new(dir.path(), "r0"),
-        Node::new(dir.path(), "r1"),
-        Node::new(dir.path(), "r2"),
+        Node::with_api(dir.path(), "r0"),
+        Node::with_api(dir.path(), "r1"),
+        Node::with_api(dir.path(), "r2"),
     ];
     let ic = initial_cluster(&[&ns[0], &ns[1], &ns[2]]);
     for n in ns.iter_mut() {
@@ -264,7 +190,7 @@ fn readyz_metrics_and_health_follow_membership_and_quorum() {
     wait_readyz(&ns[li], 200, &["readyz check passed"], 60);
 
     // A learner is not ready until promoted.
-    let mut r3 = Node::new(dir.path(), "r3");
+    let mut r3 = Node::with_api(dir.path(), "r3");
     let (ok, out) = keel_member(
         &ns[0],
         &["add", "r3", "--learner", "--peer-url", &r3.peer_url()],

@@ -4,6 +4,7 @@
 
 pub mod agent_port;
 pub mod kubectl;
+pub mod member;
 pub mod netns;
 pub mod up;
 
