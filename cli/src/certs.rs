@@ -6,7 +6,7 @@
 //! Only CAs made by keel can sign: the issuer name is keel's fixed CA name
 //! (`CN=keel-ca, O=keel`), the same for `init-ca` and the cluster CA.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -73,8 +73,8 @@ pub fn run(a: CertsArgs) -> anyhow::Result<()> {
             let (cert, key) = init_ca(days)?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("--out {}: cannot create", out.display()))?;
-            write_private(&out.join("ca.crt"), &cert)?;
-            write_private(&out.join("ca.key"), &key)?;
+            keel_apiserver::private_file::write(&out.join("ca.crt"), &cert)?;
+            keel_apiserver::private_file::write(&out.join("ca.key"), &key)?;
             println!("wrote {0}/ca.crt and {0}/ca.key", out.display());
         }
         CertsCmd::Issue {
@@ -108,9 +108,9 @@ pub fn run(a: CertsArgs) -> anyhow::Result<()> {
             // Key first: a reloading server that sees the new key with the
             // old certificate refuses the pair and keeps its previous one
             // until the certificate arrives too.
-            write_private(&out.join(format!("{base}.key")), &key)?;
-            write_private(&out.join(format!("{base}.crt")), &cert)?;
-            write_private(&out.join("ca.crt"), &ca_cert)?;
+            keel_apiserver::private_file::write(&out.join(format!("{base}.key")), &key)?;
+            keel_apiserver::private_file::write(&out.join(format!("{base}.crt")), &cert)?;
+            keel_apiserver::private_file::write(&out.join("ca.crt"), &ca_cert)?;
             println!(
                 "wrote {0}/{base}.crt, {0}/{base}.key and {0}/ca.crt",
                 out.display()
@@ -197,22 +197,4 @@ pub fn issue(
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// Writes atomically (temp file + rename) with mode 0600.
-pub fn write_private(path: &Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("{}: cannot write", tmp.display()))?;
-    f.write_all(data.as_ref())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
 }

@@ -122,11 +122,14 @@ impl Joiner<'_> {
         }
         std::fs::create_dir_all(self.data_dir.join("pki"))
             .with_context(|| format!("creating {}/pki", self.data_dir.display()))?;
-        crate::certs::write_private(&pki.trusted_ca_file, ca_pem.as_bytes())?;
-        crate::certs::write_private(&pki.peer_cert_file, resp.peer_cert.as_bytes())?;
-        crate::certs::write_private(&pki.peer_key_file, peer_key.serialize_pem().as_bytes())?;
-        crate::certs::write_private(&pki.serving_cert_file, resp.serving_cert.as_bytes())?;
-        crate::certs::write_private(
+        keel_apiserver::private_file::write(&pki.trusted_ca_file, ca_pem.as_bytes())?;
+        keel_apiserver::private_file::write(&pki.peer_cert_file, resp.peer_cert.as_bytes())?;
+        keel_apiserver::private_file::write(
+            &pki.peer_key_file,
+            peer_key.serialize_pem().as_bytes(),
+        )?;
+        keel_apiserver::private_file::write(&pki.serving_cert_file, resp.serving_cert.as_bytes())?;
+        keel_apiserver::private_file::write(
             &pki.serving_key_file,
             serving_key.serialize_pem().as_bytes(),
         )?;
@@ -341,7 +344,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("token");
-        crate::certs::write_private(&p, b"x").unwrap();
+        keel_apiserver::private_file::write(&p, b"x").unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -57,8 +57,8 @@ pub fn seed_pki(
         PEER_CERT_DAYS,
     )?;
     // Key first, as `keel certs issue` writes them.
-    crate::certs::write_private(&pki.join("peer.key"), &key)?;
-    crate::certs::write_private(&pki.join("peer.crt"), &cert)?;
+    keel_apiserver::private_file::write(&pki.join("peer.key"), &key)?;
+    keel_apiserver::private_file::write(&pki.join("peer.crt"), &cert)?;
     Ok(())
 }
 
@@ -95,7 +95,7 @@ pub async fn ensure(client: kube::Client, data_dir: &Path) -> anyhow::Result<Joi
         .create(&kube::api::PostParams::default(), &secret)
         .await
         .context("creating the server join token Secret")?;
-    crate::certs::write_private(&path, format!("{token}\n").as_bytes())?;
+    keel_apiserver::private_file::write(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 

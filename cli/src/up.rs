@@ -163,7 +163,7 @@ fn node_kubeconfig(data_dir: &Path, name: &str, server: &str) -> anyhow::Result<
     let dir = data_dir.join("agents");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(format!("{name}.kubeconfig"));
-    crate::certs::write_private(&path, kc.as_bytes())?;
+    keel_apiserver::private_file::write(&path, kc.as_bytes())?;
     Ok(Some(path))
 }
 
@@ -195,7 +195,7 @@ fn ingress_identity(
     let dir = data_dir.join("agents");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(format!("{name}-ingress.kubeconfig"));
-    crate::certs::write_private(&path, kc.as_bytes())?;
+    keel_apiserver::private_file::write(&path, kc.as_bytes())?;
     let auth = keel_node::agent::kubeconfig::parse_kubeconfig(&kc)?;
     let (Some(cert), Some(key)) = (auth.client_cert_pem, auth.client_key_pem) else {
         anyhow::bail!("the ingress router kubeconfig of {name} has no client certificate");

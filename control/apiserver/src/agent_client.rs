@@ -27,6 +27,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::pki::Bootstrap;
+use crate::private_file;
 
 /// The user agents accept calls from.
 pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
@@ -93,8 +94,8 @@ fn issue(boot: &Bootstrap, pki_dir: Option<&Path>) -> anyhow::Result<Arc<rustls:
     )?;
     if let Some(dir) = pki_dir {
         std::fs::create_dir_all(dir)?;
-        write_private(&dir.join("apiserver-kubelet-client.crt"), &cert_pem)?;
-        write_private(&dir.join("apiserver-kubelet-client.key"), &key_pem)?;
+        private_file::write(&dir.join("apiserver-kubelet-client.crt"), &cert_pem)?;
+        private_file::write(&dir.join("apiserver-kubelet-client.key"), &key_pem)?;
     }
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(crate::pki::pem_to_der(
@@ -110,24 +111,6 @@ fn issue(boot: &Bootstrap, pki_dir: Option<&Path>) -> anyhow::Result<Arc<rustls:
         .with_client_auth_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
-}
-
-/// Writes `text` to `path` readable by the owner only (via a temporary
-/// file, so a reader never sees half a key).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(())
 }
 
 /// A gRPC channel to the agent at `url` (`http://<InternalIP>:<port>`,

@@ -49,4 +49,4 @@ pub mod storage;
 pub mod table;
 pub mod ui;
 
-pub use keel_apimachinery::{meta, quantity, resources, selector};
+pub use keel_apimachinery::{meta, private_file, quantity, resources, selector};

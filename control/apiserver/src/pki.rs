@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::authn::StaticToken;
+use crate::private_file;
 use crate::storage::Objects;
 
 /// Where the bootstrap record lives (outside `/registry`, so no API
@@ -104,9 +105,9 @@ impl Bootstrap {
         let b = Bootstrap::generate()?;
         let pki = data_dir.join("pki");
         std::fs::create_dir_all(&pki)?;
-        write_private(&pki.join("ca.key"), b.ca_key_pem.as_bytes())?;
-        write_private(&pki.join("ca.crt"), b.ca_cert_pem.as_bytes())?;
-        write_private(&pki.join("admin.token"), b.admin_token.as_bytes())?;
+        private_file::write(&pki.join("ca.key"), b.ca_key_pem.as_bytes())?;
+        private_file::write(&pki.join("ca.crt"), b.ca_cert_pem.as_bytes())?;
+        private_file::write(&pki.join("admin.token"), b.admin_token.as_bytes())?;
         Ok(b)
     }
 
@@ -161,11 +162,11 @@ impl Bootstrap {
     pub fn write_files(&self, data_dir: &Path, server_url: &str, tls: bool) -> anyhow::Result<()> {
         let pki = data_dir.join("pki");
         std::fs::create_dir_all(&pki)?;
-        write_private(&pki.join("ca.crt"), self.ca_cert_pem.as_bytes())?;
-        write_private(&pki.join("ca.key"), self.ca_key_pem.as_bytes())?;
-        write_private(&pki.join("admin.token"), self.admin_token.as_bytes())?;
+        private_file::write(&pki.join("ca.crt"), self.ca_cert_pem.as_bytes())?;
+        private_file::write(&pki.join("ca.key"), self.ca_key_pem.as_bytes())?;
+        private_file::write(&pki.join("admin.token"), self.admin_token.as_bytes())?;
         let kc = self.kubeconfig(server_url, tls);
-        write_private(&data_dir.join("kubeconfig"), kc.as_bytes())?;
+        private_file::write(&data_dir.join("kubeconfig"), kc.as_bytes())?;
         Ok(())
     }
 
@@ -268,22 +269,6 @@ fn missing_sans(cert: &CertificateDer<'_>, hosts: &[String]) -> anyhow::Result<V
         })
         .cloned()
         .collect())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Tokens accepted besides the admin token: Kubernetes' static token file

@@ -106,9 +106,9 @@ pub async fn ensure_joined(j: &Join) -> anyhow::Result<PathBuf> {
     if let Some(dir) = j.kubeconfig.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    node_cert::write_private(
+    keel_apimachinery::private_file::write(
         &j.kubeconfig,
-        &node_cert::kubeconfig(&j.server, &ca_pem, &j.node, &cert),
+        node_cert::kubeconfig(&j.server, &ca_pem, &j.node, &cert),
     )?;
     tracing::info!(node = %j.node, kubeconfig = %j.kubeconfig.display(), "joined the cluster");
     Ok(j.kubeconfig.clone())

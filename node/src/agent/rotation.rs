@@ -103,7 +103,10 @@ pub async fn run(
             let api = api_client(&server, &ca_pem, &cur)?;
             let new = node_cert::request(api, &node, ISSUE_TIMEOUT).await?;
             let ca = String::from_utf8_lossy(&ca_pem);
-            node_cert::write_private(&path, &node_cert::kubeconfig(&server, &ca, &node, &new))?;
+            keel_apimachinery::private_file::write(
+                &path,
+                node_cert::kubeconfig(&server, &ca, &node, &new),
+            )?;
             anyhow::Ok(new)
         };
         match renewed.await {
