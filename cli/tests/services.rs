@@ -275,4 +275,42 @@ fn cluster_ip_and_node_port_reach_the_pods_spread_and_drain_and_pods_get_service
         let p = get(&frontend, "/after-drain");
         assert_eq!(p.as_deref(), Some(kept.as_str()), "{drained} still chosen");
     }
+
+    // Loopback mode cannot enforce a NetworkPolicy: kubectl shows the
+    // server's warning on create, and the policy gets a Warning Event.
+    let policy = write(dir, "deny.yaml", DENY_ALL);
+    let out = k.run(&["create", "-f", policy.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: NetworkPolicy is not enforced on nodes in loopback")
+            && stderr.contains("--network netns"),
+        "no warning on create: {stderr}"
+    );
+    let not_enforced = || {
+        let events = k.json(&["get", "events", "--field-selector", "reason=NotEnforced"]);
+        events["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| {
+                e["involvedObject"]["kind"] == "NetworkPolicy"
+                    && e["involvedObject"]["name"] == "deny-all"
+                    && e["type"] == "Warning"
+            })
+        })
+    };
+    wait_for(
+        "a NotEnforced event on the policy",
+        30,
+        not_enforced,
+        || up.log(),
+    );
 }
+
+const DENY_ALL: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deny-all
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+"#;

@@ -15,6 +15,7 @@ pub mod csr;
 pub mod events;
 pub mod ingress_class;
 pub mod meta;
+pub mod pod_network;
 pub mod private_file;
 pub mod quantity;
 pub mod quota;

@@ -61,6 +61,12 @@ impl NodeBuilder {
             super::storage::ROOT_ANNOTATION.into(),
             json!(volume_root.to_string_lossy()),
         );
+        // How pods are networked here: the API server warns that a
+        // NetworkPolicy is not enforced while a node is in loopback mode.
+        annotations.insert(
+            keel_apimachinery::pod_network::ANNOTATION.into(),
+            json!(cfg.network.as_str()),
+        );
         // Where this node's Ingress router listens, for Ingress status.
         let ingress = cfg.ingress.iter();
         for (key, addr) in ingress.flat_map(|i| {

@@ -51,6 +51,18 @@ pub enum NetworkMode {
     Netns,
 }
 
+impl NetworkMode {
+    /// The mode's name, as in `--network` and the Node's
+    /// [`keel_apimachinery::pod_network::ANNOTATION`].
+    pub fn as_str(self) -> &'static str {
+        use keel_apimachinery::pod_network::{LOOPBACK, NETNS};
+        match self {
+            NetworkMode::Loopback => LOOPBACK,
+            NetworkMode::Netns => NETNS,
+        }
+    }
+}
+
 impl std::str::FromStr for NetworkMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

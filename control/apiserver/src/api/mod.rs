@@ -11,6 +11,7 @@ mod default_class;
 mod delete;
 pub use delete::finish_namespace;
 mod eviction;
+mod not_enforced;
 pub(crate) mod output;
 pub(crate) mod read;
 pub mod route;

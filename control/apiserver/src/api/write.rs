@@ -322,7 +322,8 @@ async fn escalation(api: &Api, t: &Target, r: &Req, obj: &Value) -> ApiResult<()
 pub async fn create(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let body = decode_body(r)?;
     let mgr = manager(r);
-    let (obj, warnings) = create_object(api, t, body, r, Owner::Update(&mgr)).await?;
+    let (obj, mut warnings) = create_object(api, t, body, r, Owner::Update(&mgr)).await?;
+    warnings.extend(super::not_enforced::on_create(api, t, &obj).await);
     Ok(Reply::Json {
         code: 201,
         body: obj,
