@@ -7,16 +7,15 @@
 //! the host dialled (DNS name or IP address), as etcdctl checks it.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ClientConfig;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use super::files::{read_certs, read_key};
 use super::TlsError;
 
 /// etcdctl's client TLS flags. All empty: plaintext.
@@ -47,7 +46,7 @@ impl ClientTlsFiles {
             ));
         };
         let mut roots = rustls::RootCertStore::empty();
-        for c in certs(ca, "--cacert")? {
+        for c in read_certs(ca, "--cacert")? {
             roots
                 .add(c)
                 .map_err(|e| TlsError(format!("--cacert {}: {e}", ca.display())))?;
@@ -59,14 +58,8 @@ impl ClientTlsFiles {
         let mut cfg = match (&self.cert, &self.key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
-                let chain = certs(cert, "--cert")?;
-                let pem = read(key, "--key")?;
-                let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-                    TlsError(format!(
-                        "--key {}: no usable PEM private key: {e}",
-                        key.display()
-                    ))
-                })?;
+                let chain = read_certs(cert, "--cert")?;
+                let key_der = read_key(key, "--key")?;
                 builder
                     .with_client_auth_cert(chain, key_der)
                     .map_err(|e| TlsError(format!("--cert/--key: {e}")))?
@@ -77,24 +70,6 @@ impl ClientTlsFiles {
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Some(Arc::new(cfg)))
     }
-}
-
-fn read(p: &Path, flag: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(p).map_err(|e| TlsError(format!("{flag} {}: cannot read: {e}", p.display())))
-}
-
-fn certs(p: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(p, flag)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError(format!("{flag} {}: bad PEM: {e}", p.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError(format!(
-            "{flag} {}: no PEM certificate in it",
-            p.display()
-        )));
-    }
-    Ok(certs)
 }
 
 /// Connects to the etcd client `endpoint` (`host:port`, `http://` or

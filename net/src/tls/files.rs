@@ -51,13 +51,7 @@ impl TlsFiles {
         let cert_flag = self.flag("cert-file");
         let key_flag = self.flag("key-file");
         let chain = read_certs(&self.cert, &cert_flag)?;
-        let key_pem = read(&self.key, &key_flag)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            TlsError(format!(
-                "{key_flag} {}: no usable PEM private key: {e}",
-                self.key.display()
-            ))
-        })?;
+        let key = read_key(&self.key, &key_flag)?;
         let provider = super::provider();
         let certified =
             CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|e| {
@@ -92,7 +86,20 @@ fn read(p: &Path, flag: &str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(p).map_err(|e| TlsError(format!("{flag} {}: cannot read: {e}", p.display())))
 }
 
-fn read_certs(p: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The PEM private key in `p`; errors name `flag` and the file.
+pub(crate) fn read_key(p: &Path, flag: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(p, flag)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        TlsError(format!(
+            "{flag} {}: no usable PEM private key: {e}",
+            p.display()
+        ))
+    })
+}
+
+/// The PEM certificates in `p` (at least one); errors name `flag` and the
+/// file.
+pub(crate) fn read_certs(p: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(p, flag)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
