@@ -216,6 +216,16 @@ pub fn set_ref(name: &str) -> Expr {
     Expression::String(format!("@{name}").into())
 }
 
+/// `update @<set> { <elem> }`: adds `elem` to the set, or renews its
+/// timeout.
+pub fn update_set(elem: Expr, set: &str) -> Stmt {
+    Statement::Set(nftables::stmt::Set {
+        op: nftables::stmt::SetOp::Update,
+        elem,
+        set: format!("@{set}").into(),
+    })
+}
+
 /// `meta l4proto <protocol>`, then `th dport <first>[-<last>]` for
 /// `ports`: nft needs the protocol in any rule that matches a port.
 pub fn l4_ports(protocol: &'static str, ports: Option<(u16, u16)>) -> Vec<Stmt> {

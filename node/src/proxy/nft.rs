@@ -38,7 +38,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression, NgMode, Numgen};
 use nftables::schema::Nftables;
-use nftables::stmt::{Mangle, SetOp, Statement, NAT};
+use nftables::stmt::{Mangle, Statement, NAT};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
 use tokio::sync::watch;
@@ -48,8 +48,8 @@ use super::table::{self, NodeInfo, Protocol, Table};
 use crate::agent::cache::Cache;
 use crate::dns::NodeLocalDns;
 use crate::podnet::nft::{
-    addr, goto, goto_stmt, is, jump_stmt, l4_ports, meta, number, payload, set_ref, verdict_map,
-    Stmt, TableBatch,
+    addr, goto, goto_stmt, is, jump_stmt, l4_ports, meta, number, payload, set_ref, update_set,
+    verdict_map, Stmt, TableBatch,
 };
 
 /// nftables family and name of the table keel owns.
@@ -199,27 +199,24 @@ pub fn ruleset(table: &Table, dns: Option<DnsRedirect>) -> Nftables<'static> {
         let affinity_s = route
             .affinity_timeout
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1));
-        let ep_chain = |i: usize| format!("ep-{n}-{i}");
-        let aff_set = |i: usize| format!("aff-{n}-{i}");
+        let ep_chain = |i: u32| format!("ep-{n}-{i}");
+        let aff_set = |i: u32| format!("aff-{n}-{i}");
+        // Endpoint indexes, as numgen's values.
+        let k = u32::try_from(eps.len()).unwrap_or(u32::MAX);
         if affinity_s.is_some() {
-            for i in 0..eps.len() {
+            for i in 0..k {
                 let known = is(payload("ip", "saddr"), set_ref(&aff_set(i)));
                 t.rule(&svc, vec![known, goto_stmt(ep_chain(i))]);
             }
         }
         let pick = Expression::Named(NamedExpression::Numgen(Numgen {
             mode: NgMode::Random,
-            ng_mod: u32::try_from(eps.len()).unwrap_or(u32::MAX),
+            ng_mod: k,
             offset: None,
         }));
-        let arms = (0..eps.len()).map(|i| {
-            (
-                number(u32::try_from(i).unwrap_or(u32::MAX)),
-                goto(ep_chain(i)),
-            )
-        });
+        let arms = (0..k).map(|i| (number(i), goto(ep_chain(i))));
         t.rule(&svc, vec![verdict_map(pick, arms)]);
-        for (i, ep) in eps.iter().enumerate() {
+        for (i, ep) in (0..k).zip(&eps) {
             let chain = ep_chain(i);
             t.chain(&chain);
             let set_mark = Statement::Mangle(Mangle {
@@ -235,12 +232,10 @@ pub fn ruleset(table: &Table, dns: Option<DnsRedirect>) -> Nftables<'static> {
             );
             if let Some(timeout_s) = affinity_s {
                 t.timed_addr_set(aff_set(i), timeout_s);
-                let remember = Statement::Set(nftables::stmt::Set {
-                    op: SetOp::Update,
-                    elem: payload("ip", "saddr"),
-                    set: format!("@{}", aff_set(i)).into(),
-                });
-                t.rule(&chain, vec![remember]);
+                t.rule(
+                    &chain,
+                    vec![update_set(payload("ip", "saddr"), &aff_set(i))],
+                );
             }
             t.rule(&chain, then(l4_ports(proto(protocol), None), dnat(*ep)));
         }
