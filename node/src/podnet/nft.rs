@@ -12,6 +12,12 @@
 //! rules as text (`nft list table ip keel`): the kernel keeps rules, not
 //! the syntax they came in.
 //!
+//! The price is speed: nft parses JSON (libjansson) more slowly than its
+//! own syntax, and the JSON is about 4× larger. Replacing a 1,000-Service
+//! table took nft 1.0.6 a median 678 ms as JSON against 470 ms as text
+//! (same rules, interleaved runs on a loaded machine); the kernel part is
+//! the same.
+//!
 //! Every value written into a batch comes from a parsed type (an
 //! [`Ipv4Addr`], an [`Ipv4Net`], a port number, an index), never from API
 //! text.

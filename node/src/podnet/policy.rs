@@ -452,7 +452,8 @@ pub async fn run(
     local: Ipv4Net,
 ) {
     let mut changes = [policies.changes(), pods.changes(), namespaces.changes()];
-    let mut last: Option<Nftables<'static>> = None;
+    // Shared with the blocking apply rather than cloned (large tables).
+    let mut last: Option<std::sync::Arc<Nftables<'static>>> = None;
     loop {
         for c in changes.iter_mut() {
             c.mark_unchanged();
@@ -473,9 +474,9 @@ pub async fn run(
             let pol: Vec<&NetworkPolicy> = pol.iter().map(AsRef::as_ref).collect();
             let pod: Vec<&Pod> = pod.iter().map(AsRef::as_ref).collect();
             let ns: Vec<&Namespace> = ns.iter().map(AsRef::as_ref).collect();
-            let batch = ruleset(&pol, &pod, &ns, local);
+            let batch = std::sync::Arc::new(ruleset(&pol, &pod, &ns, local));
             if last.as_ref() != Some(&batch) {
-                let b = batch.clone();
+                let b = std::sync::Arc::clone(&batch);
                 match tokio::task::spawn_blocking(move || super::nft::apply(&b)).await {
                     Ok(Ok(())) => {
                         tracing::debug!("network policies applied");

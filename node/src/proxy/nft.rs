@@ -271,7 +271,8 @@ pub async fn run(
         return;
     }
     tracing::info!(node = %node.name, table = TABLE, "service proxy started (nftables)");
-    let mut last: Option<Nftables<'static>> = None;
+    // Shared with the blocking apply rather than cloned (large tables).
+    let mut last: Option<std::sync::Arc<Nftables<'static>>> = None;
     loop {
         svc_changes.mark_unchanged();
         slice_changes.mark_unchanged();
@@ -286,9 +287,9 @@ pub async fn run(
             dns_to.as_mut().and_then(|r| *r.borrow_and_update()),
             dns_port,
         );
-        let batch = ruleset(&table, redirect);
+        let batch = std::sync::Arc::new(ruleset(&table, redirect));
         if last.as_ref() != Some(&batch) {
-            let b = batch.clone();
+            let b = std::sync::Arc::clone(&batch);
             match tokio::task::spawn_blocking(move || crate::podnet::nft::apply(&b)).await {
                 Ok(Ok(())) => {
                     tracing::debug!(frontends = table.routes.len(), "nftables services applied");
