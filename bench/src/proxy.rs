@@ -29,9 +29,10 @@
 //! `--rule-services` Services (each with an EndpointSlice) in the agent's
 //! view: the EndpointSlice of Service 0 flips between two backends in the
 //! pod namespace, and the agent's reaction is timed as its proxy does it
-//! (`table::build` from the objects, the script, `nft -f`) up to the first
-//! new connection to the cluster IP answered by the new backend (polled
-//! every 1 ms); the `nft -f` part (table replace, the kernel transaction
+//! (`table::build` from the objects, the JSON batch, `nft -j -f -`) up to
+//! the first new connection to the cluster IP answered by the new backend
+//! (polled every 1 ms); the `nft -j -f -` part (table replace: JSON
+//! encoding, nft's parse and evaluation, the kernel transaction
 //! included) is also shown alone. The API write and the watch delivery
 //! are not in it (see the loopback update latency for those).
 
@@ -143,7 +144,7 @@ pub async fn main(args: ProxyArgs) -> Result<()> {
         );
         println!("|---|---:|---:|---:|");
         for (name, h) in [
-            ("table `ip keel` replaced (nft -f)", &rules.replace),
+            ("table `ip keel` replaced (nft -j -f)", &rules.replace),
             (
                 "EndpointSlice in the agent's cache → new connections reach the new endpoint",
                 &rules.live,
@@ -306,7 +307,7 @@ fn one_route(backend: SocketAddr) -> Arc<Route> {
     })
 }
 
-/// Times of the netns rule-change workload: `nft -f` alone, and from the
+/// Times of the netns rule-change workload: `nft -j -f -` alone, and from the
 /// changed EndpointSlice to the new endpoint answering.
 struct RuleChanges {
     replace: Histogram<u64>,
@@ -370,9 +371,9 @@ async fn rule_changes(args: &ProxyArgs, backends: [SocketAddr; 2]) -> Result<Rul
         slices[0] = slice_for(0, ep);
         let t0 = Instant::now();
         let table = keel_node::proxy::table::build(&svcs, &slices, &node);
-        let script = keel_node::proxy::nft::script(&table, None);
+        let batch = keel_node::proxy::nft::ruleset(&table, None);
         let t1 = Instant::now();
-        keel_node::podnet::nft::apply(&script)?;
+        keel_node::podnet::nft::apply(&batch)?;
         let replace = t1.elapsed();
         while ask(frontend).await != Some(want) {
             ensure!(
@@ -458,10 +459,10 @@ fn netns_mode(args: &ProxyArgs) -> Result<(Vec<Pair>, RuleChanges)> {
         ]
         .into(),
     };
-    let script = keel_node::proxy::nft::script(&table, None);
+    let batch = keel_node::proxy::nft::ruleset(&table, None);
     let args = ProxyArgs { ..args.clone() };
     let clients = in_netns(node, move || async move {
-        keel_node::podnet::nft::apply(&script)?;
+        keel_node::podnet::nft::apply(&batch)?;
         let mut pairs = Vec::new();
         eprintln!("proxy netns: throughput ...");
         let (d, p) = (

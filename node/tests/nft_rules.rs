@@ -18,6 +18,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use keel_node::proxy::table::{Backend, Frontend, Protocol, Route, Table};
+use nftables::schema::Nftables;
 use serde_json::json;
 
 fn skip_reason() -> Option<&'static str> {
@@ -66,6 +67,13 @@ impl Netns {
         );
         (out.status.success(), text)
     }
+
+    /// Applies `batch` as the agent does (`nft -j -f -`), in the namespace.
+    fn apply(&self, batch: &Nftables<'_>) {
+        let json = serde_json::to_string(batch).unwrap();
+        let (ok, out) = self.nft(&["-j", "-f", "-"], &json);
+        assert!(ok, "{out}\n{json}");
+    }
 }
 
 impl Drop for Netns {
@@ -107,28 +115,41 @@ fn service_and_policy_rulesets_load_and_replace() {
         return;
     }
     let ns = Netns::new("");
+    // A table keel does not own: no replace touches it.
+    let (ok, out) = ns.nft(&["-f", "-"], "table ip user {\n  chain c {\n  }\n}\n");
+    assert!(ok, "{out}");
     let dns = keel_node::proxy::nft::DnsRedirect::new(
         Some("10.96.0.10".parse().unwrap()),
         Some("10.244.0.1".parse().unwrap()),
         53,
     );
-    let first = keel_node::proxy::nft::script(&service_table(true, true), dns);
-    let (ok, out) = ns.nft(&["-f", "-"], &first);
-    assert!(ok, "{out}\n{first}");
+    ns.apply(&keel_node::proxy::nft::ruleset(
+        &service_table(true, true),
+        dns,
+    ));
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
     assert!(listed.contains("10.244.1.2:8080"), "{listed}");
     assert!(listed.contains("flags dynamic,timeout"), "{listed}");
     assert!(listed.contains("dnat to 10.244.0.1:53"), "{listed}");
+    // Applied as JSON, listed as the text users read.
+    assert!(
+        listed.contains("numgen random mod 2 vmap { 0 : goto ep-0-0, 1 : goto ep-0-1 }"),
+        "{listed}"
+    );
+    assert!(listed.contains("update @aff-0-0 { ip saddr }"), "{listed}");
     // A replace drops what the new table lacks.
-    let second = keel_node::proxy::nft::script(&service_table(false, false), None);
-    let (ok, out) = ns.nft(&["-f", "-"], &second);
-    assert!(ok, "{out}\n{second}");
+    ns.apply(&keel_node::proxy::nft::ruleset(
+        &service_table(false, false),
+        None,
+    ));
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel"], "");
     assert!(
         !listed.contains("10.244.1.2") && !listed.contains("set aff"),
         "{listed}"
     );
     assert!(listed.contains("reject"), "{listed}");
+    let (_, tables) = ns.nft(&["list", "tables"], "");
+    assert!(tables.contains("table ip user\n"), "{tables}");
 
     let pod = |name: &str, ip: &str, labels: serde_json::Value| -> Pod {
         serde_json::from_value(json!({
@@ -161,15 +182,12 @@ fn service_and_policy_rulesets_load_and_replace() {
     .unwrap();
     let default_ns: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
-    let body = keel_node::podnet::policy::ruleset(
+    ns.apply(&keel_node::podnet::policy::ruleset(
         &[&policy],
         &pods.iter().collect::<Vec<_>>(),
         &[&default_ns],
         "10.244.0.0/24".parse().unwrap(),
-    );
-    let script = keel_node::podnet::nft::replace_script("ip", "keel-policy", &body);
-    let (ok, out) = ns.nft(&["-f", "-"], &script);
-    assert!(ok, "{out}\n{script}");
+    ));
     let (_, listed) = ns.nft(&["list", "table", "ip", "keel-policy"], "");
     assert!(listed.contains("9000-9010"), "{listed}");
     assert!(listed.contains("jump out-1"), "{listed}");
@@ -194,7 +212,7 @@ fn web_pods(with_db: bool) -> Vec<Pod> {
 /// Both tables as an agent with `with_db`'s pods applies them: the
 /// Service table (db is an endpoint) and the policy table (a deny-all
 /// policy isolates every pod).
-fn agent_scripts(with_db: bool) -> [String; 2] {
+fn agent_batches(with_db: bool) -> [Nftables<'static>; 2] {
     let mut t = Table::default();
     let mut backends = vec![Backend::ready("10.244.0.5:8080".parse().unwrap())];
     if with_db {
@@ -217,18 +235,13 @@ fn agent_scripts(with_db: bool) -> [String; 2] {
     }))
     .unwrap();
     let pods = web_pods(with_db);
-    let body = keel_node::podnet::policy::ruleset(
-        &[&deny],
-        &pods.iter().collect::<Vec<_>>(),
-        &[],
-        "10.244.0.0/24".parse().unwrap(),
-    );
     [
-        keel_node::proxy::nft::script(&t, None),
-        keel_node::podnet::nft::replace_script(
-            keel_node::podnet::policy::FAMILY,
-            keel_node::podnet::policy::TABLE,
-            &body,
+        keel_node::proxy::nft::ruleset(&t, None),
+        keel_node::podnet::policy::ruleset(
+            &[&deny],
+            &pods.iter().collect::<Vec<_>>(),
+            &[],
+            "10.244.0.0/24".parse().unwrap(),
         ),
     ]
 }
@@ -242,18 +255,16 @@ fn a_restarted_agent_replaces_its_tables_without_stale_rules() {
     let ns = Netns::new("-restart");
     // The first agent applies its tables, then stops: nothing deletes
     // them (no table is deleted on exit), so they stay as they were.
-    for script in agent_scripts(true) {
-        let (ok, out) = ns.nft(&["-f", "-"], &script);
-        assert!(ok, "{out}\n{script}");
+    for batch in agent_batches(true) {
+        ns.apply(&batch);
     }
     let (_, before) = ns.nft(&["list", "ruleset"], "");
     assert!(before.contains("10.244.0.66"), "{before}");
     // db was deleted while no agent ran; the restarted agent applies
     // what its fresh caches give, twice (its first round and a resync).
     for _ in 0..2 {
-        for script in agent_scripts(false) {
-            let (ok, out) = ns.nft(&["-f", "-"], &script);
-            assert!(ok, "{out}\n{script}");
+        for batch in agent_batches(false) {
+            ns.apply(&batch);
         }
     }
     let (_, tables) = ns.nft(&["list", "tables"], "");

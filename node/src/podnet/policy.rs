@@ -27,9 +27,11 @@
 //! Replies of allowed connections pass (conntrack). Traffic between a pod
 //! and its own node is not filtered (the node's probes must reach it).
 //! Not done: IPv6 peers and pods (table `ip`), SCTP is matched like TCP/UDP.
+//! The table is built as typed nft JSON ([`super::nft::TableBatch`]) and
+//! replaced whole in one `nft -j -f -` transaction; the layout above is
+//! how `nft list table ip keel-policy` shows it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -39,11 +41,19 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as TypedSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keel_apimachinery::selector::LabelSelector;
+use nftables::expr::{Expression, NamedExpression, CT};
+use nftables::schema::Nftables;
+use nftables::stmt::{Operator, Statement};
+use nftables::types::{NfChainType, NfFamily, NfHook};
+
+use super::nft::{
+    addr, anonymous_set, is, jump, l4_ports, matches, net, payload, verdict_map, Stmt, TableBatch,
+};
 
 use crate::agent::cache::{Cache, SyncState};
 
 /// nftables family and name of the table keel owns for policies.
-pub const FAMILY: &str = "ip";
+pub const FAMILY: NfFamily = NfFamily::IP;
 pub const TABLE: &str = "keel-policy";
 /// How often the table is re-applied without a change.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -220,26 +230,27 @@ type Rule<'a> = (
     Option<&'a Vec<NetworkPolicyPort>>,
 );
 
-/// The chain lines (without the final drop) allowing `dir` traffic of the
-/// pod `target` under `policies` (all already known to select it).
-fn allow_lines(
+/// The rules (without the final drop) of the chain allowing `dir`
+/// traffic of the pod `target` under `policies` (all already known to
+/// select it); each rule returns what it allows.
+fn allow_rules(
     dir: Direction,
     target: &PodView<'_>,
     policies: &[&NetworkPolicy],
     pods: &[PodView<'_>],
     ns_labels: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Vec<String> {
-    let peer_field = match dir {
-        Direction::Ingress => "ip saddr",
-        Direction::Egress => "ip daddr",
+) -> Vec<Vec<Stmt>> {
+    let peer_field = || match dir {
+        Direction::Ingress => payload("ip", "saddr"),
+        Direction::Egress => payload("ip", "daddr"),
     };
-    let mut lines = Vec::new();
+    let mut rules = Vec::new();
     for policy in policies {
         let policy_ns = policy.metadata.namespace.as_deref().unwrap_or("default");
         let Some(spec) = policy.spec.as_ref() else {
             continue;
         };
-        let rules: Vec<Rule<'_>> = match dir {
+        let dir_rules: Vec<Rule<'_>> = match dir {
             Direction::Ingress => spec
                 .ingress
                 .iter()
@@ -253,7 +264,7 @@ fn allow_lines(
                 .map(|r| (r.to.as_ref(), r.ports.as_ref()))
                 .collect(),
         };
-        for (peers, ports) in rules {
+        for (peers, ports) in dir_rules {
             let (peer_list, peer_pod_refs): (Vec<Peer>, Vec<&Pod>) =
                 match peers.filter(|p| !p.is_empty()) {
                     None => (vec![Peer::Any], pods.iter().map(|p| p.pod).collect()),
@@ -288,49 +299,48 @@ fn allow_lines(
                 Direction::Egress => peer_pod_refs,
             };
             for port in port_matches(ports, &named_in) {
-                let port_part = match (port.protocol, port.ports) {
-                    ("", _) => String::new(),
-                    (p, None) => format!(" meta l4proto {p}"),
-                    (p, Some((a, b))) if a == b => format!(" meta l4proto {p} th dport {a}"),
-                    (p, Some((a, b))) => format!(" meta l4proto {p} th dport {a}-{b}"),
-                };
                 for peer in &peer_list {
-                    let peer_part = match peer {
-                        Peer::Any => String::new(),
+                    let mut rule = match peer {
+                        Peer::Any => Vec::new(),
                         Peer::Pods(ips) if ips.is_empty() => continue,
                         Peer::Pods(ips) => {
-                            let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
-                            format!(" {peer_field} {{ {} }}", ips.join(", "))
+                            vec![is(
+                                peer_field(),
+                                anonymous_set(ips.iter().map(|i| addr(*i))),
+                            )]
                         }
                         Peer::Block { cidr, except } => {
-                            let mut s = format!(" {peer_field} {cidr}");
+                            let mut m = vec![is(peer_field(), net(*cidr))];
                             if !except.is_empty() {
-                                let ex: Vec<String> =
-                                    except.iter().map(|e| e.to_string()).collect();
-                                let _ = write!(s, " {peer_field} != {{ {} }}", ex.join(", "));
+                                let ex = anonymous_set(except.iter().map(|e| net(*e)));
+                                m.push(matches(peer_field(), Operator::NEQ, ex));
                             }
-                            s
+                            m
                         }
                     };
-                    let line = format!("   {peer_part}{port_part} return");
-                    if !lines.contains(&line) {
-                        lines.push(line);
+                    if !port.protocol.is_empty() {
+                        rule.extend(l4_ports(port.protocol, port.ports));
+                    }
+                    rule.push(Statement::Return(None));
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
                     }
                 }
             }
         }
     }
-    lines
+    rules
 }
 
-/// The body of table `ip keel-policy` for the pods of this node (those
-/// with an IP in `local`), from every policy, pod and namespace.
+/// The batch replacing table `ip keel-policy` with the rules for the pods
+/// of this node (those with an IP in `local`), from every policy, pod and
+/// namespace.
 pub fn ruleset(
     policies: &[&NetworkPolicy],
     pods: &[&Pod],
     namespaces: &[&Namespace],
     local: Ipv4Net,
-) -> String {
+) -> Nftables<'static> {
     let views: Vec<PodView<'_>> = pods.iter().filter_map(|p| view(p)).collect();
     let mut ns_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for ns in namespaces {
@@ -343,8 +353,25 @@ pub fn ruleset(
             .or_insert_with(|| name.clone());
         ns_labels.insert(name, labels);
     }
-    let mut dispatch: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-    let mut chains = String::new();
+    let mut t = TableBatch::new(FAMILY, TABLE);
+    t.base_chain("forward", NfChainType::Filter, NfHook::Forward, 0);
+    let established = Expression::List(vec![
+        Expression::String("established".into()),
+        Expression::String("related".into()),
+    ]);
+    let ct_state = Expression::Named(NamedExpression::CT(CT {
+        key: "state".into(),
+        family: None,
+        dir: None,
+    }));
+    t.rule(
+        "forward",
+        vec![
+            matches(ct_state, Operator::IN, established),
+            Statement::Accept(None),
+        ],
+    );
+    let mut dispatch: [Vec<(Ipv4Addr, String)>; 2] = [Vec::new(), Vec::new()];
     let local_pods = views
         .iter()
         .filter(|p| local.contains(&p.ip) && p.ip != local.network());
@@ -379,25 +406,22 @@ pub fn ruleset(
                 Direction::Ingress => format!("in-{n}"),
                 Direction::Egress => format!("out-{n}"),
             };
-            dispatch[d].push(format!("{} : jump {name}", target.ip));
-            let _ = writeln!(chains, "  chain {name} {{");
-            for line in allow_lines(dir, target, &selecting, &views, &ns_labels) {
-                let _ = writeln!(chains, "{line}");
+            t.chain(&name);
+            for rule in allow_rules(dir, target, &selecting, &views, &ns_labels) {
+                t.rule(&name, rule);
             }
-            let _ = writeln!(chains, "    counter drop\n  }}");
+            let counter = Statement::Counter(nftables::stmt::Counter::Anonymous(None));
+            t.rule(&name, vec![counter, Statement::Drop(None)]);
+            dispatch[d].push((target.ip, name));
         }
     }
-    let mut body = String::from(
-        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n",
-    );
-    for (field, arms) in ["ip daddr", "ip saddr"].iter().zip(&dispatch) {
+    for (field, arms) in ["daddr", "saddr"].into_iter().zip(dispatch) {
         if !arms.is_empty() {
-            let _ = writeln!(body, "    {field} vmap {{ {} }}", arms.join(", "));
+            let arms = arms.into_iter().map(|(ip, chain)| (addr(ip), jump(chain)));
+            t.rule("forward", vec![verdict_map(payload("ip", field), arms)]);
         }
     }
-    body.push_str("  }\n");
-    body.push_str(&chains);
-    body
+    t.replace()
 }
 
 /// Turns on bridge netfilter in the caller's network namespace, so that
@@ -428,7 +452,8 @@ pub async fn run(
     local: Ipv4Net,
 ) {
     let mut changes = [policies.changes(), pods.changes(), namespaces.changes()];
-    let mut last: Option<String> = None;
+    // Shared with the blocking apply rather than cloned (large tables).
+    let mut last: Option<std::sync::Arc<Nftables<'static>>> = None;
     loop {
         for c in changes.iter_mut() {
             c.mark_unchanged();
@@ -449,14 +474,13 @@ pub async fn run(
             let pol: Vec<&NetworkPolicy> = pol.iter().map(AsRef::as_ref).collect();
             let pod: Vec<&Pod> = pod.iter().map(AsRef::as_ref).collect();
             let ns: Vec<&Namespace> = ns.iter().map(AsRef::as_ref).collect();
-            let script =
-                super::nft::replace_script(FAMILY, TABLE, &ruleset(&pol, &pod, &ns, local));
-            if last.as_ref() != Some(&script) {
-                let s = script.clone();
-                match tokio::task::spawn_blocking(move || super::nft::apply(&s)).await {
+            let batch = std::sync::Arc::new(ruleset(&pol, &pod, &ns, local));
+            if last.as_ref() != Some(&batch) {
+                let b = std::sync::Arc::clone(&batch);
+                match tokio::task::spawn_blocking(move || super::nft::apply(&b)).await {
                     Ok(Ok(())) => {
                         tracing::debug!("network policies applied");
-                        last = Some(script);
+                        last = Some(batch);
                     }
                     Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "network policies"),
                     Err(e) => tracing::warn!(error = %e, "network policies"),
@@ -476,6 +500,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::podnet::nft::render::rules;
     use serde_json::{json, Value};
 
     fn pod(ns: &str, name: &str, ip: &str, labels: Value) -> Pod {
@@ -501,23 +526,53 @@ mod tests {
         "10.244.0.0/24".parse().unwrap()
     }
 
+    fn daddr_vmap(field: &str, arms: Value) -> Value {
+        json!([{"vmap": {"key": {"payload": {"protocol": "ip", "field": field}},
+                         "data": {"set": arms}}}])
+    }
+
+    fn peer(field: &str, op: &str, right: Value) -> Value {
+        json!({"match": {"op": op, "left": {"payload": {"protocol": "ip", "field": field}}, "right": right}})
+    }
+
+    fn l4(proto: &str) -> Value {
+        json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto}})
+    }
+
+    fn dport(port: Value) -> Value {
+        json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": port}})
+    }
+
+    fn drop_rule() -> Value {
+        json!([{"counter": null}, {"drop": null}])
+    }
+
     #[test]
     fn unselected_pods_are_open_and_deny_all_drops() {
         let web = pod("default", "web", "10.244.0.5", json!({"app": "web"}));
         let other = pod("default", "db", "10.244.0.6", json!({"app": "db"}));
-        let r = ruleset(&[], &[&web, &other], &[], local());
-        assert!(!r.contains("vmap"), "{r}");
+        let b = ruleset(&[], &[&web, &other], &[], local());
+        assert_eq!(
+            rules(&b, "forward"),
+            [
+                json!([{"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                               "right": ["established", "related"]}}, {"accept": null}])
+            ]
+        );
         let deny = policy(
             "default",
             json!({"podSelector": {"matchLabels": {"app": "web"}}}),
         );
-        let r = ruleset(&[&deny], &[&web, &other], &[], local());
-        assert!(
-            r.contains("ip daddr vmap { 10.244.0.5 : jump in-0 }"),
-            "{r}"
+        let b = ruleset(&[&deny], &[&web, &other], &[], local());
+        assert_eq!(
+            rules(&b, "forward")[1..],
+            [daddr_vmap(
+                "daddr",
+                json!([["10.244.0.5", {"jump": {"target": "in-0"}}]])
+            )]
         );
-        assert!(r.contains("chain in-0 {\n    counter drop"), "{r}");
-        assert!(!r.contains("10.244.0.6 :"), "{r}");
+        assert_eq!(rules(&b, "in-0"), [drop_rule()]);
+        assert!(rules(&b, "in-1").is_empty() && rules(&b, "out-0").is_empty());
     }
 
     #[test]
@@ -538,21 +593,34 @@ mod tests {
             ]}),
         );
         let nss = [namespace("default", json!({})), namespace("mon", json!({}))];
-        let r = ruleset(
+        let b = ruleset(
             &[&allow],
             &[&web, &client, &stranger, &mon],
             &nss.iter().collect::<Vec<_>>(),
             local(),
         );
-        assert!(
-            r.contains("ip saddr { 10.244.1.7 } meta l4proto tcp th dport 8080 return"),
-            "{r}"
+        let prefix = |a: &str, len: u32| json!({"prefix": {"addr": a, "len": len}});
+        assert_eq!(
+            rules(&b, "in-0"),
+            [
+                json!([peer("saddr", "==", json!({"set": ["10.244.1.7"]})), l4("tcp"),
+                       dport(json!(8080)), {"return": null}]),
+                json!([peer("saddr", "==", json!({"set": ["10.244.1.9"]})), l4("udp"),
+                       dport(json!({"range": [9000, 9010]})), {"return": null}]),
+                json!([peer("saddr", "==", prefix("192.168.0.0", 16)),
+                       peer("saddr", "!=", json!({"set": [prefix("192.168.1.0", 24)]})),
+                       {"return": null}]),
+                drop_rule(),
+            ]
         );
-        assert!(r.contains("ip saddr { 10.244.1.9 } meta l4proto udp th dport 9000-9010 return"));
-        assert!(r.contains("ip saddr 192.168.0.0/16 ip saddr != { 192.168.1.0/24 } return"));
-        assert!(!r.contains("10.244.1.8"), "{r}");
         // Only pods of this node get chains.
-        assert!(!r.contains("10.244.1.7 : jump"), "{r}");
+        assert_eq!(
+            rules(&b, "forward")[1..],
+            [daddr_vmap(
+                "daddr",
+                json!([["10.244.0.5", {"jump": {"target": "in-0"}}]])
+            )]
+        );
     }
 
     #[test]
@@ -565,13 +633,19 @@ mod tests {
                    "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}],
                                "ports": [{"port": "http"}]}]}),
         );
-        let r = ruleset(&[&p], &[&web, &db], &[], local());
-        assert!(
-            r.contains("ip saddr vmap { 10.244.0.5 : jump out-0 }"),
-            "{r}"
+        let b = ruleset(&[&p], &[&web, &db], &[], local());
+        assert_eq!(
+            rules(&b, "forward")[1..],
+            [daddr_vmap(
+                "saddr",
+                json!([["10.244.0.5", {"jump": {"target": "out-0"}}]])
+            )]
         );
-        assert!(r.contains("ip daddr { 10.244.1.6 } meta l4proto tcp th dport 8080 return"));
-        assert!(!r.contains("ip daddr vmap"), "{r}");
+        assert_eq!(
+            rules(&b, "out-0")[0],
+            json!([peer("daddr", "==", json!({"set": ["10.244.1.6"]})), l4("tcp"),
+                   dport(json!(8080)), {"return": null}])
+        );
     }
 
     #[test]
@@ -587,22 +661,37 @@ mod tests {
             "default",
             json!({"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"]}),
         );
-        let r = ruleset(&[&ingress, &egress], &[&web, &client], &[], local());
+        let b = ruleset(&[&ingress, &egress], &[&web, &client], &[], local());
         // web's ingress chain returns to `forward`, where the client's
         // egress chain (nothing allowed) still drops.
-        assert!(r.contains("ip saddr { 10.244.0.6 } return"), "{r}");
-        assert!(
-            r.contains("ip saddr vmap { 10.244.0.6 : jump out-1 }"),
-            "{r}"
+        assert_eq!(
+            rules(&b, "in-0"),
+            [
+                json!([peer("saddr", "==", json!({"set": ["10.244.0.6"]})), {"return": null}]),
+                drop_rule()
+            ]
         );
-        assert!(r.contains("chain out-1 {\n    counter drop"), "{r}");
+        assert_eq!(
+            rules(&b, "forward")[1..],
+            [
+                daddr_vmap(
+                    "daddr",
+                    json!([["10.244.0.5", {"jump": {"target": "in-0"}}]])
+                ),
+                daddr_vmap(
+                    "saddr",
+                    json!([["10.244.0.6", {"jump": {"target": "out-1"}}]])
+                ),
+            ]
+        );
+        assert_eq!(rules(&b, "out-1"), [drop_rule()]);
     }
 
     #[test]
     fn an_empty_rule_allows_everything() {
         let web = pod("default", "web", "10.244.0.5", json!({}));
         let p = policy("default", json!({"podSelector": {}, "ingress": [{}]}));
-        let r = ruleset(&[&p], &[&web], &[], local());
-        assert!(r.contains("chain in-0 {\n    return\n"), "{r}");
+        let b = ruleset(&[&p], &[&web], &[], local());
+        assert_eq!(rules(&b, "in-0"), [json!([{"return": null}]), drop_rule()]);
     }
 }

@@ -23,6 +23,8 @@
 //! new connection); a frontend without endpoints is refused at once
 //! (ICMP port unreachable, i.e. ECONNREFUSED), never left to time out.
 //! IPv6 frontends and backends are skipped (table `ip` is IPv4 only).
+//! The table is built as typed nft JSON ([`crate::podnet::nft::TableBatch`])
+//! and replaced whole in one `nft -j -f -` transaction.
 //!
 //! Cluster DNS ([`DnsRedirect`]): the kube-dns cluster IP (port 53, UDP
 //! and TCP) is DNATed to the agent's own DNS server on the bridge address,
@@ -30,11 +32,14 @@
 //! cluster IP as in Kubernetes. Any Service route on that address and
 //! port is dropped from the table in favour of the redirect.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression, NgMode, Numgen};
+use nftables::schema::Nftables;
+use nftables::stmt::{Mangle, Statement, NAT};
+use nftables::types::{NfChainType, NfFamily, NfHook};
 
 use tokio::sync::watch;
 
@@ -42,9 +47,13 @@ use super::picker::candidates;
 use super::table::{self, NodeInfo, Protocol, Table};
 use crate::agent::cache::Cache;
 use crate::dns::NodeLocalDns;
+use crate::podnet::nft::{
+    addr, goto, goto_stmt, is, jump_stmt, l4_ports, meta, number, payload, set_ref, update_set,
+    verdict_map, Stmt, TableBatch,
+};
 
 /// nftables family and name of the table keel owns.
-pub const FAMILY: &str = "ip";
+pub const FAMILY: NfFamily = NfFamily::IP;
 pub const TABLE: &str = "keel";
 /// Mark bit of packets an endpoint sends to its own Service (hairpin):
 /// they are masqueraded, or the endpoint would answer itself directly.
@@ -56,10 +65,6 @@ fn proto(p: Protocol) -> &'static str {
         Protocol::Udp => "udp",
         Protocol::Sctp => "sctp",
     }
-}
-
-fn v4(addr: SocketAddr) -> bool {
-    matches!(addr.ip(), IpAddr::V4(_))
 }
 
 /// Cluster DNS queries to `cluster_ip`:53 go to the node's `server`.
@@ -90,111 +95,152 @@ impl DnsRedirect {
     }
 }
 
-/// The body of table `ip keel` for `table` and the cluster DNS redirect
-/// `dns` (see the module docs).
-pub fn ruleset(table: &Table, dns: Option<DnsRedirect>) -> String {
-    let mut services = String::new();
-    let mut rejects = String::new();
-    let mut chains = String::new();
-    // Sets are declared before the chains that name them.
-    let mut sets = String::new();
+/// Priorities of the base chains (nft's names for the standard ones).
+const PRIORITY_DSTNAT: i32 = -100;
+const PRIORITY_SRCNAT: i32 = 100;
+/// Filter before NAT: the frontend address is still the packet's
+/// destination there.
+const PRIORITY_BEFORE_DSTNAT: i32 = -150;
+
+/// `ip daddr <frontend ip> meta l4proto <proto> th dport <port>`.
+fn frontend_match(ip: Ipv4Addr, protocol: Protocol, port: u16) -> Vec<Stmt> {
+    let mut m = vec![is(payload("ip", "daddr"), addr(ip))];
+    m.extend(l4_ports(proto(protocol), Some((port, port))));
+    m
+}
+
+/// `<matcher> <then>`.
+fn then(mut matcher: Vec<Stmt>, then: Stmt) -> Vec<Stmt> {
+    matcher.push(then);
+    matcher
+}
+
+/// `dnat to <to>`.
+fn dnat(to: SocketAddrV4) -> Stmt {
+    Statement::DNAT(Some(NAT {
+        addr: Some(addr(*to.ip())),
+        family: None,
+        port: Some(number(to.port())),
+        flags: None,
+    }))
+}
+
+/// The batch replacing table `ip keel` with the rules for `table` and the
+/// cluster DNS redirect `dns` (see the module docs), applied whole by
+/// [`crate::podnet::nft::apply`].
+pub fn ruleset(table: &Table, dns: Option<DnsRedirect>) -> Nftables<'static> {
+    let mut t = TableBatch::new(FAMILY, TABLE);
+    t.base_chain(
+        "prerouting",
+        NfChainType::NAT,
+        NfHook::Prerouting,
+        PRIORITY_DSTNAT,
+    );
+    t.rule("prerouting", vec![jump_stmt("services")]);
+    t.base_chain("output", NfChainType::NAT, NfHook::Output, PRIORITY_DSTNAT);
+    t.rule("output", vec![jump_stmt("services")]);
+    t.base_chain(
+        "postrouting",
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        PRIORITY_SRCNAT,
+    );
+    let mark = || meta(MetaKey::Mark);
+    let masquerade_bit = Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+        mark(),
+        number(MASQUERADE_MARK),
+    )));
+    t.rule(
+        "postrouting",
+        vec![
+            is(masquerade_bit, number(MASQUERADE_MARK)),
+            Statement::Masquerade(None),
+        ],
+    );
+    t.chain("services");
+    t.chain("no-endpoints");
+    for (name, hook) in [
+        ("reject-prerouting", NfHook::Prerouting),
+        ("reject-output", NfHook::Output),
+    ] {
+        t.base_chain(name, NfChainType::Filter, hook, PRIORITY_BEFORE_DSTNAT);
+        t.rule(name, vec![jump_stmt("no-endpoints")]);
+    }
     if let Some(d) = dns {
-        for p in ["udp", "tcp"] {
-            let _ = writeln!(
-                services,
-                "    ip daddr {} meta l4proto {p} th dport {} dnat to {}",
-                d.cluster_ip,
-                crate::dns::DNS_PORT,
-                d.server
-            );
+        for p in [Protocol::Udp, Protocol::Tcp] {
+            let m = frontend_match(d.cluster_ip, p, crate::dns::DNS_PORT);
+            t.rule("services", then(m, dnat(d.server)));
         }
     }
     let routes = table
         .routes
         .iter()
-        .filter(|(f, _)| v4(f.addr) && !dns.is_some_and(|d| d.covers(f)));
-    for (n, (fe, route)) in routes.enumerate() {
-        let matcher = format!(
-            "ip daddr {} meta l4proto {} th dport {}",
-            fe.addr.ip(),
-            proto(fe.protocol),
-            fe.addr.port()
-        );
-        let eps: Vec<SocketAddr> = candidates(&route.backends)
+        .filter(|(f, _)| !dns.is_some_and(|d| d.covers(f)))
+        .filter_map(|(f, r)| match f.addr {
+            SocketAddr::V4(a) => Some((a, f.protocol, r)),
+            SocketAddr::V6(_) => None,
+        });
+    for (n, (fe, protocol, route)) in routes.enumerate() {
+        let matcher = frontend_match(*fe.ip(), protocol, fe.port());
+        let eps: Vec<SocketAddrV4> = candidates(&route.backends)
             .into_iter()
-            .map(|b| b.addr)
-            .filter(|a| v4(*a))
+            .filter_map(|b| match b.addr {
+                SocketAddr::V4(a) => Some(a),
+                SocketAddr::V6(_) => None,
+            })
             .collect();
         if eps.is_empty() {
-            let _ = writeln!(rejects, "    {matcher} reject");
+            t.rule("no-endpoints", then(matcher, Statement::Reject(None)));
             continue;
         }
-        let _ = writeln!(services, "    {matcher} goto svc-{n}");
-        let _ = writeln!(chains, "  chain svc-{n} {{");
-        if route.affinity_timeout.is_some() {
-            for i in 0..eps.len() {
-                let _ = writeln!(chains, "    ip saddr @aff-{n}-{i} goto ep-{n}-{i}");
+        let svc = format!("svc-{n}");
+        t.rule("services", then(matcher, goto_stmt(&svc)));
+        t.chain(&svc);
+        let affinity_s = route
+            .affinity_timeout
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1));
+        let ep_chain = |i: u32| format!("ep-{n}-{i}");
+        let aff_set = |i: u32| format!("aff-{n}-{i}");
+        // Endpoint indexes, as numgen's values.
+        let k = u32::try_from(eps.len()).unwrap_or(u32::MAX);
+        if affinity_s.is_some() {
+            for i in 0..k {
+                let known = is(payload("ip", "saddr"), set_ref(&aff_set(i)));
+                t.rule(&svc, vec![known, goto_stmt(ep_chain(i))]);
             }
         }
-        let arms: Vec<String> = (0..eps.len())
-            .map(|i| format!("{i} : goto ep-{n}-{i}"))
-            .collect();
-        let _ = writeln!(
-            chains,
-            "    numgen random mod {} vmap {{ {} }}\n  }}",
-            eps.len(),
-            arms.join(", ")
-        );
-        for (i, ep) in eps.iter().enumerate() {
-            if let Some(t) = route.affinity_timeout {
-                let _ = writeln!(
-                    sets,
-                    "  set aff-{n}-{i} {{\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout {}s\n  }}",
-                    t.as_secs().max(1)
+        let pick = Expression::Named(NamedExpression::Numgen(Numgen {
+            mode: NgMode::Random,
+            ng_mod: k,
+            offset: None,
+        }));
+        let arms = (0..k).map(|i| (number(i), goto(ep_chain(i))));
+        t.rule(&svc, vec![verdict_map(pick, arms)]);
+        for (i, ep) in (0..k).zip(&eps) {
+            let chain = ep_chain(i);
+            t.chain(&chain);
+            let set_mark = Statement::Mangle(Mangle {
+                key: mark(),
+                value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                    mark(),
+                    number(MASQUERADE_MARK),
+                ]))),
+            });
+            t.rule(
+                &chain,
+                vec![is(payload("ip", "saddr"), addr(*ep.ip())), set_mark],
+            );
+            if let Some(timeout_s) = affinity_s {
+                t.timed_addr_set(aff_set(i), timeout_s);
+                t.rule(
+                    &chain,
+                    vec![update_set(payload("ip", "saddr"), &aff_set(i))],
                 );
             }
-            let _ = writeln!(chains, "  chain ep-{n}-{i} {{");
-            let _ = writeln!(
-                chains,
-                "    ip saddr {} meta mark set meta mark | {MASQUERADE_MARK:#x}",
-                ep.ip()
-            );
-            if route.affinity_timeout.is_some() {
-                let _ = writeln!(chains, "    update @aff-{n}-{i} {{ ip saddr }}");
-            }
-            // nft needs the protocol in the rule that maps the port.
-            let _ = writeln!(
-                chains,
-                "    meta l4proto {} dnat to {ep}\n  }}",
-                proto(fe.protocol)
-            );
+            t.rule(&chain, then(l4_ports(proto(protocol), None), dnat(*ep)));
         }
     }
-    let mut body = String::new();
-    body.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }\n");
-    body.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    jump services\n  }\n");
-    let _ = writeln!(
-        body,
-        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade\n  }}"
-    );
-    let _ = writeln!(body, "  chain services {{\n{services}  }}");
-    let _ = writeln!(body, "  chain no-endpoints {{\n{rejects}  }}");
-    for hook in ["prerouting", "output"] {
-        // Filter priority before NAT: the frontend address is still the
-        // packet's destination here.
-        let _ = writeln!(
-            body,
-            "  chain reject-{hook} {{\n    type filter hook {hook} priority -150; policy accept;\n    jump no-endpoints\n  }}"
-        );
-    }
-    body.push_str(&sets);
-    body.push_str(&chains);
-    body
-}
-
-/// The whole replacing script for `table` and `dns`.
-pub fn script(table: &Table, dns: Option<DnsRedirect>) -> String {
-    crate::podnet::nft::replace_script(FAMILY, TABLE, &ruleset(table, dns))
+    t.replace()
 }
 
 /// Runs the netns-mode proxy for `node`: rebuilds the table on every
@@ -225,7 +271,8 @@ pub async fn run(
         return;
     }
     tracing::info!(node = %node.name, table = TABLE, "service proxy started (nftables)");
-    let mut last: Option<String> = None;
+    // Shared with the blocking apply rather than cloned (large tables).
+    let mut last: Option<std::sync::Arc<Nftables<'static>>> = None;
     loop {
         svc_changes.mark_unchanged();
         slice_changes.mark_unchanged();
@@ -240,13 +287,13 @@ pub async fn run(
             dns_to.as_mut().and_then(|r| *r.borrow_and_update()),
             dns_port,
         );
-        let script = script(&table, redirect);
-        if last.as_ref() != Some(&script) {
-            let s = script.clone();
-            match tokio::task::spawn_blocking(move || crate::podnet::nft::apply(&s)).await {
+        let batch = std::sync::Arc::new(ruleset(&table, redirect));
+        if last.as_ref() != Some(&batch) {
+            let b = std::sync::Arc::clone(&batch);
+            match tokio::task::spawn_blocking(move || crate::podnet::nft::apply(&b)).await {
                 Ok(Ok(())) => {
                     tracing::debug!(frontends = table.routes.len(), "nftables services applied");
-                    last = Some(script);
+                    last = Some(batch);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "nftables services"),
                 Err(e) => tracing::warn!(error = %e, "nftables services"),
@@ -277,7 +324,9 @@ pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::podnet::nft::render::{added, rules};
     use crate::proxy::table::{Backend, Frontend, Route};
+    use serde_json::{json, Value};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -296,6 +345,23 @@ mod tests {
         }
     }
 
+    fn daddr_port(ip: &str, proto: &str, port: u16) -> Vec<Value> {
+        vec![
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": ip}}),
+            json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto}}),
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": port}}),
+        ]
+    }
+
+    fn with(mut m: Vec<Value>, then: Value) -> Value {
+        m.push(then);
+        Value::Array(m)
+    }
+
+    fn dnat(ip: &str, port: u16) -> Value {
+        json!({"dnat": {"addr": ip, "port": port}})
+    }
+
     #[test]
     fn endpoints_are_spread_and_empty_frontends_rejected() {
         let mut t = Table::default();
@@ -310,15 +376,45 @@ mod tests {
             ),
         );
         t.routes.insert(fe("10.96.0.6:80"), route(vec![], None));
-        let r = ruleset(&t, None);
-        assert!(
-            r.contains("ip daddr 10.96.0.5 meta l4proto tcp th dport 80 goto svc-0"),
-            "{r}"
+        let b = ruleset(&t, None);
+        assert_eq!(
+            rules(&b, "services"),
+            [with(
+                daddr_port("10.96.0.5", "tcp", 80),
+                json!({"goto": {"target": "svc-0"}})
+            )]
         );
-        assert!(r.contains("numgen random mod 2 vmap { 0 : goto ep-0-0, 1 : goto ep-0-1 }"));
-        assert!(r.contains("dnat to 10.244.0.2:8080") && r.contains("dnat to 10.244.1.2:8080"));
-        assert!(r.contains("ip daddr 10.96.0.6 meta l4proto tcp th dport 80 reject"));
-        assert!(!r.contains("@aff"));
+        assert_eq!(
+            rules(&b, "svc-0"),
+            [
+                json!([{"vmap": {"key": {"numgen": {"mode": "random", "mod": 2}},
+                "data": {"set": [[0, {"goto": {"target": "ep-0-0"}}],
+                                 [1, {"goto": {"target": "ep-0-1"}}]]}}}])
+            ]
+        );
+        let ep = rules(&b, "ep-0-1");
+        assert_eq!(
+            ep[0][1],
+            json!({"mangle": {"key": {"meta": {"key": "mark"}},
+                   "value": {"|": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}}})
+        );
+        assert_eq!(ep[1][1], dnat("10.244.1.2", 8080));
+        assert_eq!(rules(&b, "ep-0-0")[1][1], dnat("10.244.0.2", 8080));
+        assert_eq!(
+            rules(&b, "no-endpoints"),
+            [with(
+                daddr_port("10.96.0.6", "tcp", 80),
+                json!({"reject": null})
+            )]
+        );
+        assert!(added(&b, "set").is_empty());
+        assert_eq!(
+            rules(&b, "postrouting"),
+            [
+                json!([{"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]},
+                     "right": MASQUERADE_MARK}}, {"masquerade": null}])
+            ]
+        );
     }
 
     #[test]
@@ -332,12 +428,17 @@ mod tests {
             fe("10.96.0.5:80"),
             route(vec![draining.clone(), ready], None),
         );
-        let r = ruleset(&t, None);
-        assert!(!r.contains("10.244.0.3") && r.contains("mod 1"), "{r}");
+        let b = ruleset(&t, None);
+        assert_eq!(rules(&b, "svc-0")[0][0]["vmap"]["key"]["numgen"]["mod"], 1);
+        assert_eq!(rules(&b, "ep-0-0")[1][1], dnat("10.244.0.4", 8080));
+        assert!(rules(&b, "ep-0-1").is_empty());
         let mut t = Table::default();
         t.routes
             .insert(fe("10.96.0.5:80"), route(vec![draining], None));
-        assert!(ruleset(&t, None).contains("dnat to 10.244.0.3:8080"));
+        assert_eq!(
+            rules(&ruleset(&t, None), "ep-0-0")[1][1],
+            dnat("10.244.0.3", 8080)
+        );
     }
 
     #[test]
@@ -350,9 +451,25 @@ mod tests {
                 Some(Duration::from_secs(60)),
             ),
         );
-        let r = ruleset(&t, None);
-        assert!(r.contains("ip saddr @aff-0-0 goto ep-0-0"), "{r}");
-        assert!(r.contains("timeout 60s") && r.contains("update @aff-0-0 { ip saddr }"));
+        let b = ruleset(&t, None);
+        assert_eq!(
+            added(&b, "set"),
+            [
+                json!({"family": "ip", "table": "keel", "name": "aff-0-0", "type": "ipv4_addr",
+                    "flags": ["timeout"], "timeout": 60})
+            ]
+        );
+        assert_eq!(
+            rules(&b, "svc-0")[0],
+            json!([{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                              "right": "@aff-0-0"}},
+                   {"goto": {"target": "ep-0-0"}}])
+        );
+        assert_eq!(
+            rules(&b, "ep-0-0")[1],
+            json!([{"set": {"op": "update", "elem": {"payload": {"protocol": "ip", "field": "saddr"}},
+                            "set": "@aff-0-0"}}])
+        );
     }
 
     #[test]
@@ -363,18 +480,40 @@ mod tests {
         // A route on the same address (a kube-dns without the served-by
         // annotation) gives way to the redirect.
         t.routes.insert(fe("10.96.0.10:53"), route(vec![], None));
-        let r = ruleset(&t, dns);
-        assert!(
-            r.contains("ip daddr 10.96.0.10 meta l4proto udp th dport 53 dnat to 10.244.0.1:53"),
-            "{r}"
+        let b = ruleset(&t, dns);
+        assert_eq!(
+            rules(&b, "services"),
+            [
+                with(daddr_port("10.96.0.10", "udp", 53), dnat("10.244.0.1", 53)),
+                with(daddr_port("10.96.0.10", "tcp", 53), dnat("10.244.0.1", 53)),
+            ]
         );
-        assert!(r.contains("meta l4proto tcp th dport 53 dnat to 10.244.0.1:53"));
-        assert!(!r.contains(" reject\n"), "{r}");
+        assert!(rules(&b, "no-endpoints").is_empty());
         assert_eq!(
             DnsRedirect::new(ip("10.244.0.1"), ip("10.244.0.1"), 53),
             None
         );
         assert_eq!(DnsRedirect::new(None, ip("10.244.0.1"), 53), None);
         assert_eq!(DnsRedirect::new(ip("fd00::a"), ip("10.244.0.1"), 53), None);
+    }
+
+    #[test]
+    fn base_chains_hook_nat_and_filter_before_nat() {
+        let b = ruleset(&Table::default(), None);
+        let chains = added(&b, "chain");
+        let base = |name: &str| chains.iter().find(|c| c["name"] == name).unwrap().clone();
+        assert_eq!(
+            base("prerouting"),
+            json!({"family": "ip", "table": "keel", "name": "prerouting", "type": "nat",
+                   "hook": "prerouting", "prio": -100, "policy": "accept"})
+        );
+        assert_eq!(base("output")["prio"], -100);
+        assert_eq!(base("postrouting")["prio"], 100);
+        assert_eq!(base("reject-output")["type"], "filter");
+        assert_eq!(base("reject-output")["prio"], -150);
+        assert_eq!(
+            rules(&b, "output"),
+            [json!([{"jump": {"target": "services"}}])]
+        );
     }
 }
