@@ -39,6 +39,14 @@ pub struct Page {
     pub more_after: Option<String>,
 }
 
+/// A [`Page`] of objects as stored (no resourceVersion in them yet).
+#[derive(Debug)]
+pub struct RawPage {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+    pub more_after: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Objects {
     store: Store,
@@ -82,13 +90,178 @@ pub fn set_resource_version(obj: &mut Value, revision: i64) {
     }
 }
 
-/// The bytes stored for an object: without its resourceVersion.
-fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
-    let mut o = obj.clone();
-    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+/// Appends the stored object `value` (under `key`) to `out` as the API
+/// serves it: with `metadata.resourceVersion` = `revision`.
+///
+/// Without parsing the object into a tree: the stored bytes are checked to
+/// be JSON (a walk that allocates nothing) and `"resourceVersion":"<rev>"`
+/// is spliced in as the first field of the top-level `metadata`. The
+/// result means exactly what [`decode`] + serialization gives (only the
+/// position of that one field differs, which JSON readers ignore). Bytes
+/// of any other shape (no `metadata` object, a stored resourceVersion, an
+/// escaped key on the way) take the parse-and-serialize path.
+pub fn write_object(out: &mut Vec<u8>, key: &[u8], value: &[u8], revision: i64) -> ApiResult<()> {
+    let not_json = |e: serde_json::Error| {
+        ApiError::internal(format!(
+            "stored object {} is not JSON: {e}",
+            String::from_utf8_lossy(key)
+        ))
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(value).map_err(not_json)?;
+    match splice::metadata_body(value) {
+        Some((at, empty)) => {
+            out.extend_from_slice(&value[..at]);
+            out.extend_from_slice(b"\"resourceVersion\":\"");
+            out.extend_from_slice(revision.to_string().as_bytes());
+            out.extend_from_slice(if empty { b"\"" } else { b"\"," });
+            out.extend_from_slice(&value[at..]);
+        }
+        None => {
+            let mut obj: Value = serde_json::from_slice(value).map_err(not_json)?;
+            set_resource_version(&mut obj, revision);
+            serde_json::to_writer(&mut *out, &obj)
+                .map_err(|e| ApiError::internal(format!("encoding object: {e}")))?;
+        }
     }
-    serde_json::to_vec(&o).map_err(|e| ApiError::internal(format!("encoding object: {e}")))
+    Ok(())
+}
+
+/// A byte-level walk of stored JSON (already known to be valid) that finds
+/// where the top-level `metadata` object's fields start.
+mod splice {
+    fn ws(v: &[u8], mut i: usize) -> usize {
+        while v.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    }
+
+    /// The end (after the closing quote) of the string opening at `i`.
+    fn string_end(v: &[u8], mut i: usize) -> Option<usize> {
+        i += 1;
+        loop {
+            match v.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// The end of the value starting at `i`.
+    fn value_end(v: &[u8], i: usize) -> Option<usize> {
+        match v.get(i)? {
+            b'"' => string_end(v, i),
+            b'{' | b'[' => {
+                let (mut depth, mut j) = (0usize, i);
+                loop {
+                    match v.get(j)? {
+                        b'"' => {
+                            j = string_end(v, j)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let mut j = i;
+                while v
+                    .get(j)
+                    .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
+                {
+                    j += 1;
+                }
+                Some(j)
+            }
+        }
+    }
+
+    /// Calls `f(key, value_start)` for each field of the object opening at
+    /// `i` until it returns `Some(Some(_))`. Some(None): the object ended
+    /// without a find; None: the walk gave up (an escaped key, or `f` gave
+    /// up by returning None).
+    fn fields<T>(
+        v: &[u8],
+        i: usize,
+        mut f: impl FnMut(&[u8], usize) -> Option<Option<T>>,
+    ) -> Option<Option<T>> {
+        if v.get(i) != Some(&b'{') {
+            return None;
+        }
+        let mut i = ws(v, i + 1);
+        if v.get(i) == Some(&b'}') {
+            return Some(None);
+        }
+        loop {
+            if v.get(i) != Some(&b'"') {
+                return None;
+            }
+            let end = string_end(v, i)?;
+            let key = &v[i + 1..end - 1];
+            if key.contains(&b'\\') {
+                return None;
+            }
+            let colon = ws(v, end);
+            if v.get(colon) != Some(&b':') {
+                return None;
+            }
+            let start = ws(v, colon + 1);
+            if let Some(found) = f(key, start)? {
+                return Some(Some(found));
+            }
+            i = ws(v, value_end(v, start)?);
+            match v.get(i)? {
+                b',' => i = ws(v, i + 1),
+                b'}' => return Some(None),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Where the fields of the top-level `metadata` object start and
+    /// whether it has none; None when there is no such object, it already
+    /// holds a resourceVersion, or the walk cannot tell.
+    pub fn metadata_body(v: &[u8]) -> Option<(usize, bool)> {
+        let found = fields(v, ws(v, 0), |key, start| {
+            if key != b"metadata" {
+                return Some(None);
+            }
+            let has_rv = fields(v, start, |k, _| {
+                Some((k == b"resourceVersion").then_some(()))
+            })?;
+            let empty = v.get(ws(v, start + 1)) == Some(&b'}');
+            has_rv.is_none().then_some(Some((start + 1, empty)))
+        });
+        found.flatten()
+    }
+}
+
+/// The bytes stored for an object: without its resourceVersion (copied
+/// without it only when it has one: a new object has none).
+fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
+    let has_rv = obj
+        .get("metadata")
+        .and_then(|m| m.get("resourceVersion"))
+        .is_some();
+    let bytes = if has_rv {
+        let mut o = obj.clone();
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        serde_json::to_vec(&o)
+    } else {
+        serde_json::to_vec(obj)
+    };
+    bytes.map_err(|e| ApiError::internal(format!("encoding object: {e}")))
 }
 
 fn mod_equals(key: &str, revision: i64) -> Compare {
@@ -182,6 +355,24 @@ impl Objects {
         revision: i64,
         limit: i64,
     ) -> ApiResult<Page> {
+        let raw = self.list_raw(prefix, after, revision, limit).await?;
+        Ok(Page {
+            items: raw.kvs.iter().map(decode).collect::<ApiResult<Vec<_>>>()?,
+            revision: raw.revision,
+            more_after: raw.more_after,
+        })
+    }
+
+    /// [`Objects::list`] with the objects left as stored (for lists and
+    /// watches that serve them without looking inside, see
+    /// [`write_object`]).
+    pub async fn list_raw(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        revision: i64,
+        limit: i64,
+    ) -> ApiResult<RawPage> {
         let key = match after {
             Some(a) => {
                 let mut k = a.as_bytes().to_vec();
@@ -205,14 +396,15 @@ impl Objects {
         } else {
             resp.header.as_ref().map_or(0, |h| h.revision)
         };
-        let items = resp.kvs.iter().map(decode).collect::<ApiResult<Vec<_>>>()?;
         let more_after = if resp.more {
-            items.last().map(|s| s.key.clone())
+            resp.kvs
+                .last()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
         } else {
             None
         };
-        Ok(Page {
-            items,
+        Ok(RawPage {
+            kvs: resp.kvs,
             revision: read_at,
             more_after,
         })
@@ -347,6 +539,58 @@ mod tests {
     fn prefix_end_covers_the_prefix() {
         assert_eq!(prefix_end("/registry/pods/"), b"/registry/pods0".to_vec());
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+
+    fn served(value: &str, rev: i64) -> Value {
+        let mut out = Vec::new();
+        write_object(&mut out, b"/k", value.as_bytes(), rev).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// What the tree path serves: the reference for the splice.
+    fn decoded(value: &str, rev: i64) -> Value {
+        let kv = KeyValue {
+            key: b"/k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            mod_revision: rev,
+            ..Default::default()
+        };
+        decode(&kv).unwrap().obj
+    }
+
+    #[test]
+    fn spliced_objects_mean_what_decoded_ones_do() {
+        for v in [
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"x":[1,{"y":"}"}]}}"#,
+            r#"{"metadata":{},"z":1}"#,
+            r#" { "a" : "q\"}" , "metadata" : { "name" : "n" } } "#,
+            r#"{"a":[{"metadata":{}}],"b":-1.5e3,"c":null,"d":true,"metadata":{"name":"x\\"}}"#,
+            r#"{"metadata":{"name":"n","resourceVersion":"3"}}"#,
+            r#"{"metadata":{"\u0072esourceVersion":"3"}}"#,
+            r#"{"metadata":"not an object"}"#,
+            r#"{"name":"no metadata"}"#,
+            r#"["an","array"]"#,
+            r#"{"\u006detadata":{"name":"n"}}"#,
+        ] {
+            assert_eq!(served(v, 42), decoded(v, 42), "{v}");
+        }
+    }
+
+    #[test]
+    fn splice_puts_the_revision_first_in_metadata() {
+        let mut out = Vec::new();
+        write_object(&mut out, b"/k", br#"{"metadata":{"name":"p"}}"#, 7).unwrap();
+        assert_eq!(out, br#"{"metadata":{"resourceVersion":"7","name":"p"}}"#);
+        out.clear();
+        write_object(&mut out, b"/k", br#"{"metadata":{}}"#, 7).unwrap();
+        assert_eq!(out, br#"{"metadata":{"resourceVersion":"7"}}"#);
+    }
+
+    #[test]
+    fn stored_garbage_is_an_error_not_garbage_served() {
+        let mut out = Vec::new();
+        let err = write_object(&mut out, b"/k", br#"{"metadata":{"#, 7).unwrap_err();
+        assert_eq!(err.code, 500);
     }
 
     #[test]

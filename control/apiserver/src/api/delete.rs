@@ -234,7 +234,7 @@ pub async fn delete_collection(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult
     let prefix = t.info.prefix(t.namespace.as_deref());
     let listed = list_objects(api, &prefix, &sel, 0, None).await?;
     let mut deleted = Vec::new();
-    for obj in listed.items {
+    for obj in listed.objects()? {
         let key = t.info.key(
             t.namespace
                 .as_deref()

@@ -105,6 +105,11 @@ pub enum Reply {
         content_type: &'static str,
         body: String,
     },
+    /// A JSON document already serialized.
+    Raw {
+        code: u16,
+        body: Vec<u8>,
+    },
     Stream(Response<Body>),
 }
 
@@ -365,17 +370,8 @@ pub fn into_response(r: Reply) -> Response<Body> {
             body,
             warnings,
         } => {
-            let mut resp = Response::new(Body::from(body.to_string()));
-            *resp.status_mut() = status_code(code);
+            let mut resp = json_response(code, Body::from(body.to_string()));
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache, private"),
-            );
             for w in warnings {
                 if let Ok(v) = HeaderValue::from_str(&warning_header(&w)) {
                     h.append("Warning", v);
@@ -398,8 +394,24 @@ pub fn into_response(r: Reply) -> Response<Body> {
             );
             resp
         }
+        Reply::Raw { code, body } => json_response(code, Body::from(body)),
         Reply::Stream(resp) => resp,
     }
+}
+
+fn json_response(code: u16, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status_code(code);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    resp
 }
 
 fn status_code(code: u16) -> StatusCode {

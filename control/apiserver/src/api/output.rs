@@ -8,7 +8,9 @@ use crate::meta;
 use crate::resources::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
+use crate::storage;
 use crate::table;
+use keel_proto::mvccpb::KeyValue;
 
 /// Does the Accept header ask for a `meta.k8s.io` Table?
 pub fn wants_table(r: &Req) -> bool {
@@ -43,6 +45,11 @@ impl Selectors {
         Ok(Selectors { labels, fields })
     }
 
+    /// No selector: everything matches.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(meta::labels(obj)) && self.fields.matches(obj)
     }
@@ -66,6 +73,37 @@ pub fn list_object(
     m.insert("metadata".into(), md);
     m.insert("items".into(), Value::Array(items));
     Value::Object(m)
+}
+
+/// The JSON of a `<Kind>List` of stored objects, the same document
+/// [`list_object`] builds, written straight from the stored bytes (see
+/// [`storage::write_object`]): no object is parsed into a tree.
+pub fn list_bytes(
+    info: &ResourceInfo,
+    items: &[KeyValue],
+    rev: i64,
+    cont: Option<String>,
+) -> ApiResult<Vec<u8>> {
+    let mut md = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        md["continue"] = json!(c);
+    }
+    let head = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": md});
+    let size: usize = items.iter().map(|kv| kv.value.len() + 40).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    // `head` without its closing brace, then the items.
+    serde_json::to_writer(&mut out, &head)
+        .map_err(|e| ApiError::internal(format!("encoding a list: {e}")))?;
+    out.pop();
+    out.extend_from_slice(b",\"items\":[");
+    for (i, kv) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        storage::write_object(&mut out, &kv.key, &kv.value, kv.mod_revision)?;
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 /// What a Table row carries as `object` (`includeObject`).

@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 use super::output::{self, IncludeObject, Selectors};
 use super::{route, Api, Query, Reply, Req, Target};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::Stored;
+use crate::storage::{self, Stored};
 use keel_proto::keelnode::LogsRequest;
+use keel_proto::mvccpb::KeyValue;
 
 pub async fn get(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
     let stored = fetch(api, t).await?;
@@ -66,15 +67,27 @@ fn decode_continue(s: &str, prefix: &str) -> ApiResult<(i64, String)> {
     Ok((tok.rv, tok.start))
 }
 
-/// One list result: matching objects, the revision, and the next token.
+/// One list result: matching objects (as stored, see
+/// [`storage::write_object`]), the revision, and the next token.
 pub struct Listed {
-    pub items: Vec<Value>,
+    pub items: Vec<KeyValue>,
     pub revision: i64,
     pub cont: Option<String>,
 }
 
+impl Listed {
+    /// The objects as trees, each with its resourceVersion.
+    pub fn objects(&self) -> ApiResult<Vec<Value>> {
+        self.items
+            .iter()
+            .map(|kv| storage::decode(kv).map(|s| s.obj))
+            .collect()
+    }
+}
+
 /// Lists the objects under `prefix` matching `sel`, `limit` at a time
-/// (0 = all), continuing from `cont`.
+/// (0 = all), continuing from `cont`. Objects are parsed only when there
+/// are selectors to match.
 pub async fn list_objects(
     api: &Api,
     prefix: &str,
@@ -94,20 +107,21 @@ pub async fn list_objects(
     loop {
         let page = api
             .objects
-            .list(prefix, after.as_deref(), rev, chunk)
+            .list_raw(prefix, after.as_deref(), rev, chunk)
             .await
             .map_err(|e| expired_continue(e, cont.is_some()))?;
         rev = page.revision;
         let more = page.more_after.is_some();
-        let n = page.items.len();
-        for (i, s) in page.items.into_iter().enumerate() {
-            if !sel.matches(&s.obj) {
+        let n = page.kvs.len();
+        for (i, kv) in page.kvs.into_iter().enumerate() {
+            if !sel.is_empty() && !sel.matches(&storage::decode(&kv)?.obj) {
                 continue;
             }
-            items.push(s.obj);
+            items.push(kv);
             if limit > 0 && items.len() as i64 == limit {
                 let rest = i + 1 < n || more;
-                let cont = rest.then(|| encode_continue(rev, &s.key));
+                let last = items.last().map(|kv| String::from_utf8_lossy(&kv.key));
+                let cont = last.filter(|_| rest).map(|k| encode_continue(rev, &k));
                 return Ok(Listed {
                     items,
                     revision: rev,
@@ -157,7 +171,7 @@ pub async fn list(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
         let include = IncludeObject::from_query(&r.query);
         let tbl = output::table(
             t.info,
-            &listed.items,
+            &listed.objects()?,
             Some(listed.revision),
             listed.cont,
             include,
@@ -165,12 +179,8 @@ pub async fn list(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
         );
         return Ok(Reply::ok(tbl));
     }
-    Ok(Reply::ok(output::list_object(
-        t.info,
-        listed.items,
-        listed.revision,
-        listed.cont,
-    )))
+    let body = output::list_bytes(t.info, &listed.items, listed.revision, listed.cont)?;
+    Ok(Reply::Raw { code: 200, body })
 }
 
 /// Pod logs come from the node agent that runs the pod.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Response, StatusCode};
 use bytes::Bytes;
-use keel_proto::mvccpb::Event;
+use keel_proto::mvccpb::{Event, KeyValue};
 use keel_store::watch::{WatchOut, WatchSpec};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -120,14 +120,15 @@ async fn run(
     api: Arc<Api>,
     w: WatchRequest,
     prefix: String,
-    initial: Vec<Value>,
+    initial: Vec<KeyValue>,
     start_rev: i64,
     tx: Tx,
 ) {
     api.metrics.watch_started();
     let _count = Counted(api.metrics.clone());
     let mut enc = Encoder { w: &w, first: true };
-    for obj in &initial {
+    for kv in &initial {
+        let obj = Obj::Stored(kv, kv.mod_revision);
         if !enc.send(&tx, "ADDED", obj).await {
             return;
         }
@@ -191,6 +192,50 @@ async fn lost_quorum(api: &Api) {
     }
 }
 
+/// The object of one watch event.
+enum Obj<'a> {
+    /// As stored, to be served with this resourceVersion.
+    Stored(&'a KeyValue, i64),
+    Tree(Value),
+}
+
+impl Obj<'_> {
+    /// None: stored bytes that are not JSON (the event is skipped).
+    fn into_tree(self) -> Option<Value> {
+        match self {
+            Obj::Tree(o) => Some(o),
+            Obj::Stored(kv, rev) => {
+                let mut o = storage::decode(kv).ok()?.obj;
+                storage::set_resource_version(&mut o, rev);
+                Some(o)
+            }
+        }
+    }
+}
+
+/// The event for a watch without selectors: every change is delivered,
+/// so nothing needs parsing. A put over a live key is MODIFIED, else
+/// ADDED; a delete carries the last state at the delete's revision.
+/// None: a delete of nothing known.
+fn unfiltered<'e>(ev: &'e Event, kv: &'e KeyValue) -> Option<(&'static str, Obj<'e>)> {
+    let prev = ev.prev_kv.as_ref().filter(|p| !p.value.is_empty());
+    Some(match (ev.r#type, prev) {
+        (1, Some(p)) => ("DELETED", Obj::Stored(p, kv.mod_revision)),
+        (1, None) => return None,
+        (_, Some(_)) => ("MODIFIED", Obj::Stored(kv, kv.mod_revision)),
+        (_, None) => ("ADDED", Obj::Stored(kv, kv.mod_revision)),
+    })
+}
+
+/// The start of an event line, up to its object.
+fn line_head(kind: &str, object_len: usize) -> Vec<u8> {
+    let mut line = Vec::with_capacity(object_len + 64);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line
+}
+
 /// Turns store events into Kubernetes watch events on the wire.
 struct Encoder<'a> {
     w: &'a WatchRequest,
@@ -205,7 +250,7 @@ impl Encoder<'_> {
             WatchOut::Events { events, .. } => {
                 for ev in &events {
                     if let Some((kind, obj)) = self.convert(ev) {
-                        if !self.send(tx, kind, &obj).await {
+                        if !self.send(tx, kind, obj).await {
                             return false;
                         }
                     }
@@ -237,9 +282,12 @@ impl Encoder<'_> {
     }
 
     /// The watch event for one store event, after the selectors.
-    fn convert(&self, ev: &Event) -> Option<(&'static str, Value)> {
+    fn convert<'e>(&self, ev: &'e Event) -> Option<(&'static str, Obj<'e>)> {
         let sel = &self.w.selectors;
         let kv = ev.kv.as_ref()?;
+        if sel.is_empty() {
+            return unfiltered(ev, kv);
+        }
         let old = ev
             .prev_kv
             .as_ref()
@@ -250,26 +298,30 @@ impl Encoder<'_> {
         if ev.r#type == 1 {
             let mut o = old?;
             storage::set_resource_version(&mut o, kv.mod_revision);
-            return old_match.then_some(("DELETED", o));
+            return old_match.then_some(("DELETED", Obj::Tree(o)));
         }
         let new = storage::decode(kv).ok()?.obj;
         match (sel.matches(&new), old_match) {
-            (true, true) => Some(("MODIFIED", new)),
-            (true, false) => Some(("ADDED", new)),
+            (true, true) => Some(("MODIFIED", Obj::Tree(new))),
+            (true, false) => Some(("ADDED", Obj::Tree(new))),
             (false, true) => {
                 let mut o = old?;
                 storage::set_resource_version(&mut o, kv.mod_revision);
-                Some(("DELETED", o))
+                Some(("DELETED", Obj::Tree(o)))
             }
             (false, false) => None,
         }
     }
 
-    async fn send(&mut self, tx: &Tx, kind: &str, obj: &Value) -> bool {
+    async fn send(&mut self, tx: &Tx, kind: &str, obj: Obj<'_>) -> bool {
         if self.w.table {
+            let obj = match obj.into_tree() {
+                Some(o) => o,
+                None => return true,
+            };
             let t = output::table(
                 self.w.target.info,
-                std::slice::from_ref(obj),
+                std::slice::from_ref(&obj),
                 None,
                 None,
                 self.w.include,
@@ -278,16 +330,29 @@ impl Encoder<'_> {
             self.first = false;
             return self.line(tx, kind, &t).await;
         }
-        self.line(tx, kind, obj).await
+        match obj {
+            Obj::Tree(o) => self.line(tx, kind, &o).await,
+            Obj::Stored(kv, rev) => {
+                let mut line = line_head(kind, kv.value.len());
+                if storage::write_object(&mut line, &kv.key, &kv.value, rev).is_err() {
+                    return true; // not JSON: skipped, as the tree path skips it
+                }
+                self.finish_line(tx, line).await
+            }
+        }
     }
 
     /// `{"type":..,"object":..}` serialized straight from the object, with
     /// no copy of it per watcher.
     async fn line(&mut self, tx: &Tx, kind: &str, obj: &Value) -> bool {
-        let mut line = format!("{{\"type\":\"{kind}\",\"object\":").into_bytes();
+        let mut line = line_head(kind, 0);
         if serde_json::to_writer(&mut line, obj).is_err() {
             return false;
         }
+        self.finish_line(tx, line).await
+    }
+
+    async fn finish_line(&mut self, tx: &Tx, mut line: Vec<u8>) -> bool {
         line.extend_from_slice(b"}\n");
         tx.send(Ok(Bytes::from(line))).await.is_ok()
     }
