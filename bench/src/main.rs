@@ -18,6 +18,7 @@
 //! target/release/keel-bench dns            # cluster DNS queries/s
 //! target/release/keel-bench proxy          # Service proxy data path + updates
 //! target/release/keel-bench failover       # leader SIGKILLs: write outage, vs etcd
+//! target/release/keel-bench watch          # watch fan-out 1k/5k/10k watchers, vs etcd
 //! target/release/keel-bench pods           # pod start, memory, exec per runtime
 //! target/release/keel-bench runtime-steps  # container start step by step, in process
 //! ```
@@ -33,6 +34,7 @@ mod proxy;
 mod report;
 mod runtime_steps;
 mod scheduler;
+mod watch;
 mod workload;
 
 use std::path::PathBuf;
@@ -43,7 +45,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use cluster::{Cluster, System};
 use report::Row;
-use workload::WatchParams;
 
 /// Replicas per cluster: the smallest size that tolerates a failure, and
 /// the one keel and etcd are usually deployed at.
@@ -127,6 +128,9 @@ enum Command {
     /// Leader SIGKILLs in a 3-replica keel cluster and a 3-replica etcd 3.4
     /// cluster: how long writes fail, p50/p99/max side by side.
     Failover(failover::FailoverArgs),
+    /// Watch fan-out at 1,000 / 5,000 / 10,000 watchers on one prefix,
+    /// keel vs etcd: events/s, p99 delivery, and with one stalled watcher.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -159,6 +163,7 @@ async fn main() -> Result<()> {
         Some(Command::Dns(a)) => return dns::main(a).await,
         Some(Command::Proxy(a)) => return proxy::main(a).await,
         Some(Command::Failover(a)) => return failover::main(a).await,
+        Some(Command::Watch(a)) => return watch::main(a).await,
         None => {}
     }
     ensure!(
@@ -232,12 +237,16 @@ async fn run(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             "{system}: watch ({} watchers x {} events) ...",
             args.watchers, args.watch_events
         );
-        let params = WatchParams {
+        let params = watch::FanoutParams {
+            prefix: "w/".into(),
             watchers: args.watchers,
             streams: args.watch_streams,
             events: args.watch_events,
+            writers: 1,
+            value_size: 0,
+            stalled: None,
         };
-        let s = workload::watch_latency(&channels, &params).await?;
+        let s = watch::fanout(&channels, params).await?.sample;
         record("watch delivery", s);
 
         // Close connections before killing the servers, then stop them.

@@ -11,7 +11,7 @@ use crate::workload::Sample;
 
 /// One (workload, system) measurement.
 pub struct Row {
-    pub workload: &'static str,
+    pub workload: String,
     pub system: System,
     pub ops_per_sec: f64,
     pub p50_ms: f64,
@@ -21,9 +21,9 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(workload: &'static str, system: System, s: &Sample) -> Self {
+    pub fn new(workload: impl Into<String>, system: System, s: &Sample) -> Self {
         Row {
-            workload,
+            workload: workload.into(),
             system,
             ops_per_sec: s.ops_per_sec(),
             p50_ms: s.quantile_ms(0.50),
@@ -121,7 +121,7 @@ mod tests {
 
     fn row(workload: &'static str, system: System, ops: f64, p99: f64) -> Row {
         Row {
-            workload,
+            workload: workload.into(),
             system,
             ops_per_sec: ops,
             p50_ms: 1.0,
