@@ -77,8 +77,11 @@ impl Store {
     /// The leader this replica acts on and reports (module docs); `None`
     /// while there is none, or none that a quorum is known to follow.
     pub(super) fn acting_leader(&self) -> Option<NodeId> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
-        acting_leader(&m, self.lease(), self.leader_heard_ago())
+        // Borrowed, not cloned: this runs on every request.
+        let heard_ago = self.leader_heard_ago();
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow_watched();
+        acting_leader(&m, self.lease(), heard_ago)
     }
 
     /// Whether this replica is the leader and a quorum acknowledges it.

@@ -8,6 +8,7 @@
 
 pub mod db;
 pub mod error;
+mod forwarder;
 pub mod grpc;
 mod lessor;
 mod log_store;

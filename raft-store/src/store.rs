@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::db::{Db, Identity};
 use crate::error::StoreError;
+use crate::forwarder::{self, Forwarder};
 use crate::lessor::Lessor;
 pub use crate::log_store::Durability;
 use crate::log_store::{decode, encode, LogStore};
@@ -185,6 +186,9 @@ pub(crate) enum ForwardRequest {
     /// method; a replica that does not know it refuses, which counts as
     /// "would not grant".
     PreVote(Vec<u8>),
+    /// Several writes and read-index requests in one RPC, answered by a
+    /// `ForwardResponse::Batch` in the same order (see `crate::forwarder`).
+    Batch(Vec<ForwardRequest>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -194,6 +198,7 @@ pub(crate) enum ForwardResponse {
     Lease(Result<(i64, i64), StoreError>),
     NotLeader,
     Membership(crate::membership::MembershipResult),
+    Batch(Vec<ForwardResponse>),
 }
 
 struct Inner {
@@ -212,6 +217,8 @@ struct Inner {
     /// `check_quorum`.
     leader_heard_at: std::sync::Mutex<Instant>,
     stats: Arc<crate::stats::StoreStats>,
+    /// Writes and read-index requests on their way to the leader.
+    forwarder: Forwarder,
 }
 
 /// A handle to this replica's store. Cheap to clone.
@@ -361,6 +368,7 @@ impl Store {
                 sm: shared,
                 id,
                 cluster_id,
+                forwarder: Forwarder::new(peers.clone()),
                 peers,
                 cfg,
                 lessor: Lessor::default(),
@@ -448,8 +456,11 @@ impl Store {
     }
 
     pub(crate) fn leader_member(&self) -> Option<(NodeId, Member)> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
-        let leader = check_quorum::acting_leader(&m, self.lease(), self.leader_heard_ago())?;
+        // Borrowed, not cloned: this runs on every request.
+        let heard_ago = self.leader_heard_ago();
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow_watched();
+        let leader = check_quorum::acting_leader(&m, self.lease(), heard_ago)?;
         let node = m.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, node))
     }
@@ -478,9 +489,11 @@ impl Store {
                     }
                 }
                 Some((_, node)) => {
-                    if let Ok(ForwardResponse::ReadIndex(idx)) =
-                        self.forward(&node, ForwardRequest::ReadIndex, left).await
-                    {
+                    let read =
+                        self.inner
+                            .forwarder
+                            .call(&node.peer_addr, ForwardRequest::ReadIndex, left);
+                    if let Ok(ForwardResponse::ReadIndex(idx)) = read.await {
                         return self.wait_applied(idx, deadline).await;
                     }
                 }
@@ -626,7 +639,9 @@ impl Store {
                 // Never sent: waiting for the next leader cannot apply it twice.
                 Some((leader, _)) if self.leader_known_dead(leader) => {}
                 Some((_, node)) => match self
-                    .forward(&node, ForwardRequest::Write(cmd.clone()), left)
+                    .inner
+                    .forwarder
+                    .call(&node.peer_addr, ForwardRequest::Write(cmd.clone()), left)
                     .await
                 {
                     Ok(ForwardResponse::Write(r)) => return self.counted(r),
@@ -663,42 +678,63 @@ impl Store {
         cmd: Command,
         left: Duration,
     ) -> Option<Result<CommandResponse, StoreError>> {
-        use openraft::errors::{ClientWriteError, RaftError};
+        use openraft::errors::RaftError;
         match tokio::time::timeout(left, self.inner.raft.client_write(cmd)).await {
             Err(_) => Some(Err(StoreError::Timeout)),
             Ok(Ok(r)) => Some(Ok(r.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => None,
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
-                Some(Err(StoreError::LeaderChanged))
-            }
+            Ok(Err(RaftError::APIError(e))) => write_error(e),
             Ok(Err(e)) => Some(Err(StoreError::Internal(e.to_string()))),
         }
     }
 
-    /// Sends `req` to the leader. `NotLeader` also stands for "the leader's
-    /// port refused the connection": in both cases the request was not
-    /// taken, and the caller's retry loop waits for the next leader. Any
-    /// other failure leaves the outcome unknown and is returned.
+    /// Proposes a follower's batched writes in one message to raft, so they
+    /// are appended together; one answer per command, in order, with the
+    /// outcomes of [`Store::propose_local`] (`NotLeader` for `None`).
+    async fn propose_many(&self, cmds: Vec<Command>, left: Duration) -> Vec<ForwardResponse> {
+        use futures::StreamExt;
+        let n = cmds.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut answers = Vec::with_capacity(n);
+        let mut failure = StoreError::Timeout;
+        let collect = async {
+            let mut results = match self.inner.raft.client_write_many(cmds).await {
+                Ok(results) => results,
+                Err(fatal) => return Err(StoreError::Internal(fatal.to_string())),
+            };
+            while let Some(r) = results.next().await {
+                let r = match r {
+                    Ok(Ok(w)) => Some(Ok(w.response)),
+                    Ok(Err(e)) => write_error(e),
+                    Err(fatal) => return Err(StoreError::Internal(fatal.to_string())),
+                };
+                answers.push(r.map_or(ForwardResponse::NotLeader, ForwardResponse::Write));
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(left, collect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = e,
+            Err(_) => {}
+        }
+        // The rest were taken (or may have been) but their outcome is unknown.
+        answers.resize_with(n, || ForwardResponse::Write(Err(failure.clone())));
+        answers
+    }
+
+    /// Sends `req` to the leader in an RPC of its own. `NotLeader` also
+    /// stands for "the leader's port refused the connection": in both cases
+    /// the request was not taken, and the caller's retry loop waits for the
+    /// next leader. Any other failure leaves the outcome unknown and is
+    /// returned.
     pub(crate) async fn forward(
         &self,
         leader: &Member,
         req: ForwardRequest,
         left: Duration,
     ) -> Result<ForwardResponse, StoreError> {
-        let data = encode(&req).map_err(|e| StoreError::Internal(e.to_string()))?;
-        match self
-            .inner
-            .peers
-            .call(&leader.peer_addr, PeerMethod::Forward, data, left)
-            .await
-        {
-            Ok(b) => decode(&b).map_err(|e| StoreError::Internal(e.to_string())),
-            // Never sent (the leader's port refused the connection), so the
-            // caller may retry it as it would a "not leader" answer.
-            Err(keel_net::PeerError::Refused { .. }) => Ok(ForwardResponse::NotLeader),
-            Err(keel_net::PeerError::Timeout { .. }) => Err(StoreError::Timeout),
-            Err(_) => Err(StoreError::LeaderChanged),
-        }
+        Ok(forwarder::send(&self.inner.peers, &leader.peer_addr, &req, left).await?)
     }
 
     // ---- leases ----
@@ -1031,13 +1067,14 @@ impl Store {
                 Some(r) => ForwardResponse::Write(r),
                 None => ForwardResponse::NotLeader,
             },
+            // The follower waits for its own apply; the leader's need not.
             ForwardRequest::ReadIndex => match tokio::time::timeout(
                 timeout,
-                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                self.inner.raft.get_read_log_id(ReadPolicy::ReadIndex),
             )
             .await
             {
-                Ok(Ok(read)) => ForwardResponse::ReadIndex(read.index()),
+                Ok(Ok((read, _))) => ForwardResponse::ReadIndex(read.index()),
                 _ => ForwardResponse::NotLeader,
             },
             ForwardRequest::LeaseKeepAlive(id) => {
@@ -1053,7 +1090,51 @@ impl Store {
                     .map(|ttl| (self.inner.lessor.remaining_s(id, ttl, Instant::now()), ttl)),
             ),
             ForwardRequest::Membership(_) => unreachable!("served above"),
+            // Answered by `serve_batch`; batches are never nested.
+            ForwardRequest::Batch(_) => ForwardResponse::NotLeader,
         }
+    }
+
+    /// Serves a follower's batch: every item concurrently, so the writes
+    /// reach raft together, answered in order.
+    async fn serve_batch(&self, items: Vec<ForwardRequest>) -> ForwardResponse {
+        if !self.is_acting_leader() {
+            return ForwardResponse::NotLeader;
+        }
+        let mut writes = Vec::new();
+        let mut others = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match item {
+                ForwardRequest::Write(cmd) => writes.push((i, cmd)),
+                other => others.push((i, other)),
+            }
+        }
+        let (write_at, cmds): (Vec<usize>, Vec<Command>) = writes.into_iter().unzip();
+        let (other_at, others): (Vec<usize>, Vec<ForwardRequest>) = others.into_iter().unzip();
+        let (written, served) = futures::join!(
+            self.propose_many(cmds, self.inner.cfg.request_timeout),
+            futures::future::join_all(others.into_iter().map(|r| self.serve_forward(r)))
+        );
+        let mut answers: Vec<(usize, ForwardResponse)> = write_at
+            .into_iter()
+            .zip(written)
+            .chain(other_at.into_iter().zip(served))
+            .collect();
+        answers.sort_unstable_by_key(|(i, _)| *i);
+        ForwardResponse::Batch(answers.into_iter().map(|(_, a)| a).collect())
+    }
+}
+
+/// What a write raft refused means for its caller: `None` when it was
+/// rejected before it was appended (safe to retry elsewhere).
+fn write_error(
+    e: openraft::errors::ClientWriteError<crate::types::TypeConfig>,
+) -> Option<Result<CommandResponse, StoreError>> {
+    use openraft::errors::ClientWriteError;
+    match e {
+        ClientWriteError::ForwardToLeader(_) => None,
+        ClientWriteError::LogEntryDiscarded(_) => Some(Err(StoreError::LeaderChanged)),
+        e => Some(Err(StoreError::Internal(e.to_string()))),
     }
 }
 
@@ -1148,6 +1229,7 @@ impl PeerHandler for Store {
                     let req: VoteRequest<crate::types::TypeConfig> = decode(&b).map_err(bad)?;
                     encode(&raft.pre_vote(req).await)
                 }
+                ForwardRequest::Batch(items) => encode(&self.serve_batch(items).await),
                 req => encode(&self.serve_forward(req).await),
             },
         };

@@ -22,7 +22,7 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// A prost-encoded `TxnRequest`; puts and deletes are single-op txns.
-    Txn(Vec<u8>),
+    Txn(#[serde(with = "byte_string")] Vec<u8>),
     Compact {
         revision: i64,
     },
@@ -63,12 +63,55 @@ pub struct CommandResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandOutput {
     /// A prost-encoded `TxnResponse` (headers unset).
-    Txn(Vec<u8>),
+    Txn(#[serde(with = "byte_string")] Vec<u8>),
     LeaseGranted {
         id: i64,
         ttl_s: i64,
     },
     Done,
+}
+
+/// A byte vector as one byte string instead of a sequence of single bytes.
+/// bincode writes both the same way (a length, then the bytes), so logs and
+/// peers that predate it read it unchanged; the byte string is copied in
+/// one go instead of visited byte by byte.
+mod byte_string {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(b) = seq.next_element()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
 }
 
 openraft::declare_raft_types!(
@@ -91,4 +134,33 @@ pub fn member_id(name: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_store::{decode, encode};
+
+    /// `Command` as it was serialized before `byte_string`.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    enum LegacyCommand {
+        Txn(Vec<u8>),
+    }
+
+    #[test]
+    fn byte_strings_keep_the_log_encoding() {
+        let body: Vec<u8> = (0..=255u8).cycle().take(700).collect();
+        let now = encode(&Command::Txn(body.clone())).unwrap();
+        let before = encode(&LegacyCommand::Txn(body.clone())).unwrap();
+        assert_eq!(now, before);
+        assert_eq!(
+            decode::<Command>(&before).unwrap(),
+            Command::Txn(body.clone())
+        );
+        let out = encode(&CommandOutput::Txn(body.clone())).unwrap();
+        assert_eq!(
+            decode::<CommandOutput>(&out).unwrap(),
+            CommandOutput::Txn(body)
+        );
+    }
 }
