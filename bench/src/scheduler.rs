@@ -108,7 +108,13 @@ pub async fn main(args: SchedulerArgs) -> Result<()> {
         bin.display()
     );
     let mut procs = Procs::new("keel-bench-sched-")?;
-    let kubeconfigs = start_servers(&mut procs, &bin, args.replicas)?;
+    // Fake nodes never renew a lease: keep them Ready for the run.
+    let kubeconfigs = start_servers(
+        &mut procs,
+        &bin,
+        args.replicas,
+        &["--node-monitor-grace-period-s", "3600"],
+    )?;
     let mut clients = Vec::new();
     for kc in &kubeconfigs {
         clients.push(connect(&mut procs, kc, READY_TIMEOUT).await?);
@@ -131,9 +137,14 @@ pub async fn main(args: SchedulerArgs) -> Result<()> {
     Ok(())
 }
 
-/// `replicas` `keel server` processes bootstrapped as one cluster; returns
-/// the kubeconfig each writes.
-fn start_servers(procs: &mut Procs, bin: &Path, replicas: usize) -> Result<Vec<PathBuf>> {
+/// `replicas` `keel server` processes bootstrapped as one cluster, each
+/// with `extra` arguments; returns the kubeconfig each writes.
+pub(crate) fn start_servers(
+    procs: &mut Procs,
+    bin: &Path,
+    replicas: usize,
+    extra: &[&str],
+) -> Result<Vec<PathBuf>> {
     let ports = free_ports(replicas * 3)?;
     let names: Vec<String> = (1..=replicas).map(|i| format!("n{i}")).collect();
     let initial_cluster = names
@@ -159,8 +170,7 @@ fn start_servers(procs: &mut Procs, bin: &Path, replicas: usize) -> Result<Vec<P
                 &format!("127.0.0.1:{}", ports[2 * replicas + i]),
             ])
             .args(["--initial-cluster", &initial_cluster])
-            // Fake nodes never renew a lease: keep them Ready for the run.
-            .args(["--node-monitor-grace-period-s", "3600"]);
+            .args(extra);
         procs.spawn(name, cmd)?;
         kubeconfigs.push(data_dir.join("kubeconfig"));
     }
@@ -392,7 +402,8 @@ fn rfc3339_now() -> String {
     )
 }
 
-fn pod(name: &str) -> Value {
+/// A pending pod: keel/pause requesting 10m cpu and 16Mi, no owner.
+pub(crate) fn pod(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "keel-bench-sched"}},
@@ -593,7 +604,7 @@ async fn run(args: &SchedulerArgs, clients: &[Client], procs: &mut Procs) -> Res
 /// Runs `op(client, i)` for every `i < n` from `workers` closed-loop tasks
 /// (worker `w` on replica `w % replicas`); returns `(i, result)` where Ok
 /// holds when the operation finished.
-async fn for_each_concurrently<F, Fut>(
+pub(crate) async fn for_each_concurrently<F, Fut>(
     clients: &[Client],
     workers: usize,
     n: usize,
@@ -634,7 +645,7 @@ where
 }
 
 /// Opens (and pools) one connection per worker before the clock starts.
-async fn warm_up(clients: &[Client], workers: usize) -> Result<()> {
+pub(crate) async fn warm_up(clients: &[Client], workers: usize) -> Result<()> {
     let gets = (0..workers).map(|w| {
         let c = clients[w % clients.len()].clone();
         async move { c.request_text(get("/api/v1/namespaces/default")).await }
