@@ -188,6 +188,9 @@ fn pod_index(name: Option<&str>) -> Option<usize> {
     name?.strip_prefix(PREFIX)?.parse().ok()
 }
 
+/// One list: what, and (took, items) or why it failed.
+type ListRow = (String, Result<(Duration, usize), String>);
+
 struct Report {
     register_took: Duration,
     creates_ok: usize,
@@ -200,7 +203,7 @@ struct Report {
     running: usize,
     /// First create → last Running.
     all_running_took: Option<Duration>,
-    lists: Vec<(String, Result<(Duration, usize), String>)>,
+    lists: Vec<ListRow>,
     /// Per replica: (VmRSS, VmHWM) KiB.
     rss_kib: Vec<Option<(u64, u64)>>,
     bench_rss_kib: Option<(u64, u64)>,
