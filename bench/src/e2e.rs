@@ -390,7 +390,7 @@ async fn run(
 }
 
 /// (VmRSS, VmHWM) of `pid` in KiB: resident memory now and at its peak.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(name))?;

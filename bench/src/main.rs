@@ -13,6 +13,7 @@
 //! target/release/keel-bench --only etcd --ops 5000
 //! target/release/keel-bench api            # Kubernetes API of 3 keel replicas
 //! target/release/keel-bench scheduler      # 10,000 pods onto 1,000 fake nodes
+//! target/release/keel-bench hollow         # 500 hollow nodes, 15,000 pods, the SLOs
 //! target/release/keel-bench e2e            # 100-replica Deployment on keel up
 //! target/release/keel-bench ingress        # Ingress router vs direct, HTTP/1.1
 //! target/release/keel-bench dns            # cluster DNS queries/s
@@ -28,6 +29,7 @@ mod cluster;
 mod dns;
 mod e2e;
 mod failover;
+mod hollow;
 mod ingress;
 mod pods;
 mod proxy;
@@ -105,6 +107,10 @@ enum Command {
     /// Scheduling throughput: fake nodes registered through the API, then
     /// pending pods created as fast as possible and timed until all are bound.
     Scheduler(scheduler::SchedulerArgs),
+    /// Hollow nodes (kubemark): simulated agents speaking the node protocol
+    /// in this process, pods created and reported Running; the Kubernetes
+    /// SLOs (mutating API p99, pod startup p99), list latencies, RSS.
+    Hollow(hollow::HollowArgs),
     /// `keel up --agents N` end to end: time from a Deployment's create to
     /// all its replicas Ready.
     E2e(e2e::E2eArgs),
@@ -156,6 +162,7 @@ async fn main() -> Result<()> {
     match args.command.take() {
         Some(Command::Api(a)) => return api::main(a).await,
         Some(Command::Scheduler(a)) => return scheduler::main(a).await,
+        Some(Command::Hollow(a)) => return hollow::main(a).await,
         Some(Command::E2e(a)) => return e2e::main(a).await,
         Some(Command::Pods(a)) => return pods::main(a).await,
         Some(Command::RuntimeSteps(a)) => return runtime_steps::main(a).await,

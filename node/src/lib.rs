@@ -4,7 +4,8 @@
 //! the per-pod sync loop, probes, volumes, status, logs); [`agent::run`] is
 //! its entry point; [`proxy`] is the Service proxy, [`dns`] the cluster DNS
 //! server and [`ingress`] the built-in Ingress router every agent runs;
-//! [`podnet`] is netns mode (a network namespace per pod).
+//! [`podnet`] is netns mode (a network namespace per pod); [`hollow`] runs
+//! simulated agents (no runtime) for scale tests.
 //! Below it is the runtime layer ([`runtime`]): the
 //! [`runtime::Runtime`] trait and the `exec` runtime, in which containers are
 //! supervised child processes of the agent and image names resolve to built-in
@@ -16,6 +17,7 @@
 
 pub mod agent;
 pub mod dns;
+pub mod hollow;
 pub mod image;
 pub mod ingress;
 pub mod podnet;

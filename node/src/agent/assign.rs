@@ -5,6 +5,10 @@
 //! BOOKMARKs), on whichever server answers, so no change is replayed or
 //! missed. A compacted resume point (OUT_OF_RANGE) starts over from 0; the
 //! new snapshot then tells which pods went away meanwhile.
+//!
+//! What the events drive is a [`PodSink`]: the agent's [`Manager`], or a
+//! hollow node ([`crate::hollow`]) that runs nothing and only reports, so
+//! both follow their pods with exactly this protocol code.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,8 +19,8 @@ use k8s_openapi::api::core::v1::Pod;
 use keel_proto::keelnode::{pod_event, PodEvent};
 use tonic::Code;
 
+use super::client::ControlClient;
 use super::manager::Manager;
-use super::Ctx;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -36,26 +40,50 @@ impl WatchState {
     }
 }
 
-/// Runs forever: watch, apply, reconnect.
-pub async fn watch_loop(ctx: Arc<Ctx>, mut manager: Manager) {
+/// What the pod watch feeds, in event order.
+pub trait PodSink {
+    /// A pod bound here was added or changed.
+    fn update(&mut self, pod: Pod);
+    /// The pod with this uid left the node (deleted or moved).
+    fn removed(&mut self, uid: &str);
+    /// A snapshot completed: `seen` holds every uid bound here, so anything
+    /// else the sink holds is gone.
+    fn synced(&mut self, seen: &HashSet<String>);
+}
+
+impl PodSink for Manager {
+    fn update(&mut self, pod: Pod) {
+        Manager::update(self, pod)
+    }
+
+    fn removed(&mut self, uid: &str) {
+        Manager::removed(self, uid)
+    }
+
+    fn synced(&mut self, seen: &HashSet<String>) {
+        Manager::synced(self, seen)
+    }
+}
+
+/// Runs forever: watch the pods bound to `node`, apply, reconnect.
+pub async fn watch_loop(client: Arc<ControlClient>, node: &str, mut sink: impl PodSink) {
     let mut state = WatchState::default();
     let mut delay = Duration::from_millis(200);
     loop {
         if state.revision == 0 {
             state.snapshot = Some(HashSet::new());
         }
-        let node = ctx.cfg.node_name.clone();
-        let error = match ctx.client.watch_pods(&node, state.revision).await {
+        let error = match client.watch_pods(node, state.revision).await {
             Ok(mut stream) => {
                 let mut error = None;
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(ev) => {
                             delay = Duration::from_millis(200);
-                            apply(&mut state, &mut manager, ev);
+                            apply(&mut state, &mut sink, ev);
                         }
                         Err(s) => {
-                            ctx.client.failed(&s);
+                            client.failed(&s);
                             error = Some(s);
                             break;
                         }
@@ -86,8 +114,8 @@ pub async fn watch_loop(ctx: Arc<Ctx>, mut manager: Manager) {
     }
 }
 
-/// Applies one event to the manager and the resume point.
-pub fn apply(state: &mut WatchState, manager: &mut Manager, ev: PodEvent) {
+/// Applies one event to the sink and the resume point.
+pub fn apply(state: &mut WatchState, sink: &mut impl PodSink, ev: PodEvent) {
     let kind = pod_event::Type::try_from(ev.r#type).ok();
     match kind {
         Some(pod_event::Type::Added | pod_event::Type::Modified) => match parse(&ev.pod_json) {
@@ -97,18 +125,18 @@ pub fn apply(state: &mut WatchState, manager: &mut Manager, ev: PodEvent) {
                 {
                     seen.insert(uid.clone());
                 }
-                manager.update(pod);
+                sink.update(pod);
             }
             None => tracing::warn!(revision = ev.revision, "ignoring unparsable pod"),
         },
         Some(pod_event::Type::Deleted) => {
             if let Some(uid) = parse(&ev.pod_json).and_then(|p| p.metadata.uid) {
-                manager.removed(&uid);
+                sink.removed(&uid);
             }
         }
         Some(pod_event::Type::Synced) => {
             let seen = state.snapshot.take().unwrap_or_default();
-            manager.synced(&seen);
+            sink.synced(&seen);
         }
         Some(pod_event::Type::Bookmark) => {}
         None => tracing::warn!(kind = ev.r#type, "unknown pod event type"),

@@ -62,7 +62,7 @@ pub mod rotation;
 pub mod serving;
 pub mod storage;
 mod tasks;
-pub(crate) mod time;
+pub mod time;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -575,6 +575,6 @@ async fn run_registered(ctx: Ctx, logs_port: u16, tasks: tasks::Tasks) -> anyhow
     }
     let ctx = Arc::new(ctx);
     let manager = manager::Manager::new(ctx.clone(), tasks);
-    assign::watch_loop(ctx, manager).await;
+    assign::watch_loop(ctx.client.clone(), &ctx.cfg.node_name, manager).await;
     Ok(())
 }

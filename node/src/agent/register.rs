@@ -94,6 +94,43 @@ impl NodeBuilder {
         }
     }
 
+    /// A simulated node's (see [`crate::hollow`]): the given capacity, the
+    /// standard labels, a loopback address and no host facts (no volume
+    /// root, no Ingress router, no agent port), so thousands of them cost
+    /// nothing to build.
+    pub fn hollow(name: &str, cpu: &str, memory: &str, max_pods: u32) -> Self {
+        let arch = go_arch();
+        NodeBuilder {
+            name: name.to_string(),
+            labels: json!({
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": arch,
+                "node.keel.dev/hollow": "true",
+            }),
+            annotations: json!({
+                keel_apimachinery::pod_network::ANNOTATION:
+                    crate::podnet::NetworkMode::Loopback.as_str(),
+            }),
+            capacity: json!({
+                "cpu": cpu, "memory": memory, "pods": max_pods.to_string(),
+                "ephemeral-storage": "0",
+            }),
+            addresses: json!([
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": name},
+            ]),
+            node_info: node_info(arch),
+            logs_port: 0,
+            since: super::time::now(),
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The full Node for Register.
     pub fn node(&self) -> Value {
         json!({

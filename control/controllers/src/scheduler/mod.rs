@@ -280,27 +280,69 @@ impl fmt::Display for FitError {
 
 impl std::error::Error for FitError {}
 
+/// Fewest feasible nodes a search looks for before it stops (Kubernetes'
+/// minFeasibleNodesToFind).
+const MIN_FEASIBLE_NODES: usize = 100;
+/// Smallest share of a large cluster a search looks for, in percent
+/// (Kubernetes' minFeasibleNodesPercentageToFind).
+const MIN_FEASIBLE_PERCENT: usize = 5;
+
+/// How many feasible nodes a search looks for among `total`: all of a
+/// cluster under 100 nodes, else Kubernetes' adaptive
+/// percentageOfNodesToScore, 50% less 1% per 125 nodes, at least 5% and
+/// at least 100 nodes (500 of 5,000). Scoring a sample is what keeps the
+/// cost per pod flat as clusters grow; the rotating start
+/// ([`schedule`]'s `next_start`) makes every node part of some sample.
+pub fn feasible_nodes_to_find(total: usize) -> usize {
+    if total < MIN_FEASIBLE_NODES {
+        return total;
+    }
+    let percent = 50usize
+        .saturating_sub(total / 125)
+        .max(MIN_FEASIBLE_PERCENT);
+    (total * percent / 100).max(MIN_FEASIBLE_NODES)
+}
+
 /// Picks a node for `pod`: Ok(index into `nodes`) of the best node that
-/// passes every filter, or the reasons each node was rejected. Every node
-/// is considered (Kubernetes samples a percentage of large clusters).
-/// Among equally good nodes `rng` picks one uniformly; the result depends
-/// only on the inputs and `rng`, so a seeded rng makes it reproducible.
+/// passes every filter, or the reasons each node was rejected.
+///
+/// As kube-scheduler does, the filters run over the nodes in order from
+/// `*next_start` (wrapping around) and stop once
+/// [`feasible_nodes_to_find`] nodes pass; only those are scored, and
+/// `*next_start` moves past the nodes examined, so the next pod's search
+/// starts where this one stopped. A pod that fits nowhere has examined
+/// every node. Among equally good nodes `rng` picks one uniformly; the
+/// result depends only on the inputs, `next_start` and `rng`, so a seeded
+/// rng makes it reproducible.
 pub fn schedule<R: Rng + ?Sized>(
     pod: &PodRequest,
     nodes: &[NodeInfo],
+    next_start: &mut usize,
     rng: &mut R,
 ) -> Result<usize, FitError> {
-    let mut feasible = Vec::with_capacity(nodes.len());
+    let total = nodes.len();
+    let want = feasible_nodes_to_find(total);
+    let start = if total == 0 { 0 } else { *next_start % total };
+    let mut feasible = Vec::with_capacity(want);
     let mut unfit = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        match filter::check(pod, node) {
-            Ok(()) => feasible.push(i),
-            Err(why) => unfit.push((node.name.clone(), why)),
+    let mut examined = 0;
+    for offset in 0..total {
+        if feasible.len() >= want {
+            break;
         }
+        let i = (start + offset) % total;
+        examined += 1;
+        match filter::check(pod, &nodes[i]) {
+            Ok(()) => feasible.push(i),
+            Err(why) => unfit.push((nodes[i].name.clone(), why)),
+        }
+    }
+    if total > 0 {
+        *next_start = (start + examined) % total;
     }
     if feasible.is_empty() {
         return Err(FitError {
-            num_nodes: nodes.len(),
+            num_nodes: total,
             unfit,
         });
     }
@@ -524,7 +566,7 @@ pub(crate) mod tests {
         let nodes = [labelled, node("b", "4", "8Gi"), node("c", "4", "8Gi")];
         let mut p = pod("p", "6", "1Gi");
         p.node_selector.insert("disk".into(), "ssd".into());
-        let err = schedule(&p, &nodes, &mut rng()).unwrap_err();
+        let err = schedule(&p, &nodes, &mut 0, &mut rng()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "0/3 nodes are available: 1 Insufficient cpu, \
@@ -550,7 +592,7 @@ pub(crate) mod tests {
             node("d", "1", "1Gi"),
             node("e", "1", "1Gi"),
         ];
-        let err = schedule(&pod("p", "2", "2Gi"), &nodes, &mut rng()).unwrap_err();
+        let err = schedule(&pod("p", "2", "2Gi"), &nodes, &mut 0, &mut rng()).unwrap_err();
         assert_eq!(
             err.message(),
             "0/5 nodes are available: 1 node(s) had untolerated taint \
@@ -561,7 +603,7 @@ pub(crate) mod tests {
 
     #[test]
     fn no_nodes() {
-        let err = schedule(&pod("p", "1", "1"), &[], &mut rng()).unwrap_err();
+        let err = schedule(&pod("p", "1", "1"), &[], &mut 0, &mut rng()).unwrap_err();
         assert_eq!(err.message(), "no nodes available to schedule pods");
     }
 
@@ -572,11 +614,34 @@ pub(crate) mod tests {
         let nodes = [node("a", "8", "8Gi"), gpu];
         let mut p = pod("p", "100m", "1Mi");
         p.node_selector.insert("gpu".into(), "true".into());
-        assert_eq!(schedule(&p, &nodes, &mut rng()), Ok(1));
+        assert_eq!(schedule(&p, &nodes, &mut 0, &mut rng()), Ok(1));
     }
 
     /// Not a benchmark with assertions on time: prints how long 10,000
     /// decisions over 1,000 nodes take (run with --nocapture to see it).
+    #[test]
+    fn large_clusters_score_a_rotating_sample() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        assert_eq!(feasible_nodes_to_find(100_000), 5000);
+        let nodes: Vec<NodeInfo> = (0..1000)
+            .map(|i| node(&format!("n{i:04}"), "8", "32Gi"))
+            .collect();
+        let p = pod("p", "100m", "128Mi");
+        let mut next_start = 0;
+        let i = schedule(&p, &nodes, &mut next_start, &mut rng()).unwrap();
+        assert!(i < 420, "{i}");
+        assert_eq!(next_start, 420);
+        let i = schedule(&p, &nodes, &mut next_start, &mut rng()).unwrap();
+        assert!((420..840).contains(&i), "{i}");
+        assert_eq!(next_start, 840);
+        // The search wraps around the end.
+        let i = schedule(&p, &nodes, &mut next_start, &mut rng()).unwrap();
+        assert!(!(260..840).contains(&i), "{i}");
+        assert_eq!(next_start, 260);
+    }
+
     #[test]
     fn ten_thousand_pods_over_a_thousand_nodes() {
         let mut nodes: Vec<NodeInfo> = (0..1000)
@@ -593,9 +658,10 @@ pub(crate) mod tests {
             })
             .collect();
         let mut rng = rng();
+        let mut next_start = 0;
         let start = Instant::now();
         for p in &pods {
-            let i = schedule(p, &nodes, &mut rng).expect("every pod fits");
+            let i = schedule(p, &nodes, &mut next_start, &mut rng).expect("every pod fits");
             nodes[i].add_pod(p);
         }
         let elapsed = start.elapsed();

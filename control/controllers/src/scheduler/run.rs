@@ -119,6 +119,8 @@ struct Scheduler {
     reported: HashMap<String, String>,
     /// Breaks ties between equally good nodes.
     rng: StdRng,
+    /// Where the next search over the nodes starts (see [`schedule`]).
+    next_start: usize,
     binds: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Bound>,
 }
@@ -143,6 +145,7 @@ impl Scheduler {
             waiting: HashMap::new(),
             reported: HashMap::new(),
             rng: StdRng::from_entropy(),
+            next_start: 0,
             binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
             done,
         }
@@ -303,7 +306,7 @@ impl Scheduler {
             }
         };
         req.volumes = pod_volumes.constraints;
-        match schedule(&req, &self.cache.infos, &mut self.rng) {
+        match schedule(&req, &self.cache.infos, &mut self.next_start, &mut self.rng) {
             Ok(i) => {
                 let node = self.cache.infos[i].name.clone();
                 self.cache.account(key, &node, req);

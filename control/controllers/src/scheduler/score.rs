@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(least_allocated(&p, &idle), 81);
         let nodes = [busy, idle];
         assert_eq!(
-            nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name,
+            nodes[schedule(&p, &nodes, &mut 0, &mut rng()).unwrap()].name,
             "b-idle"
         );
     }
@@ -155,7 +155,7 @@ mod tests {
         let p = pod("p", "1", "1Gi");
         let nodes = [node("a-small", "2", "2Gi"), node("b-large", "8", "8Gi")];
         assert_eq!(
-            nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name,
+            nodes[schedule(&p, &nodes, &mut 0, &mut rng()).unwrap()].name,
             "b-large"
         );
     }
@@ -182,7 +182,7 @@ mod tests {
         let mut rng = rng();
         let mut picked = [0; 4];
         for _ in 0..3000 {
-            picked[schedule(&p, &nodes, &mut rng).unwrap()] += 1;
+            picked[schedule(&p, &nodes, &mut 0, &mut rng).unwrap()] += 1;
         }
         assert_eq!(picked[1], 0, "the busier node never wins: {picked:?}");
         for i in [0, 2, 3] {
@@ -195,7 +195,7 @@ mod tests {
         let again = |seed| {
             let mut r = StdRng::seed_from_u64(seed);
             (0..20)
-                .map(|_| schedule(&p, &nodes, &mut r).unwrap())
+                .map(|_| schedule(&p, &nodes, &mut 0, &mut r).unwrap())
                 .collect::<Vec<_>>()
         };
         assert_eq!(again(3), again(3));
@@ -211,7 +211,7 @@ mod tests {
         let mut rng = rng();
         for i in 0..100 {
             let p = pod(&format!("p{i}"), "10m", "16Mi");
-            let chosen = schedule(&p, &nodes, &mut rng).unwrap();
+            let chosen = schedule(&p, &nodes, &mut 0, &mut rng).unwrap();
             nodes[chosen].add_pod(&p);
         }
         let max = nodes.iter().map(|n| n.pod_count).max().unwrap_or(0);
@@ -228,7 +228,7 @@ mod tests {
             .collect();
         for i in 0..6 {
             let p = owned_pod(&format!("web-{i}"), "rs-uid", "100m", "64Mi");
-            let chosen = schedule(&p, &nodes, &mut rng()).unwrap();
+            let chosen = schedule(&p, &nodes, &mut 0, &mut rng()).unwrap();
             nodes[chosen].add_pod(&p);
         }
         let counts: Vec<i64> = nodes.iter().map(|n| n.pod_count).collect();
@@ -245,10 +245,16 @@ mod tests {
         n2.add_pod(&pod("other", "200m", "128Mi"));
         let p = owned_pod("web-1", "rs", "100m", "64Mi");
         let nodes = [n1, n2];
-        assert_eq!(nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name, "n2");
+        assert_eq!(
+            nodes[schedule(&p, &nodes, &mut 0, &mut rng()).unwrap()].name,
+            "n2"
+        );
         // Without an owner, the emptier node wins.
         let q = pod("solo", "100m", "64Mi");
-        assert_eq!(nodes[schedule(&q, &nodes, &mut rng()).unwrap()].name, "n1");
+        assert_eq!(
+            nodes[schedule(&q, &nodes, &mut 0, &mut rng()).unwrap()].name,
+            "n1"
+        );
     }
 
     #[test]
@@ -256,7 +262,7 @@ mod tests {
         let mut nodes = vec![node("a", "4", "8Gi"), node("b", "4", "8Gi")];
         for _ in 0..4 {
             let p = crate::scheduler::tests::with_spec(json!({"containers": [{"name": "c"}]}));
-            let i = schedule(&p, &nodes, &mut rng()).unwrap();
+            let i = schedule(&p, &nodes, &mut 0, &mut rng()).unwrap();
             nodes[i].add_pod(&p);
         }
         assert_eq!(nodes[0].pod_count, 2);
@@ -272,8 +278,11 @@ mod tests {
         let mut p = pod("p", "100m", "1Mi");
         assert_eq!(prefer_no_schedule_count(&p, &a), 1);
         let nodes = [a.clone(), b];
-        assert_eq!(nodes[schedule(&p, &nodes, &mut rng()).unwrap()].name, "b");
-        assert_eq!(schedule(&p, &[a.clone()], &mut rng()), Ok(0));
+        assert_eq!(
+            nodes[schedule(&p, &nodes, &mut 0, &mut rng()).unwrap()].name,
+            "b"
+        );
+        assert_eq!(schedule(&p, &[a.clone()], &mut 0, &mut rng()), Ok(0));
         // A NoSchedule-only toleration does not cancel PreferNoSchedule.
         let exists =
             |effect: &str| tol(json!({"key": "spot", "operator": "Exists", "effect": effect}));
