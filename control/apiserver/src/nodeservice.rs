@@ -47,6 +47,7 @@ use crate::auth::node::node_name;
 use crate::auth::{Authorizer, UserInfo, MASTERS};
 use crate::client::{path, Client, ClientError};
 use crate::meta;
+use crate::status::ApiError;
 use crate::storage::Objects;
 
 /// Where node pod CIDRs come from: `/24`s of a range inside 127.0.0.0/8 by
@@ -421,15 +422,40 @@ impl NodeSvc {
 
     /// The first free /24 of the range, claimed for `node` through a store
     /// key so two replicas never hand out the same block.
+    ///
+    /// One read finds the blocks already held, so a registration costs one
+    /// claim write (more only when another replica claims the same block at
+    /// once), not one write per block taken before it. A node that already
+    /// holds a block (it registers again) gets that block back.
     async fn claim_cidr(&self, node: &str) -> Result<String, Status> {
-        for i in 0..self.cidrs.blocks() {
-            let key = format!("/keel/alloc/podcidr/{i}");
-            let held = self
+        const PREFIX: &str = "/keel/alloc/podcidr/";
+        let unavailable = |e: ApiError| Status::unavailable(e.message);
+        let held = self
+            .objects
+            .list_raw(PREFIX, None, 0, 0)
+            .await
+            .map_err(unavailable)?;
+        let mut taken = std::collections::HashSet::new();
+        for kv in &held.kvs {
+            let index = std::str::from_utf8(&kv.key)
+                .ok()
+                .and_then(|k| k.strip_prefix(PREFIX))
+                .and_then(|i| i.parse::<u32>().ok())
+                .filter(|i| *i < self.cidrs.blocks());
+            let Some(i) = index else { continue };
+            if kv.value == node.as_bytes() {
+                return Ok(self.cidrs.block(i));
+            }
+            taken.insert(i);
+        }
+        for i in (0..self.cidrs.blocks()).filter(|i| !taken.contains(i)) {
+            let key = format!("{PREFIX}{i}");
+            let holder = self
                 .objects
                 .put_raw_if_absent(&key, node.as_bytes().to_vec())
                 .await
-                .map_err(|e| Status::unavailable(e.message))?;
-            if held == node.as_bytes() {
+                .map_err(unavailable)?;
+            if holder == node.as_bytes() {
                 return Ok(self.cidrs.block(i));
             }
         }
