@@ -20,7 +20,7 @@ use keel_proto::etcdserverpb::{PutRequest, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::{Cluster, System};
-use crate::{default_keel_bin, Only, READY_TIMEOUT, REPLICAS};
+use crate::{system_bin, Only, READY_TIMEOUT, REPLICAS};
 
 #[derive(Args, Debug)]
 pub struct FailoverArgs {
@@ -56,13 +56,7 @@ pub async fn main(a: FailoverArgs) -> Result<()> {
     }
     let mut results = Vec::new();
     for &system in a.only.systems() {
-        let bin = match system {
-            System::Etcd => a.etcd_bin.clone(),
-            System::Keel => match &a.keel_bin {
-                Some(p) => p.clone(),
-                None => default_keel_bin()?,
-            },
-        };
+        let bin = system_bin(system, &a.etcd_bin, a.keel_bin.as_deref())?;
         let windows = measure(system, &bin, &a).await?;
         results.push((system, windows));
     }

@@ -34,10 +34,9 @@ use serde_json::Value;
 
 use crate::e2e::rss_kib;
 use crate::scheduler::{
-    connect, cpu_ticks, for_each_concurrently, get_json, pod, post, start_servers, warm_up, Procs,
+    cpu_ticks, for_each_concurrently, get_json, pod, post, start_and_connect, warm_up, Procs,
 };
 use crate::workload::{micros, new_hist};
-use crate::READY_TIMEOUT;
 
 const NS_PODS: &str = "/api/v1/namespaces/default/pods";
 /// Name prefix of the measured pods; the rest is the pod's index.
@@ -87,27 +86,9 @@ pub async fn main(args: HollowArgs) -> Result<()> {
         args.nodes > 0 && args.pods > 0 && args.clients > 0 && args.nodes_per_conn > 0,
         "--nodes, --pods, --clients and --nodes-per-conn must be positive"
     );
-    ensure!(
-        [1, 3, 5].contains(&args.replicas),
-        "--replicas must be 1, 3 or 5"
-    );
-    let bin = match &args.keel_bin {
-        Some(p) => p.clone(),
-        None => crate::default_keel_bin()?,
-    };
-    ensure!(bin.is_file(), "keel binary not found at {}", bin.display());
-    eprintln!(
-        "keel: starting {} server replica(s) ({})",
-        args.replicas,
-        bin.display()
-    );
+    let bin = crate::keel_bin(args.keel_bin.as_deref())?;
     let mut procs = Procs::new("keel-bench-hollow-")?;
-    let kubeconfigs = start_servers(&mut procs, &bin, args.replicas, &[])?;
-    let mut clients = Vec::new();
-    for kc in &kubeconfigs {
-        clients.push(connect(&mut procs, kc, READY_TIMEOUT).await?);
-    }
-    eprintln!("keel: API served by all replicas (pids {:?})", procs.pids());
+    let (kubeconfigs, clients) = start_and_connect(&mut procs, &bin, args.replicas, &[]).await?;
     let hollow = hollow_config(&kubeconfigs, args.heartbeat_s)?;
 
     let report = tokio::select! {

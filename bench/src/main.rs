@@ -39,7 +39,7 @@ mod scheduler;
 mod watch;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -213,13 +213,7 @@ async fn main() -> Result<()> {
 /// arrive so an interrupted run still reports the finished workloads.
 async fn run(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     for &system in args.only.systems() {
-        let bin = match system {
-            System::Etcd => args.etcd_bin.clone(),
-            System::Keel => match &args.keel_bin {
-                Some(p) => p.clone(),
-                None => default_keel_bin()?,
-            },
-        };
+        let bin = system_bin(system, &args.etcd_bin, args.keel_bin.as_deref())?;
         eprintln!("{system}: starting {REPLICAS} replicas ({})", bin.display());
         let mut cluster = Cluster::start(system, &bin, REPLICAS)?;
         cluster.wait_ready(READY_TIMEOUT).await?;
@@ -261,6 +255,25 @@ async fn run(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         drop(cluster);
     }
     Ok(())
+}
+
+/// The binary to run for `system`: `etcd_bin`, or [`keel_bin`] of `keel`.
+pub(crate) fn system_bin(system: System, etcd_bin: &Path, keel: Option<&Path>) -> Result<PathBuf> {
+    match system {
+        System::Etcd => Ok(etcd_bin.to_path_buf()),
+        System::Keel => keel_bin(keel),
+    }
+}
+
+/// The keel binary given with `--keel-bin`, else [`default_keel_bin`].
+/// Errors when no file is there, naming the path.
+pub(crate) fn keel_bin(given: Option<&Path>) -> Result<PathBuf> {
+    let bin = match given {
+        Some(p) => p.to_path_buf(),
+        None => default_keel_bin()?,
+    };
+    anyhow::ensure!(bin.is_file(), "keel binary not found at {}", bin.display());
+    Ok(bin)
 }
 
 /// `keel` in the directory of this executable: `cargo build --release`

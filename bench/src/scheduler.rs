@@ -104,27 +104,10 @@ pub async fn main(args: SchedulerArgs) -> Result<()> {
         args.nodes > 0 && args.pods > 0 && args.clients > 0,
         "--nodes, --pods and --clients must be positive"
     );
-    ensure!(
-        [1, 3, 5].contains(&args.replicas),
-        "--replicas must be 1, 3 or 5"
-    );
-    let bin = match &args.keel_bin {
-        Some(p) => p.clone(),
-        None => crate::default_keel_bin()?,
-    };
-    ensure!(bin.is_file(), "keel binary not found at {}", bin.display());
-    eprintln!(
-        "keel: starting {} server replica(s) ({})",
-        args.replicas,
-        bin.display()
-    );
+    let bin = crate::keel_bin(args.keel_bin.as_deref())?;
     let mut procs = Procs::new("keel-bench-sched-")?;
-    let kubeconfigs = start_servers(&mut procs, &bin, args.replicas, &server_args(&args))?;
-    let mut clients = Vec::new();
-    for kc in &kubeconfigs {
-        clients.push(connect(&mut procs, kc, READY_TIMEOUT).await?);
-    }
-    eprintln!("keel: API served by all replicas (pids {:?})", procs.pids());
+    let (kubeconfigs, clients) =
+        start_and_connect(&mut procs, &bin, args.replicas, &server_args(&args)).await?;
 
     let report = tokio::select! {
         r = run(&args, &clients, &mut procs, &bin, &kubeconfigs[0]) => r?,
@@ -153,6 +136,32 @@ fn server_args(args: &SchedulerArgs) -> Vec<&'static str> {
         v.push("--disable-controllers");
     }
     v
+}
+
+/// [`start_servers`], then one API client per replica once each serves.
+/// Errors: `replicas` is not 1, 3 or 5; a replica does not serve within
+/// [`READY_TIMEOUT`] (with its log's tail).
+pub(crate) async fn start_and_connect(
+    procs: &mut Procs,
+    bin: &Path,
+    replicas: usize,
+    extra: &[&str],
+) -> Result<(Vec<PathBuf>, Vec<Client>)> {
+    ensure!(
+        [1, 3, 5].contains(&replicas),
+        "--replicas must be 1, 3 or 5"
+    );
+    eprintln!(
+        "keel: starting {replicas} server replica(s) ({})",
+        bin.display()
+    );
+    let kubeconfigs = start_servers(procs, bin, replicas, extra)?;
+    let mut clients = Vec::new();
+    for kc in &kubeconfigs {
+        clients.push(connect(procs, kc, READY_TIMEOUT).await?);
+    }
+    eprintln!("keel: API served by all replicas (pids {:?})", procs.pids());
+    Ok((kubeconfigs, clients))
 }
 
 /// `replicas` `keel server` processes bootstrapped as one cluster, each

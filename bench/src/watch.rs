@@ -39,7 +39,7 @@ use tonic::Streaming;
 use crate::cluster::{Cluster, System};
 use crate::report::{self, Row};
 use crate::workload::{self, micros, new_hist, Sample};
-use crate::{default_keel_bin, Only, READY_TIMEOUT, REPLICAS};
+use crate::{system_bin, Only, READY_TIMEOUT, REPLICAS};
 
 /// Upper bound on one put; a slower put counts as failed.
 const PUT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -153,13 +153,7 @@ pub async fn main(args: WatchArgs) -> Result<()> {
 
 async fn run(args: &WatchArgs, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
     for &system in args.only.systems() {
-        let bin = match system {
-            System::Etcd => args.etcd_bin.clone(),
-            System::Keel => match &args.keel_bin {
-                Some(p) => p.clone(),
-                None => default_keel_bin()?,
-            },
-        };
+        let bin = system_bin(system, &args.etcd_bin, args.keel_bin.as_deref())?;
         eprintln!("{system}: starting {REPLICAS} replicas ({})", bin.display());
         let mut cluster = Cluster::start(system, &bin, REPLICAS)?;
         cluster.wait_ready(READY_TIMEOUT).await?;
