@@ -108,6 +108,17 @@ impl Client {
         }
     }
 
+    /// Ok when this client may send `method uri` (always, for a trusted
+    /// in-process client), without sending it: for a caller that serves
+    /// the request from a shared source, e.g. the node pod router.
+    /// Errors: 403 worded as for the request itself.
+    pub async fn authorized(&self, method: Method, uri: &str) -> ClientResult<()> {
+        match &self.acting {
+            None => Ok(()),
+            Some((user, authz)) => authorize(user, authz.as_ref(), &method, uri).await,
+        }
+    }
+
     pub fn api(&self) -> &Arc<Api> {
         &self.api
     }

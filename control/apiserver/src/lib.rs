@@ -38,6 +38,7 @@ pub mod metricsapi;
 pub mod nodeservice;
 pub mod patch;
 pub mod pki;
+pub mod pod_router;
 pub mod podexec;
 pub mod podlogs;
 pub mod protobuf;

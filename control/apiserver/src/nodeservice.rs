@@ -43,10 +43,12 @@ use tonic::{Request, Response, Status};
 
 use std::sync::Arc;
 
+use crate::api::watch::Counted;
 use crate::auth::node::node_name;
 use crate::auth::{Authorizer, UserInfo, MASTERS};
 use crate::client::{path, Client, ClientError};
 use crate::meta;
+use crate::pod_router::{self, PodRouter};
 use crate::status::ApiError;
 use crate::storage::Objects;
 
@@ -95,6 +97,8 @@ impl PodCidrs {
 pub struct NodeSvc {
     client: Client,
     objects: Objects,
+    /// Every node's pod stream from one store watch of this replica.
+    pods: PodRouter,
     cidrs: PodCidrs,
     authz: Arc<dyn Authorizer>,
     /// Nodes already warned about their admin credential (once each per
@@ -132,8 +136,12 @@ pub fn service(
     cidrs: PodCidrs,
     authz: Arc<dyn Authorizer>,
 ) -> NodeServiceServer<NodeSvc> {
+    let pods_prefix = crate::resources::find("", "v1", "pods")
+        .expect("pods are served")
+        .prefix(None);
     NodeServiceServer::new(NodeSvc {
         client,
+        pods: PodRouter::new(objects.store().clone(), pods_prefix),
         objects,
         cidrs,
         authz,
@@ -251,7 +259,7 @@ impl NodeService for NodeSvc {
         if r.from_revision < 0 {
             return Err(Status::invalid_argument("from_revision must be >= 0"));
         }
-        let stream = pod_stream(caller.client, r.node_name, r.from_revision).await?;
+        let stream = pod_stream(&caller.client, &self.pods, &r.node_name, r.from_revision).await?;
         Ok(Response::new(stream))
     }
 
@@ -579,9 +587,26 @@ fn merge_conditions(old: &Value, mut new: Value) -> Value {
 }
 
 /// The initial snapshot (when `from` is 0) and then the watch, as PodEvents.
-async fn pod_stream(client: Client, node: String, from: i64) -> Result<EventStream, Status> {
+/// `node`'s pods: with `from` 0, a snapshot (ADDED each, then SYNCED)
+/// and the changes after it; else the changes after `from`. Served by the
+/// replica's [`PodRouter`] when it still holds what came after the
+/// snapshot or `from`, else by an API watch of its own from history. The
+/// caller must be allowed to watch pods with the node's field selector.
+async fn pod_stream(
+    client: &Client,
+    router: &PodRouter,
+    node: &str,
+    from: i64,
+) -> Result<EventStream, Status> {
     let selector = format!("fieldSelector=spec.nodeName%3D{node}");
     let all_pods = path("v1", "pods", None, None);
+    client
+        .authorized(
+            axum::http::Method::GET,
+            &format!("{all_pods}?watch=true&{selector}"),
+        )
+        .await
+        .map_err(to_status)?;
     let mut head: Vec<Result<PodEvent, Status>> = vec![];
     let mut rv = from;
     if from == 0 {
@@ -604,11 +629,71 @@ async fn pod_stream(client: Client, node: String, from: i64) -> Result<EventStre
             revision: rv,
         }));
     }
+    let tail = match router.subscribe(node, rv).await {
+        Ok(Some(rx)) => routed(rx, Counted::start(client.api().metrics.clone())),
+        Ok(None) => watched(client, &all_pods, &selector, rv).await?,
+        Err(e) => return Err(api_status(e)),
+    };
+    // The API ends a watch (timeout, lost quorum): say so, so the agent
+    // resumes elsewhere instead of waiting on a finished stream.
+    let end = futures::stream::once(async {
+        Err(Status::unavailable(
+            "the pod watch ended on this replica; resume from the last revision",
+        ))
+    });
+    Ok(Box::pin(futures::stream::iter(head).chain(tail).chain(end)))
+}
+
+/// The router's deliveries as node events, each pod encoded once here,
+/// from its stored bytes with its resourceVersion spliced in.
+/// `count` keeps it in the API's open-watch count while it lives.
+fn routed(rx: tokio::sync::mpsc::Receiver<pod_router::Item>, count: Counted) -> EventStream {
+    let items = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Box::pin(items.filter_map(move |item| {
+        let _counted = &count;
+        async move {
+            let (t, d) = match item {
+                pod_router::Item::Bookmark(revision) => {
+                    return Some(Ok(PodEvent {
+                        r#type: pod_event::Type::Bookmark as i32,
+                        pod_json: vec![],
+                        revision,
+                    }))
+                }
+                pod_router::Item::Pod(d) => (
+                    match d.change {
+                        pod_router::Change::Added => pod_event::Type::Added,
+                        pod_router::Change::Modified => pod_event::Type::Modified,
+                        pod_router::Change::Deleted => pod_event::Type::Deleted,
+                    },
+                    d,
+                ),
+            };
+            let mut pod_json = Vec::with_capacity(d.kv.value.len() + 32);
+            // Stored bytes that are not JSON are skipped, as the API's watch skips them.
+            crate::storage::write_object(&mut pod_json, &d.kv.key, &d.kv.value, d.revision).ok()?;
+            Some(Ok(PodEvent {
+                r#type: t as i32,
+                pod_json,
+                revision: d.revision,
+            }))
+        }
+    }))
+}
+
+/// An API watch of its own from `rv`, for a revision the router no
+/// longer holds.
+async fn watched(
+    client: &Client,
+    all_pods: &str,
+    selector: &str,
+    rv: i64,
+) -> Result<EventStream, Status> {
     let watch = client
-        .watch(&all_pods, &selector, &rv.to_string())
+        .watch(all_pods, selector, &rv.to_string())
         .await
         .map_err(to_status)?;
-    let tail = watch.map(|ev| match ev.kind.as_str() {
+    Ok(Box::pin(watch.map(|ev| match ev.kind.as_str() {
         "ADDED" => Ok(event(pod_event::Type::Added, &ev.object)),
         "MODIFIED" => Ok(event(pod_event::Type::Modified, &ev.object)),
         "DELETED" => Ok(event(pod_event::Type::Deleted, &ev.object)),
@@ -618,15 +703,15 @@ async fn pod_stream(client: Client, node: String, from: i64) -> Result<EventStre
             revision: revision_of(&ev.object),
         }),
         _ => Err(watch_error(&ev.object)),
-    });
-    // The API ends a watch (timeout, lost quorum): say so, so the agent
-    // resumes elsewhere instead of waiting on a finished stream.
-    let end = futures::stream::once(async {
-        Err(Status::unavailable(
-            "the pod watch ended on this replica; resume from the last revision",
-        ))
-    });
-    Ok(Box::pin(futures::stream::iter(head).chain(tail).chain(end)))
+    })))
+}
+
+fn api_status(e: ApiError) -> Status {
+    to_status(ClientError {
+        code: e.code,
+        reason: e.reason.to_string(),
+        message: e.message,
+    })
 }
 
 fn event(t: pod_event::Type, pod: &Value) -> PodEvent {

@@ -298,3 +298,105 @@ async fn bad_requests_are_invalid_argument_and_change_nothing() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert_eq!(t.store.current_revision(), before, "nothing was written");
 }
+
+/// Node streams on one replica share one store watch (they used to open
+/// one each, decoding every pod event per node); each still gets only
+/// its own pods, and a stream resumed from before what the replica's
+/// router holds is served from history without loss.
+#[tokio::test]
+async fn node_streams_share_one_store_watch_and_resume_from_history() {
+    let t = TestServer::start().await;
+    let mut c = node_client(&t).await;
+    let nodes = ["s1", "s2", "s3", "s4"];
+    for n in nodes {
+        c.register(RegisterRequest { node_json: node(n) })
+            .await
+            .unwrap();
+    }
+    let before = t.store.watcher_count();
+    let mut streams = vec![];
+    for n in nodes {
+        let mut s = c
+            .watch_pods(WatchPodsRequest {
+                node_name: n.into(),
+                from_revision: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(next(&mut s).await.r#type, pod_event::Type::Synced as i32);
+        streams.push(s);
+    }
+    let opened = t.store.watcher_count() - before;
+    assert!(
+        opened <= 1,
+        "{} node streams opened {opened} store watches",
+        nodes.len()
+    );
+
+    for (i, n) in nodes.iter().enumerate() {
+        let name = format!("p{i}");
+        assert_eq!(
+            t.post("/api/v1/namespaces/default/pods", &pod(&name))
+                .await
+                .code,
+            201
+        );
+        bind(&t, &name, n).await;
+    }
+    let mut first_added = 0;
+    for (i, s) in streams.iter_mut().enumerate() {
+        let ev = next(s).await;
+        assert_eq!(
+            decode(&ev),
+            (pod_event::Type::Added as i32, format!("p{i}")),
+            "{} gets its own pod and nothing else first",
+            nodes[i]
+        );
+        let v: Value = serde_json::from_slice(&ev.pod_json).unwrap();
+        assert_eq!(
+            v["metadata"]["resourceVersion"],
+            ev.revision.to_string(),
+            "served with its resourceVersion"
+        );
+        if i == 0 {
+            first_added = ev.revision;
+        }
+    }
+
+    // Deleted on s1: DELETED at the delete's revision, to s1 only.
+    let r = t
+        .delete("/api/v1/namespaces/default/pods/p0?gracePeriodSeconds=0")
+        .await;
+    assert!(r.code == 200 || r.code == 202, "{}", r.body);
+    let del = until_deleted(&mut streams[0]).await;
+    assert_eq!(decode(&del), (pod_event::Type::Deleted as i32, "p0".into()));
+    assert!(del.revision > first_added);
+
+    // Resumed from revision 1, older than anything the router holds: the
+    // bind of p0 and its delete again, in order, from history.
+    let mut old = c
+        .watch_pods(WatchPodsRequest {
+            node_name: "s1".into(),
+            from_revision: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let a = next(&mut old).await;
+    assert_eq!(decode(&a), (pod_event::Type::Added as i32, "p0".into()));
+    assert_eq!(a.revision, first_added);
+    let d = until_deleted(&mut old).await;
+    assert_eq!(decode(&d), (pod_event::Type::Deleted as i32, "p0".into()));
+    assert_eq!(d.revision, del.revision);
+}
+
+/// The next DELETED, after any MODIFIED (a graceful delete marks first).
+async fn until_deleted(s: &mut tonic::Streaming<PodEvent>) -> PodEvent {
+    loop {
+        let ev = next(s).await;
+        if ev.r#type != pod_event::Type::Modified as i32 {
+            return ev;
+        }
+    }
+}

@@ -19,7 +19,7 @@ mod sa_volume;
 mod scale;
 pub mod service_accounts;
 pub mod services;
-mod watch;
+pub(crate) mod watch;
 pub(crate) mod write;
 
 use std::sync::Arc;

@@ -25,6 +25,7 @@ use axum::http::{header, Response, StatusCode};
 use bytes::Bytes;
 use keel_proto::mvccpb::{Event, KeyValue};
 use keel_store::watch::{WatchOut, WatchSpec};
+use keel_store::Store;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -108,7 +109,15 @@ pub async fn serve(api: Arc<Api>, t: Target, r: Req) -> ApiResult<Reply> {
 type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 /// Keeps the watcher count right however the stream ends.
-struct Counted(Arc<crate::metrics::Metrics>);
+pub(crate) struct Counted(Arc<crate::metrics::Metrics>);
+
+impl Counted {
+    /// Counts one more open watch until the returned guard drops.
+    pub(crate) fn start(metrics: Arc<crate::metrics::Metrics>) -> Counted {
+        metrics.watch_started();
+        Counted(metrics)
+    }
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -124,8 +133,7 @@ async fn run(
     start_rev: i64,
     tx: Tx,
 ) {
-    api.metrics.watch_started();
-    let _count = Counted(api.metrics.clone());
+    let _count = Counted::start(api.metrics.clone());
     let mut enc = Encoder { w: &w, first: true };
     for kv in &initial {
         let obj = Obj::Stored(kv, kv.mod_revision);
@@ -153,7 +161,7 @@ async fn run(
         }
     };
     let deadline = w.timeout.map(|d| tokio::time::Instant::now() + d);
-    let lost = lost_quorum(&api);
+    let lost = lost_quorum(api.objects.store());
     tokio::pin!(lost);
     loop {
         let next = async {
@@ -181,11 +189,10 @@ async fn run(
 
 /// Resolves once a read barrier fails or does not finish within
 /// [`QUORUM_PROBE_INTERVAL`].
-async fn lost_quorum(api: &Api) {
+pub(crate) async fn lost_quorum(store: &Store) {
     loop {
         tokio::time::sleep(QUORUM_PROBE_INTERVAL).await;
-        let probe =
-            tokio::time::timeout(QUORUM_PROBE_INTERVAL, api.objects.store().read_barrier()).await;
+        let probe = tokio::time::timeout(QUORUM_PROBE_INTERVAL, store.read_barrier()).await;
         if !matches!(probe, Ok(Ok(()))) {
             return;
         }
