@@ -401,6 +401,33 @@ impl Objects {
         })
     }
 
+    /// Whether, in this replica's applied state, `prefix` no longer holds
+    /// `count` keys none of which changed after `max_mod_revision` (a key
+    /// created or changed since shows as a newer mod revision, one deleted
+    /// as a smaller count). Reads no values: for caches of what a prefix
+    /// holds.
+    pub async fn changed_locally(
+        &self,
+        prefix: &str,
+        count: usize,
+        max_mod_revision: i64,
+    ) -> ApiResult<bool> {
+        let resp = self
+            .store
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                serializable: true,
+                revision: self.local_cap,
+                keys_only: true,
+                limit: 1,
+                min_mod_revision: max_mod_revision.saturating_add(1),
+                ..Default::default()
+            })
+            .await?;
+        Ok(!resp.kvs.is_empty() || resp.count != count as i64)
+    }
+
     async fn get_with(&self, key: &str, serializable: bool) -> ApiResult<Option<Stored>> {
         let resp = self
             .store
