@@ -165,7 +165,8 @@ pub async fn serve(
         &cfg.api.api_audiences,
     )
     .await?;
-    let authz = Arc::new(crate::auth::authorizer(&objects));
+    let rbac = crate::auth::rbac::Rbac::new(objects.clone());
+    let authz = Arc::new(crate::auth::authorizer(&rbac));
     let auth = Arc::new(Auth {
         tokens,
         ca_cert_pem: boot.ca_cert_pem.clone(),
@@ -173,9 +174,7 @@ pub async fn serve(
         sa_tokens,
         required: !cfg.insecure_http,
         authz: authz.clone(),
-        rbac: crate::auth::rbac::Rbac {
-            objects: objects.clone(),
-        },
+        rbac,
         max_body_bytes: cfg.api.max_body_bytes,
         audit: match &cfg.audit {
             Some(a) => Some(Audit::open(&a.log_path, a.policy.clone())?),

@@ -1,8 +1,11 @@
 //! Objects as JSON in raft-store, through the [`Store`] API only.
 //!
 //! Guarantees: every read is linearizable (read-index) unless a revision is
-//! given; every write is a compare-and-swap on the key's mod revision, so
-//! two writers from the same resourceVersion cannot both win.
+//! given or it says it is local; every write is a compare-and-swap on the
+//! key's mod revision, so two writers from the same resourceVersion cannot
+//! both win. A create may also carry [`Guard`]s: what admission read, which
+//! the write checks is still so (a local read then decides as a
+//! linearizable one would, or the write fails).
 //! `metadata.resourceVersion` is never stored: it is the key's mod revision,
 //! filled in on the way out.
 
@@ -51,6 +54,57 @@ pub struct RawPage {
 pub struct Objects {
     store: Store,
     metrics: Arc<Metrics>,
+    /// When not 0, local reads read at this revision: a replica that has
+    /// applied nothing newer (see [`Objects::lagging_at`]).
+    local_cap: i64,
+}
+
+/// What a read under one key prefix saw, for a write to check that it is
+/// still so when it commits: no key under the prefix was created or
+/// changed after `revision` (a range compare: every live key's mod
+/// revision is below `revision + 1`; an empty range holds), and every key
+/// read is still there at the mod revision read (a deleted key fails its
+/// compare). Together: the prefix holds at commit exactly what was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub prefix: String,
+    /// The revision the prefix was read at.
+    pub revision: i64,
+    /// Each key read with its mod revision.
+    pub keys: Vec<(String, i64)>,
+}
+
+impl Guard {
+    /// The guard of `page`, read under `prefix` in full (no limit).
+    pub fn of(prefix: &str, page: &Page) -> Guard {
+        Guard {
+            prefix: prefix.to_string(),
+            revision: page.revision,
+            keys: page
+                .items
+                .iter()
+                .map(|s| (s.key.clone(), s.mod_revision))
+                .collect(),
+        }
+    }
+
+    /// Whether `other` (a later read of the same prefix) saw the same keys
+    /// at the same mod revisions.
+    pub fn same_keys(&self, other: &Guard) -> bool {
+        self.prefix == other.prefix && self.keys == other.keys
+    }
+
+    fn compares(&self) -> impl Iterator<Item = Compare> + '_ {
+        let range = Compare {
+            result: CompareResult::Less as i32,
+            target: CompareTarget::Mod as i32,
+            key: self.prefix.as_bytes().to_vec(),
+            target_union: Some(TargetUnion::ModRevision(self.revision.saturating_add(1))),
+            range_end: prefix_end(&self.prefix),
+        };
+        let keys = self.keys.iter().map(|(k, rev)| mod_equals(k, *rev));
+        std::iter::once(range).chain(keys)
+    }
 }
 
 /// The end of the key range holding every key that starts with `prefix`.
@@ -286,7 +340,20 @@ fn put_op(key: &str, value: Vec<u8>) -> RequestOp {
 
 impl Objects {
     pub fn new(store: Store, metrics: Arc<Metrics>) -> Objects {
-        Objects { store, metrics }
+        Objects {
+            store,
+            metrics,
+            local_cap: 0,
+        }
+    }
+
+    /// These objects as a replica that has applied nothing after
+    /// `revision` sees them: every local read reads at `revision` (0 = the
+    /// replica's applied state). For tests of what guards a local read: a
+    /// lagging follower cannot be made to lag on cue.
+    pub fn lagging_at(mut self, revision: i64) -> Objects {
+        self.local_cap = revision;
+        self
     }
 
     /// A replicated write, timed for `/metrics`.
@@ -319,19 +386,46 @@ impl Objects {
     /// request and, like kube-apiserver's informer cache, may lag a write
     /// made through another replica by a moment.
     pub async fn list_local(&self, prefix: &str) -> ApiResult<Vec<Value>> {
+        let page = self.list_local_page(prefix).await?;
+        Ok(page.items.into_iter().map(|s| s.obj).collect())
+    }
+
+    /// Every object under `prefix` in this replica's applied state, with
+    /// the revision it was read at (for a [`Guard`]).
+    pub async fn list_local_page(&self, prefix: &str) -> ApiResult<Page> {
+        let raw = self.range_page(prefix, None, 0, 0, true).await?;
+        Ok(Page {
+            items: raw.kvs.iter().map(decode).collect::<ApiResult<Vec<_>>>()?,
+            revision: raw.revision,
+            more_after: raw.more_after,
+        })
+    }
+
+    /// Whether, in this replica's applied state, `prefix` no longer holds
+    /// `count` keys none of which changed after `max_mod_revision` (a key
+    /// created or changed since shows as a newer mod revision, one deleted
+    /// as a smaller count). Reads no values: for caches of what a prefix
+    /// holds.
+    pub async fn changed_locally(
+        &self,
+        prefix: &str,
+        count: usize,
+        max_mod_revision: i64,
+    ) -> ApiResult<bool> {
         let resp = self
             .store
             .range(RangeRequest {
                 key: prefix.as_bytes().to_vec(),
                 range_end: prefix_end(prefix),
                 serializable: true,
+                revision: self.local_cap,
+                keys_only: true,
+                limit: 1,
+                min_mod_revision: max_mod_revision.saturating_add(1),
                 ..Default::default()
             })
             .await?;
-        resp.kvs
-            .iter()
-            .map(|kv| decode(kv).map(|s| s.obj))
-            .collect()
+        Ok(!resp.kvs.is_empty() || resp.count != count as i64)
     }
 
     async fn get_with(&self, key: &str, serializable: bool) -> ApiResult<Option<Stored>> {
@@ -340,6 +434,7 @@ impl Objects {
             .range(RangeRequest {
                 key: key.as_bytes().to_vec(),
                 serializable,
+                revision: if serializable { self.local_cap } else { 0 },
                 ..Default::default()
             })
             .await?;
@@ -373,6 +468,24 @@ impl Objects {
         revision: i64,
         limit: i64,
     ) -> ApiResult<RawPage> {
+        self.range_page(prefix, after, revision, limit, false).await
+    }
+
+    /// A page under `prefix`; `local` reads this replica's applied state
+    /// (at the local cap, if set) without a read-index round.
+    async fn range_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        revision: i64,
+        limit: i64,
+        local: bool,
+    ) -> ApiResult<RawPage> {
+        let revision = if local && revision == 0 {
+            self.local_cap
+        } else {
+            revision
+        };
         let key = match after {
             Some(a) => {
                 let mut k = a.as_bytes().to_vec();
@@ -388,6 +501,7 @@ impl Objects {
                 range_end: prefix_end(prefix),
                 revision,
                 limit,
+                serializable: local,
                 ..Default::default()
             })
             .await?;
@@ -424,14 +538,18 @@ impl Objects {
     /// of `updates` if its mod revision is still the one it was read at
     /// (quota admission charges a quota's `status.used` with the create, so
     /// a lost race can neither over-admit nor leave a charge without its
-    /// object). Ok(None) when any compare failed: nothing was written.
+    /// object), provided every one of `guards` still holds (what admission
+    /// read is still what the store holds). Ok(None) when any compare
+    /// failed: nothing was written.
     pub async fn create_with(
         &self,
         key: &str,
         obj: &Value,
         updates: &[Stored],
+        guards: &[Guard],
     ) -> ApiResult<Option<i64>> {
         let mut compare = vec![mod_equals(key, 0)];
+        compare.extend(guards.iter().flat_map(Guard::compares));
         let mut success = vec![put_op(key, encode(obj)?)];
         for u in updates {
             compare.push(mod_equals(&u.key, u.mod_revision));

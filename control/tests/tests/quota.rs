@@ -252,3 +252,148 @@ async fn limit_ranges_default_and_bound_containers() {
         "persistentvolumeclaims \"huge\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"
     );
 }
+
+/// A JSON client of an API whose local reads see the store as it was at
+/// `revision`: a replica that has not yet applied anything newer.
+fn lagging_client(server: &support::TestServer, revision: i64) -> Client {
+    let api = server.api();
+    let lagging = std::sync::Arc::new(keel_apiserver::api::Api {
+        objects: api.objects.clone().lagging_at(revision),
+        metrics: api.metrics.clone(),
+        cfg: api.cfg.clone(),
+    });
+    let json = keel_apiserver::client::Client::new(lagging, "lagging-replica");
+    Client::new(json, server.in_process("lagging-replica"))
+}
+
+/// A LimitRange and a quota written after the revision a replica has
+/// applied still bind the creates it admits: its local reads miss them, the
+/// write's guards fail, and admission runs again from linearizable reads.
+#[tokio::test]
+async fn a_lagging_replica_admits_against_what_it_has_not_applied() {
+    let (server, c) = with_in_process_client("quota-test").await;
+    let before = server.store.current_revision();
+    create_limit_range(
+        &c,
+        json!([{"type": "Container", "max": {"cpu": "500m"}, "default": {"cpu": "200m"}}]),
+    )
+    .await;
+    create_quota(&c, "q", json!({"pods": "1"})).await;
+    let lagging = lagging_client(&server, before);
+    let lr_prefix = "/registry/limitranges/default/";
+    let seen = server
+        .api()
+        .objects
+        .clone()
+        .lagging_at(before)
+        .list_local_page(lr_prefix)
+        .await
+        .unwrap();
+    assert!(
+        seen.items.is_empty(),
+        "the lagging replica must not see the LimitRange"
+    );
+
+    let e = lagging
+        .create(
+            &pods_path(),
+            &pod_with("big", json!({"limits": {"cpu": "1"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            403,
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 500m, but limit is 1"
+        )
+    );
+    let p = lagging
+        .create(&pods_path(), &support::pod("small", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"]["limits"],
+        json!({"cpu": "200m"}),
+        "defaulted by the LimitRange the replica had not applied"
+    );
+    let q = c.get(&quota_path(Some("q"))).await.unwrap().unwrap();
+    assert_eq!(q["status"]["used"]["pods"], "1", "charged with the create");
+    let e = lagging
+        .create(&pods_path(), &support::pod("second", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (403, "pods \"second\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1")
+    );
+    assert_eq!(pod_names(&c).await, ["small"]);
+}
+
+/// A LimitRange deleted after a lagging replica's revision no longer
+/// applies to what it admits: its defaults are not written (the guard
+/// catches the deletion) and its bounds refuse nothing (a refusal from a
+/// local read is confirmed linearizably).
+#[tokio::test]
+async fn a_lagging_replica_does_not_apply_a_deleted_limit_range() {
+    let (server, c) = with_in_process_client("quota-test").await;
+    create_limit_range(
+        &c,
+        json!([{"type": "Container", "max": {"cpu": "500m"}, "default": {"cpu": "200m"}}]),
+    )
+    .await;
+    let before = server.store.current_revision();
+    c.delete(&path("v1", "limitranges", Some(NS), Some("lr")), None)
+        .await
+        .unwrap();
+    let lagging = lagging_client(&server, before);
+    let p = lagging
+        .create(&pods_path(), &support::pod("plain", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        p["spec"]["containers"][0]["resources"]["limits"].is_null(),
+        "no defaults from the deleted LimitRange: {p}"
+    );
+    assert!(p["metadata"]["annotations"]["kubernetes.io/limit-ranger"].is_null());
+    let p = lagging
+        .create(
+            &pods_path(),
+            &pod_with("big", json!({"limits": {"cpu": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        "1"
+    );
+}
+
+/// Creates through a lagging replica and an up-to-date one at once, against
+/// a quota the lagging one has not applied: exactly the quota is admitted.
+#[tokio::test]
+async fn concurrent_creates_through_a_lagging_replica_cannot_overshoot() {
+    let (server, c) = with_in_process_client("quota-test").await;
+    let before = server.store.current_revision();
+    create_quota(&c, "q", json!({"pods": "5"})).await;
+    let lagging = lagging_client(&server, before);
+    let creates = (0..20).map(|i| {
+        let client = if i % 2 == 0 {
+            lagging.clone()
+        } else {
+            c.clone()
+        };
+        async move {
+            client
+                .create(&pods_path(), &support::pod(&format!("p{i}"), json!({})))
+                .await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 5, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code, 403, "{r}");
+    }
+    assert_eq!(pod_names(&c).await.len(), 5);
+}

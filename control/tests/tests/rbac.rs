@@ -422,3 +422,88 @@ fn fuzzed_subjects_verbs_and_paths_are_never_5xx() {
     drop(rt);
     std::thread::sleep(Duration::from_millis(300));
 }
+
+/// Whether `user` may list ConfigMaps in `ns` (200) or not (403).
+async fn lists_configmaps(s: &TestServer, user: &str, ns: &str) -> bool {
+    let path = format!("/api/v1/namespaces/{ns}/configmaps");
+    let r = as_user(s, user, &[], "GET", &path, None).await;
+    assert!(matches!(r.code, 200 | 403), "{}: {}", r.code, r.body);
+    r.code == 200
+}
+
+/// The authorizer reuses decoded RBAC objects between requests, yet every
+/// binding or role created, changed or deleted decides the very next
+/// request after the write (this replica has applied it).
+#[tokio::test]
+async fn rbac_changes_decide_the_next_request() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    let rb_path = format!("{RBAC}/namespaces/team/rolebindings");
+    let role_path = format!("{RBAC}/namespaces/team/roles");
+    let crb_path = format!("{RBAC}/clusterrolebindings");
+    // Twice each: the second is answered from the cache.
+    for _ in 0..2 {
+        assert!(!lists_configmaps(&s, "carol", "team").await);
+        assert!(!lists_configmaps(&s, "carol", "default").await);
+    }
+
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "cm-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]});
+    assert_eq!(s.post(&role_path, &role).await.code, 201);
+    assert!(
+        !lists_configmaps(&s, "carol", "team").await,
+        "not bound yet"
+    );
+    let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "carol-cm"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+        "subjects": [{"kind": "User", "name": "carol"}]});
+    assert_eq!(s.post(&rb_path, &rb).await.code, 201);
+    assert!(
+        lists_configmaps(&s, "carol", "team").await,
+        "binding created"
+    );
+    assert!(lists_configmaps(&s, "carol", "team").await);
+
+    // A changed role: same count of keys, a newer revision.
+    let mut narrowed = role.clone();
+    narrowed["rules"][0]["verbs"] = json!(["get"]);
+    let r = s.put(&format!("{role_path}/cm-reader"), &narrowed).await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert!(
+        !lists_configmaps(&s, "carol", "team").await,
+        "role narrowed"
+    );
+    let r = s.put(&format!("{role_path}/cm-reader"), &role).await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert!(lists_configmaps(&s, "carol", "team").await, "role widened");
+
+    // A deleted binding: fewer keys, no newer revision.
+    let r = s.delete(&format!("{rb_path}/carol-cm")).await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert!(
+        !lists_configmaps(&s, "carol", "team").await,
+        "binding deleted"
+    );
+
+    // Cluster-wide bindings alike.
+    let crb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "carol-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "carol"}]});
+    assert_eq!(s.post(&crb_path, &crb).await.code, 201);
+    assert!(
+        lists_configmaps(&s, "carol", "default").await,
+        "cluster binding created"
+    );
+    let r = s.delete(&format!("{crb_path}/carol-view")).await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert!(
+        !lists_configmaps(&s, "carol", "default").await,
+        "cluster binding deleted"
+    );
+    let store = s.store.clone();
+    drop(s);
+    store.shutdown().await;
+}

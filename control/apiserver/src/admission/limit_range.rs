@@ -9,57 +9,86 @@
 //! 403 Forbidden with Kubernetes' wording (`maximum cpu usage per Container
 //! is 500m, but limit is 1`), and nothing is written.
 //!
-//! The LimitRanges are read linearizably, so one created a moment ago
-//! through another replica already applies.
+//! A LimitRange created a moment ago through another replica already
+//! applies: the LimitRanges are read from this replica's applied state and
+//! the create's write is guarded (see [`super::reads`]): it commits only if
+//! the namespace's LimitRanges are still exactly those read (none created,
+//! changed or deleted since), else admission runs again from a
+//! linearizable read. So the object stored was defaulted and checked
+//! against the LimitRanges the namespace held when it was written. A
+//! refusal is confirmed from a linearizable read before it is answered;
+//! dry runs read linearizably throughout.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
 use super::quota::forbidden;
+use super::reads::Reads;
 use crate::resources::{self, ResourceInfo};
 use crate::status::ApiResult;
-use crate::storage::Objects;
+use crate::storage::{Guard, Objects, Stored};
 use keel_apimachinery::quota::{format_quantity, pod_resources};
 
 const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
 /// Defaults then checks `obj` (a pod or a PVC being created) against the
-/// LimitRanges of its namespace; other kinds pass untouched.
-pub async fn admit(objects: &Objects, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+/// LimitRanges of its namespace, read as `reads` says; other kinds pass
+/// untouched (None). Some(guard): what was read, for the create's write
+/// to check (see [`super::reads`]). A refusal from a local read is
+/// confirmed from a linearizable one before it is answered.
+pub async fn admit(
+    objects: &Objects,
+    info: &ResourceInfo,
+    obj: &mut Value,
+    reads: Reads,
+) -> ApiResult<Option<Guard>> {
     if !info.group.is_empty() || !matches!(info.resource, "pods" | "persistentvolumeclaims") {
-        return Ok(());
+        return Ok(None);
     }
     let Some(ns) = obj["metadata"]["namespace"].as_str() else {
-        return Ok(());
+        return Ok(None);
     };
     let lr = resources::find("", "v1", "limitranges").expect("limitranges are served");
-    let items: Vec<Value> = objects
-        .list(&lr.prefix(Some(ns)), None, 0, 0)
-        .await?
-        .items
+    let prefix = lr.prefix(Some(ns));
+    let mut reads = reads;
+    loop {
+        let (page, guard) = super::reads::list(objects, &prefix, reads).await?;
+        let items = limits(page.items);
+        if items.is_empty() {
+            return Ok(Some(guard));
+        }
+        let mut admitted = obj.clone();
+        let errors = if info.resource == "pods" {
+            apply_defaults(&mut admitted, &items);
+            check_pod(&admitted, &items)
+        } else {
+            check_pvc(&admitted, &items)
+        };
+        match (errors.as_slice(), reads) {
+            ([], _) => {
+                *obj = admitted;
+                return Ok(Some(guard));
+            }
+            (_, Reads::Local) => reads = Reads::Linearizable,
+            ([one], _) => return Err(forbidden(info, &admitted, one)),
+            (many, _) => {
+                let why = format!("[{}]", many.join(", "));
+                return Err(forbidden(info, &admitted, &why));
+            }
+        }
+    }
+}
+
+/// The `spec.limits` items of every LimitRange, in key order.
+fn limits(ranges: Vec<Stored>) -> Vec<Value> {
+    ranges
         .into_iter()
-        .flat_map(|s| {
-            s.obj["spec"]["limits"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
+        .flat_map(|mut s| match s.obj["spec"]["limits"].take() {
+            Value::Array(items) => items,
+            _ => vec![],
         })
-        .collect();
-    if items.is_empty() {
-        return Ok(());
-    }
-    let errors = if info.resource == "pods" {
-        apply_defaults(obj, &items);
-        check_pod(obj, &items)
-    } else {
-        check_pvc(obj, &items)
-    };
-    match errors.as_slice() {
-        [] => Ok(()),
-        [one] => Err(forbidden(info, obj, one)),
-        many => Err(forbidden(info, obj, &format!("[{}]", many.join(", ")))),
-    }
+        .collect()
 }
 
 fn of_type<'a>(items: &'a [Value], ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {

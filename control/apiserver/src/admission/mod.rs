@@ -105,6 +105,7 @@ fn validate_into(e: &mut Errs, group: &str, resource: &str, obj: &Value) {
 pub mod limit_range;
 pub mod node_restriction;
 pub mod quota;
+pub mod reads;
 
 #[cfg(test)]
 mod tests;

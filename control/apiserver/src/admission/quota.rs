@@ -3,22 +3,37 @@
 //! refused with 403 `exceeded quota: q, requested: pods=1, used: pods=2,
 //! limited: pods=2`, and nothing is written.
 //!
-//! Usage is counted from the namespace's current objects (a linearizable
-//! list), not trusted from `status.used`, so a quota created a moment ago
-//! or a controller that lags cannot let too much in. Concurrency: the new
-//! object and every quota it is charged against are written in one store
-//! transaction that also compares each quota's revision; two creates that
-//! counted the same usage cannot both commit, the loser counts again. The
-//! charge and the object are atomic, so no charge is ever left without its
-//! object. Remaining gap: updates (a PVC resize, a pod resize) are not
-//! charged; only creates are admitted against quota.
+//! Usage is counted from the namespace's current objects, not trusted from
+//! `status.used`, so a quota created a moment ago or a controller that
+//! lags cannot let too much in. Concurrency: the new object and every
+//! quota it is charged against are written in one store transaction that
+//! also compares each quota's revision; two creates that counted the same
+//! usage cannot both commit, the loser counts again. The charge and the
+//! object are atomic, so no charge is ever left without its object.
+//!
+//! Reads: the quotas and the objects they count are read from this
+//! replica's applied state, and the write is guarded (see
+//! [`super::reads`]): it commits only if the namespace's quotas are still
+//! exactly those read (none created, changed or deleted since the read
+//! revision), else the quotas are counted again from linearizable reads.
+//! The counted objects need no guard of their own: they are read after the
+//! quotas, so at a revision no older than each quota's last change, and an
+//! object created after that read which counts toward a quota was charged
+//! against it by its own create (whose guard made sure it saw the quota),
+//! which changed the quota's revision and fails this write. Objects
+//! deleted since the read only make the count too high, and a 403 from a
+//! local read is confirmed from linearizable reads before it is answered.
+//! Dry runs read linearizably.
+//! Remaining gap: updates (a PVC resize, a pod resize) are not charged;
+//! only creates are admitted against quota.
 
 use serde_json::{json, Value};
 
+use super::reads::{self, Reads};
 use crate::meta;
 use crate::resources::{self, ResourceInfo};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{Objects, Stored};
+use crate::storage::{Guard, Objects, Stored};
 use keel_apimachinery::quota::{self as q, Usage};
 
 /// Attempts at charging quotas that keep changing under us before the
@@ -29,53 +44,103 @@ fn quotas_info() -> &'static ResourceInfo {
     resources::find("", "v1", "resourcequotas").expect("resourcequotas are served")
 }
 
-/// Creates `obj` at `key` charged against the quotas of its namespace.
-/// Ok(None) when `key` already exists (as [`Objects::create`]); 403 when a
-/// quota would be exceeded; 409 when the quotas kept changing.
+/// How a guarded create ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Written at this revision.
+    Written(i64),
+    /// `key` already exists; nothing was written.
+    Exists,
+    /// One of the caller's guards no longer holds: what the caller admitted
+    /// from is gone, so it must admit again (from linearizable reads).
+    Stale,
+}
+
+/// Creates `obj` at `key` charged against the quotas of its namespace,
+/// the quotas read as `reads` says, provided `guards` (what the caller's
+/// own admission read) still hold. 403 when a quota would be exceeded;
+/// 409 when the quotas kept changing.
+///
+/// A failed write (a charged quota changed, a guard failed, the key
+/// exists) is followed by a linearizable look: Exists if the key is there,
+/// Stale if a caller's guard no longer reads the same, else the quotas are
+/// counted again from linearizable reads.
 pub async fn create(
     objects: &Objects,
     info: &ResourceInfo,
     key: &str,
     obj: &Value,
-) -> ApiResult<Option<i64>> {
+    guards: Vec<Guard>,
+    reads: Reads,
+) -> ApiResult<Created> {
+    let mut guards = guards;
+    let mut reads = reads;
     let mut last = String::new();
     for _ in 0..MAX_ATTEMPTS {
-        let charged = charges(objects, info, obj).await?;
-        if charged.is_empty() {
-            return objects.create(key, obj).await;
-        }
-        if let Some(rev) = objects.create_with(key, obj, &charged).await? {
-            return Ok(Some(rev));
+        let (charged, own) = charges(objects, info, obj, reads).await?;
+        let mut all = guards.clone();
+        all.extend(own);
+        if let Some(rev) = objects.create_with(key, obj, &charged, &all).await? {
+            return Ok(Created::Written(rev));
         }
         if objects.get(key).await?.is_some() {
-            return Ok(None);
+            return Ok(Created::Exists);
         }
-        last = meta::name(&charged[0].obj).to_string();
+        if !reads::still_hold(objects, &mut guards).await? {
+            return Ok(Created::Stale);
+        }
+        reads = Reads::Linearizable;
+        if let Some(q) = charged.first() {
+            last = meta::name(&q.obj).to_string();
+        }
     }
     Err(ApiError::conflict(quotas_info(), &last))
 }
 
-/// The admission check alone (for dry runs): Ok when `obj` fits every quota.
+/// The admission check alone (for dry runs, so from linearizable reads):
+/// Ok when `obj` fits every quota.
 pub async fn check(objects: &Objects, info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
-    charges(objects, info, obj).await.map(|_| ())
+    charges(objects, info, obj, Reads::Linearizable)
+        .await
+        .map(|_| ())
+}
+
+/// [`charges_from`] as `reads` says; a refusal from a local read is
+/// confirmed from linearizable reads before it is answered.
+async fn charges(
+    objects: &Objects,
+    info: &ResourceInfo,
+    obj: &Value,
+    reads: Reads,
+) -> ApiResult<(Vec<Stored>, Option<Guard>)> {
+    match charges_from(objects, info, obj, reads).await {
+        Err(e) if e.code == 403 && reads == Reads::Local => {
+            charges_from(objects, info, obj, Reads::Linearizable).await
+        }
+        done => done,
+    }
 }
 
 /// The quotas `obj` is charged against, each with `status.used` raised by
-/// what it charges (to be written with the object); 403 when one would be
-/// exceeded or demands requests the pod does not state.
-async fn charges(objects: &Objects, info: &ResourceInfo, obj: &Value) -> ApiResult<Vec<Stored>> {
+/// what it charges (to be written with the object), and the guard of the
+/// namespace's quotas (None for cluster-scoped kinds); 403 when one would
+/// be exceeded or demands requests the pod does not state.
+async fn charges_from(
+    objects: &Objects,
+    info: &ResourceInfo,
+    obj: &Value,
+    reads: Reads,
+) -> ApiResult<(Vec<Stored>, Option<Guard>)> {
     let Some(ns) = obj["metadata"]["namespace"]
         .as_str()
         .filter(|_| info.namespaced)
     else {
-        return Ok(vec![]);
+        return Ok((vec![], None));
     };
-    let quotas = objects
-        .list(&quotas_info().prefix(Some(ns)), None, 0, 0)
-        .await?
-        .items;
+    let (page, guard) = reads::list(objects, &quotas_info().prefix(Some(ns)), reads).await?;
+    let quotas = page.items;
     if quotas.is_empty() {
-        return Ok(vec![]);
+        return Ok((vec![], Some(guard)));
     }
     let requested = q::usage(info.group, info.resource, obj);
     let mut current: Option<Vec<Value>> = None;
@@ -100,7 +165,7 @@ async fn charges(objects: &Objects, info: &ResourceInfo, obj: &Value) -> ApiResu
             continue;
         }
         if current.is_none() {
-            current = Some(namespace_objects(objects, info, ns).await?);
+            current = Some(namespace_objects(objects, info, ns, reads).await?);
         }
         let used = used_by(
             current.as_deref().unwrap_or_default(),
@@ -111,7 +176,7 @@ async fn charges(objects: &Objects, info: &ResourceInfo, obj: &Value) -> ApiResu
         exceeded(info, obj, &quota.obj, &charged, &used, &hard)?;
         out.push(with_used(quota, &charged, &used));
     }
-    Ok(out)
+    Ok((out, Some(guard)))
 }
 
 fn scopes(quota: &Value) -> Vec<&str> {
@@ -123,13 +188,16 @@ fn scopes(quota: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// Every object of `info`'s kind in `ns`, read linearizably.
+/// Every object of `info`'s kind in `ns`, read as `reads` says (after
+/// the quotas: a local read is never older than the quotas read before it,
+/// see the module docs for why it needs no guard of its own).
 async fn namespace_objects(
     objects: &Objects,
     info: &ResourceInfo,
     ns: &str,
+    reads: Reads,
 ) -> ApiResult<Vec<Value>> {
-    let page = objects.list(&info.prefix(Some(ns)), None, 0, 0).await?;
+    let (page, _) = reads::list(objects, &info.prefix(Some(ns)), reads).await?;
     Ok(page.items.into_iter().map(|s| s.obj).collect())
 }
 

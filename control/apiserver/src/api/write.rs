@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use super::read::fetch;
 use super::{decode_body, service_accounts, services, Api, Reply, Req, Target};
 use crate::admission::node_restriction::Op as NodeOp;
+use crate::admission::quota::Created;
+use crate::admission::reads::Reads;
 use crate::admission::{self, Cause};
 use crate::meta;
 use crate::patch::{self, apply, PatchType};
@@ -24,6 +26,10 @@ use crate::storage::Stored;
 /// Attempts at a write that keeps losing compare-and-swap races before the
 /// request is answered 409 (only when the client set no resourceVersion).
 const MAX_RETRIES: usize = 8;
+
+/// Admissions of one create whose reads changed before its write, before
+/// it is answered 409 (the first may be from a lagging replica's state).
+const MAX_ADMISSIONS: usize = 4;
 
 /// The field manager named by the request; without one, Kubernetes names
 /// it after the user agent's program (`kubectl/v1.33 ...` → `kubectl`).
@@ -332,6 +338,7 @@ pub async fn create(api: &Arc<Api>, t: &Target, r: &Req) -> ApiResult<Reply> {
 }
 
 /// Who is recorded as owning the fields of a new object.
+#[derive(Clone, Copy)]
 enum Owner<'a> {
     Update(&'a str),
     /// Server-side apply: the manager and its configuration.
@@ -339,13 +346,48 @@ enum Owner<'a> {
 }
 
 /// Admits and stores a new object; shared by POST and server-side apply.
+///
+/// Admission first reads what it decides by from this replica's applied
+/// state, and the write checks that it still holds (see
+/// [`admission::reads`]); when it did not, admission runs again from the
+/// body as sent, reading linearizably. Dry runs read linearizably at once.
 async fn create_object(
+    api: &Arc<Api>,
+    t: &Target,
+    obj: Value,
+    r: &Req,
+    owner: Owner<'_>,
+) -> ApiResult<(Value, Vec<String>)> {
+    let mut reads = if dry_run(r) {
+        Reads::Linearizable
+    } else {
+        Reads::Local
+    };
+    for _ in 0..MAX_ADMISSIONS {
+        if let Some(done) = admit_and_store(api, t, obj.clone(), r, owner, reads).await? {
+            return Ok(done);
+        }
+        reads = Reads::Linearizable;
+    }
+    let mut e = ApiError::conflict(t.info, meta::name(&obj));
+    e.message = format!(
+        "Operation cannot be fulfilled on {} \"{}\": the LimitRanges of its namespace kept changing while it was admitted; please try again",
+        t.info.qualified(),
+        meta::name(&obj)
+    );
+    Err(e)
+}
+
+/// One admission of a new object and its write; None when what admission
+/// read changed before the write (nothing was written).
+async fn admit_and_store(
     api: &Arc<Api>,
     t: &Target,
     mut obj: Value,
     r: &Req,
     owner: Owner<'_>,
-) -> ApiResult<(Value, Vec<String>)> {
+    reads: Reads,
+) -> ApiResult<Option<(Value, Vec<String>)>> {
     let info = t.info;
     check_kind(info, &mut obj)?;
     check_identity(t, &mut obj, None)?;
@@ -370,7 +412,7 @@ async fn create_object(
         super::default_class::assign_ingress(&api.objects, &mut obj).await?;
     }
     admission::apply_defaults(info.group, info.resource, &mut obj);
-    admission::limit_range::admit(&api.objects, info, &mut obj).await?;
+    let limits = admission::limit_range::admit(&api.objects, info, &mut obj, reads).await?;
     admission::fill_zero_values(info.group, info.resource, &mut obj);
     invalid(
         info,
@@ -387,8 +429,9 @@ async fn create_object(
     }
     if dry_run(r) {
         admission::quota::check(&api.objects, info, &obj).await?;
-        return Ok((obj, warnings));
+        return Ok(Some((obj, warnings)));
     }
+    let guards: Vec<_> = limits.into_iter().collect();
     for _ in 0..MAX_RETRIES {
         let key = info.key(t.namespace.as_deref(), meta::name(&obj));
         let claims = match info.resource {
@@ -399,15 +442,18 @@ async fn create_object(
             _ => vec![],
         };
         // Charged against the namespace's quotas in the same write.
-        let created = admission::quota::create(&api.objects, info, &key, &obj).await;
-        if let Ok(Some(rev)) = created {
+        let created =
+            admission::quota::create(&api.objects, info, &key, &obj, guards.clone(), reads).await;
+        if let Ok(Created::Written(rev)) = created {
             crate::storage::set_resource_version(&mut obj, rev);
-            return Ok((obj, warnings));
+            return Ok(Some((obj, warnings)));
         }
         if !claims.is_empty() {
             services::release(&api.objects, &key, &obj).await;
         }
-        created?;
+        if created? == Created::Stale {
+            return Ok(None);
+        }
         match &generate {
             Some(g) if meta::str_field(&obj, "name").is_some_and(|n| n.starts_with(g.as_str())) => {
                 meta::meta_mut(&mut obj).insert("name".into(), json!(meta::generated_name(g)));

@@ -108,7 +108,9 @@ pub async fn admit(
         return Ok(());
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
-    let authz = authorizer(objects);
+    // RBAC writes are rare: read afresh, no cache kept between them.
+    let rbac = super::rbac::Rbac::new(objects.clone());
+    let authz = authorizer(&rbac);
     let allowed = |a: Attributes| {
         let authz = &authz;
         async move { Ok::<_, ApiError>(authz.authorize(&a).await? == Decision::Allow) }
@@ -161,7 +163,7 @@ pub async fn admit(
         }
         _ => return Ok(()),
     };
-    let owner = super::rbac::resolve::rules_for(objects, user, namespace).await?;
+    let owner = rbac.rules_for(user, namespace).await?;
     let missing = uncovered(&owner, &requested);
     if missing.is_empty() {
         Ok(())

@@ -174,13 +174,12 @@ impl Authorizer for Chain {
 }
 
 /// The authorizer chain of this API server: `system:masters`, then the
-/// Node authorizer, then RBAC (kube-apiserver's `Node,RBAC`).
-pub fn authorizer(objects: &crate::storage::Objects) -> Chain {
+/// Node authorizer, then RBAC (kube-apiserver's `Node,RBAC`), `rbac`
+/// sharing its cache with the server's other RBAC readers.
+pub fn authorizer(rbac: &rbac::Rbac) -> Chain {
     Chain(vec![
         Arc::new(Masters),
-        Arc::new(node::NodeAuthorizer::new(objects.clone())),
-        Arc::new(rbac::Rbac {
-            objects: objects.clone(),
-        }),
+        Arc::new(node::NodeAuthorizer::new(rbac.objects.clone())),
+        Arc::new(rbac.clone()),
     ])
 }

@@ -9,9 +9,12 @@
 //!
 //! Reads are of this replica's applied state (as kube-apiserver's RBAC
 //! reads its informer cache): a binding written through this replica is
-//! seen by its next request; another replica may take a moment.
+//! seen by its next request; another replica may take a moment. The
+//! decoded objects are cached per prefix and re-read only when the prefix
+//! changed ([`cache`]), which changes none of this.
 
 pub mod aggregation;
+pub mod cache;
 pub mod resolve;
 pub mod rules;
 
@@ -22,17 +25,25 @@ use crate::status::ApiResult;
 use crate::storage::Objects;
 pub use rules::Rule;
 
-/// The RBAC authorizer.
+/// The RBAC authorizer; clones share one cache.
 #[derive(Clone)]
 pub struct Rbac {
     pub objects: Objects,
+    cache: cache::Cache,
 }
 
 impl Rbac {
+    pub fn new(objects: Objects) -> Rbac {
+        Rbac {
+            objects,
+            cache: cache::Cache::default(),
+        }
+    }
+
     /// Every rule that applies to `user` in `namespace` (cluster-wide
     /// ones only when `namespace` is empty).
     pub async fn rules_for(&self, user: &UserInfo, namespace: &str) -> ApiResult<Vec<Rule>> {
-        resolve::rules_for(&self.objects, user, namespace).await
+        resolve::rules_for(&self.objects, &self.cache, user, namespace).await
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::cache::Cache;
 use super::Rule;
 use crate::auth::{UserInfo, SERVICE_ACCOUNT_PREFIX};
 use crate::resources;
@@ -82,17 +83,19 @@ fn granted(
 }
 
 /// Every rule granted to `user` cluster-wide and, when `namespace` is not
-/// empty, in that namespace.
+/// empty, in that namespace, from this replica's applied state (decoded
+/// objects reused from `cache` while their prefix is unchanged).
 pub async fn rules_for(
     objects: &Objects,
+    cache: &Cache,
     user: &UserInfo,
     namespace: &str,
 ) -> ApiResult<Vec<Rule>> {
-    let crbs = objects
-        .list_local(&info("clusterrolebindings").prefix(None))
+    let crbs = cache
+        .list(objects, &info("clusterrolebindings").prefix(None))
         .await?;
-    let cluster_roles = objects
-        .list_local(&info("clusterroles").prefix(None))
+    let cluster_roles = cache
+        .list(objects, &info("clusterroles").prefix(None))
         .await?;
     let mut out: Vec<Rule> = Vec::new();
     let mut add = |rules: Vec<Rule>| {
@@ -106,13 +109,13 @@ pub async fn rules_for(
         add(granted(b, "", &cluster_roles, &[]));
     }
     if !namespace.is_empty() {
-        let rbs = objects
-            .list_local(&info("rolebindings").prefix(Some(namespace)))
+        let rbs = cache
+            .list(objects, &info("rolebindings").prefix(Some(namespace)))
             .await?;
         let applying: Vec<&Value> = rbs.iter().filter(|b| binds(b, user, namespace)).collect();
         if !applying.is_empty() {
-            let roles = objects
-                .list_local(&info("roles").prefix(Some(namespace)))
+            let roles = cache
+                .list(objects, &info("roles").prefix(Some(namespace)))
                 .await?;
             for b in applying {
                 add(granted(b, namespace, &cluster_roles, &roles));
