@@ -9,6 +9,7 @@
 //! either delivers every revision in order, exactly once, or is cancelled
 //! with the compacted revision when its next revision was compacted away.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,6 +112,29 @@ pub enum WatchOut {
     Synced(oneshot::Sender<()>),
 }
 
+/// Where a watcher's output goes, in order.
+///
+/// A watcher awaits each `send` before the next, so a sink that forwards
+/// items straight onto a shared stream keeps each watcher's order without
+/// a task of its own in between. A sink may answer
+/// [`WatchOut::Synced`] itself once every earlier item is passed on.
+pub trait WatchSink: Send + Sync + 'static {
+    /// Passes `out` on; `Err` once the receiving side is gone.
+    fn send(&self, out: WatchOut) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Resolves once the receiving side is gone.
+    fn closed(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl WatchSink for mpsc::Sender<WatchOut> {
+    async fn send(&self, out: WatchOut) -> Result<(), ()> {
+        mpsc::Sender::send(self, out).await.map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        mpsc::Sender::closed(self).await
+    }
+}
+
 /// Control messages from the stream to a watcher.
 pub enum WatchCtl {
     /// Emit [`WatchOut::Synced`] once every event with revision `<= upto`
@@ -118,10 +142,10 @@ pub enum WatchCtl {
     SyncedTo { upto: i64, ack: oneshot::Sender<()> },
 }
 
-struct Watcher {
+struct Watcher<S> {
     sm: Arc<SmShared>,
     spec: WatchSpec,
-    out: mpsc::Sender<WatchOut>,
+    out: S,
     /// Every revision `< next` has been delivered (or did not match).
     next: i64,
     pending: Vec<(i64, oneshot::Sender<()>)>,
@@ -129,10 +153,10 @@ struct Watcher {
 }
 
 /// Runs a watcher until its stream closes or it is cancelled.
-pub async fn run_watcher(
+pub async fn run_watcher<S: WatchSink>(
     sm: Arc<SmShared>,
     spec: WatchSpec,
-    out: mpsc::Sender<WatchOut>,
+    out: S,
     mut ctl: mpsc::Receiver<WatchCtl>,
 ) {
     let mut w = Watcher {
@@ -188,7 +212,7 @@ pub async fn run_watcher(
     }
 }
 
-impl Watcher {
+impl<S: WatchSink> Watcher<S> {
     /// Delivers history from `next` to the current revision.
     async fn catch_up(&mut self) -> Result<(), ()> {
         let read = {
@@ -271,7 +295,7 @@ impl Watcher {
             revision,
             events,
         };
-        self.out.send(msg).await.map_err(|_| ())
+        self.out.send(msg).await
     }
 
     fn matches(&self, e: &Event) -> bool {
@@ -300,7 +324,7 @@ impl Watcher {
         while i < self.pending.len() {
             if self.pending[i].0 <= synced {
                 let (_, ack) = self.pending.swap_remove(i);
-                self.out.send(WatchOut::Synced(ack)).await.map_err(|_| ())?;
+                self.out.send(WatchOut::Synced(ack)).await?;
             } else {
                 i += 1;
             }

@@ -4,6 +4,11 @@
 //! A progress response is sent only after (a) a linearizable read point R
 //! was obtained and (b) every watcher of the stream handed all its events
 //! with revision <= R to that channel, so it never runs ahead of events.
+//!
+//! Watchers put their responses on that channel themselves (a
+//! [`StreamSink`]), with no task or lock of their own per item in between:
+//! with thousands of watchers per stream, a relay task per watcher and a
+//! stream-wide mutex per item cost more than the events themselves.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,16 +20,16 @@ use keel_proto::etcdserverpb::{
     watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
     WatchCreateRequest, WatchRequest, WatchResponse,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, RwLock};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::Store;
-use crate::watch::{WatchCtl, WatchOut, WatchSpec};
+use crate::watch::{WatchCtl, WatchOut, WatchSink, WatchSpec};
 
 /// etcd's default interval for `progress_notify`.
 const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
-const STREAM_BUFFER: usize = 256;
+const STREAM_BUFFER: usize = 1024;
 /// Attempts to find a quiet revision for a progress response.
 const PROGRESS_ROUNDS: usize = 20;
 
@@ -92,7 +97,7 @@ impl Watch for WatchService {
             store: self.store.clone(),
             progress_interval: self.progress_interval,
             tx,
-            send_lock: Arc::default(),
+            gate: Arc::default(),
             watchers: HashMap::new(),
             next_id: 0,
         };
@@ -156,14 +161,60 @@ fn to_response(store: &Store, o: Outgoing) -> WatchResponse {
     r
 }
 
+/// A watcher's output, put straight on its stream's channel.
+struct StreamSink {
+    tx: mpsc::Sender<Outgoing>,
+    gate: Arc<RwLock<()>>,
+}
+
+impl WatchSink for StreamSink {
+    async fn send(&self, out: WatchOut) -> Result<(), ()> {
+        let o = match out {
+            // Every earlier item of this watcher is in `tx` already: a
+            // progress response sent after this ack cannot overtake them.
+            WatchOut::Synced(ack) => {
+                let _ = ack.send(());
+                return Ok(());
+            }
+            WatchOut::Events {
+                watch_id,
+                revision,
+                events,
+            } => Outgoing::Events {
+                watch_id,
+                revision,
+                events,
+            },
+            WatchOut::Progress { watch_id, revision } => {
+                Outgoing::WatcherProgress { watch_id, revision }
+            }
+            WatchOut::Canceled {
+                watch_id,
+                compact_revision,
+                reason,
+            } => Outgoing::Compacted {
+                watch_id,
+                compact_revision,
+                reason,
+            },
+        };
+        let _sending = self.gate.read().await;
+        self.tx.send(o).await.map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
 struct Session {
     store: Store,
     progress_interval: Duration,
     tx: mpsc::Sender<Outgoing>,
-    /// Held while putting a watcher's item on the stream, and while a
-    /// progress response checks the revision and is sent, so no event can
-    /// slip in between that check and the response.
-    send_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held shared while a watcher puts an item on the stream, and
+    /// exclusively while a progress response checks the revision and is
+    /// sent, so no event can slip in between that check and the response.
+    gate: Arc<RwLock<()>>,
     watchers: HashMap<i64, mpsc::Sender<WatchCtl>>,
     next_id: i64,
 }
@@ -227,48 +278,13 @@ impl Session {
         if self.tx.send(created).await.is_err() {
             return false;
         }
-        let (wtx, mut wrx) = mpsc::channel::<WatchOut>(64);
-        match self.store.watch(spec, wtx) {
+        let sink = StreamSink {
+            tx: self.tx.clone(),
+            gate: self.gate.clone(),
+        };
+        match self.store.watch(spec, sink) {
             Ok(ctl) => {
                 self.watchers.insert(watch_id, ctl);
-                let tx = self.tx.clone();
-                let send_lock = self.send_lock.clone();
-                tokio::spawn(async move {
-                    while let Some(o) = wrx.recv().await {
-                        let o = match o {
-                            // Everything before the marker is in `tx` now.
-                            WatchOut::Synced(ack) => {
-                                let _ = ack.send(());
-                                continue;
-                            }
-                            WatchOut::Events {
-                                watch_id,
-                                revision,
-                                events,
-                            } => Outgoing::Events {
-                                watch_id,
-                                revision,
-                                events,
-                            },
-                            WatchOut::Progress { watch_id, revision } => {
-                                Outgoing::WatcherProgress { watch_id, revision }
-                            }
-                            WatchOut::Canceled {
-                                watch_id,
-                                compact_revision,
-                                reason,
-                            } => Outgoing::Compacted {
-                                watch_id,
-                                compact_revision,
-                                reason,
-                            },
-                        };
-                        let _sending = send_lock.lock().await;
-                        if tx.send(o).await.is_err() {
-                            return;
-                        }
-                    }
-                });
                 true
             }
             Err(e) => self
@@ -304,7 +320,7 @@ impl Session {
     fn progress(&self) {
         let store = self.store.clone();
         let tx = self.tx.clone();
-        let send_lock = self.send_lock.clone();
+        let gate = self.gate.clone();
         let ctls: Vec<mpsc::Sender<WatchCtl>> = self.watchers.values().cloned().collect();
         tokio::spawn(async move {
             if store.read_barrier().await.is_err() {
@@ -322,7 +338,7 @@ impl Session {
                 for rx in acks {
                     let _ = rx.await; // a cancelled watcher drops its ack
                 }
-                let _held = send_lock.lock().await;
+                let _held = gate.write().await;
                 let now = store.current_revision();
                 if now == upto {
                     let _ = tx.send(Outgoing::Progress { revision: upto }).await;
