@@ -39,7 +39,7 @@ use crate::mvcc::{self, TxnLimits};
 use crate::network::Network;
 use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{member_id, Command, CommandOutput, CommandResponse, Member, NodeId, Raft};
-use crate::watch::{run_watcher, WatchCtl, WatchSink, WatchSpec};
+use crate::watch::{run_watcher, WatchCtl, WatchOut, WatchSpec};
 
 #[path = "check_quorum.rs"]
 mod check_quorum;
@@ -835,10 +835,10 @@ impl Store {
 
     /// Starts a watcher that sends to `out` until `out` closes. Returns the
     /// control channel used for progress requests.
-    pub fn watch<S: WatchSink>(
+    pub fn watch(
         &self,
         mut spec: WatchSpec,
-        out: S,
+        out: mpsc::Sender<WatchOut>,
     ) -> Result<mpsc::Sender<WatchCtl>, StoreError> {
         mvcc::check_key_range(&spec.key, &spec.range_end)?;
         spec.drop_some_events = self.inner.cfg.mutation == Mutation::DropWatchEvents;

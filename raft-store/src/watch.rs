@@ -9,12 +9,10 @@
 //! either delivers every revision in order, exactly once, or is cancelled
 //! with the compacted revision when its next revision was compacted away.
 
-use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::mvccpb::{event::EventType, Event};
-use prost::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::StoreError;
@@ -31,7 +29,7 @@ pub enum HubMsg {
     /// All events of one applied revision.
     Events {
         revision: i64,
-        events: Arc<SharedEvents>,
+        events: Arc<Vec<RevEvent>>,
     },
     /// The state was replaced (snapshot installed): re-read history.
     Reset,
@@ -55,7 +53,7 @@ impl WatchHub {
             debug_assert!(events.iter().all(|e| e.rev.main == revision));
             let _ = self.tx.send(HubMsg::Events {
                 revision,
-                events: SharedEvents::new(events),
+                events: Arc::new(events),
             });
         }
     }
@@ -70,86 +68,6 @@ impl WatchHub {
 
     pub fn watcher_count(&self) -> usize {
         self.tx.receiver_count()
-    }
-}
-
-/// Events shared by every watcher that delivers them. Each event's wire
-/// encoding (an etcd `Event` message) is made at most once per shape, with
-/// and without `prev_kv`, however many watchers send it: per watcher, a
-/// response costs its small header and a copy of those bytes.
-#[derive(Debug)]
-pub struct SharedEvents {
-    events: Vec<RevEvent>,
-    /// Per event: its encoding without and with `prev_kv`, made on first use.
-    encoded: Vec<[OnceLock<Vec<u8>>; 2]>,
-}
-
-impl SharedEvents {
-    pub fn new(events: Vec<RevEvent>) -> Arc<Self> {
-        let encoded = events.iter().map(|_| Default::default()).collect();
-        Arc::new(SharedEvents { events, encoded })
-    }
-
-    fn encoded(&self, i: usize, prev_kv: bool) -> &[u8] {
-        let e = &self.events[i].event;
-        // Without a prev_kv both shapes are the same bytes: make them once.
-        let shape = prev_kv && e.prev_kv.is_some();
-        self.encoded[i][usize::from(shape)].get_or_init(|| match shape {
-            true => e.encode_to_vec(),
-            false => Event {
-                r#type: e.r#type,
-                kv: e.kv.clone(),
-                prev_kv: None,
-            }
-            .encode_to_vec(),
-        })
-    }
-}
-
-/// The events of one response of one watcher: a selection of shared
-/// events in revision order, shaped by the watcher's `prev_kv` option.
-#[derive(Debug, Clone)]
-pub struct EventBatch {
-    shared: Arc<SharedEvents>,
-    picked: Vec<usize>,
-    prev_kv: bool,
-}
-
-impl EventBatch {
-    /// The events at indexes `picked` of `shared`, in that order.
-    pub fn new(shared: Arc<SharedEvents>, picked: Vec<usize>, prev_kv: bool) -> Self {
-        EventBatch {
-            shared,
-            picked,
-            prev_kv,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.picked.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.picked.is_empty()
-    }
-
-    /// The events as messages, each a copy (for in-process readers).
-    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
-        self.picked.iter().map(|&i| {
-            let mut e = self.shared.events[i].event.clone();
-            if !self.prev_kv {
-                e.prev_kv = None;
-            }
-            e
-        })
-    }
-
-    /// Each event's encoding as an etcd `Event` message, shared with every
-    /// other watcher sending it.
-    pub fn encoded(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.picked
-            .iter()
-            .map(|&i| self.shared.encoded(i, self.prev_kv))
     }
 }
 
@@ -177,7 +95,7 @@ pub enum WatchOut {
     Events {
         watch_id: i64,
         revision: i64,
-        events: EventBatch,
+        events: Vec<Event>,
     },
     /// Idle progress notification for one watcher.
     Progress { watch_id: i64, revision: i64 },
@@ -193,29 +111,6 @@ pub enum WatchOut {
     Synced(oneshot::Sender<()>),
 }
 
-/// Where a watcher's output goes, in order.
-///
-/// A watcher awaits each `send` before the next, so a sink that forwards
-/// items straight onto a shared stream keeps each watcher's order without
-/// a task of its own in between. A sink may answer
-/// [`WatchOut::Synced`] itself once every earlier item is passed on.
-pub trait WatchSink: Send + Sync + 'static {
-    /// Passes `out` on; `Err` once the receiving side is gone.
-    fn send(&self, out: WatchOut) -> impl Future<Output = Result<(), ()>> + Send;
-    /// Resolves once the receiving side is gone.
-    fn closed(&self) -> impl Future<Output = ()> + Send;
-}
-
-impl WatchSink for mpsc::Sender<WatchOut> {
-    async fn send(&self, out: WatchOut) -> Result<(), ()> {
-        mpsc::Sender::send(self, out).await.map_err(|_| ())
-    }
-
-    async fn closed(&self) {
-        mpsc::Sender::closed(self).await
-    }
-}
-
 /// Control messages from the stream to a watcher.
 pub enum WatchCtl {
     /// Emit [`WatchOut::Synced`] once every event with revision `<= upto`
@@ -223,10 +118,10 @@ pub enum WatchCtl {
     SyncedTo { upto: i64, ack: oneshot::Sender<()> },
 }
 
-struct Watcher<S> {
+struct Watcher {
     sm: Arc<SmShared>,
     spec: WatchSpec,
-    out: S,
+    out: mpsc::Sender<WatchOut>,
     /// Every revision `< next` has been delivered (or did not match).
     next: i64,
     pending: Vec<(i64, oneshot::Sender<()>)>,
@@ -234,10 +129,10 @@ struct Watcher<S> {
 }
 
 /// Runs a watcher until its stream closes or it is cancelled.
-pub async fn run_watcher<S: WatchSink>(
+pub async fn run_watcher(
     sm: Arc<SmShared>,
     spec: WatchSpec,
-    out: S,
+    out: mpsc::Sender<WatchOut>,
     mut ctl: mpsc::Receiver<WatchCtl>,
 ) {
     let mut w = Watcher {
@@ -293,7 +188,7 @@ pub async fn run_watcher<S: WatchSink>(
     }
 }
 
-impl<S: WatchSink> Watcher<S> {
+impl Watcher {
     /// Delivers history from `next` to the current revision.
     async fn catch_up(&mut self) -> Result<(), ()> {
         let read = {
@@ -319,12 +214,7 @@ impl<S: WatchSink> Watcher<S> {
             }
             Err(_) => return Err(()),
         };
-        let matching: Vec<RevEvent> = events
-            .into_iter()
-            .filter(|e| self.matches(&e.event))
-            .collect();
-        let shared = SharedEvents::new(matching);
-        let matching = &shared.events;
+        let matching: Vec<&RevEvent> = events.iter().filter(|e| self.matches(&e.event)).collect();
         let mut start = 0;
         while start < matching.len() {
             let mut end = (start + MAX_EVENTS_PER_RESPONSE).min(matching.len());
@@ -337,8 +227,11 @@ impl<S: WatchSink> Watcher<S> {
             } else {
                 matching[end - 1].rev.main
             };
-            self.send_events(revision, &shared, (start..end).collect())
-                .await?;
+            let chunk = matching[start..end]
+                .iter()
+                .map(|e| self.shape(&e.event))
+                .collect();
+            self.send_events(revision, chunk).await?;
             start = end;
         }
         self.next = self.next.max(upto + 1);
@@ -346,46 +239,39 @@ impl<S: WatchSink> Watcher<S> {
     }
 
     /// Handles one live revision. `Ok(false)` means a gap was detected.
-    async fn on_batch(&mut self, revision: i64, events: &Arc<SharedEvents>) -> Result<bool, ()> {
+    async fn on_batch(&mut self, revision: i64, events: &[RevEvent]) -> Result<bool, ()> {
         if revision < self.next {
             return Ok(true); // already delivered from history
         }
         if revision > self.next {
             return Ok(false);
         }
-        let mine: Vec<usize> = (0..events.events.len())
-            .filter(|&i| self.matches(&events.events[i].event))
+        let mine: Vec<Event> = events
+            .iter()
+            .filter(|e| self.matches(&e.event))
+            .map(|e| self.shape(&e.event))
             .collect();
         if !mine.is_empty() {
-            self.send_events(revision, events, mine).await?;
+            self.send_events(revision, mine).await?;
         }
         self.next = revision + 1;
         Ok(true)
     }
 
-    /// Sends the `picked` events of `shared` in one response.
-    async fn send_events(
-        &mut self,
-        revision: i64,
-        shared: &Arc<SharedEvents>,
-        mut picked: Vec<usize>,
-    ) -> Result<(), ()> {
+    async fn send_events(&mut self, revision: i64, mut events: Vec<Event>) -> Result<(), ()> {
         if self.spec.drop_some_events {
-            picked.retain(|&i| {
-                let e = &shared.events[i].event;
-                e.kv.as_ref().is_none_or(|kv| kv.mod_revision % 7 != 3)
-            });
+            events.retain(|e| e.kv.as_ref().is_none_or(|kv| kv.mod_revision % 7 != 3));
         }
-        if picked.is_empty() {
+        if events.is_empty() {
             return Ok(());
         }
         self.sent_since_tick = true;
         let msg = WatchOut::Events {
             watch_id: self.spec.watch_id,
             revision,
-            events: EventBatch::new(shared.clone(), picked, self.spec.prev_kv),
+            events,
         };
-        self.out.send(msg).await
+        self.out.send(msg).await.map_err(|_| ())
     }
 
     fn matches(&self, e: &Event) -> bool {
@@ -400,13 +286,21 @@ impl<S: WatchSink> Watcher<S> {
         KeyRange::new(&self.spec.key, &self.spec.range_end).contains(key)
     }
 
+    fn shape(&self, e: &Event) -> Event {
+        let mut e = e.clone();
+        if !self.spec.prev_kv {
+            e.prev_kv = None;
+        }
+        e
+    }
+
     async fn resolve_pending(&mut self) -> Result<(), ()> {
         let synced = self.next - 1;
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].0 <= synced {
                 let (_, ack) = self.pending.swap_remove(i);
-                self.out.send(WatchOut::Synced(ack)).await?;
+                self.out.send(WatchOut::Synced(ack)).await.map_err(|_| ())?;
             } else {
                 i += 1;
             }
@@ -422,6 +316,7 @@ mod tests {
     use crate::state_machine::StateMachine;
     use crate::types::Command;
     use keel_proto::etcdserverpb::{request_op::Request, PutRequest, RequestOp, TxnRequest};
+    use prost::Message;
 
     fn put_cmd(key: &str, value: &str) -> Command {
         let txn = TxnRequest {
@@ -461,7 +356,7 @@ mod tests {
         while revs.last().copied().unwrap_or(0) < until {
             match rx.recv().await.expect("watcher alive") {
                 WatchOut::Events { events, .. } => {
-                    revs.extend(events.events().map(|e| e.kv.unwrap().mod_revision))
+                    revs.extend(events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision))
                 }
                 other => panic!("unexpected {other:?}"),
             }

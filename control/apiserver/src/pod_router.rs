@@ -208,7 +208,7 @@ impl PodRouter {
         loop {
             tokio::select! {
                 m = out.recv() => match m {
-                    Some(WatchOut::Events { events, .. }) => self.route(events.events()),
+                    Some(WatchOut::Events { events, .. }) => self.route(&events),
                     Some(WatchOut::Progress { revision, .. }) => self.advance(revision),
                     Some(WatchOut::Synced(ack)) => { let _ = ack.send(()); }
                     Some(WatchOut::Canceled { reason, .. }) => {
@@ -232,13 +232,13 @@ impl PodRouter {
         };
     }
 
-    fn route(&self, events: impl Iterator<Item = Event>) {
+    fn route(&self, events: &[Event]) {
         let mut st = self.lock();
         for ev in events {
             let Some(rev) = ev.kv.as_ref().map(|kv| kv.mod_revision) else {
                 continue;
             };
-            for d in deliveries(&ev) {
+            for d in deliveries(ev) {
                 st.send(&d);
                 st.remember(d);
             }

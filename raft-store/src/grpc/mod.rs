@@ -18,7 +18,7 @@ use keel_net::{Incoming, TlsConfig, Transport};
 
 use keel_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 
 use crate::store::Store;
@@ -58,10 +58,9 @@ fn client_router(store: Store) -> tonic::transport::server::Router {
     let grpc = tonic::service::Routes::new(
         KvServer::new(kv::KvService::new(store.clone())).max_decoding_message_size(max),
     )
-    .add_service(watch::WatchServer::new(
-        watch::WatchService::new(store.clone()),
-        max,
-    ))
+    .add_service(
+        WatchServer::new(watch::WatchService::new(store.clone())).max_decoding_message_size(max),
+    )
     .add_service(LeaseServer::new(lease::LeaseService::new(store.clone())))
     .add_service(ClusterServer::new(cluster::ClusterService::new(
         store.clone(),

@@ -255,8 +255,8 @@ impl Encoder<'_> {
     async fn deliver(&mut self, tx: &Tx, m: WatchOut) -> bool {
         match m {
             WatchOut::Events { events, .. } => {
-                for ev in events.events() {
-                    if let Some((kind, obj)) = self.convert(&ev) {
+                for ev in &events {
+                    if let Some((kind, obj)) = self.convert(ev) {
                         if !self.send(tx, kind, obj).await {
                             return false;
                         }
