@@ -152,11 +152,6 @@ impl PodRouter {
         Ok(Some(rx))
     }
 
-    /// How many streams are subscribed (for tests and metrics).
-    pub fn subscribers(&self) -> usize {
-        self.lock().subs.values().map(Vec::len).sum()
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
