@@ -16,10 +16,11 @@
 //! Every etcdctl call runs under a watchdog ([`CMD_TIMEOUT`]), so a hung
 //! server fails the test instead of hanging CI.
 
+mod util;
+
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -58,15 +59,9 @@ fn server_bin() -> String {
     }
 }
 
-/// `n` distinct free ports on 127.0.0.1 (all held open until every one is picked).
+/// `n` distinct ports on 127.0.0.1 reserved for this test process.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| util::ports::reserve("127.0.0.1")).collect()
 }
 
 struct Member {

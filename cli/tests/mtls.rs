@@ -35,11 +35,7 @@ fn run_ok(cmd: &mut Command) -> String {
 
 /// A free port on `ip` (a loopback address).
 fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    util::ports::reserve(ip)
 }
 
 fn issue(dir: &Path, ca: &Path, kind: &str, name: &str, hosts: &[&str], out: &Path) {

@@ -6,9 +6,9 @@ pub mod agent_port;
 pub mod kubectl;
 pub mod member;
 pub mod netns;
+pub mod ports;
 pub mod up;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,12 +19,9 @@ use keel_proto::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
+/// A port on 127.0.0.1 reserved for this test process (see [`ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::reserve("127.0.0.1")
 }
 
 pub struct Replica {
