@@ -74,6 +74,17 @@ pub(crate) struct SnapshotBody {
     pub(crate) client_addrs: Vec<(u64, String)>,
 }
 
+/// Runs `f`, which may take long, without holding up the other tasks of a
+/// multi-threaded runtime. On a current-thread runtime (the deterministic
+/// simulation) it runs in place, so the simulated schedule stays the same.
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn rocks(e: rocksdb::Error) -> io::Error {
     io::Error::other(e)
 }
@@ -411,30 +422,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
+    /// Copies what the snapshot holds under the state lock as shared
+    /// references only (an `Arc` per version), so applying waits for a
+    /// walk of the index, not for the encoding; then encodes it off the
+    /// async workers. Encoding every version under the lock, on a runtime
+    /// worker, stalled each replica for as long as the whole history took
+    /// to encode, every `snapshot_logs` entries: long enough under load
+    /// for the followers' AppendEntries answers to time out and a healthy
+    /// leader to step down.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let (meta, bytes) = {
+        let (meta, head, versions) = {
             let st = self.shared.read();
-            let body = SnapshotBody {
+            let head = SnapshotBody {
                 current_rev: st.mvcc.current_revision(),
                 compact_rev: st.mvcc.compact_revision(),
                 leases: st.mvcc.leases().map(|l| (l.id, l.ttl_s)).collect(),
-                versions: st
-                    .mvcc
-                    .all_versions()
-                    .map(|(rev, key, kv)| (rev, key.to_vec(), kv.map(|kv| kv.encode_to_vec())))
-                    .collect(),
+                versions: Vec::new(),
                 client_addrs: st
                     .client_addrs
                     .iter()
                     .map(|(k, v)| (*k, v.clone()))
                     .collect(),
             };
+            let versions: Vec<(Revision, Vec<u8>, Option<Arc<KeyValue>>)> = st
+                .mvcc
+                .all_versions()
+                .map(|(rev, key, kv)| (rev, key.to_vec(), kv.cloned()))
+                .collect();
             let meta = SnapshotMetaOf::<TypeConfig> {
                 last_log_id: st.last_applied,
                 last_membership: st.membership.clone(),
             };
-            (meta, encode(&body)?)
+            (meta, head, versions)
         };
+        let bytes = off_runtime(move || {
+            let body = SnapshotBody {
+                versions: versions
+                    .into_iter()
+                    .map(|(rev, key, kv)| (rev, key, kv.map(|kv| kv.encode_to_vec())))
+                    .collect(),
+                ..head
+            };
+            encode(&body)
+        })?;
         // The snapshot replaces the log up to its last id: make everything it
         // covers durable before openraft may purge that log.
         self.shared

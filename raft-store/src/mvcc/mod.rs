@@ -323,13 +323,13 @@ impl Mvcc {
     }
 
     /// Every retained version in revision order (for snapshots).
-    pub fn all_versions(&self) -> impl Iterator<Item = (Revision, &[u8], Option<&KeyValue>)> {
+    pub fn all_versions(&self) -> impl Iterator<Item = (Revision, &[u8], Option<&Arc<KeyValue>>)> {
         self.by_rev.iter().map(|(rev, key)| {
             let versions = &self.keys[key];
             let pos = versions
                 .binary_search_by(|v| v.rev.cmp(rev))
                 .expect("by_rev and keys agree");
-            (*rev, key.as_slice(), versions[pos].kv.as_deref())
+            (*rev, key.as_slice(), versions[pos].kv.as_ref())
         })
     }
 }
