@@ -31,6 +31,9 @@ pub struct Network {
     pub client: PeerClient,
     /// Where heartbeat round trips are recorded.
     pub stats: Arc<StoreStats>,
+    /// How long an AppendEntries call may take at least (see
+    /// [`PeerConn::append_entries`]).
+    pub append_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -42,6 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.peer_addr.clone(),
             client: self.client.clone(),
             stats: self.stats.clone(),
+            append_timeout: self.append_timeout,
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct PeerConn {
     addr: String,
     client: PeerClient,
     stats: Arc<StoreStats>,
+    append_timeout: Duration,
 }
 
 fn to_rpc_error(e: PeerError) -> RPCError<TypeConfig> {
@@ -94,9 +99,17 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         // A heartbeat (no entries) costs the follower next to nothing, so
         // its round trip is the network's: etcd's peer RTT metric.
         let started = rpc.entries.is_empty().then(tokio::time::Instant::now);
-        let res: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> = self
-            .call(PeerMethod::AppendEntries, &rpc, option.soft_ttl())
-            .await?;
+        // openraft offers 3/4 of a heartbeat interval (75 ms by default).
+        // On a loaded machine a follower that appends and syncs a large
+        // batch answers later than that; giving up then throws away a
+        // healthy follower's acknowledgement, resends the same entries
+        // (more load) and, after the check-quorum lease without acks,
+        // deposed a leader whose followers were all up (seen with 500
+        // hollow nodes on 2 cores). A follower is only suspect after an
+        // election timeout, so wait up to half of one.
+        let timeout = option.soft_ttl().max(self.append_timeout);
+        let res: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> =
+            self.call(PeerMethod::AppendEntries, &rpc, timeout).await?;
         if let Some(t) = started {
             self.stats.observe_rtt(self.target, t.elapsed());
         }

@@ -332,6 +332,7 @@ impl Store {
         let network = Network {
             client: peers.clone(),
             stats: stats.clone(),
+            append_timeout: Duration::from_millis(cfg.election_timeout_ms / 2),
         };
         let raft = Raft::new(
             id,
