@@ -423,6 +423,12 @@ impl Store {
         self.inner.sm.read().mvcc.current_revision()
     }
 
+    /// The applied state's compaction point: a read or watch from below
+    /// this revision fails with `Compacted`.
+    pub fn compact_revision(&self) -> i64 {
+        self.inner.sm.read().mvcc.compact_revision()
+    }
+
     /// A cheap probe of whether this replica is the leader, which stays
     /// valid (answering false) after the store is gone and holds nothing of
     /// it: for fault injectors that target the leader.

@@ -631,7 +631,14 @@ async fn pod_stream(
     }
     let tail = match router.subscribe(node, rv).await {
         Ok(Some(rx)) => routed(rx, Counted::start(client.api().metrics.clone())),
-        Ok(None) => watched(client, &all_pods, &selector, rv).await?,
+        Ok(None) => {
+            tracing::info!(
+                node,
+                from = rv,
+                "node pod stream served from history (older than the router's window)"
+            );
+            watched(client, &all_pods, &selector, rv).await?
+        }
         Err(e) => return Err(api_status(e)),
     };
     // The API ends a watch (timeout, lost quorum): say so, so the agent

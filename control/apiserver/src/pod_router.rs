@@ -47,6 +47,9 @@ use crate::storage::prefix_end;
 /// How many deliveries the replay window holds: enough for the events
 /// between a node's initial list and its subscription on a busy cluster.
 pub const WINDOW_LEN: usize = 4096;
+/// How many revisions before the first subscriber's a starting router
+/// begins at (history the store replays into the window).
+const START_HISTORY_REVS: i64 = 1000;
 /// Items a stream may have queued before it counts as not keeping up.
 pub const QUEUE_LEN: usize = 1024;
 /// How often every stream gets a bookmark.
@@ -129,7 +132,7 @@ impl PodRouter {
         from: i64,
     ) -> ApiResult<Option<mpsc::Receiver<Item>>> {
         self.store.read_barrier().await?;
-        self.ensure_running().await?;
+        self.ensure_running(from).await?;
         let mut st = self.lock();
         if !st.running || from < st.floor {
             return Ok(None);
@@ -156,18 +159,44 @@ impl PodRouter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn ensure_running(&self) -> ApiResult<()> {
+    /// Starts the store watch if it is not running: after the last
+    /// revision routed when the router ran before (its window is kept, so
+    /// streams resuming after a lost quorum are still served from it), else
+    /// [`START_HISTORY_REVS`] before `from`, the first subscriber's
+    /// revision (the store replays what came after, so that subscriber and
+    /// the others starting about then are served by the router too).
+    async fn ensure_running(&self, from: i64) -> ApiResult<()> {
         let _one = self.start.lock().await;
-        if self.lock().running {
-            return Ok(());
-        }
-        let from = self.store.current_revision();
+        let after = {
+            let st = self.lock();
+            if st.running {
+                return Ok(());
+            }
+            let current = self.store.current_revision();
+            if st.routed > 0 {
+                st.routed
+            } else {
+                // Nodes that start together list their pods at slightly
+                // different revisions, and each that subscribes with an
+                // older one than the router began at would need a store
+                // watch of its own: begin a little history earlier.
+                let wanted = if current - from > WINDOW_LEN as i64 {
+                    current // too old: that subscriber is served from history
+                } else {
+                    from.min(current)
+                };
+                wanted
+                    .min(current - START_HISTORY_REVS)
+                    .max(self.store.compact_revision())
+                    .max(0)
+            }
+        };
         let (out_tx, out_rx) = mpsc::channel(256);
         let spec = WatchSpec {
             watch_id: 0,
             key: self.prefix.as_bytes().to_vec(),
             range_end: prefix_end(&self.prefix),
-            start_revision: from + 1,
+            start_revision: after + 1,
             prev_kv: true,
             no_put: false,
             no_delete: false,
@@ -177,13 +206,13 @@ impl PodRouter {
         let ctl = self.store.watch(spec, out_tx)?;
         {
             let mut st = self.lock();
-            *st = State {
-                running: true,
-                routed: from,
-                floor: from,
-                next_id: st.next_id,
-                ..State::default()
-            };
+            if st.routed == 0 {
+                st.routed = after;
+                st.floor = after;
+            }
+            debug_assert_eq!(st.routed, after);
+            debug_assert!(st.subs.is_empty(), "streams end when the router stops");
+            st.running = true;
         }
         let router = self.clone();
         tokio::spawn(async move {
@@ -194,13 +223,15 @@ impl PodRouter {
     }
 
     /// Routes until the store watch ends or the replica loses the quorum;
-    /// then ends every stream.
+    /// then ends every stream. The window survives a lost quorum (the next
+    /// start resumes after the last routed revision) but not a cancelled
+    /// store watch (compacted history: the next start begins afresh).
     async fn run(&self, mut out: mpsc::Receiver<WatchOut>) {
         let lost = lost_quorum(&self.store);
         tokio::pin!(lost);
         let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
         tick.tick().await;
-        loop {
+        let keep_window = loop {
             tokio::select! {
                 m = out.recv() => match m {
                     Some(WatchOut::Events { events, .. }) => self.route(&events),
@@ -208,23 +239,27 @@ impl PodRouter {
                     Some(WatchOut::Synced(ack)) => { let _ = ack.send(()); }
                     Some(WatchOut::Canceled { reason, .. }) => {
                         tracing::warn!(reason, "the node pod router's store watch was cancelled");
-                        break;
+                        break false;
                     }
-                    None => break,
+                    None => break true,
                 },
                 _ = tick.tick() => self.bookmark(),
                 _ = &mut lost => {
                     tracing::info!("ending node pod streams: this replica does not reach a quorum");
-                    break;
+                    break true;
                 }
             }
-        }
-        let mut st = self.lock();
-        let next_id = st.next_id;
-        *st = State {
-            next_id,
-            ..State::default()
         };
+        let mut st = self.lock();
+        st.running = false;
+        st.subs.clear();
+        if !keep_window {
+            let next_id = st.next_id;
+            *st = State {
+                next_id,
+                ..State::default()
+            };
+        }
     }
 
     fn route(&self, events: &[Event]) {

@@ -391,6 +391,62 @@ async fn node_streams_share_one_store_watch_and_resume_from_history() {
     assert_eq!(d.revision, del.revision);
 }
 
+/// Node streams that resume from recent history share the replica's
+/// router, whichever of them came first: the router begins a little
+/// history before its first subscriber (nodes that start together list at
+/// slightly different revisions), so none falls back to a store watch of
+/// its own.
+#[tokio::test]
+async fn streams_resuming_from_recent_history_share_the_router() {
+    let t = TestServer::start().await;
+    let mut c = node_client(&t).await;
+    c.register(RegisterRequest {
+        node_json: node("h1"),
+    })
+    .await
+    .unwrap();
+    let from = t.store.current_revision();
+    assert_eq!(
+        t.post("/api/v1/namespaces/default/pods", &pod("q0"))
+            .await
+            .code,
+        201
+    );
+    bind(&t, "q0", "h1").await;
+    let before = t.store.watcher_count();
+    let open = |from_revision| {
+        let mut c = c.clone();
+        async move {
+            c.watch_pods(WatchPodsRequest {
+                node_name: "h1".into(),
+                from_revision,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    // First a stream from now, then two from before q0 was bound.
+    let mut newest = open(t.store.current_revision()).await;
+    for _ in 0..2 {
+        let mut s = open(from).await;
+        let ev = next(&mut s).await;
+        assert_eq!(decode(&ev), (pod_event::Type::Added as i32, "q0".into()));
+    }
+    let opened = t.store.watcher_count() - before;
+    assert_eq!(opened, 1, "3 streams opened {opened} store watches");
+
+    assert_eq!(
+        t.post("/api/v1/namespaces/default/pods", &pod("q1"))
+            .await
+            .code,
+        201
+    );
+    bind(&t, "q1", "h1").await;
+    let ev = next(&mut newest).await;
+    assert_eq!(decode(&ev), (pod_event::Type::Added as i32, "q1".into()));
+}
+
 /// The next DELETED, after any MODIFIED (a graceful delete marks first).
 async fn until_deleted(s: &mut tonic::Streaming<PodEvent>) -> PodEvent {
     loop {
