@@ -63,8 +63,11 @@ pub struct ServerArgs {
     auto_compaction_mode: CompactionMode,
     /// Retention: revisions to keep (revision mode) or a duration such as
     /// `1h`, `30m`, `90s` (periodic mode). `0` disables compaction.
-    #[arg(long, default_value = "0")]
-    auto_compaction_retention: String,
+    /// Default: `5m` when the Kubernetes API is served (kube-apiserver
+    /// compacts its etcd every 5 minutes), `0` with `--disable-api` (as
+    /// etcd).
+    #[arg(long)]
+    auto_compaction_retention: Option<String>,
     /// Serve only the store (etcd v3 API), no Kubernetes API: for using
     /// keel as an etcd replacement, and for store-level tests whose
     /// revisions must match etcd's.
@@ -205,6 +208,20 @@ pub(crate) fn strip_scheme(url: &str) -> String {
         .to_string()
 }
 
+/// The retention when none is given. Without compaction every version of
+/// every object stays in the store (and in its memory) forever: a cluster
+/// rewrites node leases and pod statuses all the time, so the Kubernetes
+/// API compacts, as kube-apiserver does its etcd (every 5 minutes, to the
+/// revision of 5 minutes before). A store-only replica keeps etcd's
+/// default (off): its client decides.
+fn default_retention(disable_api: bool) -> &'static str {
+    if disable_api {
+        "0"
+    } else {
+        "5m"
+    }
+}
+
 fn parse_retention(mode: CompactionMode, s: &str) -> anyhow::Result<AutoCompaction> {
     let s = s.trim();
     if s == "0" || s.is_empty() {
@@ -324,7 +341,11 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     cfg.election_timeout_ms = a.election_timeout;
     cfg.snapshot_logs = a.snapshot_count;
     cfg.request_timeout = Duration::from_millis(a.request_timeout_ms);
-    cfg.auto_compaction = parse_retention(a.auto_compaction_mode, &a.auto_compaction_retention)?;
+    let retention = a
+        .auto_compaction_retention
+        .as_deref()
+        .unwrap_or(default_retention(a.disable_api));
+    cfg.auto_compaction = parse_retention(a.auto_compaction_mode, retention)?;
 
     // Bind first so a port clash fails before anything is written.
     let peer_listener = grpc::bind(Transport::Tcp, &listen_peer.addr).await?;
@@ -704,5 +725,13 @@ mod tests {
             AutoCompaction::Revisions(1000)
         ));
         assert!(parse_retention(CompactionMode::Periodic, "5d").is_err());
+        assert!(matches!(
+            parse_retention(CompactionMode::Periodic, default_retention(false)).unwrap(),
+            AutoCompaction::Periodic(d) if d == Duration::from_secs(300)
+        ));
+        assert!(matches!(
+            parse_retention(CompactionMode::Periodic, default_retention(true)).unwrap(),
+            AutoCompaction::Off
+        ));
     }
 }
