@@ -374,7 +374,11 @@ async fn connect(cluster: &mut Cluster, timeout: Duration) -> Result<Vec<Client>
 async fn try_client(kubeconfig: &Path, port: u16) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    // Count what the server answered: kube's default retry of 503/504
+    // would resend a create whose first attempt may have been written,
+    // turning a slow answer into a 409 AlreadyExists.
+    config.default_retry = false;
     ensure!(
         config.cluster_url.port_u16() == Some(port),
         "{} names {}, not port {port}",

@@ -157,10 +157,10 @@ impl Stamps {
         (v > 0).then_some(v)
     }
 
-    fn count(&self) -> usize {
-        self.at
-            .iter()
-            .filter(|a| a.load(Ordering::Relaxed) > 0)
+    /// How many slots are stamped here and in `also`.
+    fn count_with(&self, also: &Stamps) -> usize {
+        (0..self.at.len())
+            .filter(|&i| self.get(i).is_some() && also.get(i).is_some())
             .count()
     }
 }
@@ -268,7 +268,9 @@ async fn run(
     let mut last_print = Instant::now();
     loop {
         procs.check_alive()?;
-        let n = running.count();
+        // Only pods whose create was answered 201: a failed create may
+        // still have been written, and its pod may run too.
+        let n = running.count_with(&created);
         if n >= creates_ok || Instant::now() >= deadline {
             break;
         }

@@ -945,7 +945,11 @@ pub(crate) async fn connect(
 async fn try_client(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    // Count what the server answered: kube's default retry of 503/504
+    // would resend a create whose first attempt may have been written,
+    // turning a slow answer into a 409 AlreadyExists.
+    config.default_retry = false;
     let client = Client::try_from(config)?;
     let attempt = client.request_text(get("/api/v1/namespaces/default"));
     tokio::time::timeout(Duration::from_secs(2), attempt)
